@@ -1,0 +1,780 @@
+//! The embedded state store: the single source of truth for desired state.
+//!
+//! Everything the control plane must remember across a crash lives here, in one SQLite
+//! database opened in WAL mode with `synchronous=FULL`: registered apps, the immutable
+//! numbered revisions of each service (with the resolved config they were created from),
+//! the traffic assignment of each service, the event log (the audit trail), and the
+//! process ids of running instances (so that a restarted server can clean up after a
+//! `kill -9`).
+//!
+//! Every write that changes desired state happens in one transaction together with the
+//! event that describes it, so the event log never disagrees with the state it narrates.
+//!
+//! This crate knows nothing about tokio, HTTP or processes; callers serialise access
+//! through the internal mutex (one writer, short transactions).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::Serialize;
+
+/// The value of `meta.format`: identifies a database written by Slipway.
+const FORMAT: &str = "slipway-state";
+/// The schema version this build writes and understands.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS apps (
+    name       TEXT PRIMARY KEY,
+    spec_path  TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    down       INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS services (
+    app        TEXT NOT NULL REFERENCES apps(name),
+    name       TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    removed    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (app, name)
+);
+CREATE TABLE IF NOT EXISTS revisions (
+    app        TEXT NOT NULL,
+    service    TEXT NOT NULL,
+    number     INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    digest     TEXT NOT NULL,
+    config     TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    message    TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (app, service, number),
+    FOREIGN KEY (app, service) REFERENCES services(app, name)
+);
+CREATE TABLE IF NOT EXISTS traffic (
+    app      TEXT NOT NULL,
+    service  TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    percent  INTEGER NOT NULL CHECK (percent BETWEEN 0 AND 100),
+    PRIMARY KEY (app, service, revision),
+    FOREIGN KEY (app, service, revision) REFERENCES revisions(app, service, number)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts       TEXT NOT NULL,
+    app      TEXT NOT NULL,
+    service  TEXT,
+    revision INTEGER,
+    kind     TEXT NOT NULL,
+    message  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_app ON events(app, id);
+CREATE TABLE IF NOT EXISTS instances (
+    id          TEXT PRIMARY KEY,
+    app         TEXT NOT NULL,
+    service     TEXT NOT NULL,
+    revision    INTEGER NOT NULL,
+    pid         INTEGER NOT NULL,
+    start_ticks INTEGER NOT NULL,
+    port        INTEGER NOT NULL,
+    started_at  TEXT NOT NULL
+);
+"#;
+
+/// Errors of the state store. Each says which file is involved and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot open the state database {path}: {source}\n  hint: check that the data directory exists and is writable, or choose another with --data-dir"
+    )]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "{path} is not a Slipway state database ({detail})\n  hint: point --data-dir (or SLIPWAY_HOME) at an empty directory or at one created by Slipway; move the file away if it is damaged"
+    )]
+    Foreign { path: PathBuf, detail: String },
+    #[error(
+        "{path} was written by a newer Slipway (schema {found}, this build understands {SCHEMA_VERSION})\n  hint: upgrade slipway, or use another --data-dir"
+    )]
+    TooNew { path: PathBuf, found: i64 },
+    #[error("state database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The lifecycle of a revision. Whether it serves is told by the traffic table, not here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevisionState {
+    /// Created; instances are starting and have not all passed readiness yet.
+    Deploying,
+    /// Became ready at least once: it may receive traffic and is a rollback target.
+    Ready,
+    /// Never became ready (or the deploy was interrupted); never receives traffic.
+    Failed,
+}
+
+impl RevisionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevisionState::Deploying => "deploying",
+            RevisionState::Ready => "ready",
+            RevisionState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "deploying" => Ok(RevisionState::Deploying),
+            "ready" => Ok(RevisionState::Ready),
+            "failed" => Ok(RevisionState::Failed),
+            other => Err(StoreError::Invalid(format!(
+                "unknown revision state `{other}` in the database"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AppRow {
+    pub name: String,
+    pub spec_path: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub down: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RevisionRow {
+    pub app: String,
+    pub service: String,
+    pub number: u64,
+    pub created_at: String,
+    pub digest: String,
+    /// The resolved service config as JSON, exactly as it was when the revision was made.
+    pub config: String,
+    pub state: RevisionState,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub ts: String,
+    pub app: String,
+    pub service: Option<String>,
+    pub revision: Option<u64>,
+    pub kind: String,
+    pub message: String,
+}
+
+/// An event to append; `ts` and `id` are assigned by the store.
+#[derive(Debug, Clone, Default)]
+pub struct NewEvent<'a> {
+    pub app: &'a str,
+    pub service: Option<&'a str>,
+    pub revision: Option<u64>,
+    pub kind: &'a str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceRow {
+    pub id: String,
+    pub app: String,
+    pub service: String,
+    pub revision: u64,
+    pub pid: u32,
+    pub start_ticks: u64,
+    pub port: u16,
+    pub started_at: String,
+}
+
+/// One target of a service's traffic: a revision and its share in percent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TrafficTarget {
+    pub revision: u64,
+    pub percent: u32,
+}
+
+/// Which events to list.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub app: Option<String>,
+    pub service: Option<String>,
+    /// Only events with an id greater than this.
+    pub after: Option<i64>,
+    /// At most this many (the newest ones when `after` is absent), oldest first.
+    pub limit: Option<u32>,
+}
+
+/// The store. Cheap operations, one connection, serialised by a mutex.
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+// === impl Store ===
+
+impl Store {
+    /// Opens (or creates) the database at `path`.
+    ///
+    /// # Errors
+    /// A file that is not a SQLite database, or a SQLite database that Slipway did not
+    /// write, gives [`StoreError::Foreign`]; a newer schema gives [`StoreError::TooNew`].
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let foreign = |detail: String| StoreError::Foreign {
+            path: path.to_owned(),
+            detail,
+        };
+        // The first read of the schema fails on a file that is not a database at all.
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .and_then(|mut s| {
+                s.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(|e| foreign(e.to_string()))?;
+        if !tables.is_empty() && !tables.iter().any(|t| t == "meta") {
+            return Err(foreign(format!(
+                "it holds other tables: {}",
+                tables.join(", ")
+            )));
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| foreign(e.to_string()))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        if tables.is_empty() {
+            conn.execute_batch(SCHEMA)?;
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('format', ?1), ('schema_version', ?2)",
+                params![FORMAT, SCHEMA_VERSION.to_string()],
+            )?;
+        } else {
+            let format: Option<String> = conn
+                .query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(|e| foreign(e.to_string()))?;
+            if format.as_deref() != Some(FORMAT) {
+                return Err(foreign(format!(
+                    "meta.format is {:?}, expected {FORMAT:?}",
+                    format.unwrap_or_default()
+                )));
+            }
+            let version: i64 = conn
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'schema_version'",
+                    [],
+                    |r| r.get::<_, String>(0),
+                )
+                .map_err(|e| foreign(e.to_string()))?
+                .parse()
+                .map_err(|_| foreign("meta.schema_version is not a number".into()))?;
+            if version > SCHEMA_VERSION {
+                return Err(StoreError::TooNew {
+                    path: path.to_owned(),
+                    found: version,
+                });
+            }
+            // Creating missing tables keeps older databases of the same version usable.
+            conn.execute_batch(SCHEMA)?;
+        }
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(foreign(format!("integrity check failed: {check}")));
+        }
+        Ok(Store {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a transaction half-applied
+        // (SQLite rolls it back), so the poisoned connection is still consistent.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    // --- apps and services ---
+
+    /// Registers an app (or updates its spec path) and makes sure each named service exists.
+    pub fn upsert_app(&self, name: &str, spec_path: &str, services: &[&str]) -> Result<()> {
+        self.write(|tx| {
+            let now = now();
+            let existed: bool = tx
+                .query_row("SELECT 1 FROM apps WHERE name = ?1", [name], |_| Ok(()))
+                .optional()?
+                .is_some();
+            tx.execute(
+                "INSERT INTO apps(name, spec_path, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT(name) DO UPDATE SET spec_path = excluded.spec_path, updated_at = excluded.updated_at",
+                params![name, spec_path, now],
+            )?;
+            if !existed {
+                insert_event(
+                    tx,
+                    &NewEvent {
+                        app: name,
+                        kind: "app.registered",
+                        message: format!("app {name} registered from {spec_path}"),
+                        ..Default::default()
+                    },
+                )?;
+            }
+            for svc in services {
+                tx.execute(
+                    "INSERT INTO services(app, name, created_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(app, name) DO UPDATE SET removed = 0",
+                    params![name, svc, now],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn apps(&self) -> Result<Vec<AppRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT name, spec_path, created_at, updated_at, down FROM apps ORDER BY name",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(AppRow {
+                    name: r.get(0)?,
+                    spec_path: r.get(1)?,
+                    created_at: r.get(2)?,
+                    updated_at: r.get(3)?,
+                    down: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    pub fn app(&self, name: &str) -> Result<Option<AppRow>> {
+        Ok(self.apps()?.into_iter().find(|a| a.name == name))
+    }
+
+    /// Marks an app as stopped (`down`) or running; recorded with an event.
+    pub fn set_app_down(&self, name: &str, down: bool) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE apps SET down = ?2, updated_at = ?3 WHERE name = ?1",
+                params![name, down, now()],
+            )?;
+            insert_event(
+                tx,
+                &NewEvent {
+                    app: name,
+                    kind: if down { "app.down" } else { "app.up" },
+                    message: format!("app {name} {}", if down { "stopped" } else { "started" }),
+                    ..Default::default()
+                },
+            )
+        })
+    }
+
+    /// The services of an app that are still in its spec, by name.
+    pub fn services(&self, app: &str) -> Result<Vec<String>> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare("SELECT name FROM services WHERE app = ?1 AND removed = 0 ORDER BY name")?;
+        let rows = stmt
+            .query_map([app], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(rows)
+    }
+
+    /// Marks a service as removed from the spec; its history stays.
+    pub fn remove_service(&self, app: &str, service: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE services SET removed = 1 WHERE app = ?1 AND name = ?2",
+                params![app, service],
+            )?;
+            tx.execute(
+                "DELETE FROM traffic WHERE app = ?1 AND service = ?2",
+                params![app, service],
+            )?;
+            insert_event(
+                tx,
+                &NewEvent {
+                    app,
+                    service: Some(service),
+                    kind: "service.removed",
+                    message: format!("service {service} removed from the spec"),
+                    ..Default::default()
+                },
+            )
+        })
+    }
+
+    // --- revisions ---
+
+    /// Creates the next numbered revision of a service in state `deploying`.
+    pub fn create_revision(
+        &self,
+        app: &str,
+        service: &str,
+        digest: &str,
+        config: &str,
+        cause: &str,
+    ) -> Result<u64> {
+        self.write(|tx| {
+            let next: u64 = tx.query_row(
+                "SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE app = ?1 AND service = ?2",
+                params![app, service],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "INSERT INTO revisions(app, service, number, created_at, digest, config, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'deploying')",
+                params![app, service, next, now(), digest, config],
+            )?;
+            insert_event(
+                tx,
+                &NewEvent {
+                    app,
+                    service: Some(service),
+                    revision: Some(next),
+                    kind: "revision.created",
+                    message: format!(
+                        "revision {next} of {service} created ({cause}, config {})",
+                        short(digest)
+                    ),
+                },
+            )?;
+            Ok(next)
+        })
+    }
+
+    /// Sets a revision's lifecycle state, with an event of `kind` carrying `message`.
+    pub fn set_revision_state(
+        &self,
+        app: &str,
+        service: &str,
+        number: u64,
+        state: RevisionState,
+        message: &str,
+    ) -> Result<()> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE revisions SET state = ?4, message = ?5 WHERE app = ?1 AND service = ?2 AND number = ?3",
+                params![app, service, number, state.as_str(), message],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Invalid(format!(
+                    "revision {number} of {app}/{service} does not exist"
+                )));
+            }
+            insert_event(
+                tx,
+                &NewEvent {
+                    app,
+                    service: Some(service),
+                    revision: Some(number),
+                    kind: match state {
+                        RevisionState::Deploying => "revision.deploying",
+                        RevisionState::Ready => "revision.ready",
+                        RevisionState::Failed => "revision.failed",
+                    },
+                    message: message.to_owned(),
+                },
+            )
+        })
+    }
+
+    /// All revisions of a service, oldest first.
+    pub fn revisions(&self, app: &str, service: &str) -> Result<Vec<RevisionRow>> {
+        self.query_revisions(
+            "WHERE app = ?1 AND service = ?2 ORDER BY number",
+            params![app, service],
+        )
+    }
+
+    pub fn revision(&self, app: &str, service: &str, number: u64) -> Result<Option<RevisionRow>> {
+        Ok(self
+            .query_revisions(
+                "WHERE app = ?1 AND service = ?2 AND number = ?3",
+                params![app, service, number],
+            )?
+            .pop())
+    }
+
+    /// Revisions in a given state across all apps (used at startup to find interrupted deploys).
+    pub fn revisions_in_state(&self, state: RevisionState) -> Result<Vec<RevisionRow>> {
+        self.query_revisions(
+            "WHERE state = ?1 ORDER BY app, service, number",
+            params![state.as_str()],
+        )
+    }
+
+    fn query_revisions(
+        &self,
+        clause: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<RevisionRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT app, service, number, created_at, digest, config, state, message FROM revisions {clause}"
+        ))?;
+        let raw = stmt
+            .query_map(args, |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, u64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        raw.into_iter()
+            .map(
+                |(app, service, number, created_at, digest, config, state, message)| {
+                    Ok(RevisionRow {
+                        app,
+                        service,
+                        number,
+                        created_at,
+                        digest,
+                        config,
+                        state: RevisionState::parse(&state)?,
+                        message,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    // --- traffic ---
+
+    /// The current traffic of a service (targets with a non-zero share), by revision.
+    pub fn traffic(&self, app: &str, service: &str) -> Result<Vec<TrafficTarget>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT revision, percent FROM traffic WHERE app = ?1 AND service = ?2 AND percent > 0 ORDER BY revision",
+        )?;
+        let rows = stmt
+            .query_map(params![app, service], |r| {
+                Ok(TrafficTarget {
+                    revision: r.get(0)?,
+                    percent: r.get(1)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Replaces a service's traffic atomically. The shares must sum to 100 and every
+    /// revision must exist and be `ready`; the change and its event commit together.
+    pub fn set_traffic(
+        &self,
+        app: &str,
+        service: &str,
+        targets: &[TrafficTarget],
+        message: &str,
+    ) -> Result<()> {
+        let sum: u32 = targets.iter().map(|t| t.percent).sum();
+        if sum != 100 {
+            return Err(StoreError::Invalid(format!(
+                "traffic of {service} must sum to 100%, got {sum}%"
+            )));
+        }
+        self.write(|tx| {
+            for t in targets {
+                let state: Option<String> = tx
+                    .query_row(
+                        "SELECT state FROM revisions WHERE app = ?1 AND service = ?2 AND number = ?3",
+                        params![app, service, t.revision],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match state.as_deref() {
+                    Some("ready") => {}
+                    Some(other) => {
+                        return Err(StoreError::Invalid(format!(
+                            "revision {} of {service} is {other}; only a ready revision can receive traffic",
+                            t.revision
+                        )));
+                    }
+                    None => {
+                        return Err(StoreError::Invalid(format!(
+                            "revision {} of {service} does not exist",
+                            t.revision
+                        )));
+                    }
+                }
+            }
+            tx.execute(
+                "DELETE FROM traffic WHERE app = ?1 AND service = ?2",
+                params![app, service],
+            )?;
+            for t in targets {
+                tx.execute(
+                    "INSERT INTO traffic(app, service, revision, percent) VALUES (?1, ?2, ?3, ?4)",
+                    params![app, service, t.revision, t.percent],
+                )?;
+            }
+            let split = targets
+                .iter()
+                .map(|t| format!("r{}={}%", t.revision, t.percent))
+                .collect::<Vec<_>>()
+                .join(", ");
+            insert_event(
+                tx,
+                &NewEvent {
+                    app,
+                    service: Some(service),
+                    revision: targets.iter().max_by_key(|t| t.percent).map(|t| t.revision),
+                    kind: "traffic.changed",
+                    message: format!("{message}: {split}"),
+                },
+            )
+        })
+    }
+
+    // --- events ---
+
+    pub fn add_event(&self, event: &NewEvent<'_>) -> Result<()> {
+        self.write(|tx| insert_event(tx, event))
+    }
+
+    /// Events matching the filter, oldest first.
+    pub fn events(&self, filter: &EventFilter) -> Result<Vec<Event>> {
+        let conn = self.lock();
+        let limit = filter.limit.unwrap_or(1000).min(10_000) as i64;
+        let after = filter.after.unwrap_or(0);
+        // Without `after`, take the newest `limit` events; with it, the next `limit` ones.
+        let order = if filter.after.is_some() {
+            "ASC"
+        } else {
+            "DESC"
+        };
+        let mut stmt = conn.prepare(&format!(
+            "SELECT id, ts, app, service, revision, kind, message FROM events
+             WHERE id > ?1 AND (?2 IS NULL OR app = ?2) AND (?3 IS NULL OR service = ?3)
+             ORDER BY id {order} LIMIT ?4"
+        ))?;
+        let mut rows = stmt
+            .query_map(params![after, filter.app, filter.service, limit], |r| {
+                Ok(Event {
+                    id: r.get(0)?,
+                    ts: r.get(1)?,
+                    app: r.get(2)?,
+                    service: r.get(3)?,
+                    revision: r.get(4)?,
+                    kind: r.get(5)?,
+                    message: r.get(6)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if filter.after.is_none() {
+            rows.reverse();
+        }
+        Ok(rows)
+    }
+
+    // --- instances ---
+
+    pub fn record_instance(&self, row: &InstanceRow) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO instances(id, app, service, revision, pid, start_ticks, port, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    row.id,
+                    row.app,
+                    row.service,
+                    row.revision,
+                    row.pid,
+                    row.start_ticks,
+                    row.port,
+                    row.started_at
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn forget_instance(&self, id: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM instances WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    pub fn instances(&self) -> Result<Vec<InstanceRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id, app, service, revision, pid, start_ticks, port, started_at FROM instances ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(InstanceRow {
+                    id: r.get(0)?,
+                    app: r.get(1)?,
+                    service: r.get(2)?,
+                    revision: r.get(3)?,
+                    pid: r.get(4)?,
+                    start_ticks: r.get(5)?,
+                    port: r.get(6)?,
+                    started_at: r.get(7)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+}
+
+fn insert_event(tx: &Transaction<'_>, e: &NewEvent<'_>) -> Result<()> {
+    tx.execute(
+        "INSERT INTO events(ts, app, service, revision, kind, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![now(), e.app, e.service, e.revision, e.kind, e.message],
+    )?;
+    Ok(())
+}
+
+/// The current time as an RFC 3339 UTC timestamp with milliseconds.
+pub fn now() -> String {
+    format!("{:.3}", jiff::Timestamp::now())
+}
+
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests;

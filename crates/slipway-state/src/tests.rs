@@ -1,0 +1,248 @@
+//! Unit tests of the store against real SQLite files in temporary directories.
+
+use super::*;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    (dir, store)
+}
+
+fn ready_revision(s: &Store, app: &str, svc: &str) -> u64 {
+    let n = s.create_revision(app, svc, "abc", "{}", "test").unwrap();
+    s.set_revision_state(app, svc, n, RevisionState::Ready, "ready")
+        .unwrap();
+    n
+}
+
+#[test]
+fn revisions_are_numbered_per_service_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let s = Store::open(&path).unwrap();
+        s.upsert_app("clinic", "/x/slipway.yaml", &["api", "web"])
+            .unwrap();
+        assert_eq!(
+            s.create_revision("clinic", "api", "d1", "{}", "t").unwrap(),
+            1
+        );
+        assert_eq!(
+            s.create_revision("clinic", "api", "d2", "{}", "t").unwrap(),
+            2
+        );
+        assert_eq!(
+            s.create_revision("clinic", "web", "d3", "{}", "t").unwrap(),
+            1
+        );
+        s.set_revision_state("clinic", "api", 1, RevisionState::Ready, "ok")
+            .unwrap();
+        s.set_traffic(
+            "clinic",
+            "api",
+            &[TrafficTarget {
+                revision: 1,
+                percent: 100,
+            }],
+            "deploy",
+        )
+        .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let revs = s.revisions("clinic", "api").unwrap();
+    assert_eq!(revs.len(), 2);
+    assert_eq!(revs[0].state, RevisionState::Ready);
+    assert_eq!(revs[1].state, RevisionState::Deploying);
+    assert_eq!(revs[1].digest, "d2");
+    assert_eq!(
+        s.traffic("clinic", "api").unwrap(),
+        vec![TrafficTarget {
+            revision: 1,
+            percent: 100
+        }]
+    );
+    assert_eq!(s.services("clinic").unwrap(), vec!["api", "web"]);
+    assert_eq!(
+        s.revisions_in_state(RevisionState::Deploying)
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn traffic_must_sum_to_100_and_point_at_ready_revisions() {
+    let (_d, s) = store();
+    s.upsert_app("a", "p", &["svc"]).unwrap();
+    let r1 = ready_revision(&s, "a", "svc");
+    let r2 = s.create_revision("a", "svc", "x", "{}", "t").unwrap();
+    let err = s
+        .set_traffic(
+            "a",
+            "svc",
+            &[TrafficTarget {
+                revision: r1,
+                percent: 90,
+            }],
+            "m",
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("sum to 100%, got 90%"), "{err}");
+    let err = s
+        .set_traffic(
+            "a",
+            "svc",
+            &[TrafficTarget {
+                revision: r2,
+                percent: 100,
+            }],
+            "m",
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("is deploying"), "{err}");
+    let err = s
+        .set_traffic(
+            "a",
+            "svc",
+            &[TrafficTarget {
+                revision: 9,
+                percent: 100,
+            }],
+            "m",
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    // A rejected change leaves the previous traffic untouched.
+    assert!(s.traffic("a", "svc").unwrap().is_empty());
+}
+
+#[test]
+fn every_state_change_is_an_event_in_the_same_transaction() {
+    let (_d, s) = store();
+    s.upsert_app("a", "p", &["svc"]).unwrap();
+    let r1 = ready_revision(&s, "a", "svc");
+    s.set_traffic(
+        "a",
+        "svc",
+        &[TrafficTarget {
+            revision: r1,
+            percent: 100,
+        }],
+        "deploy finished",
+    )
+    .unwrap();
+    let kinds: Vec<String> = s
+        .events(&EventFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "app.registered",
+            "revision.created",
+            "revision.ready",
+            "traffic.changed"
+        ]
+    );
+    let last = s.events(&EventFilter::default()).unwrap().pop().unwrap();
+    assert_eq!(last.message, "deploy finished: r1=100%");
+    assert_eq!(last.revision, Some(1));
+}
+
+#[test]
+fn events_paginate_with_after_and_limit() {
+    let (_d, s) = store();
+    s.upsert_app("a", "p", &[]).unwrap();
+    for i in 0..10 {
+        s.add_event(&NewEvent {
+            app: "a",
+            kind: "test",
+            message: format!("e{i}"),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    let newest = s
+        .events(&EventFilter {
+            limit: Some(3),
+            ..Default::default()
+        })
+        .unwrap();
+    let msgs: Vec<_> = newest.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(msgs, ["e7", "e8", "e9"]);
+    let page = s
+        .events(&EventFilter {
+            after: Some(newest[0].id - 3),
+            limit: Some(2),
+            ..Default::default()
+        })
+        .unwrap();
+    let msgs: Vec<_> = page.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(msgs, ["e5", "e6"]);
+}
+
+#[test]
+fn foreign_and_corrupt_files_are_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.db");
+    std::fs::write(
+        &junk,
+        b"this is not a database, just some text ...............",
+    )
+    .unwrap();
+    let err = Store::open(&junk).err().unwrap();
+    assert!(
+        err.to_string().contains("is not a Slipway state database"),
+        "{err}"
+    );
+
+    let other = dir.path().join("other.db");
+    {
+        let c = Connection::open(&other).unwrap();
+        c.execute("CREATE TABLE users(id INTEGER)", []).unwrap();
+    }
+    let err = Store::open(&other).err().unwrap();
+    assert!(err.to_string().contains("other tables: users"), "{err}");
+}
+
+#[test]
+fn instances_are_recorded_and_forgotten() {
+    let (_d, s) = store();
+    let row = InstanceRow {
+        id: "api-r1-x".into(),
+        app: "a".into(),
+        service: "api".into(),
+        revision: 1,
+        pid: 42,
+        start_ticks: 7,
+        port: 4000,
+        started_at: now(),
+    };
+    s.record_instance(&row).unwrap();
+    assert_eq!(s.instances().unwrap(), vec![row]);
+    s.forget_instance("api-r1-x").unwrap();
+    assert!(s.instances().unwrap().is_empty());
+}
+
+#[test]
+fn removed_services_keep_history_and_lose_traffic() {
+    let (_d, s) = store();
+    s.upsert_app("a", "p", &["api", "old"]).unwrap();
+    let r = ready_revision(&s, "a", "old");
+    s.set_traffic(
+        "a",
+        "old",
+        &[TrafficTarget {
+            revision: r,
+            percent: 100,
+        }],
+        "m",
+    )
+    .unwrap();
+    s.remove_service("a", "old").unwrap();
+    assert_eq!(s.services("a").unwrap(), vec!["api"]);
+    assert!(s.traffic("a", "old").unwrap().is_empty());
+    assert_eq!(s.revisions("a", "old").unwrap().len(), 1);
+}
