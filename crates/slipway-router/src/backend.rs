@@ -1,0 +1,199 @@
+//! Backends: one upstream instance (an address the proxy forwards to) with its readiness flag,
+//! its in-flight request counter and its own small pool of idle keep-alive HTTP/1.1 connections.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::body::UpstreamBody;
+
+/// The sending half of one upstream HTTP/1.1 connection.
+pub(crate) type Sender = http1::SendRequest<UpstreamBody>;
+
+/// An idle upstream connection together with the moment it became idle.
+struct IdleConn {
+    sender: Sender,
+    since: Instant,
+}
+
+/// One upstream instance of a service.
+///
+/// A backend starts out *not ready*: call [`Backend::set_ready`] once its health check passes.
+/// Requests (and upgraded tunnels) that were routed to it hold it alive and are counted in
+/// [`Backend::in_flight`] until they finish, so a retired backend can be drained by waiting for
+/// that counter to reach zero.
+pub struct Backend {
+    addr: SocketAddr,
+    instance: String,
+    ready: AtomicBool,
+    /// Whether finished connections may be kept for reuse; cleared by `close_idle`.
+    pooling: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: Mutex<Vec<IdleConn>>,
+}
+
+impl Backend {
+    /// Creates a backend for the instance `instance` listening on `addr`. It is not ready yet.
+    pub fn new(addr: SocketAddr, instance: impl Into<String>) -> Arc<Backend> {
+        Arc::new(Backend {
+            addr,
+            instance: instance.into(),
+            ready: AtomicBool::new(false),
+            pooling: AtomicBool::new(true),
+            in_flight: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The address requests are forwarded to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The instance id this backend was created for.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Marks the backend as able (or no longer able) to take new requests.
+    ///
+    /// Marking it ready also re-enables connection pooling after [`Backend::close_idle`].
+    pub fn set_ready(&self, ready: bool) {
+        if ready {
+            self.pooling.store(true, Ordering::Relaxed);
+        }
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Whether new requests may be routed to this backend.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Requests and upgraded tunnels currently being proxied to this backend.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Drops all idle pooled connections and stops pooling connections of requests that are
+    /// still running, so that a retired instance is not kept busy by keep-alive sockets.
+    /// [`Backend::set_ready`]`(true)` turns pooling back on.
+    pub fn close_idle(&self) {
+        self.pooling.store(false, Ordering::Relaxed);
+        let drained: Vec<IdleConn> = std::mem::take(&mut *self.lock_idle());
+        // The connections close when their senders are dropped, outside the lock.
+        drop(drained);
+    }
+
+    /// The number of idle pooled connections (for tests and metrics).
+    pub fn idle_connections(&self) -> usize {
+        self.lock_idle().len()
+    }
+
+    fn lock_idle(&self) -> MutexGuard<'_, Vec<IdleConn>> {
+        // A panic while holding this lock cannot leave the vector inconsistent, so a poisoned
+        // lock is simply reused.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the most recently used idle connection that is still open, with how long it idled.
+    pub(crate) fn take_idle(&self) -> Option<(Sender, Duration)> {
+        let mut idle = self.lock_idle();
+        while let Some(conn) = idle.pop() {
+            if !conn.sender.is_closed() {
+                return Some((conn.sender, conn.since.elapsed()));
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose last response was fully read, keeping at most `max` idle.
+    pub(crate) fn put_idle(&self, sender: Sender, max: usize) {
+        if !self.pooling.load(Ordering::Relaxed) || sender.is_closed() {
+            return;
+        }
+        let mut idle = self.lock_idle();
+        if idle.len() >= max {
+            // Make room by forgetting connections the backend has closed in the meantime.
+            idle.retain(|conn| !conn.sender.is_closed());
+        }
+        if idle.len() < max {
+            idle.push(IdleConn {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Opens a new HTTP/1.1 connection to this backend. `upgrades` makes the connection able
+    /// to hand its socket over after a `101 Switching Protocols` response.
+    pub(crate) async fn connect(&self, timeout: Duration, upgrades: bool) -> io::Result<Sender> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
+            Ok(stream) => stream?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connect timed out after {}ms", timeout.as_millis()),
+                ));
+            }
+        };
+        stream.set_nodelay(true)?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(io::Error::other)?;
+        let addr = self.addr;
+        if upgrades {
+            tokio::spawn(async move {
+                if let Err(err) = conn.with_upgrades().await {
+                    tracing::debug!(%addr, error = %err, "upstream connection ended with an error");
+                }
+            });
+        } else {
+            tokio::spawn(async move {
+                if let Err(err) = conn.await {
+                    tracing::debug!(%addr, error = %err, "upstream connection ended with an error");
+                }
+            });
+        }
+        Ok(sender)
+    }
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backend")
+            .field("addr", &self.addr)
+            .field("instance", &self.instance)
+            .field("ready", &self.is_ready())
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts one request (or tunnel) against a backend for as long as it lives.
+pub(crate) struct InFlight(Arc<Backend>);
+
+impl InFlight {
+    pub(crate) fn new(backend: Arc<Backend>) -> InFlight {
+        backend.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(backend)
+    }
+
+    pub(crate) fn backend(&self) -> &Arc<Backend> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}

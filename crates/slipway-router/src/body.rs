@@ -1,0 +1,164 @@
+//! Body types of the proxy: the request body sent upstream and the response body sent to the
+//! client. Both stream frame by frame; nothing is buffered whole. The response body carries the
+//! backend's in-flight count and its upstream connection until the last byte has passed, then
+//! hands the connection back to the backend's idle pool.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use crate::backend::{InFlight, Sender};
+
+/// A request body on its way to a backend: the client's body, or nothing (for replays).
+pub(crate) enum UpstreamBody {
+    Incoming(Incoming),
+    Empty,
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Incoming(body) => Pin::new(body).poll_frame(cx),
+            UpstreamBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Incoming(body) => body.is_end_stream(),
+            UpstreamBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Incoming(body) => body.size_hint(),
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// What a proxied response holds on to while its body streams: the in-flight count of its
+/// backend and, for pooled connections, the connection to give back once the body is complete.
+pub(crate) struct Lease {
+    pub(crate) in_flight: InFlight,
+    pub(crate) conn: Option<Sender>,
+    pub(crate) max_idle: usize,
+}
+
+impl Lease {
+    /// Ends the lease after a complete body: the connection goes back to the idle pool.
+    fn finish(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.in_flight.backend().put_idle(conn, self.max_idle);
+        }
+    }
+}
+
+/// The body of a response sent to the client.
+pub(crate) struct ResponseBody {
+    kind: Kind,
+}
+
+enum Kind {
+    /// Streamed from a backend; the lease is released when the body ends or is dropped.
+    Upstream {
+        body: Incoming,
+        lease: Option<Lease>,
+    },
+    /// A body produced by the proxy itself (error texts, or nothing).
+    Full(Option<Bytes>),
+}
+
+impl ResponseBody {
+    pub(crate) fn upstream(body: Incoming, lease: Lease) -> ResponseBody {
+        let mut lease = Some(lease);
+        if body.is_end_stream() {
+            // Nothing will ever be polled (204, 304, HEAD, `Content-Length: 0`): release now.
+            if let Some(lease) = lease.take() {
+                lease.finish();
+            }
+        }
+        ResponseBody {
+            kind: Kind::Upstream { body, lease },
+        }
+    }
+
+    pub(crate) fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+        let bytes = bytes.into();
+        ResponseBody {
+            kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+        }
+    }
+
+    pub(crate) fn empty() -> ResponseBody {
+        ResponseBody {
+            kind: Kind::Full(None),
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.get_mut().kind {
+            Kind::Upstream { body, lease } => {
+                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+                match &frame {
+                    Some(Ok(_)) if !body.is_end_stream() => {}
+                    Some(Ok(_)) | None => {
+                        if let Some(lease) = lease.take() {
+                            lease.finish();
+                        }
+                    }
+                    Some(Err(_)) => {
+                        // The connection is broken: drop it instead of pooling it.
+                        lease.take();
+                    }
+                }
+                Poll::Ready(frame)
+            }
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Full(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Kind::Upstream { body, lease } = &mut self.kind
+            && body.is_end_stream()
+            && let Some(lease) = lease.take()
+        {
+            // The server stopped polling after the last byte it knew to expect; the
+            // connection is still clean and can be reused.
+            lease.finish();
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The errors the proxy answers itself (no route, no ready instance, unreachable or slow
+//! upstream) and the one function that turns them into HTTP responses.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
+
+use crate::body::ResponseBody;
+use crate::table::Target;
+
+/// The header naming the kind of a proxy-generated error response.
+pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-slipway-error");
+
+/// Longest host or path echoed back in a 404 message.
+const MAX_ECHO: usize = 256;
+
+/// A request the proxy could not forward, or whose upstream failed.
+#[derive(Debug)]
+pub(crate) enum ProxyError {
+    NoRoute {
+        host: String,
+        path: String,
+    },
+    NoReadyInstance {
+        target: Arc<Target>,
+    },
+    Unreachable {
+        target: Arc<Target>,
+        addr: SocketAddr,
+        error: io::Error,
+    },
+    Timeout {
+        target: Arc<Target>,
+        addr: SocketAddr,
+        after: Duration,
+    },
+    UpstreamFailed {
+        target: Arc<Target>,
+        addr: SocketAddr,
+        error: Box<dyn StdError + Send + Sync>,
+    },
+}
+
+impl ProxyError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::NoReadyInstance { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Unreachable { .. } | ProxyError::UpstreamFailed { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The value of the `x-slipway-error` header.
+    fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute { .. } => "no-route",
+            ProxyError::NoReadyInstance { .. } => "no-ready-instance",
+            ProxyError::Unreachable { .. } => "upstream-unreachable",
+            ProxyError::Timeout { .. } => "upstream-timeout",
+            ProxyError::UpstreamFailed { .. } => "upstream-failed",
+        }
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyError::NoRoute { host, path } => write!(
+                f,
+                "no route for host {} path {}",
+                shorten(if host.is_empty() { "(none)" } else { host }),
+                shorten(path)
+            ),
+            ProxyError::NoReadyInstance { target } => write!(
+                f,
+                "service {} of app {} has no ready instance",
+                target.service, target.app
+            ),
+            ProxyError::Unreachable {
+                target,
+                addr,
+                error,
+            } => write!(
+                f,
+                "service {} of app {}: upstream {addr} unreachable: {error}",
+                target.service, target.app
+            ),
+            ProxyError::Timeout {
+                target,
+                addr,
+                after,
+            } => write!(
+                f,
+                "service {} of app {}: upstream {addr} sent no response within {}",
+                target.service,
+                target.app,
+                human(*after)
+            ),
+            ProxyError::UpstreamFailed {
+                target,
+                addr,
+                error,
+            } => {
+                write!(
+                    f,
+                    "service {} of app {}: upstream {addr} failed: {error}",
+                    target.service, target.app
+                )?;
+                let mut source = error.source();
+                while let Some(cause) = source {
+                    write!(f, ": {cause}")?;
+                    source = cause.source();
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Builds the response for a proxy error: the status, a one-line `text/plain` body naming the
+/// service, `x-slipway-error: <kind>`, `Retry-After: 1` on 503, and never cached.
+pub(crate) fn error_response(error: &ProxyError) -> Response<ResponseBody> {
+    let message = error.to_string();
+    tracing::debug!(kind = error.kind(), "{message}");
+    let mut response = Response::new(ResponseBody::full(message));
+    *response.status_mut() = error.status();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(ERROR_HEADER, HeaderValue::from_static(error.kind()));
+    if error.status() == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// Cuts client-supplied text to `MAX_ECHO` bytes on a character boundary.
+fn shorten(text: &str) -> Shortened<'_> {
+    if text.len() <= MAX_ECHO {
+        return Shortened(text, false);
+    }
+    let mut end = MAX_ECHO;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Shortened(&text[..end], true)
+}
+
+/// A possibly shortened piece of text; displays an ellipsis when cut.
+struct Shortened<'a>(&'a str, bool);
+
+impl fmt::Display for Shortened<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)?;
+        if self.1 {
+            f.write_str("...")?;
+        }
+        Ok(())
+    }
+}
+
+/// Formats a duration as whole seconds when it is one, else as milliseconds.
+fn human(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 && duration.as_secs() > 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}

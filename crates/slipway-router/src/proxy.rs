@@ -1,0 +1,676 @@
+//! The router itself: accepts client connections (HTTP/1.1 keep-alive and h2c prior
+//! knowledge on one listener), finds the target in the published route table, picks a backend,
+//! rewrites headers and forwards the request over a pooled HTTP/1.1 upstream connection, and
+//! streams the response back. Upgrades (WebSocket and friends) become raw byte tunnels.
+
+use std::convert::Infallible;
+use std::hash::{BuildHasher, RandomState};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::header::{CONNECTION, COOKIE, EXPECT, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::{
+    Extensions, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version,
+};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::backend::{Backend, InFlight, Sender};
+use crate::body::{Lease, ResponseBody, UpstreamBody};
+use crate::error::{ProxyError, error_response};
+use crate::table::{Route, RouteTable, normalize_host};
+
+/// How long `serve` waits for open requests after shutdown was requested.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long a client may take to send a request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An idempotent body-less request sent on a connection that idled at least this long is
+/// replayed on a fresh connection if the old one dies before answering: that is the window in
+/// which a backend's keep-alive timeout can close the connection under our feet.
+const REPLAY_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Tunables of the data plane.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// How long a backend may take to send response headers before the client gets a 504.
+    pub upstream_timeout: Duration,
+    /// How long connecting to a backend may take before the next backend is tried.
+    pub connect_timeout: Duration,
+    /// Idle keep-alive connections kept per backend.
+    pub max_idle_per_backend: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            upstream_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(2),
+            max_idle_per_backend: 64,
+        }
+    }
+}
+
+/// The HTTP reverse proxy. Build one with [`Router::new`], [`Router::publish`] a route table
+/// (again whenever routes change) and run [`Router::serve`] on a listener.
+pub struct Router {
+    config: RouterConfig,
+    table: ArcSwap<RouteTable>,
+    ids: RequestIds,
+}
+
+/// The outcome of one attempt to send a request to one backend, when it failed.
+// The request travels by value on the rare failover path; boxing it would cost an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Failure {
+    /// Nothing was sent; the request is handed back so another backend can take it.
+    Unreachable(Request<UpstreamBody>, io::Error),
+    /// The request was (possibly partly) sent and the backend failed to answer.
+    Failed(hyper::Error),
+}
+
+impl Router {
+    /// A router with an empty route table.
+    pub fn new(config: RouterConfig) -> Arc<Router> {
+        Arc::new(Router {
+            config,
+            table: ArcSwap::from_pointee(RouteTable::new()),
+            ids: RequestIds::new(),
+        })
+    }
+
+    /// The configuration this router was built with.
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    /// Atomically replaces the route table. Requests already running keep their backend.
+    pub fn publish(&self, table: RouteTable) {
+        self.table.store(Arc::new(table));
+    }
+
+    /// The route table currently in use.
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.table.load_full()
+    }
+
+    /// Serves clients accepted on `listener` until `shutdown` completes, then stops accepting,
+    /// lets open requests finish (for at most 10 seconds) and returns. Upgraded tunnels are
+    /// not waited for; they keep running and stay counted in their backend's `in_flight`.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        builder.http2().timer(TokioTimer::new());
+        let builder = Arc::new(builder);
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "accepting a client connection failed");
+                        // Out of file descriptors or memory: back off instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            // Small writes (headers, SSE events) must not wait for Nagle's algorithm.
+            let _ = stream.set_nodelay(true);
+            let client = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+            let router = self.clone();
+            let service = service_fn(move |req| {
+                let router = router.clone();
+                let client = client.clone();
+                async move { Ok::<_, Infallible>(router.handle(req, &client).await) }
+            });
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                if let Err(err) = watcher.watch(conn).await {
+                    tracing::debug!(%peer, error = %err, "client connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "client connections still open {}s after shutdown; returning anyway",
+                SHUTDOWN_GRACE.as_secs()
+            );
+        }
+        Ok(())
+    }
+
+    /// Answers one client request: proxies it, or explains why not. Every response carries
+    /// the request id that was sent upstream.
+    async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        client: &HeaderValue,
+    ) -> Response<ResponseBody> {
+        let request_id = match req.headers().get(X_REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = self.ids.next();
+                req.headers_mut().insert(X_REQUEST_ID, id.clone());
+                id
+            }
+        };
+        let mut response = match self.proxy(req, client).await {
+            Ok(response) => response,
+            Err(err) => error_response(&err),
+        };
+        response.headers_mut().insert(X_REQUEST_ID, request_id);
+        response
+    }
+
+    async fn proxy(
+        &self,
+        mut req: Request<Incoming>,
+        client: &HeaderValue,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let table = self.table.load_full();
+
+        // HTTP/2 (and HTTP/1.1 absolute-form) requests name the host in the URI; the
+        // others in the Host header.
+        let (host_value, host_from_uri) = match req.uri().authority() {
+            Some(authority) => {
+                let host = authority.as_str().rsplit('@').next().unwrap_or_default();
+                (HeaderValue::from_str(host).ok(), true)
+            }
+            None => (req.headers().get(HOST).cloned(), false),
+        };
+        let host_text = host_value
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let host = normalize_host(host_text);
+        let Some(route) = table.route(&host, req.uri().path()) else {
+            return Err(ProxyError::NoRoute {
+                host: host.into_owned(),
+                path: req.uri().path().to_owned(),
+            });
+        };
+        let target = &route.target;
+        let no_ready = || ProxyError::NoReadyInstance {
+            target: target.clone(),
+        };
+        let pool = route.pick_pool().ok_or_else(no_ready)?;
+        let index = route.pick_backend(pool, &[]).ok_or_else(no_ready)?;
+        let in_flight = InFlight::new(target.pools[pool].backends[index].clone());
+
+        let upgrade = is_upgrade_request(&req).then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
+        // The client's `Expect: 100-continue` was answered by our server side already.
+        parts.headers.remove(EXPECT);
+        if host_from_uri && let Some(host) = &host_value {
+            parts.headers.insert(HOST, host.clone());
+        }
+        if parts.version == Version::HTTP_2 {
+            merge_cookies(&mut parts.headers);
+        }
+        append_forwarded_for(&mut parts.headers, client);
+        parts
+            .headers
+            .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        if let Some(host) = host_value {
+            parts.headers.insert(X_FORWARDED_HOST, host);
+        }
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            parts.uri = match parts.uri.path_and_query() {
+                Some(pq) => Uri::from(pq.clone()),
+                None => Uri::from_static("/"),
+            };
+        }
+        parts.version = Version::HTTP_11;
+        parts.extensions = Extensions::new();
+        let req = Request::from_parts(parts, UpstreamBody::Incoming(body));
+
+        let mut current = in_flight.backend().addr();
+        let forwarded = self.forward(route, pool, index, in_flight, req, upgrade, &mut current);
+        match tokio::time::timeout(self.config.upstream_timeout, forwarded).await {
+            Ok(result) => result,
+            Err(_) => Err(ProxyError::Timeout {
+                target: target.clone(),
+                addr: current,
+                after: self.config.upstream_timeout,
+            }),
+        }
+    }
+
+    /// Sends the request to the chosen backend, moving on to the next ready backend of the
+    /// same pool when one cannot be connected to, and turns the answer into the client's
+    /// response. `current` tracks the backend being tried, for the timeout message.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        route: &Route,
+        pool: usize,
+        mut index: usize,
+        mut in_flight: InFlight,
+        mut req: Request<UpstreamBody>,
+        upgrade: Option<OnUpgrade>,
+        current: &mut SocketAddr,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let mut tried: Vec<usize> = Vec::new();
+        let (response, conn) = loop {
+            let backend = in_flight.backend().clone();
+            *current = backend.addr();
+            let attempt = if upgrade.is_some() {
+                self.send_fresh(&backend, req, true).await
+            } else {
+                self.send_pooled(&backend, req).await
+            };
+            match attempt {
+                Ok(sent) => break sent,
+                Err(Failure::Unreachable(back, error)) => {
+                    tried.push(index);
+                    let Some(next) = route.pick_backend(pool, &tried) else {
+                        return Err(ProxyError::Unreachable {
+                            target: route.target.clone(),
+                            addr: backend.addr(),
+                            error,
+                        });
+                    };
+                    tracing::debug!(addr = %backend.addr(), %error, "backend unreachable; trying the next one");
+                    index = next;
+                    in_flight = InFlight::new(route.target.pools[pool].backends[next].clone());
+                    req = back;
+                }
+                Err(Failure::Failed(error)) => {
+                    return Err(ProxyError::UpstreamFailed {
+                        target: route.target.clone(),
+                        addr: backend.addr(),
+                        error: Box::new(error),
+                    });
+                }
+            }
+        };
+        self.respond(route, response, conn, in_flight, upgrade)
+    }
+
+    /// Sends a request over an idle pooled connection of `backend`, or a new one.
+    async fn send_pooled(
+        &self,
+        backend: &Backend,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<(Response<Incoming>, Option<Sender>), Failure> {
+        while let Some((mut sender, idle_for)) = backend.take_idle() {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            let replay = if idle_for >= REPLAY_AFTER_IDLE {
+                replay_copy(&req)
+            } else {
+                None
+            };
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok((response, Some(sender))),
+                Err(mut err) => match err.take_message() {
+                    // The connection was found closed before anything was written: the request
+                    // is untouched and simply goes out on another connection.
+                    Some(back) => req = back,
+                    None => match replay {
+                        Some(copy) => {
+                            tracing::debug!(
+                                addr = %backend.addr(),
+                                error = %err.into_error(),
+                                "idle upstream connection failed; replaying on a fresh one"
+                            );
+                            req = copy;
+                            break;
+                        }
+                        None => return Err(Failure::Failed(err.into_error())),
+                    },
+                },
+            }
+        }
+        self.send_fresh(backend, req, false).await
+    }
+
+    /// Sends a request over a new connection to `backend`. Only connections without
+    /// `upgrades` are returned for pooling.
+    async fn send_fresh(
+        &self,
+        backend: &Backend,
+        req: Request<UpstreamBody>,
+        upgrades: bool,
+    ) -> Result<(Response<Incoming>, Option<Sender>), Failure> {
+        let mut sender = match backend.connect(self.config.connect_timeout, upgrades).await {
+            Ok(sender) => sender,
+            Err(err) => return Err(Failure::Unreachable(req, err)),
+        };
+        if let Err(err) = sender.ready().await {
+            return Err(Failure::Unreachable(req, io::Error::other(err)));
+        }
+        match sender.try_send_request(req).await {
+            Ok(response) => Ok((response, (!upgrades).then_some(sender))),
+            Err(mut err) => match err.take_message() {
+                Some(back) => Err(Failure::Unreachable(
+                    back,
+                    io::Error::other(err.into_error()),
+                )),
+                None => Err(Failure::Failed(err.into_error())),
+            },
+        }
+    }
+
+    /// Turns the backend's response into the client's: strips hop-by-hop headers and wraps
+    /// the body so the connection returns to the pool when it ends. A `101 Switching
+    /// Protocols` answer to an upgrade request starts a tunnel between both sockets.
+    fn respond(
+        &self,
+        route: &Route,
+        mut response: Response<Incoming>,
+        mut conn: Option<Sender>,
+        in_flight: InFlight,
+        upgrade: Option<OnUpgrade>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(downstream) = upgrade else {
+                return Err(ProxyError::UpstreamFailed {
+                    target: route.target.clone(),
+                    addr: in_flight.backend().addr(),
+                    error:
+                        "it answered 101 Switching Protocols to a request that asked for no upgrade"
+                            .into(),
+                });
+            };
+            let upstream = hyper::upgrade::on(&mut response);
+            let (mut parts, _) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers, true);
+            tokio::spawn(tunnel(downstream, upstream, in_flight));
+            return Ok(Response::from_parts(parts, ResponseBody::empty()));
+        }
+        let (mut parts, body) = response.into_parts();
+        if connection_has_token(&parts.headers, "close") {
+            conn = None;
+        }
+        strip_hop_by_hop(&mut parts.headers, false);
+        let lease = Lease {
+            in_flight,
+            conn,
+            max_idle: self.config.max_idle_per_backend,
+        };
+        Ok(Response::from_parts(
+            parts,
+            ResponseBody::upstream(body, lease),
+        ))
+    }
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("config", &self.config)
+            .field("table", &self.table.load())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Copies bytes both ways between the client and the backend once both sides switched
+/// protocols. The backend stays counted as busy until the tunnel closes.
+async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade, in_flight: InFlight) {
+    let addr = in_flight.backend().addr();
+    match tokio::try_join!(downstream, upstream) {
+        Ok((downstream, upstream)) => {
+            let mut downstream = TokioIo::new(downstream);
+            let mut upstream = TokioIo::new(upstream);
+            if let Err(err) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
+                tracing::debug!(%addr, error = %err, "upgraded connection ended with an error");
+            }
+        }
+        Err(err) => tracing::debug!(%addr, error = %err, "protocol upgrade failed"),
+    }
+    drop(in_flight);
+}
+
+/// A body-less copy of an idempotent request without a body, for a replay.
+fn replay_copy(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+    use hyper::body::Body;
+    if !req.method().is_idempotent() || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(UpstreamBody::Empty);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+/// Whether an HTTP/1.1 request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
+fn is_upgrade_request(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(UPGRADE)
+        && connection_has_token(req.headers(), "upgrade")
+}
+
+/// Whether a `Connection` header lists `token` (case-insensitively).
+fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(CONNECTION).iter().any(|value| {
+        value
+            .to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// Removes the headers that only concern one connection: those named in `Connection` and the
+/// standard hop-by-hop set. For upgrades, `Upgrade` stays and `Connection: upgrade` is set.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            if token.is_empty()
+                || token.eq_ignore_ascii_case("close")
+                || token.eq_ignore_ascii_case("keep-alive")
+                || token.eq_ignore_ascii_case("upgrade")
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(UPGRADE);
+    }
+}
+
+/// Appends the client address to `X-Forwarded-For`, folding earlier values into one line.
+fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
+    let mut values = headers.get_all(X_FORWARDED_FOR).iter().peekable();
+    if values.peek().is_none() {
+        headers.insert(X_FORWARDED_FOR, client.clone());
+        return;
+    }
+    let mut line = Vec::with_capacity(64);
+    for value in values {
+        line.extend_from_slice(value.as_bytes());
+        line.extend_from_slice(b", ");
+    }
+    line.extend_from_slice(client.as_bytes());
+    let value = HeaderValue::from_bytes(&line).unwrap_or_else(|_| client.clone());
+    headers.insert(X_FORWARDED_FOR, value);
+}
+
+/// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 needs one, joined by `; `.
+fn merge_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let mut line = Vec::with_capacity(256);
+    for (i, value) in headers.get_all(COOKIE).iter().enumerate() {
+        if i > 0 {
+            line.extend_from_slice(b"; ");
+        }
+        line.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&line) {
+        headers.insert(COOKIE, value);
+    }
+}
+
+/// Generates unique request ids in UUID layout: a random per-router half and a scrambled
+/// counter half, so ids never repeat within a process and practically never across restarts.
+struct RequestIds {
+    seed: u64,
+    salt: u64,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let state = RandomState::new();
+        RequestIds {
+            seed: state.hash_one((now, std::process::id(), 1u8)),
+            salt: state.hash_one((now, std::process::id(), 2u8)),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        // Multiplying by an odd constant is a bijection on u64, so distinct counters stay
+        // distinct while consecutive ids do not look alike.
+        let low = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.salt;
+        let id = (u128::from(self.seed) << 64) | u128::from(low);
+        let mut text = [0u8; 36];
+        let mut nibble = 32;
+        for (i, byte) in text.iter_mut().enumerate() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                *byte = b'-';
+                continue;
+            }
+            nibble -= 1;
+            *byte = b"0123456789abcdef"[((id >> (nibble * 4)) & 0xf) as usize];
+        }
+        HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_unique_and_uuid_shaped() {
+        let ids = RequestIds::new();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let id = ids.next();
+            let text = id.to_str().expect("ascii");
+            assert_eq!(text.len(), 36);
+            assert_eq!(text.matches('-').count(), 4);
+            assert!(seen.insert(text.to_owned()), "duplicate id {text}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        let mut upgrade = headers.clone();
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key("x-kept"));
+        strip_hop_by_hop(&mut upgrade, true);
+        assert_eq!(
+            upgrade.get(UPGRADE).map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+        assert_eq!(
+            upgrade.get(CONNECTION).map(|v| v.as_bytes()),
+            Some(&b"upgrade"[..])
+        );
+        assert!(!upgrade.contains_key("x-secret"));
+    }
+
+    #[test]
+    fn forwarded_for_is_folded_into_one_line() {
+        let client = HeaderValue::from_static("10.0.0.9");
+        let mut headers = HeaderMap::new();
+        append_forwarded_for(&mut headers, &client);
+        assert_eq!(headers.get(X_FORWARDED_FOR), Some(&client));
+        let mut headers = HeaderMap::new();
+        headers.append(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        headers.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("2.2.2.2, 3.3.3.3"),
+        );
+        append_forwarded_for(&mut headers, &client);
+        let all: Vec<_> = headers.get_all(X_FORWARDED_FOR).iter().collect();
+        assert_eq!(all, vec!["1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9"]);
+    }
+
+    #[test]
+    fn split_cookies_are_joined() {
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(COOKIE, HeaderValue::from_static("b=2"));
+        merge_cookies(&mut headers);
+        let all: Vec<_> = headers.get_all(COOKIE).iter().collect();
+        assert_eq!(all, vec!["a=1; b=2"]);
+    }
+}

@@ -1,0 +1,692 @@
+//! The instance handle and its supervisor task: the life cycle of one service instance from
+//! spawn through readiness, liveness, crash restarts with backoff, to stop.
+//!
+//! Each instance has one supervisor task that owns the probing and restart logic, and for each
+//! spawned process a reaper task (which waits for the exit, kills what is left of the process
+//! group and drains the output) plus two output readers. The supervisor publishes every
+//! transition on a `watch` channel and writes it to the instance log as a `slipway` line.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rustix::process::Signal;
+use tokio::process::Child;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior, sleep, timeout};
+
+use crate::logs::{Output, pump};
+use crate::process::{self, StartError, describe_exit, signal_group};
+use crate::{BACKOFF_RESET_AFTER, InstanceConfig, InstanceState, Probe, probe};
+
+/// The shortest probe interval and restart delay used, whatever the configuration says.
+const MIN_PERIOD: Duration = Duration::from_millis(10);
+/// The pause after the first failed startup probe; it doubles up to the probe interval.
+const FIRST_PROBE_PAUSE: Duration = Duration::from_millis(25);
+/// How long the output of an exited process is drained before the readers are abandoned.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+/// How long to wait for a process to disappear after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+/// How many output lines a [`NotReady`] error carries.
+const NOT_READY_LINES: usize = 20;
+
+/// A running service instance. Cloning is cheap; all clones control the same instance.
+///
+/// Dropping the last clone without [`Instance::stop`] kills the process group at once.
+#[derive(Clone)]
+pub struct Instance {
+    handle: Arc<Handle>,
+}
+
+/// Owned only by [`Instance`] clones, so that its drop means "no handle is left".
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.request_stop(true);
+    }
+}
+
+/// The state shared by the handles, the supervisor and the per-process tasks.
+struct Shared {
+    config: InstanceConfig,
+    /// The resolved path of `argv[0]`.
+    program: PathBuf,
+    state: watch::Sender<InstanceState>,
+    /// Becomes `true` once a stop was requested.
+    stop: watch::Sender<bool>,
+    slot: Mutex<Slot>,
+    output: Output,
+    restarts: AtomicU32,
+}
+
+/// The current process, and whether spawning is still allowed. Spawning happens under this
+/// lock, so a stop request can never miss a process that is being spawned.
+#[derive(Default)]
+struct Slot {
+    /// The pid and start time (clock ticks) of the running process.
+    current: Option<(u32, Option<u64>)>,
+    stopping: bool,
+}
+
+/// Why [`Instance::wait_ready`] gave up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotReady {
+    /// Such as `exited with status 1 before becoming ready`.
+    pub reason: String,
+    /// The last lines of output, oldest first.
+    pub last_lines: Vec<String>,
+}
+
+impl fmt::Display for NotReady {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)?;
+        if !self.last_lines.is_empty() {
+            f.write_str("\nlast output:")?;
+            for line in &self.last_lines {
+                write!(f, "\n  {line}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for NotReady {}
+
+impl Instance {
+    /// Spawns the instance and starts supervising it; it returns at once, in state
+    /// [`InstanceState::Starting`]. Use [`Instance::wait_ready`] to wait for readiness.
+    ///
+    /// Must be called from a tokio task on a runtime thread that lives as long as the server,
+    /// never from `spawn_blocking` (see the crate documentation on the parent-death signal).
+    pub async fn start(config: InstanceConfig) -> Result<Instance, StartError> {
+        let program = process::resolve(&config)?;
+        let output = Output::open(&config.log_file, config.log_max_bytes, config.log_keep)
+            .map_err(|source| StartError::LogFile {
+                id: config.id.clone(),
+                path: config.log_file.clone(),
+                source,
+            })?;
+        let shared = Arc::new(Shared {
+            config,
+            program,
+            state: watch::Sender::new(InstanceState::Starting),
+            stop: watch::Sender::new(false),
+            slot: Mutex::new(Slot::default()),
+            output,
+            restarts: AtomicU32::new(0),
+        });
+        let first = match shared.spawn_process() {
+            Ok(Some(running)) => running,
+            // No handle exists yet, so nothing can have requested a stop; handle it anyway.
+            Ok(None) => {
+                let err = std::io::Error::other("the instance was stopped while starting");
+                return Err(process::spawn_error(&shared.config, err));
+            }
+            Err(err) => {
+                shared.output.event(&format!("cannot start: {err}"));
+                return Err(process::spawn_error(&shared.config, err));
+            }
+        };
+        tokio::spawn(supervise(shared.clone(), first));
+        Ok(Instance {
+            handle: Arc::new(Handle { shared }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    /// The instance id from the configuration.
+    pub fn id(&self) -> &str {
+        &self.shared().config.id
+    }
+
+    /// The port the instance listens on.
+    pub fn port(&self) -> u16 {
+        self.shared().config.port
+    }
+
+    /// The pid of the current process (the leader of its process group), if one is running.
+    pub fn pid(&self) -> Option<u32> {
+        self.shared().lock_slot().current.map(|(pid, _)| pid)
+    }
+
+    /// The start time of the current process in clock ticks after boot (field 22 of
+    /// `/proc/<pid>/stat`); store it with the pid and pass both to [`crate::kill_orphan`].
+    pub fn started_at_ticks(&self) -> Option<u64> {
+        self.shared()
+            .lock_slot()
+            .current
+            .and_then(|(_, ticks)| ticks)
+    }
+
+    /// A receiver of the instance's state; it sees every change from now on.
+    pub fn state(&self) -> watch::Receiver<InstanceState> {
+        self.shared().state.subscribe()
+    }
+
+    /// Waits until the instance is [`InstanceState::Ready`]. Fails if the first start failed
+    /// ([`InstanceState::Failed`]) or the instance was stopped first. After a crash of a
+    /// once-ready instance it keeps waiting through the restarts.
+    pub async fn wait_ready(&self) -> Result<(), NotReady> {
+        let mut states = self.state();
+        let outcome = states
+            .wait_for(|s| {
+                matches!(
+                    s,
+                    InstanceState::Ready
+                        | InstanceState::Failed { .. }
+                        | InstanceState::Stopping
+                        | InstanceState::Stopped
+                )
+            })
+            .await
+            .map(|state| state.clone());
+        let reason = match outcome {
+            Ok(InstanceState::Ready) => return Ok(()),
+            Ok(InstanceState::Failed { reason }) => reason,
+            _ => "the instance was stopped before it became ready".to_string(),
+        };
+        Err(NotReady {
+            reason,
+            last_lines: self.last_lines(NOT_READY_LINES),
+        })
+    }
+
+    /// The last `n` lines the instance's processes wrote (both streams), oldest first; at most
+    /// [`crate::RING_LINES`] are kept.
+    pub fn last_lines(&self, n: usize) -> Vec<String> {
+        self.shared().output.last_lines(n)
+    }
+
+    /// How many times the process was respawned.
+    pub fn restarts(&self) -> u32 {
+        self.shared().restarts.load(Ordering::SeqCst)
+    }
+
+    /// Stops the instance: SIGTERM to the process group, up to `grace` for the process to
+    /// exit, then SIGKILL to the group; returns in state [`InstanceState::Stopped`]. No restart
+    /// happens afterwards. Calling it again, or concurrently, is harmless.
+    pub async fn stop(&self) {
+        let shared = self.shared();
+        shared.request_stop(false);
+        let mut states = self.state();
+        let bound = shared.config.grace.saturating_add(KILL_WAIT + OUTPUT_DRAIN);
+        let stopped = timeout(bound, states.wait_for(|s| *s == InstanceState::Stopped)).await;
+        if !matches!(stopped, Ok(Ok(_))) {
+            // The supervisor is gone or stuck; make sure nothing keeps running.
+            shared.request_stop(true);
+            shared.set_state(InstanceState::Stopped);
+        }
+    }
+}
+
+impl Shared {
+    fn lock_slot(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forbids further spawns, optionally SIGKILLs the current group, and wakes the supervisor.
+    fn request_stop(&self, kill: bool) {
+        let current = {
+            let mut slot = self.lock_slot();
+            slot.stopping = true;
+            slot.current
+        };
+        if kill && let Some((pid, _)) = current {
+            signal_group(pid, Signal::KILL);
+        }
+        self.stop.send_replace(true);
+    }
+
+    /// Publishes a new state (if it differs) and records it in the log.
+    fn set_state(&self, new: InstanceState) {
+        let event = describe_state(&new);
+        let changed = self.state.send_if_modified(|state| {
+            if *state == new {
+                false
+            } else {
+                *state = new;
+                true
+            }
+        });
+        if changed {
+            self.output.event(&event);
+        }
+    }
+
+    /// Spawns a process with its reaper and output readers; `None` once a stop was requested.
+    fn spawn_process(self: &Arc<Self>) -> std::io::Result<Option<Running>> {
+        let mut slot = self.lock_slot();
+        if slot.stopping {
+            return Ok(None);
+        }
+        let mut child = process::spawn(&self.config, &self.program)?;
+        let Some(pid) = child.id() else {
+            return Err(std::io::Error::other(
+                "the process ended before its pid could be read",
+            ));
+        };
+        let ticks = process::proc_stat(pid).map(|stat| stat.start_ticks);
+        slot.current = Some((pid, ticks));
+        drop(slot);
+
+        let mut readers = Vec::with_capacity(2);
+        if let Some(stdout) = child.stdout.take() {
+            let shared = self.clone();
+            readers.push(tokio::spawn(async move {
+                pump(stdout, "stdout", &shared.output).await;
+            }));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            let shared = self.clone();
+            readers.push(tokio::spawn(async move {
+                pump(stderr, "stderr", &shared.output).await;
+            }));
+        }
+        self.output.event(&format!(
+            "spawned pid {pid}: {}",
+            self.config.argv.join(" ")
+        ));
+        let (exit_tx, exit_rx) = oneshot::channel();
+        tokio::spawn(reap(self.clone(), child, pid, readers, exit_tx));
+        Ok(Some(Running {
+            pid,
+            exit: exit_rx,
+            status: None,
+        }))
+    }
+}
+
+fn describe_state(state: &InstanceState) -> String {
+    match state {
+        InstanceState::Starting => "starting".into(),
+        InstanceState::Ready => "ready".into(),
+        InstanceState::Unready { reason } => format!("unready: {reason}"),
+        InstanceState::Backoff {
+            reason,
+            restarts,
+            retry_in,
+        } => format!(
+            "restart {restarts} in {}: {reason}",
+            fmt_duration(*retry_in)
+        ),
+        InstanceState::Stopping => "stopping".into(),
+        InstanceState::Stopped => "stopped".into(),
+        InstanceState::Failed { reason } => format!("failed: {reason}"),
+    }
+}
+
+/// Formats a duration for messages: `30s`, `250ms`, `1.5s`.
+fn fmt_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// How a process ended, as delivered by its reaper.
+type Exit = Result<ExitStatus, String>;
+
+/// One spawned process, as seen by the supervisor.
+struct Running {
+    pid: u32,
+    exit: oneshot::Receiver<Exit>,
+    status: Option<Exit>,
+}
+
+impl Running {
+    /// Waits for the process to end (cancel-safe; returns at once when it already ended).
+    async fn wait(&mut self) -> Exit {
+        if let Some(status) = &self.status {
+            return status.clone();
+        }
+        let status = (&mut self.exit)
+            .await
+            .unwrap_or_else(|_| Err("its supervision ended".to_string()));
+        self.status = Some(status.clone());
+        status
+    }
+
+    /// SIGKILLs the group and waits (bounded) for the process to be reaped.
+    async fn kill(&mut self) {
+        if self.status.is_none() {
+            signal_group(self.pid, Signal::KILL);
+        }
+        let _ = timeout(KILL_WAIT, self.wait()).await;
+    }
+}
+
+/// Kills a process group when dropped, unless disarmed: covers a reaper task that is dropped
+/// because the runtime shuts down.
+struct GroupGuard {
+    pgid: u32,
+    armed: bool,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            signal_group(self.pgid, Signal::KILL);
+        }
+    }
+}
+
+/// Waits for a process to exit, then kills the rest of its group (so that grandchildren cannot
+/// hold the port or the output pipes), drains its output and reports the exit status.
+async fn reap(
+    shared: Arc<Shared>,
+    mut child: Child,
+    pid: u32,
+    readers: Vec<JoinHandle<()>>,
+    exit: oneshot::Sender<Exit>,
+) {
+    let mut guard = GroupGuard {
+        pgid: pid,
+        armed: true,
+    };
+    let status = child.wait().await.map_err(|err| err.to_string());
+    guard.armed = false;
+    {
+        let mut slot = shared.lock_slot();
+        if slot.current.is_some_and(|(current, _)| current == pid) {
+            slot.current = None;
+        }
+    }
+    // The pid stays reserved while the group has members, so this cannot hit another process
+    // unless the group is already empty and the pid was reused in the last microseconds.
+    signal_group(pid, Signal::KILL);
+    for mut reader in readers {
+        if timeout(OUTPUT_DRAIN, &mut reader).await.is_err() {
+            reader.abort();
+        }
+    }
+    shared
+        .output
+        .event(&format!("pid {pid} {}", describe_exit(&status)));
+    let _ = exit.send(status);
+}
+
+/// Resolves once a stop was requested.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|requested| *requested).await;
+}
+
+/// The supervisor: drives one instance through its life cycle until it is stopped.
+async fn supervise(shared: Arc<Shared>, mut running: Running) {
+    let mut stop = shared.stop.subscribe();
+    let config = &shared.config;
+    let initial = config.restart_backoff.0.max(MIN_PERIOD);
+    let max = config.restart_backoff.1.max(initial);
+    let mut delay = initial;
+    let mut first_start = true;
+    loop {
+        shared.set_state(InstanceState::Starting);
+        let reason = match startup(&shared, &mut running, &mut stop).await {
+            Startup::Stop => return terminate(&shared, &mut running).await,
+            Startup::Exited(status) => {
+                let reason = format!("{} before becoming ready", describe_exit(&status));
+                if first_start {
+                    return fail(&shared, reason, &mut stop).await;
+                }
+                reason
+            }
+            Startup::TimedOut(last) => {
+                running.kill().await;
+                let reason = format!(
+                    "not ready after {}: last probe: {}",
+                    fmt_duration(config.startup_timeout),
+                    last.as_deref().unwrap_or("none completed")
+                );
+                if first_start {
+                    return fail(&shared, reason, &mut stop).await;
+                }
+                reason
+            }
+            Startup::Ready => {
+                first_start = false;
+                shared.set_state(InstanceState::Ready);
+                let since = Instant::now();
+                let outcome = serve(&shared, &mut running, &mut stop).await;
+                if since.elapsed() >= BACKOFF_RESET_AFTER {
+                    delay = initial;
+                }
+                match outcome {
+                    Serve::Stop => return terminate(&shared, &mut running).await,
+                    Serve::Exited(status) => describe_exit(&status),
+                    Serve::LivenessFailed(reason) => {
+                        running.kill().await;
+                        reason
+                    }
+                }
+            }
+        };
+        match restart(&shared, reason, &mut delay, max, &mut stop).await {
+            Some(next) => running = next,
+            None => return shared.set_state(InstanceState::Stopped),
+        }
+    }
+}
+
+enum Startup {
+    Ready,
+    Exited(Exit),
+    /// The startup timeout passed; carries the last probe failure.
+    TimedOut(Option<String>),
+    Stop,
+}
+
+/// Probes readiness right away, then after 25 ms, doubling up to the probe interval, until
+/// it passes, the process exits, the startup timeout passes, or a stop is requested.
+async fn startup(
+    shared: &Shared,
+    running: &mut Running,
+    stop: &mut watch::Receiver<bool>,
+) -> Startup {
+    let config = &shared.config;
+    let deadline = Instant::now() + config.startup_timeout;
+    let probing = async {
+        let interval = config.ready.interval.max(MIN_PERIOD);
+        let mut pause = FIRST_PROBE_PAUSE.min(interval);
+        let mut last = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(last);
+            }
+            let limit = config.ready.timeout.min(left);
+            match probe::run(&config.ready.check, config.port, limit).await {
+                Ok(()) => return Ok(()),
+                // A probe cut short by the startup deadline says less than the one before it.
+                Err(_) if limit < config.ready.timeout && last.is_some() => {}
+                Err(reason) => last = Some(reason),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(last);
+            }
+            sleep(pause.min(left)).await;
+            pause = pause.saturating_mul(2).min(interval);
+        }
+    };
+    tokio::select! {
+        biased;
+        () = stopped(stop) => Startup::Stop,
+        status = running.wait() => Startup::Exited(status),
+        result = probing => match result {
+            Ok(()) => Startup::Ready,
+            Err(last) => Startup::TimedOut(last),
+        },
+    }
+}
+
+enum Serve {
+    Stop,
+    Exited(Exit),
+    LivenessFailed(String),
+}
+
+/// Watches a ready instance until it exits, fails its liveness probe, or a stop is requested;
+/// meanwhile readiness failures move it between Ready and Unready.
+async fn serve(shared: &Shared, running: &mut Running, stop: &mut watch::Receiver<bool>) -> Serve {
+    tokio::select! {
+        biased;
+        () = stopped(stop) => Serve::Stop,
+        status = running.wait() => Serve::Exited(status),
+        reason = watch_liveness(shared) => Serve::LivenessFailed(reason),
+        never = watch_readiness(shared) => match never {},
+    }
+}
+
+/// A ticker for a probe's interval, first firing one interval from now.
+fn ticker(probe: &Probe) -> tokio::time::Interval {
+    let period = probe.interval.max(MIN_PERIOD);
+    let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticker
+}
+
+async fn watch_readiness(shared: &Shared) -> Infallible {
+    let probe = &shared.config.ready;
+    let threshold = probe.failures.max(1);
+    let mut ticker = ticker(probe);
+    let mut failures = 0u32;
+    loop {
+        ticker.tick().await;
+        match probe::run(&probe.check, shared.config.port, probe.timeout).await {
+            Ok(()) => {
+                failures = 0;
+                shared.set_state(InstanceState::Ready);
+            }
+            Err(reason) => {
+                failures = failures.saturating_add(1);
+                if failures >= threshold {
+                    shared.set_state(InstanceState::Unready {
+                        reason: format!("readiness probe failed {threshold} times: {reason}"),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Returns the reason once the liveness probe failed `failures` times in a row; never returns
+/// without a liveness probe.
+async fn watch_liveness(shared: &Shared) -> String {
+    let Some(probe) = &shared.config.live else {
+        return std::future::pending().await;
+    };
+    let threshold = probe.failures.max(1);
+    let mut ticker = ticker(probe);
+    let mut failures = 0u32;
+    loop {
+        ticker.tick().await;
+        match probe::run(&probe.check, shared.config.port, probe.timeout).await {
+            Ok(()) => failures = 0,
+            Err(reason) => {
+                failures = failures.saturating_add(1);
+                if failures >= threshold {
+                    return format!("liveness probe failed {threshold} times: {reason}");
+                }
+            }
+        }
+    }
+}
+
+/// Waits out the backoff delay and respawns; `None` if a stop was requested meanwhile.
+async fn restart(
+    shared: &Arc<Shared>,
+    mut reason: String,
+    delay: &mut Duration,
+    max: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Running> {
+    loop {
+        shared.set_state(InstanceState::Backoff {
+            reason: reason.clone(),
+            restarts: shared.restarts.load(Ordering::SeqCst).saturating_add(1),
+            retry_in: *delay,
+        });
+        tokio::select! {
+            biased;
+            () = stopped(stop) => return None,
+            () = sleep(*delay) => {}
+        }
+        *delay = delay.saturating_mul(2).min(max);
+        match shared.spawn_process() {
+            Ok(Some(running)) => {
+                shared.restarts.fetch_add(1, Ordering::SeqCst);
+                return Some(running);
+            }
+            Ok(None) => return None,
+            Err(err) => {
+                let err = process::spawn_error(&shared.config, err);
+                reason = format!("restart failed: {err}");
+            }
+        }
+    }
+}
+
+/// Marks the instance Failed and waits for the stop request that ends supervision.
+async fn fail(shared: &Shared, reason: String, stop: &mut watch::Receiver<bool>) {
+    shared.set_state(InstanceState::Failed { reason });
+    stopped(stop).await;
+    shared.set_state(InstanceState::Stopped);
+}
+
+/// SIGTERM to the group, up to `grace` to exit, then SIGKILL; ends in Stopped.
+async fn terminate(shared: &Shared, running: &mut Running) {
+    shared.set_state(InstanceState::Stopping);
+    if running.status.is_none() {
+        shared
+            .output
+            .event(&format!("sending SIGTERM to process group {}", running.pid));
+        signal_group(running.pid, Signal::TERM);
+    }
+    if timeout(shared.config.grace, running.wait()).await.is_err() {
+        shared.output.event(&format!(
+            "still running {} after SIGTERM; sending SIGKILL to process group {}",
+            fmt_duration(shared.config.grace),
+            running.pid
+        ));
+        running.kill().await;
+    }
+    shared.set_state(InstanceState::Stopped);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(fmt_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(fmt_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(fmt_duration(Duration::ZERO), "0ms");
+    }
+
+    #[test]
+    fn not_ready_displays_reason_and_output() {
+        let err = NotReady {
+            reason: "exited with status 1 before becoming ready".into(),
+            last_lines: vec!["Error: config missing".into()],
+        };
+        assert_eq!(
+            err.to_string(),
+            "exited with status 1 before becoming ready\nlast output:\n  Error: config missing"
+        );
+    }
+}

@@ -1,0 +1,450 @@
+//! Output capture: splits a process's stdout and stderr into lines, writes them to a size-rotated
+//! log file with a timestamp and the stream name, keeps the most recent lines in memory for error
+//! messages, and reads the files back for `slipway logs`.
+//!
+//! A log file line is `<RFC 3339 UTC timestamp with milliseconds> <stream> <text>\n`, where the
+//! stream is `stdout`, `stderr`, or `slipway` for the runtime's own events about the instance
+//! (spawned, exited, restarting, stopping). Lines longer than [`MAX_LINE_BYTES`] are split into
+//! several lines (at a UTF-8 character boundary), and a last line without a newline is kept when
+//! the stream ends.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+/// Output lines longer than this many bytes are split into several lines.
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// How many recent output lines each instance keeps in memory.
+pub const RING_LINES: usize = 200;
+
+/// One line of an instance's log file, as read back by [`read_log_lines`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    /// The RFC 3339 UTC timestamp, such as `2026-11-03T12:00:00.123Z`; empty for a line that is
+    /// not in the log format.
+    pub ts: String,
+    /// `stdout`, `stderr` or `slipway`; empty for a line that is not in the log format.
+    pub stream: String,
+    /// The text of the line without its newline.
+    pub text: String,
+}
+
+/// Reads an instance's log, oldest line first: the rotated files from the highest number down
+/// to `<file>.1`, then the file itself. Missing or unreadable files contribute nothing; bytes
+/// that are not UTF-8 are replaced.
+pub fn read_log_lines(log_file: &Path) -> Vec<LogLine> {
+    let mut lines = Vec::new();
+    for path in rotated_files(log_file)
+        .into_iter()
+        .chain(std::iter::once(log_file.to_path_buf()))
+    {
+        let Ok(bytes) = fs::read(&path) else { continue };
+        let text = String::from_utf8_lossy(&bytes);
+        lines.extend(text.lines().map(parse_line));
+    }
+    lines
+}
+
+/// The rotated siblings `<file>.<n>` of a log file, highest (oldest) number first.
+fn rotated_files(log_file: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (log_file.parent(), log_file.file_name()) else {
+        return Vec::new();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut numbered: Vec<(u64, PathBuf)> = entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let file_name = entry.file_name();
+            let number = file_name.to_str()?.strip_prefix(&prefix)?;
+            if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Some((number.parse().ok()?, entry.path()))
+        })
+        .collect();
+    numbered.sort_by_key(|(number, _)| std::cmp::Reverse(*number));
+    numbered.into_iter().map(|(_, path)| path).collect()
+}
+
+/// Parses one log file line; a line that is not in the log format becomes text only.
+fn parse_line(line: &str) -> LogLine {
+    let mut parts = line.splitn(3, ' ');
+    if let (Some(ts), Some(stream), Some(text)) = (parts.next(), parts.next(), parts.next())
+        && ts.parse::<jiff::Timestamp>().is_ok()
+    {
+        return LogLine {
+            ts: ts.to_string(),
+            stream: stream.to_string(),
+            text: text.to_string(),
+        };
+    }
+    LogLine {
+        ts: String::new(),
+        stream: String::new(),
+        text: line.to_string(),
+    }
+}
+
+/// The current time in the log format: RFC 3339, UTC, milliseconds.
+fn timestamp() -> String {
+    format!("{:.3}", jiff::Timestamp::now())
+}
+
+/// Where an instance's output goes: the rotated log file and the in-memory ring of recent lines.
+/// Shared by the stdout and stderr readers of every process of the instance.
+pub(crate) struct Output {
+    inner: Mutex<OutputInner>,
+}
+
+struct OutputInner {
+    writer: LogWriter,
+    ring: VecDeque<String>,
+}
+
+impl Output {
+    /// Opens (or creates, with its parent directories) the log file for appending.
+    pub(crate) fn open(path: &Path, max_bytes: u64, keep: usize) -> io::Result<Output> {
+        Ok(Output {
+            inner: Mutex::new(OutputInner {
+                writer: LogWriter::open(path, max_bytes, keep)?,
+                ring: VecDeque::with_capacity(RING_LINES),
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutputInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records one line of the process's output.
+    pub(crate) fn line(&self, stream: &str, text: &str) {
+        let mut inner = self.lock();
+        inner.writer.write_line(stream, text);
+        if inner.ring.len() == RING_LINES {
+            inner.ring.pop_front();
+        }
+        inner.ring.push_back(text.to_string());
+    }
+
+    /// Records an event of the runtime about this instance (log file only, not the ring).
+    pub(crate) fn event(&self, text: &str) {
+        self.lock().writer.write_line("slipway", text);
+    }
+
+    /// The last `n` output lines, oldest first.
+    pub(crate) fn last_lines(&self, n: usize) -> Vec<String> {
+        let inner = self.lock();
+        let skip = inner.ring.len().saturating_sub(n);
+        inner.ring.iter().skip(skip).cloned().collect()
+    }
+}
+
+/// Appends lines to a log file and rotates it by size, keeping `keep` old files.
+struct LogWriter {
+    path: PathBuf,
+    file: Option<File>,
+    size: u64,
+    max_bytes: u64,
+    keep: usize,
+    /// Whether a write failure was already reported, so that a full disk is not reported per line.
+    warned: bool,
+}
+
+impl LogWriter {
+    fn open(path: &Path, max_bytes: u64, keep: usize) -> io::Result<LogWriter> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(LogWriter {
+            path: path.to_path_buf(),
+            file: Some(file),
+            size,
+            max_bytes,
+            keep,
+            warned: false,
+        })
+    }
+
+    fn write_line(&mut self, stream: &str, text: &str) {
+        let line = format!("{} {stream} {text}\n", timestamp());
+        if let Err(err) = self.try_write(line.as_bytes()) {
+            if !self.warned {
+                tracing::warn!(path = %self.path.display(), "cannot write instance log: {err}");
+                self.warned = true;
+            }
+        } else {
+            self.warned = false;
+        }
+    }
+
+    fn try_write(&mut self, line: &[u8]) -> io::Result<()> {
+        let len = line.len() as u64;
+        if self.size > 0 && self.size.saturating_add(len) > self.max_bytes {
+            self.rotate()?;
+        }
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => {
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?;
+                self.size = file.metadata()?.len();
+                self.file.insert(file)
+            }
+        };
+        file.write_all(line)?;
+        self.size += len;
+        Ok(())
+    }
+
+    /// Shifts `<file>.N-1` to `<file>.N` … and the file to `<file>.1`, dropping the oldest.
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file = None;
+        if self.keep == 0 {
+            ignore_not_found(fs::remove_file(&self.path))?;
+        } else {
+            for n in (1..self.keep).rev() {
+                ignore_not_found(fs::rename(
+                    numbered(&self.path, n),
+                    numbered(&self.path, n + 1),
+                ))?;
+            }
+            ignore_not_found(fs::rename(&self.path, numbered(&self.path, 1)))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = file.metadata()?.len();
+        self.file = Some(file);
+        Ok(())
+    }
+}
+
+fn numbered(path: &Path, n: usize) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+fn ignore_not_found(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Reads a stream to its end and records every line in `output` under the name `stream`.
+pub(crate) async fn pump<R: AsyncRead + Unpin>(reader: R, stream: &str, output: &Output) {
+    let mut reader = BufReader::with_capacity(16 * 1024, reader);
+    let mut line: Vec<u8> = Vec::new();
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(buf) => buf,
+        };
+        let room = MAX_LINE_BYTES - line.len();
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(end) if end <= room => {
+                line.extend_from_slice(&buf[..end]);
+                reader.consume(end + 1);
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                output.line(stream, &String::from_utf8_lossy(&line));
+                line.clear();
+            }
+            _ => {
+                let take = buf.len().min(room);
+                line.extend_from_slice(&buf[..take]);
+                reader.consume(take);
+                if line.len() >= MAX_LINE_BYTES {
+                    let rest = split_at_char_boundary(&mut line);
+                    output.line(stream, &String::from_utf8_lossy(&line));
+                    line = rest;
+                }
+            }
+        }
+    }
+    if !line.is_empty() {
+        output.line(stream, &String::from_utf8_lossy(&line));
+    }
+}
+
+/// Cuts an incomplete UTF-8 character off the end of `line` and returns it, so that a long line
+/// split into pieces does not break a character in two.
+fn split_at_char_boundary(line: &mut Vec<u8>) -> Vec<u8> {
+    match std::str::from_utf8(line) {
+        Err(err) if err.error_len().is_none() && err.valid_up_to() > 0 => {
+            line.split_off(err.valid_up_to())
+        }
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output_in(dir: &Path, max_bytes: u64, keep: usize) -> (Output, PathBuf) {
+        let path = dir.join("logs/nested/app.log");
+        (Output::open(&path, max_bytes, keep).unwrap(), path)
+    }
+
+    fn texts(lines: &[LogLine], stream: &str) -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l.stream == stream)
+            .map(|l| l.text.clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn pump_splits_lines_long_lines_and_keeps_a_partial_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (output, path) = output_in(dir.path(), 1 << 20, 1);
+        // One ASCII byte, then two-byte characters: the first split point falls inside one.
+        let long = format!("a{}", "é".repeat(MAX_LINE_BYTES));
+        let input = format!("first\r\n\nsecond\n{long}\ntail");
+        pump(input.as_bytes(), "stdout", &output).await;
+
+        let lines = read_log_lines(&path);
+        let got = texts(&lines, "stdout");
+        assert_eq!(got[..3], ["first", "", "second"]);
+        assert_eq!(got.last().map(String::as_str), Some("tail"));
+        let pieces = &got[3..got.len() - 1];
+        assert_eq!(pieces.len(), 3, "a 32 KiB line is split into three pieces");
+        assert!(pieces.iter().all(|p| p.len() <= MAX_LINE_BYTES));
+        assert!(!pieces.concat().contains('\u{FFFD}'), "no character is cut");
+        assert_eq!(pieces.concat(), long);
+        let lengths: Vec<usize> = pieces.iter().map(String::len).collect();
+        assert_eq!(lengths, [MAX_LINE_BYTES - 1, MAX_LINE_BYTES, 2]);
+        assert_eq!(output.last_lines(2), ["é", "tail"]);
+    }
+
+    #[tokio::test]
+    async fn lines_carry_a_millisecond_utc_timestamp_and_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let (output, path) = output_in(dir.path(), 1 << 20, 1);
+        pump(&b"to stderr\n"[..], "stderr", &output).await;
+        output.event("spawned");
+
+        let raw = fs::read_to_string(&path).unwrap();
+        let first = raw.lines().next().unwrap();
+        let (ts, rest) = first.split_once(' ').unwrap();
+        assert_eq!(rest, "stderr to stderr");
+        assert!(
+            ts.ends_with('Z') && ts.len() == "2026-11-03T12:00:00.123Z".len(),
+            "{ts}"
+        );
+        ts.parse::<jiff::Timestamp>().unwrap();
+
+        let lines = read_log_lines(&path);
+        assert_eq!(texts(&lines, "stderr"), ["to stderr"]);
+        assert_eq!(texts(&lines, "slipway"), ["spawned"]);
+        assert_eq!(
+            output.last_lines(10),
+            ["to stderr"],
+            "events stay out of the ring"
+        );
+    }
+
+    #[test]
+    fn rotation_keeps_the_newest_files_and_reading_restores_the_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (output, path) = output_in(dir.path(), 300, 2);
+        for i in 0..100 {
+            output.line("stdout", &format!("line {i}"));
+        }
+        assert!(path.exists() && numbered(&path, 1).exists() && numbered(&path, 2).exists());
+        assert!(
+            !numbered(&path, 3).exists(),
+            "only two rotated files are kept"
+        );
+        for p in [&path, &numbered(&path, 1), &numbered(&path, 2)] {
+            assert!(fs::metadata(p).unwrap().len() <= 300);
+        }
+
+        let numbers: Vec<u32> = read_log_lines(&path)
+            .iter()
+            .map(|l| l.text.strip_prefix("line ").unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(numbers.last(), Some(&99));
+        assert!(numbers.len() > 5);
+        assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+    }
+
+    #[test]
+    fn rotation_with_keep_zero_only_truncates() {
+        let dir = tempfile::tempdir().unwrap();
+        let (output, path) = output_in(dir.path(), 100, 0);
+        for i in 0..20 {
+            output.line("stdout", &format!("line {i}"));
+        }
+        assert!(!numbered(&path, 1).exists());
+        let lines = read_log_lines(&path);
+        assert_eq!(lines.last().unwrap().text, "line 19");
+        assert!(lines.len() < 20);
+    }
+
+    #[test]
+    fn reopening_appends_to_an_existing_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, path) = output_in(dir.path(), 1 << 20, 1);
+        first.line("stdout", "from the first process");
+        drop(first);
+        let (second, _) = output_in(dir.path(), 1 << 20, 1);
+        second.line("stdout", "from the second process");
+        assert_eq!(
+            texts(&read_log_lines(&path), "stdout"),
+            ["from the first process", "from the second process"]
+        );
+    }
+
+    #[test]
+    fn foreign_lines_are_kept_as_text_and_missing_files_read_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        assert!(read_log_lines(&path).is_empty());
+        fs::write(
+            &path,
+            "not a log line\n2026-11-03T12:00:00.123Z stdout with  spaces \n",
+        )
+        .unwrap();
+        fs::write(dir.path().join("x.log.old"), "ignored\n").unwrap();
+        let lines = read_log_lines(&path);
+        assert_eq!(
+            lines,
+            [
+                LogLine {
+                    ts: String::new(),
+                    stream: String::new(),
+                    text: "not a log line".into()
+                },
+                LogLine {
+                    ts: "2026-11-03T12:00:00.123Z".into(),
+                    stream: "stdout".into(),
+                    text: "with  spaces ".into()
+                },
+            ]
+        );
+    }
+}
