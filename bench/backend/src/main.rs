@@ -17,7 +17,9 @@ fn main() -> std::io::Result<()> {
         .or_else(|| std::env::var("PORT").ok())
         .and_then(|p| p.parse().ok())
         .unwrap_or(9000);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         println!("bench backend listening on 127.0.0.1:{port}");
@@ -25,9 +27,12 @@ fn main() -> std::io::Result<()> {
             let (stream, _) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello, world\n"))))
-                });
+                let svc =
+                    hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                            b"hello, world\n",
+                        ))))
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;

@@ -1,1 +1,166 @@
-//! Work in progress.
+//! Slipway's control plane: the controller that converges running instances and routes
+//! toward the desired state in the store, the REST API, and the server that wires the
+//! store, the router and the API together.
+
+pub mod api;
+pub mod controller;
+pub mod dto;
+
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use slipway_router::{Router, RouterConfig};
+use slipway_state::Store;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Notify;
+
+pub use controller::{Controller, ControllerConfig};
+
+/// How the daemon is started (`slipway server`).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    /// The router's listener.
+    pub listen: SocketAddr,
+    /// The admin listener (API over TCP; later metrics and the dashboard).
+    pub admin: SocketAddr,
+}
+
+/// The Unix socket of the API inside a data dir.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("slipway.sock")
+}
+
+/// Runs the server until it is asked to stop (API, SIGTERM or SIGINT), then stops every
+/// instance cleanly and returns.
+///
+/// # Errors
+/// A data dir that is in use by another server, a foreign state database, or a listener
+/// address that is taken: each with a message saying what to do.
+pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}; choose another with --data-dir or SLIPWAY_HOME",
+            config.data_dir.display()
+        )
+    })?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let store = Arc::new(Store::open(&config.data_dir.join("state.db"))?);
+
+    let listener = bind(config.listen, "--listen", "router").await?;
+    let admin = bind(config.admin, "--admin", "admin API").await?;
+    let router_addr = listener.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let sock = socket_path(&config.data_dir);
+    // We hold the data dir lock, so a socket file left here belongs to a dead server.
+    let _ = std::fs::remove_file(&sock);
+    let unix = UnixListener::bind(&sock)
+        .with_context(|| format!("cannot create the API socket {}", sock.display()))?;
+
+    let router = Router::new(RouterConfig::default());
+    let controller = Controller::new(
+        store,
+        router.clone(),
+        ControllerConfig {
+            data_dir: config.data_dir.clone(),
+            router_addr,
+        },
+    );
+    controller.recover().await?;
+
+    let stop = Arc::new(Notify::new());
+    let state = api::ApiState {
+        controller: controller.clone(),
+        info: dto::ServerInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            data_dir: config.data_dir.display().to_string(),
+            router: router_addr.to_string(),
+            admin: admin_addr.to_string(),
+        },
+        stop: stop.clone(),
+    };
+    let app = api::router(state);
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let router_task = tokio::spawn(router.clone().serve(listener, wait(shutdown_rx.clone())));
+    let admin_task = tokio::spawn(
+        axum::serve(admin, app.clone())
+            .with_graceful_shutdown(wait(shutdown_rx.clone()))
+            .into_future(),
+    );
+    let unix_task = tokio::spawn(
+        axum::serve(unix, app)
+            .with_graceful_shutdown(wait(shutdown_rx.clone()))
+            .into_future(),
+    );
+    tracing::info!(%router_addr, %admin_addr, socket = %sock.display(), "slipway server ready");
+    println!(
+        "slipway server listening: router http://{router_addr}  admin http://{admin_addr}  api {}",
+        sock.display()
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = stop.notified() => {}
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("stopping: draining and stopping every instance");
+    controller.shutdown().await;
+    let _ = shutdown_tx.send(true);
+    let _ = router_task.await;
+    let _ = admin_task.await;
+    let _ = unix_task.await;
+    let _ = std::fs::remove_file(&sock);
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, flag: &str, what: &str) -> anyhow::Result<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+            "cannot listen on {addr} for the {what}: the address is in use (another slipway server or another program)\n  hint: stop that program, or pass {flag} 127.0.0.1:PORT with a free port"
+        ),
+        Err(e) => bail!(
+            "cannot listen on {addr} for the {what}: {e}\n  hint: pass {flag} with another address"
+        ),
+    }
+}
+
+/// Holds an exclusive lock on `<data_dir>/server.lock` for the server's lifetime, so two
+/// servers never share one data dir.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = data_dir.join("server.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if rustix::fs::flock(
+        file.as_fd(),
+        rustix::fs::FlockOperation::NonBlockingLockExclusive,
+    )
+    .is_err()
+    {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        bail!(
+            "another slipway server (pid {}) is already using the data directory {}\n  hint: talk to it with the slipway CLI, stop it with `slipway server stop`, or pass --data-dir",
+            pid.trim(),
+            data_dir.display()
+        );
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
+}

@@ -1,1 +1,701 @@
-fn main() {}
+//! The `slipway` command: the CLI (a client of the server's REST API) and the server
+//! entry point (`slipway server`).
+
+mod client;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use client::Client;
+use slipway_control::dto::{self, Progress};
+
+#[derive(Parser)]
+#[command(
+    name = "slipway",
+    version,
+    about = "Cloud Run on your own machine: run a multi-service app behind one router, with zero-downtime deploys and instant rollback"
+)]
+struct Cli {
+    /// Where the server keeps its state, logs and API socket.
+    #[arg(long, global = true, env = "SLIPWAY_HOME")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Listen {
+    /// The router's address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The admin address (API over HTTP; later metrics and the dashboard).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    admin: SocketAddr,
+}
+
+#[derive(clap::Args, Clone)]
+struct AppArg {
+    /// The app to act on; default: the app of ./slipway.yaml, or the only registered app.
+    #[arg(long)]
+    app: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server if none is running, deploy every service of DIR/slipway.yaml, print the URLs.
+    Up {
+        /// Directory holding slipway.yaml (or the file itself).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Leave the server running in the background and return.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        listen: Listen,
+    },
+    /// Run the server (router, API, reconciler) in the foreground.
+    Server {
+        #[command(subcommand)]
+        command: Option<ServerCommand>,
+        #[command(flatten)]
+        listen: Listen,
+    },
+    /// Stop every instance of the app cleanly (the server keeps running).
+    Down {
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Show services, serving revision, instances and URLs.
+    Status {
+        service: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read the spec and deploy every service whose config changed (or the named ones).
+    Deploy {
+        services: Vec<String>,
+        /// Create a new revision even if nothing changed.
+        #[arg(long)]
+        force: bool,
+        /// Directory holding slipway.yaml (or the file itself).
+        #[arg(long, short = 'f', default_value = ".")]
+        file: PathBuf,
+    },
+    /// List a service's revisions.
+    Revisions {
+        service: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Switch a service back to the previous (or given) ready revision.
+    Rollback {
+        service: String,
+        /// The revision number to return to.
+        #[arg(long)]
+        to: Option<u64>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Print a service's instance logs, interleaved by time.
+    Logs {
+        service: String,
+        /// Keep printing new lines.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only this revision's instances.
+        #[arg(long)]
+        revision: Option<u64>,
+        /// How many recent lines to print first.
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Print the event log (the audit trail).
+    Events {
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Check a spec file and print every problem with its line and column.
+    Validate {
+        #[arg(default_value = "slipway.yaml")]
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of slipway.yaml (for editors).
+    Schema,
+}
+
+#[derive(Subcommand)]
+enum ServerCommand {
+    /// Stop the running server: drain and stop every instance, then exit.
+    Stop,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLIPWAY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn data_dir(cli: &Option<PathBuf>) -> PathBuf {
+    if let Some(d) = cli {
+        return absolute(d);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".local/share/slipway")
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
+
+/// `DIR` or `DIR/slipway.yaml` → the spec file.
+fn spec_file(p: &Path) -> PathBuf {
+    let p = absolute(p);
+    if p.is_dir() {
+        p.join("slipway.yaml")
+    } else {
+        p
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let data = data_dir(&cli.data_dir);
+    let client = Client::new(&data);
+    match cli.command {
+        Command::Validate { file } => validate(&spec_file(&file)),
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&slipway_spec::json_schema())?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Server {
+            command: Some(ServerCommand::Stop),
+            ..
+        } => {
+            let info: dto::ServerInfo = client.get("/v1/server").await?;
+            let _: () = client.post("/v1/server/stop", &()).await?;
+            // Wait until the server has drained its instances and exited.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while client.is_up().await && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            println!("slipway server (pid {}) stopped", info.pid);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Server {
+            command: None,
+            listen,
+        } => {
+            slipway_control::run_server(slipway_control::ServerConfig {
+                data_dir: data,
+                listen: listen.listen,
+                admin: listen.admin,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up {
+            dir,
+            detach,
+            listen,
+        } => up(&client, &data, &spec_file(&dir), detach, &listen).await,
+        Command::Deploy {
+            services,
+            force,
+            file,
+        } => {
+            let file = spec_file(&file);
+            if validate_quiet(&file)?.is_some() {
+                return Ok(ExitCode::FAILURE);
+            }
+            let applied: dto::ApplyResponse = client
+                .post(
+                    "/v1/apps",
+                    &dto::ApplyRequest {
+                        spec_path: file.display().to_string(),
+                    },
+                )
+                .await?;
+            let ok = deploy(&client, &applied.app, services, force).await?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Down { app } => {
+            let app = resolve_app(&client, &app).await?;
+            let _: () = client.post(&format!("/v1/apps/{app}/down"), &()).await?;
+            println!(
+                "app {app} is down: every instance stopped (revisions and traffic kept; `slipway up` brings it back)"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { service, app, json } => {
+            let app = resolve_app(&client, &app).await?;
+            let status: dto::AppStatus = client.get(&format!("/v1/apps/{app}")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print_status(&status, service.as_deref());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Revisions { service, app } => {
+            let app = resolve_app(&client, &app).await?;
+            let revs: Vec<dto::RevisionInfo> = client
+                .get(&format!("/v1/apps/{app}/services/{service}/revisions"))
+                .await?;
+            let mut t = table(&[
+                "REVISION",
+                "CREATED",
+                "CONFIG",
+                "STATE",
+                "TRAFFIC",
+                "INSTANCES",
+                "MESSAGE",
+            ]);
+            for r in revs {
+                t.add_row(vec![
+                    r.number.to_string(),
+                    r.created_at,
+                    r.digest.chars().take(12).collect(),
+                    if r.traffic > 0 {
+                        "serving".into()
+                    } else {
+                        r.state
+                    },
+                    format!("{}%", r.traffic),
+                    r.instances.to_string(),
+                    r.message,
+                ]);
+            }
+            println!("{t}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rollback { service, to, app } => {
+            let app = resolve_app(&client, &app).await?;
+            let started = Instant::now();
+            let mut ok = true;
+            client
+                .stream(
+                    "POST",
+                    &format!("/v1/apps/{app}/services/{service}/rollback"),
+                    Some(&dto::RollbackRequest { to }),
+                    |p: Progress| ok &= print_progress(&p, started),
+                )
+                .await?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Logs {
+            service,
+            follow,
+            revision,
+            tail,
+            app,
+        } => {
+            let app = resolve_app(&client, &app).await?;
+            let mut q = format!("tail={tail}&follow={follow}");
+            if let Some(r) = revision {
+                q.push_str(&format!("&revision={r}"));
+            }
+            client
+                .stream::<(), dto::LogLine>(
+                    "GET",
+                    &format!("/v1/apps/{app}/services/{service}/logs?{q}"),
+                    None,
+                    |l| {
+                        // Lines of the `slipway` stream are the runtime's own notes (spawned, exited…).
+                        let mark = if l.stream == "slipway" {
+                            "[slipway] "
+                        } else {
+                            ""
+                        };
+                        println!("{} {} {mark}{}", l.ts, l.instance, l.text)
+                    },
+                )
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events {
+            service,
+            limit,
+            app,
+        } => {
+            let app = resolve_app(&client, &app).await?;
+            let mut q = format!("/v1/events?app={app}&limit={limit}");
+            if let Some(s) = service {
+                q.push_str(&format!("&service={s}"));
+            }
+            let events: Vec<dto::EventInfo> = client.get(&q).await?;
+            for e in events {
+                println!(
+                    "{} {:<22} {:<8} {}",
+                    e.ts,
+                    e.kind,
+                    e.service.unwrap_or_default(),
+                    e.message
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Prints every problem of a spec file; the exit code is 1 when there is any.
+fn validate(file: &Path) -> anyhow::Result<ExitCode> {
+    match validate_quiet(file)? {
+        Some(_) => Ok(ExitCode::FAILURE),
+        None => {
+            println!("{}: ok", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Checks a spec locally, printing its problems to stderr; `Some(n)` when there are `n`.
+fn validate_quiet(file: &Path) -> anyhow::Result<Option<usize>> {
+    match slipway_spec::load(file) {
+        Ok(_) => Ok(None),
+        Err(slipway_spec::LoadError::Io { path, source }) => {
+            bail!(
+                "cannot read {}: {source}\n  hint: pass the directory that holds slipway.yaml, or the file itself",
+                path.display()
+            )
+        }
+        Err(e @ slipway_spec::LoadError::Invalid { .. }) => {
+            let n = match &e {
+                slipway_spec::LoadError::Invalid { diagnostics, .. } => diagnostics.len(),
+                _ => 0,
+            };
+            eprintln!("{e}");
+            Ok(Some(n))
+        }
+    }
+}
+
+async fn resolve_app(client: &Client, arg: &AppArg) -> anyhow::Result<String> {
+    if let Some(a) = &arg.app {
+        return Ok(a.clone());
+    }
+    let here = spec_file(Path::new("."));
+    if here.exists()
+        && let Ok(spec) = slipway_spec::load(&here)
+    {
+        return Ok(spec.app);
+    }
+    let apps: Vec<dto::AppSummary> = client.get("/v1/apps").await?;
+    match apps.as_slice() {
+        [one] => Ok(one.name.clone()),
+        [] => bail!("no app is registered on this server; run `slipway up DIR` first"),
+        many => bail!(
+            "several apps are registered ({}); choose one with --app",
+            many.iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+async fn up(
+    client: &Client,
+    data: &Path,
+    file: &Path,
+    detach: bool,
+    listen: &Listen,
+) -> anyhow::Result<ExitCode> {
+    if validate_quiet(file)?.is_some() {
+        return Ok(ExitCode::FAILURE);
+    }
+    let started_server = if client.is_up().await {
+        false
+    } else {
+        start_server(client, data, listen).await?;
+        true
+    };
+    let applied: dto::ApplyResponse = client
+        .post(
+            "/v1/apps",
+            &dto::ApplyRequest {
+                spec_path: file.display().to_string(),
+            },
+        )
+        .await?;
+    let ok = deploy(client, &applied.app, vec![], false).await?;
+    let status: dto::AppStatus = client.get(&format!("/v1/apps/{}", applied.app)).await?;
+    println!();
+    print_status(&status, None);
+    if detach {
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    println!(
+        "\nfollowing logs; press Ctrl-C to {}",
+        if started_server { "stop" } else { "detach" }
+    );
+    let mut tasks = Vec::new();
+    for s in &status.services {
+        let path = format!(
+            "/v1/apps/{}/services/{}/logs?tail=0&follow=true",
+            applied.app, s.name
+        );
+        let c = Client::new(data);
+        tasks.push(tokio::spawn(async move {
+            let _ = c
+                .stream::<(), dto::LogLine>("GET", &path, None, |l| {
+                    println!("{} | {}", l.instance, l.text)
+                })
+                .await;
+        }));
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    for t in tasks {
+        t.abort();
+    }
+    if started_server {
+        println!("\nstopping the server and its instances…");
+        let _: () = client.post("/v1/server/stop", &()).await?;
+        while client.is_up().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts `slipway server` in the background (its own process group, output in
+/// `<data>/server.log`) and waits until its API answers.
+async fn start_server(client: &Client, data: &Path, listen: &Listen) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    let log_path = data.join("server.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    let exe = std::env::current_exe()?;
+    let mut child = std::process::Command::new(exe)
+        .arg("server")
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--listen")
+        .arg(listen.listen.to_string())
+        .arg("--admin")
+        .arg(listen.admin.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("cannot start `slipway server`")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if client.is_up().await {
+            println!(
+                "started slipway server (pid {}), log: {}",
+                child.id(),
+                log_path.display()
+            );
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "the slipway server exited ({status}) before it was ready:\n{}",
+                tail.join("\n")
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the slipway server did not answer within 20s; see {}",
+                log_path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn deploy(
+    client: &Client,
+    app: &str,
+    services: Vec<String>,
+    force: bool,
+) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let mut ok = true;
+    client
+        .stream(
+            "POST",
+            &format!("/v1/apps/{app}/deploy"),
+            Some(&dto::DeployRequest { services, force }),
+            |p: Progress| ok &= print_progress(&p, started),
+        )
+        .await?;
+    Ok(ok)
+}
+
+/// Prints one progress line; returns false for a failure.
+fn print_progress(p: &Progress, started: Instant) -> bool {
+    let t = format!("{:>7.2}s", started.elapsed().as_secs_f64());
+    match p {
+        Progress::Starting {
+            service,
+            revision,
+            instances,
+        } => {
+            println!(
+                "{t}  {service:<12} starting revision {revision} ({instances} instance{})",
+                if *instances == 1 { "" } else { "s" }
+            );
+        }
+        Progress::Unchanged { service, revision } => {
+            println!("{t}  {service:<12} unchanged, revision {revision} serving");
+        }
+        Progress::InstanceReady {
+            service,
+            instance,
+            elapsed_ms,
+            ..
+        } => {
+            println!("{t}  {service:<12} {instance} ready after {elapsed_ms} ms");
+        }
+        Progress::Switched {
+            service,
+            revision,
+            previous,
+            elapsed_ms,
+        } => match previous {
+            Some(p) => println!(
+                "{t}  {service:<12} traffic switched: revision {p} -> {revision} ({elapsed_ms} ms)"
+            ),
+            None => println!("{t}  {service:<12} serving revision {revision} ({elapsed_ms} ms)"),
+        },
+        Progress::Failed {
+            service,
+            error,
+            last_lines,
+            ..
+        } => {
+            let who = if service.is_empty() {
+                String::new()
+            } else {
+                format!("{service}: ")
+            };
+            eprintln!("{t}  error: {who}{error}");
+            if !last_lines.is_empty() {
+                eprintln!("         last output:");
+                for l in last_lines {
+                    eprintln!("         | {l}");
+                }
+            }
+            return false;
+        }
+        Progress::Done { ok } => return *ok,
+    }
+    true
+}
+
+fn table(header: &[&str]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING);
+    t.set_header(header.to_vec());
+    t
+}
+
+fn print_status(status: &dto::AppStatus, only: Option<&str>) {
+    println!(
+        "app {}{}  (router http://{})",
+        status.app,
+        if status.down { " [down]" } else { "" },
+        status.router
+    );
+    let mut t = table(&["SERVICE", "REVISION", "INSTANCES", "URL"]);
+    let mut problems = Vec::new();
+    for s in status
+        .services
+        .iter()
+        .filter(|s| only.is_none_or(|o| o == s.name))
+    {
+        let traffic = if s.traffic.is_empty() {
+            "-".to_owned()
+        } else {
+            s.traffic
+                .iter()
+                .map(|t| {
+                    if t.percent == 100 {
+                        t.revision.to_string()
+                    } else {
+                        format!("{}={}%", t.revision, t.percent)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut urls = vec![s.url.clone()];
+        urls.extend(s.route_urls.iter().cloned());
+        t.add_row(vec![
+            s.name.clone(),
+            traffic,
+            format!("{}/{}", s.ready, s.total),
+            urls.join("  "),
+        ]);
+        if let Some(p) = &s.problem {
+            problems.push((s.name.clone(), p.clone(), s.problem_lines.clone()));
+        }
+    }
+    println!("{t}");
+    for (name, p, lines) in problems {
+        println!("\n{name}: {p}");
+        for l in lines {
+            println!("  | {l}");
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The REST API under `/v1`, served on the Unix socket (what the CLI uses) and on the
+//! admin listener. Long operations (deploy, rollback, following logs) answer with a
+//! stream of newline-delimited JSON so clients can show progress as it happens; the
+//! operation itself runs in its own task and finishes even if the client goes away.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::sync::{Notify, mpsc};
+use utoipa::OpenApi;
+
+use crate::controller::{ControlError, Controller};
+use crate::dto::{self, Progress};
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub controller: Arc<Controller>,
+    pub info: dto::ServerInfo,
+    /// Notified when a client asks the server to stop.
+    pub stop: Arc<Notify>,
+}
+
+/// The API's routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/server", get(server_info))
+        .route("/v1/server/stop", post(server_stop))
+        .route("/v1/apps", get(list_apps).post(apply))
+        .route("/v1/apps/{app}", get(app_status))
+        .route("/v1/apps/{app}/deploy", post(deploy))
+        .route("/v1/apps/{app}/down", post(down))
+        .route(
+            "/v1/apps/{app}/services/{service}/revisions",
+            get(revisions),
+        )
+        .route("/v1/apps/{app}/services/{service}/rollback", post(rollback))
+        .route("/v1/apps/{app}/services/{service}/logs", get(logs))
+        .route("/v1/events", get(events))
+        .route("/v1/openapi.json", get(openapi))
+        .with_state(state)
+}
+
+/// Errors turned into answers in one place: status code plus `{"error": "..."}`.
+struct ApiError(StatusCode, String);
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let code = match &e {
+            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+            ControlError::Invalid(_) => StatusCode::CONFLICT,
+            ControlError::Spec(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ControlError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+impl From<slipway_state::StoreError> for ApiError {
+    fn from(e: slipway_state::StoreError) -> Self {
+        ControlError::from(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(dto::ApiError { error: self.1 })).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+#[utoipa::path(get, path = "/v1/server", responses((status = 200, body = dto::ServerInfo)))]
+async fn server_info(State(s): State<ApiState>) -> Json<dto::ServerInfo> {
+    Json(s.info.clone())
+}
+
+#[utoipa::path(post, path = "/v1/server/stop", responses((status = 202, description = "the server stops its instances and exits")))]
+async fn server_stop(State(s): State<ApiState>) -> StatusCode {
+    s.stop.notify_one();
+    StatusCode::ACCEPTED
+}
+
+#[utoipa::path(get, path = "/v1/apps", responses((status = 200, body = Vec<dto::AppSummary>)))]
+async fn list_apps(State(s): State<ApiState>) -> ApiResult<Json<Vec<dto::AppSummary>>> {
+    let apps = s.controller.store().apps()?;
+    Ok(Json(
+        apps.into_iter()
+            .map(|a| dto::AppSummary {
+                name: a.name,
+                spec_path: a.spec_path,
+                down: a.down,
+            })
+            .collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/apps", request_body = dto::ApplyRequest,
+    responses((status = 200, body = dto::ApplyResponse), (status = 422, body = dto::ApiError)))]
+async fn apply(
+    State(s): State<ApiState>,
+    Json(req): Json<dto::ApplyRequest>,
+) -> ApiResult<Json<dto::ApplyResponse>> {
+    let spec = s.controller.apply(std::path::Path::new(&req.spec_path))?;
+    Ok(Json(dto::ApplyResponse {
+        app: spec.app,
+        services: spec.services.into_keys().collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/apps/{app}", params(("app" = String, Path)),
+    responses((status = 200, body = dto::AppStatus), (status = 404, body = dto::ApiError)))]
+async fn app_status(
+    State(s): State<ApiState>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<dto::AppStatus>> {
+    Ok(Json(s.controller.status(&app)?))
+}
+
+/// Streams `Progress` lines while `op` runs; ends with `Done`.
+fn progress_stream<F, Fut>(op: F) -> Response
+where
+    F: FnOnce(mpsc::UnboundedSender<Progress>) -> Fut,
+    Fut: std::future::Future<Output = Result<bool, ControlError>> + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let fut = op(tx.clone());
+    tokio::spawn(async move {
+        let ok = match fut.await {
+            Ok(ok) => ok,
+            Err(e) => {
+                let _ = tx.send(Progress::Failed {
+                    service: String::new(),
+                    revision: None,
+                    error: e.to_string(),
+                    last_lines: vec![],
+                });
+                false
+            }
+        };
+        let _ = tx.send(Progress::Done { ok });
+    });
+    ndjson(rx)
+}
+
+fn ndjson<T: serde::Serialize + Send + 'static>(rx: mpsc::UnboundedReceiver<T>) -> Response {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let item = rx.recv().await?;
+        let mut line = serde_json::to_vec(&item).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok::<_, Infallible>(Bytes::from(line)), rx))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+#[utoipa::path(post, path = "/v1/apps/{app}/deploy", params(("app" = String, Path)), request_body = dto::DeployRequest,
+    responses((status = 200, description = "newline-delimited JSON stream of Progress", body = dto::Progress)))]
+async fn deploy(
+    State(s): State<ApiState>,
+    Path(app): Path<String>,
+    Json(req): Json<dto::DeployRequest>,
+) -> Response {
+    let c = s.controller.clone();
+    progress_stream(move |tx| async move { c.deploy(&app, &req.services, req.force, tx).await })
+}
+
+#[utoipa::path(post, path = "/v1/apps/{app}/services/{service}/rollback",
+    params(("app" = String, Path), ("service" = String, Path)), request_body = dto::RollbackRequest,
+    responses((status = 200, description = "newline-delimited JSON stream of Progress", body = dto::Progress)))]
+async fn rollback(
+    State(s): State<ApiState>,
+    Path((app, service)): Path<(String, String)>,
+    Json(req): Json<dto::RollbackRequest>,
+) -> Response {
+    let c = s.controller.clone();
+    progress_stream(move |tx| async move { c.rollback(&app, &service, req.to, tx).await })
+}
+
+#[utoipa::path(post, path = "/v1/apps/{app}/down", params(("app" = String, Path)),
+    responses((status = 200, description = "every instance stopped")))]
+async fn down(State(s): State<ApiState>, Path(app): Path<String>) -> ApiResult<StatusCode> {
+    s.controller.down(&app).await?;
+    Ok(StatusCode::OK)
+}
+
+#[utoipa::path(get, path = "/v1/apps/{app}/services/{service}/revisions",
+    params(("app" = String, Path), ("service" = String, Path)),
+    responses((status = 200, body = Vec<dto::RevisionInfo>)))]
+async fn revisions(
+    State(s): State<ApiState>,
+    Path((app, service)): Path<(String, String)>,
+) -> ApiResult<Json<Vec<dto::RevisionInfo>>> {
+    Ok(Json(s.controller.revisions(&app, &service)?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct LogsQuery {
+    revision: Option<u64>,
+    /// How many of the latest lines to send first (default 100).
+    tail: Option<usize>,
+    /// Keep the answer open and send new lines as they are written.
+    #[serde(default)]
+    follow: bool,
+}
+
+#[utoipa::path(get, path = "/v1/apps/{app}/services/{service}/logs",
+    params(("app" = String, Path), ("service" = String, Path), LogsQuery),
+    responses((status = 200, description = "newline-delimited JSON stream of LogLine", body = dto::LogLine)))]
+async fn logs(
+    State(s): State<ApiState>,
+    Path((app, service)): Path<(String, String)>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult<Response> {
+    let first = s
+        .controller
+        .logs(&app, &service, q.revision, q.tail.unwrap_or(100))?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut last = first
+        .last()
+        .map(|l| (l.ts.clone(), l.instance.clone(), l.text.clone()));
+    for l in first {
+        let _ = tx.send(l);
+    }
+    if q.follow {
+        let c = s.controller.clone();
+        tokio::spawn(async move {
+            // Polls the log files; lines newer than the last one sent go out in order.
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if tx.is_closed() {
+                    return;
+                }
+                let Ok(lines) = c.logs(&app, &service, q.revision, 10_000) else {
+                    return;
+                };
+                let start = match &last {
+                    Some(key) => lines
+                        .iter()
+                        .rposition(|l| (&l.ts, &l.instance, &l.text) == (&key.0, &key.1, &key.2))
+                        .map_or_else(
+                            || {
+                                lines
+                                    .iter()
+                                    .position(|l| l.ts > key.0)
+                                    .unwrap_or(lines.len())
+                            },
+                            |p| p + 1,
+                        ),
+                    None => 0,
+                };
+                for l in &lines[start..] {
+                    if tx.send(l.clone()).is_err() {
+                        return;
+                    }
+                }
+                if let Some(l) = lines.last() {
+                    last = Some((l.ts.clone(), l.instance.clone(), l.text.clone()));
+                }
+            }
+        });
+    }
+    Ok(ndjson(rx))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct EventsQuery {
+    app: Option<String>,
+    service: Option<String>,
+    /// Only events with a greater id (for paging forward).
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/events", params(EventsQuery), responses((status = 200, body = Vec<dto::EventInfo>)))]
+async fn events(
+    State(s): State<ApiState>,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<Json<Vec<dto::EventInfo>>> {
+    let events = s.controller.store().events(&slipway_state::EventFilter {
+        app: q.app,
+        service: q.service,
+        after: q.after,
+        limit: q.limit,
+    })?;
+    Ok(Json(
+        events
+            .into_iter()
+            .map(|e| dto::EventInfo {
+                id: e.id,
+                ts: e.ts,
+                app: e.app,
+                service: e.service,
+                revision: e.revision,
+                kind: e.kind,
+                message: e.message,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Slipway API",
+        description = "Everything the slipway CLI does, as JSON over HTTP."
+    ),
+    paths(
+        server_info,
+        server_stop,
+        list_apps,
+        apply,
+        app_status,
+        deploy,
+        rollback,
+        down,
+        revisions,
+        logs,
+        events
+    )
+)]
+struct ApiDoc;
+
+/// The OpenAPI document of this API.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi_document())
+}

@@ -1,0 +1,1315 @@
+//! The controller: drives running instances and the router's table toward the desired
+//! state recorded in the store.
+//!
+//! The store is the source of truth (revisions, traffic, whether an app is down). This
+//! module keeps the *actual* state in memory (`Live`: the instances running for each
+//! revision) and converges it:
+//!
+//! - a deploy records a new revision, starts its instances beside the serving ones, waits
+//!   for readiness, then commits the traffic switch to the store and publishes a new
+//!   route table in one step (blue-green); the old revision is drained and stopped after
+//!   `deploy.keep_previous`, so a rollback in that window is a pure route switch;
+//! - a rollback is a traffic switch to an older ready revision, starting it first if it
+//!   is cold;
+//! - at startup, `recover` kills instances left behind by a crashed server, marks
+//!   interrupted deploys as failed, and starts the revisions that carry traffic.
+//!
+//! One async lock per service ("one slot per service") guarantees that two operations on
+//! the same service never interleave.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use slipway_router::{Backend, Pool, RouteTable, Router, Target};
+use slipway_runtime::{Instance, InstanceConfig, InstanceState};
+use slipway_spec::{Port, ServiceSpec, Spec};
+use slipway_state::{InstanceRow, NewEvent, RevisionRow, RevisionState, Store, TrafficTarget};
+use tokio::sync::mpsc;
+
+use crate::dto::{self, Progress};
+
+/// How big one instance's log file may grow before it is rotated, and how many old files are kept.
+const LOG_MAX_BYTES: u64 = 8 * 1024 * 1024;
+const LOG_KEEP: usize = 3;
+
+/// Errors of controller operations, shown to the user as they are.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Spec(String),
+    #[error("state store: {0}")]
+    Store(#[from] slipway_state::StoreError),
+}
+
+pub type Result<T, E = ControlError> = std::result::Result<T, E>;
+
+/// What the controller needs to know about its surroundings.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub data_dir: PathBuf,
+    /// The router's listening address, for the URLs shown to users.
+    pub router_addr: SocketAddr,
+}
+
+pub struct Controller {
+    store: Arc<Store>,
+    router: Arc<Router>,
+    config: ControllerConfig,
+    live: Mutex<Live>,
+    slots: Mutex<HashMap<(String, String), Slot>>,
+}
+
+/// The lock that serialises operations on one service.
+type Slot = Arc<tokio::sync::Mutex<()>>;
+
+/// Instances that exist right now, by app, service and revision.
+#[derive(Default)]
+struct Live {
+    apps: BTreeMap<String, BTreeMap<String, BTreeMap<u64, LiveRevision>>>,
+}
+
+struct LiveRevision {
+    instances: Vec<LiveInstance>,
+}
+
+#[derive(Clone)]
+struct LiveInstance {
+    instance: Instance,
+    backend: Arc<Backend>,
+    grace: Duration,
+}
+
+// === impl Controller ===
+
+impl Controller {
+    pub fn new(store: Arc<Store>, router: Arc<Router>, config: ControllerConfig) -> Arc<Self> {
+        Arc::new(Controller {
+            store,
+            router,
+            config,
+            live: Mutex::new(Live::default()),
+            slots: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn router_addr(&self) -> SocketAddr {
+        self.config.router_addr
+    }
+
+    fn live(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn slot(&self, app: &str, service: &str) -> Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots
+            .entry((app.to_owned(), service.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    fn event(
+        &self,
+        app: &str,
+        service: Option<&str>,
+        revision: Option<u64>,
+        kind: &str,
+        message: String,
+    ) {
+        tracing::info!(app, service, revision, kind, "{message}");
+        if let Err(err) = self.store.add_event(&NewEvent {
+            app,
+            service,
+            revision,
+            kind,
+            message,
+        }) {
+            tracing::error!(%err, "could not record an event");
+        }
+    }
+
+    // --- startup ---
+
+    /// Converges after a (re)start: kills instances a crashed server left behind, marks
+    /// deploys it interrupted as failed, and starts every revision that carries traffic.
+    pub async fn recover(self: &Arc<Self>) -> Result<()> {
+        for row in self.store.instances()? {
+            if slipway_runtime::kill_orphan(row.pid, row.start_ticks) {
+                self.event(
+                    &row.app,
+                    Some(&row.service),
+                    Some(row.revision),
+                    "instance.orphan_killed",
+                    format!(
+                        "killed instance {} (pid {}) left running by a previous server",
+                        row.id, row.pid
+                    ),
+                );
+            }
+            self.store.forget_instance(&row.id)?;
+        }
+        for rev in self.store.revisions_in_state(RevisionState::Deploying)? {
+            self.store.set_revision_state(
+                &rev.app,
+                &rev.service,
+                rev.number,
+                RevisionState::Failed,
+                "interrupted: the server stopped before this revision became ready; the previous revision kept its traffic",
+            )?;
+        }
+        for app in self.store.apps()? {
+            if app.down {
+                continue;
+            }
+            for service in self.store.services(&app.name)? {
+                for t in self.store.traffic(&app.name, &service)? {
+                    let this = self.clone();
+                    let (app, service) = (app.name.clone(), service.clone());
+                    tokio::spawn(async move {
+                        this.keep_revision_running(&app, &service, t.revision).await;
+                    });
+                }
+            }
+        }
+        self.publish_routes();
+        Ok(())
+    }
+
+    /// Starts a serving revision's instances after a restart, retrying with backoff
+    /// while it still carries traffic and still has none running.
+    async fn keep_revision_running(self: &Arc<Self>, app: &str, service: &str, revision: u64) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let slot = self.slot(app, service);
+            let _guard = slot.lock().await;
+            let still_serving = self
+                .store
+                .traffic(app, service)
+                .map(|t| t.iter().any(|t| t.revision == revision))
+                .unwrap_or(false);
+            if !still_serving || self.running_count(app, service, revision) > 0 {
+                return;
+            }
+            match self.start_revision(app, service, revision, None).await {
+                Ok(_) => {
+                    self.publish_routes();
+                    return;
+                }
+                Err(failure) => {
+                    self.event(
+                        app,
+                        Some(service),
+                        Some(revision),
+                        "revision.start_failed",
+                        format!(
+                            "revision {revision} of {service} did not start: {}; retrying in {:?}",
+                            failure.error, backoff
+                        ),
+                    );
+                }
+            }
+            drop(_guard);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    // --- apps ---
+
+    /// Parses the spec at `spec_path` and registers the app and its services.
+    pub fn apply(&self, spec_path: &Path) -> Result<Spec> {
+        let spec = load_spec(spec_path)?;
+        let names: Vec<&str> = spec.services.keys().map(String::as_str).collect();
+        self.store
+            .upsert_app(&spec.app, &spec_path.to_string_lossy(), &names)?;
+        Ok(spec)
+    }
+
+    fn app_spec(&self, app: &str) -> Result<Spec> {
+        let row = self
+            .store
+            .app(app)?
+            .ok_or_else(|| ControlError::NotFound(unknown_app(app)))?;
+        let spec = load_spec(Path::new(&row.spec_path))?;
+        if spec.app != app {
+            return Err(ControlError::Invalid(format!(
+                "{} now declares app `{}`, not `{app}`; run `slipway up` in that directory to register it",
+                row.spec_path, spec.app
+            )));
+        }
+        Ok(spec)
+    }
+
+    /// Deploys the named services (all when empty) from the app's spec file, reporting
+    /// progress on `tx`. Services deploy concurrently; each is independent, so one
+    /// failing leaves the others' results standing.
+    pub async fn deploy(
+        self: &Arc<Self>,
+        app: &str,
+        services: &[String],
+        force: bool,
+        tx: mpsc::UnboundedSender<Progress>,
+    ) -> Result<bool> {
+        let spec = self.app_spec(app)?;
+        for s in services {
+            if !spec.services.contains_key(s) {
+                return Err(ControlError::NotFound(format!(
+                    "app {app} has no service `{s}` (services: {})",
+                    spec.services.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        let was_down = self.store.app(app)?.is_some_and(|a| a.down);
+        if was_down {
+            self.store.set_app_down(app, false)?;
+        }
+        // Services that left the spec stop and lose their traffic; history stays.
+        if services.is_empty() {
+            for old in self.store.services(app)? {
+                if !spec.services.contains_key(&old) {
+                    self.remove_service(app, &old).await?;
+                }
+            }
+        }
+        let mut tasks = Vec::new();
+        for (name, svc) in &spec.services {
+            if !services.is_empty() && !services.contains(name) {
+                continue;
+            }
+            let this = self.clone();
+            let (app, name, svc, tx) = (app.to_owned(), name.clone(), svc.clone(), tx.clone());
+            tasks.push(tokio::spawn(async move {
+                this.deploy_service(&app, &name, svc, force, &tx).await
+            }));
+        }
+        let mut ok = true;
+        for t in tasks {
+            ok &= t.await.unwrap_or(false);
+        }
+        Ok(ok)
+    }
+
+    async fn remove_service(self: &Arc<Self>, app: &str, service: &str) -> Result<()> {
+        let slot = self.slot(app, service);
+        let _guard = slot.lock().await;
+        self.store.remove_service(app, service)?;
+        self.publish_routes();
+        let revisions: Vec<u64> = self
+            .live()
+            .apps
+            .get(app)
+            .and_then(|a| a.get(service))
+            .map(|s| s.keys().copied().collect())
+            .unwrap_or_default();
+        for r in revisions {
+            self.retire_revision(app, service, r).await;
+        }
+        Ok(())
+    }
+
+    async fn deploy_service(
+        self: &Arc<Self>,
+        app: &str,
+        service: &str,
+        spec: ServiceSpec,
+        force: bool,
+        tx: &mpsc::UnboundedSender<Progress>,
+    ) -> bool {
+        let slot = self.slot(app, service);
+        let _guard = slot.lock().await;
+        match self
+            .deploy_service_locked(app, service, spec, force, tx)
+            .await
+        {
+            Ok(()) => true,
+            Err(failure) => {
+                let _ = tx.send(Progress::Failed {
+                    service: service.to_owned(),
+                    revision: failure.revision,
+                    error: failure.error,
+                    last_lines: failure.last_lines,
+                });
+                false
+            }
+        }
+    }
+
+    async fn deploy_service_locked(
+        self: &Arc<Self>,
+        app: &str,
+        service: &str,
+        spec: ServiceSpec,
+        force: bool,
+        tx: &mpsc::UnboundedSender<Progress>,
+    ) -> Result<(), Failure> {
+        let started = Instant::now();
+        let digest = spec.digest();
+        let serving = self.serving_revision(app, service).map_err(Failure::from)?;
+        if let Some(current) = &serving
+            && !force
+            && current.digest == digest
+        {
+            // Same config: nothing to deploy, but a stopped app gets its instances back.
+            if self.running_count(app, service, current.number) == 0 {
+                self.start_revision(app, service, current.number, Some(tx))
+                    .await?;
+                self.publish_routes();
+            }
+            let _ = tx.send(Progress::Unchanged {
+                service: service.to_owned(),
+                revision: current.number,
+            });
+            return Ok(());
+        }
+        let config = serde_json::to_string(&spec).map_err(|e| Failure::msg(e.to_string()))?;
+        let cause = if serving.is_none() {
+            "first deploy"
+        } else if force {
+            "forced deploy"
+        } else {
+            "config changed"
+        };
+        let revision = self
+            .store
+            .create_revision(app, service, &digest, &config, cause)
+            .map_err(Failure::from)?;
+        let instances = spec.scaling.min.max(1);
+        let _ = tx.send(Progress::Starting {
+            service: service.to_owned(),
+            revision,
+            instances,
+        });
+        if let Err(mut failure) = self.start_revision(app, service, revision, Some(tx)).await {
+            failure.revision = Some(revision);
+            let previous = match &serving {
+                Some(r) => format!("revision {} keeps serving", r.number),
+                None => "nothing was serving before".to_owned(),
+            };
+            let message = format!("{}; {previous}", failure.error);
+            if let Err(e) = self.store.set_revision_state(
+                app,
+                service,
+                revision,
+                RevisionState::Failed,
+                &message,
+            ) {
+                tracing::error!(%e, "could not mark a revision failed");
+            }
+            failure.error = format!("revision {revision} failed: {message}");
+            return Err(failure);
+        }
+        self.store
+            .set_revision_state(
+                app,
+                service,
+                revision,
+                RevisionState::Ready,
+                &format!("all {instances} instance(s) ready"),
+            )
+            .map_err(Failure::from)?;
+        self.switch(
+            app,
+            service,
+            revision,
+            serving.as_ref().map(|r| r.number),
+            "deploy",
+            tx,
+            started,
+        )
+    }
+
+    /// Commits "all traffic to `revision`" and publishes it; schedules the previous
+    /// revision's retirement after its `keep_previous` window.
+    #[allow(clippy::too_many_arguments)]
+    fn switch(
+        self: &Arc<Self>,
+        app: &str,
+        service: &str,
+        revision: u64,
+        previous: Option<u64>,
+        why: &str,
+        tx: &mpsc::UnboundedSender<Progress>,
+        started: Instant,
+    ) -> Result<(), Failure> {
+        self.store
+            .set_traffic(
+                app,
+                service,
+                &[TrafficTarget {
+                    revision,
+                    percent: 100,
+                }],
+                why,
+            )
+            .map_err(Failure::from)?;
+        self.publish_routes();
+        let _ = tx.send(Progress::Switched {
+            service: service.to_owned(),
+            revision,
+            previous,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        });
+        // Every other running revision of this service now has no traffic: the previous one
+        // stays warm for its keep_previous window; any older one is drained now.
+        let others: Vec<u64> = self
+            .live()
+            .apps
+            .get(app)
+            .and_then(|a| a.get(service))
+            .map(|s| s.keys().copied().filter(|r| *r != revision).collect())
+            .unwrap_or_default();
+        for r in others {
+            let keep = if Some(r) == previous {
+                self.revision_spec(app, service, r)
+                    .map(|s| s.deploy.keep_previous)
+                    .unwrap_or_default()
+            } else {
+                Duration::ZERO
+            };
+            let this = self.clone();
+            let (app, service) = (app.to_owned(), service.to_owned());
+            tokio::spawn(async move {
+                tokio::time::sleep(keep).await;
+                let slot = this.slot(&app, &service);
+                let _guard = slot.lock().await;
+                let serving = this
+                    .store
+                    .traffic(&app, &service)
+                    .map(|t| t.iter().any(|t| t.revision == r))
+                    .unwrap_or(true);
+                if !serving {
+                    this.retire_revision(&app, &service, r).await;
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Switches a service back to an earlier ready revision (the one before the serving
+    /// one by default), starting it first when it is no longer warm.
+    pub async fn rollback(
+        self: &Arc<Self>,
+        app: &str,
+        service: &str,
+        to: Option<u64>,
+        tx: mpsc::UnboundedSender<Progress>,
+    ) -> Result<bool> {
+        let started = Instant::now();
+        if self.store.app(app)?.is_none() {
+            return Err(ControlError::NotFound(unknown_app(app)));
+        }
+        let slot = self.slot(app, service);
+        let _guard = slot.lock().await;
+        let revisions = self.store.revisions(app, service)?;
+        if revisions.is_empty() {
+            return Err(ControlError::NotFound(format!(
+                "service {service} of app {app} has no revisions; deploy it first"
+            )));
+        }
+        let current = self.serving_revision(app, service)?.map(|r| r.number);
+        let target = match to {
+            Some(n) => {
+                let rev = revisions.iter().find(|r| r.number == n).ok_or_else(|| {
+                    ControlError::NotFound(format!(
+                        "service {service} has no revision {n} (revisions 1..={})",
+                        revisions.len()
+                    ))
+                })?;
+                if rev.state != RevisionState::Ready {
+                    return Err(ControlError::Invalid(format!(
+                        "revision {n} of {service} is {} ({}); only a revision that became ready can serve",
+                        rev.state.as_str(),
+                        rev.message
+                    )));
+                }
+                n
+            }
+            None => revisions
+                .iter()
+                .rev()
+                .find(|r| {
+                    r.state == RevisionState::Ready && current.is_none_or(|c| r.number < c)
+                })
+                .map(|r| r.number)
+                .ok_or_else(|| {
+                    ControlError::Invalid(format!(
+                        "service {service} has no ready revision before revision {} to roll back to",
+                        current.unwrap_or(0)
+                    ))
+                })?,
+        };
+        if Some(target) == current {
+            return Err(ControlError::Invalid(format!(
+                "revision {target} of {service} is already serving"
+            )));
+        }
+        if self.ready_count(app, service, target) == 0
+            && let Err(f) = self.start_revision(app, service, target, Some(&tx)).await
+        {
+            let _ = tx.send(Progress::Failed {
+                service: service.to_owned(),
+                revision: Some(target),
+                error: format!("revision {target} could not be started again: {}", f.error),
+                last_lines: f.last_lines,
+            });
+            return Ok(false);
+        }
+        match self.switch(app, service, target, current, "rollback", &tx, started) {
+            Ok(()) => Ok(true),
+            Err(f) => {
+                let _ = tx.send(Progress::Failed {
+                    service: service.to_owned(),
+                    revision: Some(target),
+                    error: f.error,
+                    last_lines: vec![],
+                });
+                Ok(false)
+            }
+        }
+    }
+
+    /// Stops every instance of an app cleanly and records it as down.
+    pub async fn down(self: &Arc<Self>, app: &str) -> Result<()> {
+        if self.store.app(app)?.is_none() {
+            return Err(ControlError::NotFound(unknown_app(app)));
+        }
+        self.store.set_app_down(app, true)?;
+        self.publish_routes();
+        self.stop_app_instances(app).await;
+        Ok(())
+    }
+
+    async fn stop_app_instances(self: &Arc<Self>, app: &str) {
+        let services: Vec<(String, Vec<u64>)> = self
+            .live()
+            .apps
+            .get(app)
+            .map(|a| {
+                a.iter()
+                    .map(|(s, revs)| (s.clone(), revs.keys().copied().collect()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut tasks = Vec::new();
+        for (service, revisions) in services {
+            for r in revisions {
+                let this = self.clone();
+                let (app, service) = (app.to_owned(), service.clone());
+                tasks.push(tokio::spawn(async move {
+                    this.retire_revision(&app, &service, r).await
+                }));
+            }
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Stops every instance of every app (server shutdown). Apps are not marked down,
+    /// so the next server start brings them back.
+    pub async fn shutdown(self: &Arc<Self>) {
+        let apps: Vec<String> = self.live().apps.keys().cloned().collect();
+        self.router.publish(RouteTable::new());
+        for app in apps {
+            self.stop_app_instances(&app).await;
+        }
+    }
+
+    // --- instances ---
+
+    /// Starts `scaling.min` (at least one) instances of a revision from its stored config
+    /// and waits until all are ready. On failure every instance started here is stopped
+    /// again and the reason comes back with the failing instance's last output lines.
+    async fn start_revision(
+        self: &Arc<Self>,
+        app: &str,
+        service: &str,
+        revision: u64,
+        tx: Option<&mpsc::UnboundedSender<Progress>>,
+    ) -> Result<(), Failure> {
+        let started = Instant::now();
+        let spec = self.revision_spec(app, service, revision)?;
+        let count = spec.scaling.min.max(1);
+        let mut started_instances = Vec::new();
+        for _ in 0..count {
+            match self.start_instance(app, service, revision, &spec).await {
+                Ok(i) => started_instances.push(i),
+                Err(f) => {
+                    for i in started_instances {
+                        self.stop_instance(app, service, revision, i).await;
+                    }
+                    return Err(f);
+                }
+            }
+        }
+        let waits = started_instances.iter().map(|i| {
+            let i = i.clone();
+            async move { (i.instance.wait_ready().await, i) }
+        });
+        let results = futures_util::future::join_all(waits).await;
+        let mut failure = None;
+        for (res, i) in &results {
+            match res {
+                Ok(()) => {
+                    // The health mirror task may not have run yet; the caller is about to
+                    // route to this instance, so mark it ready now.
+                    i.backend.set_ready(true);
+                    if let Some(tx) = tx {
+                        let _ = tx.send(Progress::InstanceReady {
+                            service: service.to_owned(),
+                            revision,
+                            instance: i.instance.id().to_owned(),
+                            elapsed_ms: started.elapsed().as_millis() as u64,
+                        });
+                    }
+                }
+                Err(not_ready) if failure.is_none() => {
+                    failure = Some(Failure {
+                        revision: Some(revision),
+                        error: format!("instance {} {}", i.instance.id(), not_ready.reason),
+                        last_lines: not_ready.last_lines.clone(),
+                    });
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some(f) = failure {
+            for (_, i) in results {
+                self.stop_instance(app, service, revision, i).await;
+            }
+            return Err(f);
+        }
+        Ok(())
+    }
+
+    async fn start_instance(
+        self: &Arc<Self>,
+        app: &str,
+        service: &str,
+        revision: u64,
+        spec: &ServiceSpec,
+    ) -> Result<LiveInstance, Failure> {
+        let port = match spec.port {
+            Port::Auto => free_port().map_err(|e| {
+                Failure::msg(format!("could not find a free port for {service}: {e}"))
+            })?,
+            Port::Fixed(p) => {
+                if std::net::TcpListener::bind(("127.0.0.1", p)).is_err() {
+                    return Err(Failure::msg(format!(
+                        "port {p} (fixed in the spec for {service}) is already in use; stop what uses it, or set `port: auto` so blue-green deploys can run two revisions side by side"
+                    )));
+                }
+                p
+            }
+        };
+        let id = instance_id(service, revision);
+        let mut env: Vec<(String, String)> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.push(("PORT".into(), port.to_string()));
+        env.push(("SLIPWAY_APP".into(), app.to_owned()));
+        env.push(("SLIPWAY_SERVICE".into(), service.to_owned()));
+        env.push(("SLIPWAY_REVISION".into(), revision.to_string()));
+        env.push(("SLIPWAY_INSTANCE".into(), id.clone()));
+        let argv = spec.run.iter().map(|a| expand(a, &env)).collect();
+        let config = InstanceConfig {
+            id: id.clone(),
+            argv,
+            env,
+            workdir: spec.workdir.clone(),
+            port,
+            log_file: self.log_dir(app, service).join(format!("{id}.log")),
+            log_max_bytes: LOG_MAX_BYTES,
+            log_keep: LOG_KEEP,
+            ready: probe(&spec.health.ready),
+            live: spec.health.live.as_ref().map(probe),
+            startup_timeout: spec.health.startup_timeout,
+            grace: spec.shutdown.grace,
+            restart_backoff: (Duration::from_millis(200), Duration::from_secs(30)),
+        };
+        let instance = Instance::start(config)
+            .await
+            .map_err(|e| Failure::msg(format!("{service}: {e}")))?;
+        let backend = Backend::new(SocketAddr::from(([127, 0, 0, 1], port)), id.clone());
+        let live = LiveInstance {
+            instance: instance.clone(),
+            backend: backend.clone(),
+            grace: spec.shutdown.grace,
+        };
+        self.record_instance(app, service, revision, &instance);
+        self.live()
+            .apps
+            .entry(app.to_owned())
+            .or_default()
+            .entry(service.to_owned())
+            .or_default()
+            .entry(revision)
+            .or_insert_with(|| LiveRevision {
+                instances: Vec::new(),
+            })
+            .instances
+            .push(live.clone());
+        self.event(
+            app,
+            Some(service),
+            Some(revision),
+            "instance.started",
+            format!(
+                "instance {id} started (pid {}, port {port})",
+                instance.pid().unwrap_or(0)
+            ),
+        );
+        // Mirror the instance's health into the router and the event log.
+        let this = self.clone();
+        let (app, service) = (app.to_owned(), service.to_owned());
+        tokio::spawn(async move {
+            let mut rx = instance.state();
+            loop {
+                let state = rx.borrow_and_update().clone();
+                backend.set_ready(state == InstanceState::Ready);
+                let (kind, message) = match &state {
+                    InstanceState::Ready => ("instance.ready", format!("instance {id} ready")),
+                    InstanceState::Unready { reason } => (
+                        "instance.unready",
+                        format!("instance {id} failing readiness, removed from routing: {reason}"),
+                    ),
+                    InstanceState::Backoff {
+                        reason,
+                        restarts,
+                        retry_in,
+                    } => (
+                        "instance.crashed",
+                        format!(
+                            "instance {id} {reason}; restart #{} in {:?}",
+                            restarts + 1,
+                            retry_in
+                        ),
+                    ),
+                    InstanceState::Failed { reason } => {
+                        ("instance.failed", format!("instance {id} {reason}"))
+                    }
+                    InstanceState::Starting => {
+                        // A respawn has a new pid: record it so a crashed server can clean it up.
+                        this.record_instance(&app, &service, revision, &instance);
+                        ("", String::new())
+                    }
+                    InstanceState::Stopping => ("", String::new()),
+                    InstanceState::Stopped => {
+                        ("instance.stopped", format!("instance {id} stopped"))
+                    }
+                };
+                if !kind.is_empty() {
+                    this.event(&app, Some(&service), Some(revision), kind, message);
+                }
+                if matches!(state, InstanceState::Stopped | InstanceState::Failed { .. }) {
+                    break;
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(live)
+    }
+
+    fn record_instance(&self, app: &str, service: &str, revision: u64, instance: &Instance) {
+        let (Some(pid), Some(start_ticks)) = (instance.pid(), instance.started_at_ticks()) else {
+            return;
+        };
+        let row = InstanceRow {
+            id: instance.id().to_owned(),
+            app: app.to_owned(),
+            service: service.to_owned(),
+            revision,
+            pid,
+            start_ticks,
+            port: instance.port(),
+            started_at: slipway_state::now(),
+        };
+        if let Err(err) = self.store.record_instance(&row) {
+            tracing::error!(%err, "could not record an instance");
+        }
+    }
+
+    /// Drains and stops every instance of a revision and forgets it.
+    async fn retire_revision(self: &Arc<Self>, app: &str, service: &str, revision: u64) {
+        let instances = self
+            .live()
+            .apps
+            .get(app)
+            .and_then(|a| a.get(service))
+            .and_then(|s| s.get(&revision))
+            .map(|r| r.instances.clone())
+            .unwrap_or_default();
+        let stops = instances
+            .into_iter()
+            .map(|i| self.stop_instance(app, service, revision, i));
+        futures_util::future::join_all(stops).await;
+    }
+
+    /// Stop routing to an instance, wait for its in-flight requests (up to its grace
+    /// period), then stop the process (SIGTERM, grace, SIGKILL) and forget it.
+    async fn stop_instance(&self, app: &str, service: &str, revision: u64, i: LiveInstance) {
+        i.backend.set_ready(false);
+        let deadline = Instant::now() + i.grace;
+        while i.backend.in_flight() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        i.instance.stop().await;
+        i.backend.close_idle();
+        let _ = self.store.forget_instance(i.instance.id());
+        let mut live = self.live();
+        if let Some(revs) = live.apps.get_mut(app).and_then(|a| a.get_mut(service))
+            && let Some(r) = revs.get_mut(&revision)
+        {
+            r.instances.retain(|x| x.instance.id() != i.instance.id());
+            if r.instances.is_empty() {
+                revs.remove(&revision);
+            }
+        }
+    }
+
+    fn running_count(&self, app: &str, service: &str, revision: u64) -> usize {
+        self.live()
+            .apps
+            .get(app)
+            .and_then(|a| a.get(service))
+            .and_then(|s| s.get(&revision))
+            .map_or(0, |r| r.instances.len())
+    }
+
+    fn ready_count(&self, app: &str, service: &str, revision: u64) -> usize {
+        self.live()
+            .apps
+            .get(app)
+            .and_then(|a| a.get(service))
+            .and_then(|s| s.get(&revision))
+            .map_or(0, |r| {
+                r.instances
+                    .iter()
+                    .filter(|i| *i.instance.state().borrow() == InstanceState::Ready)
+                    .count()
+            })
+    }
+
+    fn serving_revision(&self, app: &str, service: &str) -> Result<Option<RevisionRow>> {
+        let traffic = self.store.traffic(app, service)?;
+        let Some(top) = traffic.iter().max_by_key(|t| t.percent) else {
+            return Ok(None);
+        };
+        Ok(self.store.revision(app, service, top.revision)?)
+    }
+
+    fn revision_spec(
+        &self,
+        app: &str,
+        service: &str,
+        revision: u64,
+    ) -> Result<ServiceSpec, Failure> {
+        let row = self
+            .store
+            .revision(app, service, revision)
+            .map_err(Failure::from)?
+            .ok_or_else(|| {
+                Failure::msg(format!("revision {revision} of {service} does not exist"))
+            })?;
+        serde_json::from_str(&row.config).map_err(|e| {
+            Failure::msg(format!(
+                "the stored config of revision {revision} of {service} cannot be read by this slipway ({e})"
+            ))
+        })
+    }
+
+    // --- routing ---
+
+    /// Rebuilds the route table from the store's traffic and the running instances, and
+    /// swaps it into the router atomically.
+    pub fn publish_routes(&self) {
+        let table = match self.build_routes() {
+            Ok(t) => t,
+            Err(err) => {
+                tracing::error!(%err, "could not build the route table; keeping the previous one");
+                return;
+            }
+        };
+        self.router.publish(table);
+    }
+
+    fn build_routes(&self) -> Result<RouteTable> {
+        let mut table = RouteTable::new();
+        let apps = self.store.apps()?;
+        let live = self.live();
+        for app in apps.iter().filter(|a| !a.down) {
+            for service in self.store.services(&app.name)? {
+                let traffic = self.store.traffic(&app.name, &service)?;
+                if traffic.is_empty() {
+                    continue;
+                }
+                let pools = traffic
+                    .iter()
+                    .map(|t| Pool {
+                        revision: t.revision,
+                        weight: t.percent,
+                        backends: live
+                            .apps
+                            .get(&app.name)
+                            .and_then(|a| a.get(&service))
+                            .and_then(|s| s.get(&t.revision))
+                            .map(|r| r.instances.iter().map(|i| i.backend.clone()).collect())
+                            .unwrap_or_default(),
+                    })
+                    .collect();
+                let target = Arc::new(Target {
+                    app: app.name.clone(),
+                    service: service.clone(),
+                    pools,
+                });
+                table.add_host(&format!("{service}.{}.localhost", app.name), target.clone());
+                let routes = self.serving_routes(&app.name, &service).unwrap_or_default();
+                for prefix in routes {
+                    table.add_prefix(&format!("{}.localhost", app.name), &prefix, target.clone());
+                }
+            }
+        }
+        Ok(table)
+    }
+
+    /// The routes of the revision that serves most traffic: a revision's routes are part
+    /// of its immutable config, so a rollback restores them too.
+    fn serving_routes(&self, app: &str, service: &str) -> Option<Vec<String>> {
+        let rev = self.serving_revision(app, service).ok()??;
+        let spec: ServiceSpec = serde_json::from_str(&rev.config).ok()?;
+        Some(spec.routes)
+    }
+
+    // --- queries ---
+
+    pub fn status(&self, app: &str) -> Result<dto::AppStatus> {
+        let row = self
+            .store
+            .app(app)?
+            .ok_or_else(|| ControlError::NotFound(unknown_app(app)))?;
+        let port = self.config.router_addr.port();
+        let mut services = Vec::new();
+        for name in self.store.services(app)? {
+            let traffic = self.store.traffic(app, &name)?;
+            let revisions = self.store.revisions(app, &name)?;
+            let routes = self.serving_routes(app, &name).unwrap_or_default();
+            let mut instances = Vec::new();
+            let mut problem = None;
+            let mut problem_lines = Vec::new();
+            {
+                let live = self.live();
+                if let Some(revs) = live.apps.get(app).and_then(|a| a.get(&name)) {
+                    for (rev, lr) in revs {
+                        let routed = traffic.iter().any(|t| t.revision == *rev);
+                        for i in &lr.instances {
+                            let state = i.instance.state().borrow().clone();
+                            let (state_name, detail) = state_label(&state);
+                            if let InstanceState::Backoff {
+                                reason, restarts, ..
+                            } = &state
+                                && problem.is_none()
+                            {
+                                problem = Some(format!(
+                                    "crash loop: instance {} {reason} ({restarts} restarts)",
+                                    i.instance.id()
+                                ));
+                                problem_lines = i.instance.last_lines(10);
+                            }
+                            instances.push(dto::InstanceStatus {
+                                id: i.instance.id().to_owned(),
+                                revision: *rev,
+                                state: state_name.to_owned(),
+                                detail,
+                                port: i.instance.port(),
+                                pid: i.instance.pid(),
+                                restarts: i.instance.restarts(),
+                                in_flight: i.backend.in_flight(),
+                                routed: routed && i.backend.is_ready(),
+                            });
+                        }
+                    }
+                }
+            }
+            if problem.is_none()
+                && let Some(last) = revisions.last()
+                && last.state == RevisionState::Failed
+            {
+                problem = Some(format!(
+                    "last deploy (revision {}) failed: {}",
+                    last.number, last.message
+                ));
+            }
+            let serving: Vec<u64> = traffic.iter().map(|t| t.revision).collect();
+            let ready = instances
+                .iter()
+                .filter(|i| i.state == "ready" && serving.contains(&i.revision))
+                .count() as u32;
+            let total = instances
+                .iter()
+                .filter(|i| serving.contains(&i.revision))
+                .count() as u32;
+            services.push(dto::ServiceStatus {
+                url: format!("http://{name}.{app}.localhost:{port}/"),
+                route_urls: routes
+                    .iter()
+                    .map(|r| format!("http://{app}.localhost:{port}{r}"))
+                    .collect(),
+                traffic: traffic
+                    .iter()
+                    .map(|t| dto::TrafficShare {
+                        revision: t.revision,
+                        percent: t.percent,
+                    })
+                    .collect(),
+                latest_revision: revisions.last().map(|r| r.number),
+                instances,
+                ready,
+                total,
+                problem,
+                problem_lines,
+                name,
+            });
+        }
+        Ok(dto::AppStatus {
+            app: app.to_owned(),
+            down: row.down,
+            router: self.config.router_addr.to_string(),
+            services,
+        })
+    }
+
+    pub fn revisions(&self, app: &str, service: &str) -> Result<Vec<dto::RevisionInfo>> {
+        if self.store.app(app)?.is_none() {
+            return Err(ControlError::NotFound(unknown_app(app)));
+        }
+        let traffic = self.store.traffic(app, service)?;
+        let revisions = self.store.revisions(app, service)?;
+        if revisions.is_empty() && !self.store.services(app)?.iter().any(|s| s == service) {
+            return Err(ControlError::NotFound(format!(
+                "app {app} has no service `{service}`"
+            )));
+        }
+        Ok(revisions
+            .into_iter()
+            .map(|r| dto::RevisionInfo {
+                traffic: traffic
+                    .iter()
+                    .find(|t| t.revision == r.number)
+                    .map_or(0, |t| t.percent),
+                instances: self.running_count(app, service, r.number) as u32,
+                number: r.number,
+                created_at: r.created_at,
+                digest: r.digest,
+                state: r.state.as_str().to_owned(),
+                message: r.message,
+            })
+            .collect())
+    }
+
+    pub fn log_dir(&self, app: &str, service: &str) -> PathBuf {
+        self.config.data_dir.join("logs").join(app).join(service)
+    }
+
+    /// The log lines of a service's instances (optionally of one revision), merged by
+    /// time, the last `tail` of them.
+    pub fn logs(
+        &self,
+        app: &str,
+        service: &str,
+        revision: Option<u64>,
+        tail: usize,
+    ) -> Result<Vec<dto::LogLine>> {
+        if self.store.app(app)?.is_none() {
+            return Err(ControlError::NotFound(unknown_app(app)));
+        }
+        let dir = self.log_dir(app, service);
+        let mut lines = Vec::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(_) => return Ok(lines),
+        };
+        let prefix = revision.map(|r| format!("{service}-r{r}-"));
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".log") else {
+                continue;
+            };
+            if prefix.as_ref().is_some_and(|p| !id.starts_with(p)) {
+                continue;
+            }
+            for l in slipway_runtime::read_log_lines(&entry.path()) {
+                lines.push(dto::LogLine {
+                    ts: l.ts,
+                    instance: id.to_owned(),
+                    stream: l.stream,
+                    text: l.text,
+                });
+            }
+        }
+        lines.sort_by(|a, b| a.ts.cmp(&b.ts));
+        let skip = lines.len().saturating_sub(tail);
+        Ok(lines.split_off(skip))
+    }
+}
+
+/// Why starting a revision failed, with the output that explains it.
+#[derive(Debug)]
+struct Failure {
+    revision: Option<u64>,
+    error: String,
+    last_lines: Vec<String>,
+}
+
+impl Failure {
+    fn msg(error: String) -> Self {
+        Failure {
+            revision: None,
+            error,
+            last_lines: Vec::new(),
+        }
+    }
+}
+
+impl From<ControlError> for Failure {
+    fn from(e: ControlError) -> Self {
+        Failure::msg(e.to_string())
+    }
+}
+
+impl From<slipway_state::StoreError> for Failure {
+    fn from(e: slipway_state::StoreError) -> Self {
+        Failure::msg(e.to_string())
+    }
+}
+
+fn unknown_app(app: &str) -> String {
+    format!("no app named `{app}` is registered; run `slipway up` in its directory first")
+}
+
+fn load_spec(path: &Path) -> Result<Spec> {
+    slipway_spec::load(path).map_err(|e| ControlError::Spec(e.to_string()))
+}
+
+fn probe(p: &slipway_spec::Probe) -> slipway_runtime::Probe {
+    slipway_runtime::Probe {
+        check: match &p.check {
+            slipway_spec::Check::Http { path } => {
+                slipway_runtime::Check::Http { path: path.clone() }
+            }
+            slipway_spec::Check::Tcp => slipway_runtime::Check::Tcp,
+        },
+        interval: p.interval,
+        timeout: p.timeout,
+        failures: p.failures,
+    }
+}
+
+fn state_label(state: &InstanceState) -> (&'static str, Option<String>) {
+    match state {
+        InstanceState::Starting => ("starting", None),
+        InstanceState::Ready => ("ready", None),
+        InstanceState::Unready { reason } => ("unready", Some(reason.clone())),
+        InstanceState::Backoff { reason, .. } => ("backoff", Some(reason.clone())),
+        InstanceState::Stopping => ("stopping", None),
+        InstanceState::Stopped => ("stopped", None),
+        InstanceState::Failed { reason } => ("failed", Some(reason.clone())),
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}
+
+fn instance_id(service: &str, revision: u64) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    let mix = (nanos ^ (n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ u64::from(std::process::id()))
+        & 0xFFFFFF;
+    format!("{service}-r{revision}-{mix:06x}")
+}
+
+/// Expands `$NAME` and `${NAME}` in one argument from the instance's env, then the
+/// server's own environment; unknown names expand to the empty string, as in a shell.
+pub fn expand(arg: &str, env: &[(String, String)]) -> String {
+    let lookup = |name: &str| -> String {
+        env.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(name).ok())
+            .unwrap_or_default()
+    };
+    let mut out = String::with_capacity(arg.len());
+    let chars: Vec<char> = arg.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '$' && i + 1 < chars.len() {
+            if chars[i + 1] == '{' {
+                if let Some(end) = chars[i + 2..].iter().position(|&c| c == '}') {
+                    let name: String = chars[i + 2..i + 2 + end].iter().collect();
+                    out.push_str(&lookup(&name));
+                    i += end + 3;
+                    continue;
+                }
+            } else if chars[i + 1] == '$' {
+                out.push('$');
+                i += 2;
+                continue;
+            } else if chars[i + 1].is_ascii_alphabetic() || chars[i + 1] == '_' {
+                let len = chars[i + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
+                    .count();
+                let name: String = chars[i + 1..i + 1 + len].iter().collect();
+                out.push_str(&lookup(&name));
+                i += len + 1;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand;
+
+    #[test]
+    fn expands_port_and_braced_names_like_a_shell() {
+        let env = vec![
+            ("PORT".to_owned(), "4100".to_owned()),
+            ("A_B".into(), "x".into()),
+        ];
+        assert_eq!(expand("$PORT", &env), "4100");
+        assert_eq!(expand("--port=${PORT}", &env), "--port=4100");
+        assert_eq!(expand("${A_B}-$A_B.", &env), "x-x.");
+        assert_eq!(expand("$$PORT", &env), "$PORT");
+        assert_eq!(expand("cost: 5$", &env), "cost: 5$");
+        assert_eq!(expand("$SLIPWAY_SURELY_UNSET_VAR!", &env), "!");
+    }
+}

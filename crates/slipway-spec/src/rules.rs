@@ -1,0 +1,507 @@
+//! The rules pass: value formats and cross-field rules, checked on the JSON tree.
+//!
+//! Each rule runs whenever the values it looks at are individually well-formed, even if
+//! other parts of the file are broken, so one run reports as many problems as possible:
+//! names, durations, ports, probes, routes (within and across services), `min <= max`,
+//! and fixed ports. Values whose whole check lives here are added to `owned`, so the
+//! structural pass does not report them a second time with a vaguer message.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::diagnostic::{Diagnostic, Pos};
+use crate::duration::{self, DurationError};
+use crate::structure::value_kind;
+use crate::tree::{Tree, display_path, escape_pointer};
+
+/// Runs every rule over `tree`.
+pub(crate) fn check(tree: &Tree, out: &mut Vec<Diagnostic>, owned: &mut HashSet<String>) {
+    let Some(root) = tree.json.as_object() else {
+        return;
+    };
+    if let Some(Value::String(app)) = root.get("app")
+        && !is_dns_label(app)
+    {
+        out.push(
+            Diagnostic::at(tree.value_pos("/app"), format!("bad app name `{app}`"))
+                .hint(dns_label_hint(app)),
+        );
+    }
+    let Some(Value::Object(services)) = root.get("services") else {
+        return;
+    };
+    let mut rules = Rules {
+        tree,
+        out,
+        owned,
+        routes: HashMap::new(),
+        ports: HashMap::new(),
+    };
+    // Services are visited in file order, so "first" and "second" mean what the reader sees.
+    let mut in_file_order: Vec<(&String, &Value)> = services.iter().collect();
+    in_file_order.sort_by_key(|(name, _)| tree.key_pos(&service_pointer(name)).offset);
+    for (name, service) in in_file_order {
+        rules.service(name, service);
+    }
+}
+
+fn service_pointer(name: &str) -> String {
+    format!("/services/{}", escape_pointer(name))
+}
+
+/// State shared across services: which routes and fixed ports are taken, and by whom.
+struct Rules<'a> {
+    tree: &'a Tree,
+    out: &'a mut Vec<Diagnostic>,
+    owned: &'a mut HashSet<String>,
+    /// Normalised route -> (service, line) of its first claim.
+    routes: HashMap<String, (String, usize)>,
+    /// Fixed port -> (service, line) of its first use.
+    ports: HashMap<u64, (String, usize)>,
+}
+
+impl Rules<'_> {
+    fn service(&mut self, name: &str, service: &Value) {
+        let pointer = service_pointer(name);
+        if !is_dns_label(name) {
+            self.out.push(
+                Diagnostic::at(
+                    self.tree.key_pos(&pointer),
+                    format!("bad service name `{name}`"),
+                )
+                .hint(dns_label_hint(name)),
+            );
+        }
+        let Some(service) = service.as_object() else {
+            return;
+        };
+        if let Some(Value::Array(run)) = service.get("run")
+            && let Some(Value::String(program)) = run.first()
+            && program.trim().is_empty()
+        {
+            self.out.push(
+                Diagnostic::at(
+                    self.tree.value_pos(&format!("{pointer}/run/0")),
+                    "the program in `run` is empty",
+                )
+                .hint("the first item of `run` is the program to start, e.g. `./server`"),
+            );
+        }
+        if let Some(Value::Object(env)) = service.get("env") {
+            self.env(&pointer, env);
+        }
+        let port = service
+            .get("port")
+            .and_then(|port| self.port(name, &format!("{pointer}/port"), port));
+        if let Some(Value::Object(health)) = service.get("health") {
+            self.health(&format!("{pointer}/health"), health);
+        }
+        let max_instances = match service.get("scaling") {
+            None => Some(1),
+            Some(Value::Object(scaling)) => self.scaling(&format!("{pointer}/scaling"), scaling),
+            Some(_) => None,
+        };
+        if let (Some((port, port_pos)), Some(max)) = (port, max_instances)
+            && max > 1
+        {
+            let message = format!(
+                "service `{name}` has the fixed port {port} but may run up to {max} instances"
+            );
+            self.out.push(
+                Diagnostic::at(port_pos, message)
+                    .hint("two instances cannot share a port; use `port: auto`"),
+            );
+        }
+        if let Some(Value::Array(routes)) = service.get("routes") {
+            self.routes(name, &format!("{pointer}/routes"), routes);
+        }
+        if let Some(Value::Object(shutdown)) = service.get("shutdown")
+            && let Some(grace) = shutdown.get("grace")
+        {
+            self.duration(&format!("{pointer}/shutdown/grace"), grace, true);
+        }
+        if let Some(Value::Object(deploy)) = service.get("deploy")
+            && let Some(keep) = deploy.get("keep_previous")
+        {
+            self.duration(&format!("{pointer}/deploy/keep_previous"), keep, true);
+        }
+    }
+
+    fn env(&mut self, pointer: &str, env: &Map<String, Value>) {
+        for name in env.keys() {
+            if !is_env_name(name) {
+                let key = format!("{pointer}/env/{}", escape_pointer(name));
+                self.out.push(
+                    Diagnostic::at(
+                        self.tree.key_pos(&key),
+                        format!("bad environment variable name `{name}`"),
+                    )
+                    .hint(format!(
+                        "names use letters, digits and `_`, and do not start with a digit, e.g. `{}`",
+                        env_name_suggestion(name)
+                    )),
+                );
+            }
+        }
+    }
+
+    /// Checks `port`; returns the fixed port and its position, if it is a valid fixed port.
+    fn port(&mut self, service: &str, pointer: &str, port: &Value) -> Option<(u64, Pos)> {
+        self.owned.insert(pointer.to_owned());
+        let pos = self.tree.value_pos(pointer);
+        let hint = "use `auto` or a port number from 1 to 65535";
+        match port {
+            Value::String(text) if text == "auto" => None,
+            Value::Number(number) => match number.as_u64() {
+                Some(n @ 1..=65535) => {
+                    match self.ports.get(&n) {
+                        Some((other, line)) => self.out.push(
+                            Diagnostic::at(
+                                pos,
+                                format!(
+                                    "port {n} is already used by service `{other}` (line {line})"
+                                ),
+                            )
+                            .hint("give each service its own port, or use `port: auto`"),
+                        ),
+                        None => {
+                            self.ports.insert(n, (service.to_owned(), pos.line));
+                        }
+                    }
+                    Some((n, pos))
+                }
+                _ => {
+                    self.out.push(
+                        Diagnostic::at(pos, format!("port {number} is out of range")).hint(hint),
+                    );
+                    None
+                }
+            },
+            Value::String(text) => {
+                self.out
+                    .push(Diagnostic::at(pos, format!("bad port `{text}`")).hint(hint));
+                None
+            }
+            other => {
+                self.out.push(
+                    Diagnostic::at(
+                        pos,
+                        format!(
+                            "`port` must be `auto` or a number, not {}",
+                            value_kind(other)
+                        ),
+                    )
+                    .hint(hint),
+                );
+                None
+            }
+        }
+    }
+
+    fn health(&mut self, pointer: &str, health: &Map<String, Value>) {
+        for probe in ["ready", "live"] {
+            if let Some(Value::Object(settings)) = health.get(probe) {
+                self.probe(&format!("{pointer}/{probe}"), probe, settings);
+            }
+        }
+        if let Some(timeout) = health.get("startup_timeout") {
+            self.duration(&format!("{pointer}/startup_timeout"), timeout, false);
+        }
+    }
+
+    fn probe(&mut self, pointer: &str, name: &str, probe: &Map<String, Value>) {
+        let http = probe.get("http");
+        let tcp = probe.get("tcp");
+        if let Some(Value::String(path)) = http
+            && !path.starts_with('/')
+        {
+            self.out.push(
+                Diagnostic::at(
+                    self.tree.value_pos(&format!("{pointer}/http")),
+                    format!("health check path `{path}` must start with `/`"),
+                )
+                .hint(format!("write `/{path}`")),
+            );
+        }
+        let http_ok = http.is_none_or(Value::is_string);
+        let tcp_ok = tcp.is_none_or(Value::is_boolean);
+        if http_ok && tcp_ok {
+            let uses_tcp = tcp == Some(&Value::Bool(true));
+            if http.is_some() && uses_tcp {
+                self.out.push(
+                    Diagnostic::at(
+                        self.tree.key_pos(&format!("{pointer}/tcp")),
+                        format!("the `{name}` probe sets both `http` and `tcp`"),
+                    )
+                    .hint("use one: remove `tcp: true` to probe over HTTP, or remove `http`"),
+                );
+            } else if http.is_none() && !uses_tcp {
+                self.out.push(
+                    Diagnostic::at(
+                        self.tree.key_pos(pointer),
+                        format!("the `{name}` probe needs `http: <path>` or `tcp: true`"),
+                    )
+                    .hint(format!("e.g. `{name}: {{ http: /health }}`")),
+                );
+            }
+        }
+        for field in ["interval", "timeout"] {
+            if let Some(value) = probe.get(field) {
+                self.duration(&format!("{pointer}/{field}"), value, false);
+            }
+        }
+    }
+
+    /// Checks `min <= max`; returns the effective maximum if both values are well-formed.
+    fn scaling(&mut self, pointer: &str, scaling: &Map<String, Value>) -> Option<u32> {
+        let min = count(scaling.get("min"))?;
+        let max = count(scaling.get("max"))?;
+        match (min, max) {
+            (Some(min), Some(max)) if min > max => {
+                self.out.push(
+                    Diagnostic::at(
+                        self.tree.value_pos(&format!("{pointer}/min")),
+                        format!("`scaling.min` ({min}) is greater than `scaling.max` ({max})"),
+                    )
+                    .hint(format!("raise `max` to at least {min}, or lower `min`")),
+                );
+                None
+            }
+            (_, Some(max)) => Some(max),
+            (Some(min), None) => Some(min.max(1)),
+            (None, None) => Some(1),
+        }
+    }
+
+    fn routes(&mut self, service: &str, pointer: &str, routes: &[Value]) {
+        // Normalised route -> line, for duplicates within this service.
+        let mut own: HashMap<String, usize> = HashMap::new();
+        for (i, route) in routes.iter().enumerate() {
+            let Value::String(route) = route else {
+                continue;
+            };
+            let pos = self.tree.value_pos(&format!("{pointer}/{i}"));
+            if !route.starts_with('/') {
+                self.out.push(
+                    Diagnostic::at(pos, format!("route `{route}` must start with `/`"))
+                        .hint(format!("write `/{route}`")),
+                );
+                continue;
+            }
+            if route.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
+                self.out.push(
+                    Diagnostic::at(
+                        pos,
+                        format!("route `{route}` must not contain spaces, `?` or `#`"),
+                    )
+                    .hint("a route is a plain path prefix such as `/api`"),
+                );
+                continue;
+            }
+            let key = normalise_route(route);
+            if let Some(line) = own.get(&key) {
+                self.out.push(
+                    Diagnostic::at(
+                        pos,
+                        format!("route `{route}` is listed twice in service `{service}`"),
+                    )
+                    .hint(format!("remove one of them (the first is on line {line})")),
+                );
+                continue;
+            }
+            own.insert(key.clone(), pos.line);
+            match self.routes.get(&key) {
+                Some((other, line)) => self.out.push(
+                    Diagnostic::at(
+                        pos,
+                        format!(
+                            "route `{route}` is already claimed by service `{other}` (line {line})"
+                        ),
+                    )
+                    .hint("a path prefix can go to one service only; remove it from one of them"),
+                ),
+                None => {
+                    self.routes.insert(key, (service.to_owned(), pos.line));
+                }
+            }
+        }
+    }
+
+    /// Checks a duration value; `allow_zero` says whether `0s` makes sense for it.
+    fn duration(&mut self, pointer: &str, value: &Value, allow_zero: bool) {
+        self.owned.insert(pointer.to_owned());
+        let pos = self.tree.value_pos(pointer);
+        let path = display_path(pointer);
+        let units = "units are ms, s, m, h and d; combine them like `1h30m`";
+        let text = match value {
+            Value::String(text) => text.clone(),
+            Value::Number(_) => {
+                let written = self
+                    .tree
+                    .scalar_text
+                    .get(pointer)
+                    .cloned()
+                    .unwrap_or_else(|| value.to_string());
+                self.out.push(
+                    Diagnostic::at(
+                        pos,
+                        format!("bad duration `{written}`: add a unit, e.g. `{written}s`"),
+                    )
+                    .hint(units),
+                );
+                return;
+            }
+            other => {
+                self.out.push(
+                    Diagnostic::at(
+                        pos,
+                        format!(
+                            "`{path}` must be a duration such as `5s`, not {}",
+                            value_kind(other)
+                        ),
+                    )
+                    .hint(units),
+                );
+                return;
+            }
+        };
+        let problem = match duration::parse(&text) {
+            Ok(d) if d == Duration::ZERO && !allow_zero => {
+                Diagnostic::at(pos, format!("`{path}` must be longer than 0")).hint("e.g. `1s`")
+            }
+            Ok(_) => return,
+            Err(DurationError::MissingUnit(number)) => Diagnostic::at(
+                pos,
+                format!("bad duration `{text}`: add a unit, e.g. `{number}s`"),
+            )
+            .hint(units),
+            Err(DurationError::UnknownUnit(unit)) => {
+                Diagnostic::at(pos, format!("bad duration `{text}`: unknown unit `{unit}`"))
+                    .hint(units)
+            }
+            Err(DurationError::UnitOrder) => Diagnostic::at(
+                pos,
+                format!("bad duration `{text}`: units must go from largest to smallest, each once"),
+            )
+            .hint("e.g. `1h30m`"),
+            Err(DurationError::SubMillisecond) => Diagnostic::at(
+                pos,
+                format!("bad duration `{text}`: the smallest step is 1ms"),
+            )
+            .hint("round it to whole milliseconds"),
+            Err(DurationError::TooLarge) => {
+                Diagnostic::at(pos, format!("bad duration `{text}`: too large"))
+            }
+            Err(DurationError::Malformed) => Diagnostic::at(pos, format!("bad duration `{text}`"))
+                .hint("write a number followed by a unit, e.g. `500ms`, `30s` or `1h30m`"),
+        };
+        self.out.push(problem);
+    }
+}
+
+/// Reads an optional instance count: `Some(None)` if absent, `None` if not a valid `u32`.
+fn count(value: Option<&Value>) -> Option<Option<u32>> {
+    match value {
+        None => Some(None),
+        Some(value) => value.as_u64().and_then(|n| u32::try_from(n).ok()).map(Some),
+    }
+}
+
+/// Routes `/api` and `/api/` claim the same prefix.
+fn normalise_route(route: &str) -> String {
+    let trimmed = route.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+/// Whether `name` is a DNS label of at most 40 characters: `[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?`.
+pub(crate) fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let edge_ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    (1..=40).contains(&bytes.len())
+        && bytes.first().is_some_and(edge_ok)
+        && bytes.last().is_some_and(edge_ok)
+        && bytes.iter().all(|b| edge_ok(b) || *b == b'-')
+}
+
+fn dns_label_hint(name: &str) -> String {
+    let rule = "use lowercase letters, digits and `-` (not at either end), at most 40 characters";
+    let suggestion: String = name
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect::<String>()
+        .trim_matches('-')
+        .chars()
+        .take(40)
+        .collect();
+    if is_dns_label(&suggestion) && suggestion != name {
+        format!("{rule}, e.g. `{suggestion}`")
+    } else {
+        rule.to_owned()
+    }
+}
+
+/// Whether `name` is a valid environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub(crate) fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn env_name_suggestion(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if cleaned.starts_with(|c: char| c.is_ascii_digit()) || cleaned.is_empty() {
+        format!("_{cleaned}")
+    } else {
+        cleaned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns_label("clinic"));
+        assert!(is_dns_label("a"));
+        assert!(is_dns_label("web-2"));
+        assert!(is_dns_label(&"a".repeat(40)));
+        assert!(!is_dns_label(&"a".repeat(41)));
+        assert!(!is_dns_label("-web"));
+        assert!(!is_dns_label("web-"));
+        assert!(!is_dns_label("Web"));
+        assert!(!is_dns_label("my_app"));
+        assert!(!is_dns_label(""));
+    }
+
+    #[test]
+    fn env_names() {
+        assert!(is_env_name("LOG_LEVEL"));
+        assert!(is_env_name("_x1"));
+        assert!(!is_env_name("1X"));
+        assert!(!is_env_name("LOG-LEVEL"));
+        assert!(!is_env_name(""));
+        assert_eq!(env_name_suggestion("LOG-LEVEL"), "LOG_LEVEL");
+        assert_eq!(env_name_suggestion("9LIVES"), "_9LIVES");
+    }
+
+    #[test]
+    fn routes_with_and_without_trailing_slash_are_the_same() {
+        assert_eq!(normalise_route("/api/"), "/api");
+        assert_eq!(normalise_route("/api"), "/api");
+        assert_eq!(normalise_route("/"), "/");
+        assert_eq!(normalise_route("//"), "/");
+    }
+}

@@ -1,0 +1,441 @@
+//! End-to-end tests of the core: the real `slipway` binary, real processes, real HTTP.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn spec(app_dir_marker: &str, version: &str, extra_env: &str) -> String {
+    format!(
+        r#"app: shop
+services:
+  api:
+    run: ["python3", "{app_dir_marker}/app.py"]
+    env: {{ VERSION: "{version}"{extra_env} }}
+    routes: ["/api"]
+    scaling: {{ min: 2, max: 2 }}
+    health:
+      ready: {{ http: /ready, interval: 200ms }}
+      startup_timeout: 10s
+    shutdown: {{ grace: 2s }}
+    deploy: {{ keep_previous: 0s }}
+"#
+    )
+}
+
+#[test]
+fn example_app_comes_up_and_every_service_answers_through_the_router() {
+    let s = Slipway::start();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/clinic");
+    let out = s.ok(&["up", example, "--detach"]);
+    assert!(out.contains("web"), "{out}");
+    let status = s.status("clinic");
+    for svc in status["services"].as_array().unwrap() {
+        assert_eq!(svc["ready"], svc["total"], "{status:#}");
+        assert!(svc["ready"].as_u64().unwrap() >= 1, "{status:#}");
+    }
+    // Each service on its own host…
+    let (code, body) = s.get("web.clinic.localhost", "/").unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("<h1>Clinic</h1>"), "{body}");
+    let (code, body) = s.get("api.clinic.localhost", "/api/patients").unwrap();
+    assert_eq!((code, body.contains("Ada Lovelace")), (200, true), "{body}");
+    let (code, body) = s.get("notify.clinic.localhost", "/").unwrap();
+    assert_eq!(
+        (code, body.contains("\"service\": \"notify\"")),
+        (200, true),
+        "{body}"
+    );
+    // …and on the app host by path prefix, longest prefix first.
+    let (code, body) = s.get("clinic.localhost", "/api/patients").unwrap();
+    assert_eq!((code, body.contains("Alan Turing")), (200, true), "{body}");
+    let (code, body) = s.get("clinic.localhost:8080", "/notify").unwrap();
+    assert_eq!((code, body.contains("notify")), (200, true), "{body}");
+    let (code, body) = s.get("clinic.localhost", "/").unwrap();
+    assert_eq!((code, body.contains("Clinic")), (200, true), "{body}");
+    let (code, _) = s.get("nope.localhost", "/").unwrap();
+    assert_eq!(code, 404);
+    // Logs carry instance ids and timestamps.
+    let logs = s.ok(&["logs", "api", "--app", "clinic"]);
+    assert!(
+        logs.contains("api-r1-") && logs.contains("api listening on"),
+        "{logs}"
+    );
+    // A second `up` with nothing changed creates no revision.
+    let out = s.ok(&["up", example, "--detach"]);
+    assert!(out.contains("unchanged"), "{out}");
+    let revs = s.ok(&["revisions", "api", "--app", "clinic"]);
+    assert_eq!(revs.lines().count(), 2, "{revs}");
+}
+
+/// One request of the load generator: when it started, when it ended, and its body or error.
+type Sample = (Instant, Instant, Result<String, String>);
+
+/// Sends requests on `conns` keep-alive connections until `stop`; returns per-connection
+/// sequences of (start time, result).
+fn load(
+    router: std::net::SocketAddr,
+    host: &'static str,
+    conns: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Vec<Sample>>> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut tasks = Vec::new();
+            for _ in 0..conns {
+                let stop = stop.clone();
+                tasks.push(tokio::spawn(async move {
+                    use http_body_util::{BodyExt, Empty};
+                    let mut seq = Vec::new();
+                    let stream = tokio::net::TcpStream::connect(router).await.unwrap();
+                    let (mut tx, conn) =
+                        hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(
+                            hyper_util::rt::TokioIo::new(stream),
+                        )
+                        .await
+                        .unwrap();
+                    tokio::spawn(conn);
+                    while !stop.load(Ordering::Relaxed) {
+                        let started = Instant::now();
+                        let req = hyper::Request::get("/api/x")
+                            .header("host", host)
+                            .body(Empty::new())
+                            .unwrap();
+                        let res = async {
+                            tx.ready().await.map_err(|e| e.to_string())?;
+                            let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+                            let code = resp.status();
+                            let body = resp
+                                .into_body()
+                                .collect()
+                                .await
+                                .map_err(|e| e.to_string())?
+                                .to_bytes();
+                            let body = String::from_utf8_lossy(&body).into_owned();
+                            if code != 200 {
+                                return Err(format!("{code}: {body}"));
+                            }
+                            Ok(body)
+                        }
+                        .await;
+                        seq.push((started, Instant::now(), res));
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    seq
+                }));
+            }
+            let mut all = Vec::new();
+            for t in tasks {
+                all.push(t.await.unwrap());
+            }
+            all
+        })
+    })
+}
+
+#[test]
+fn redeploy_under_load_drops_nothing_and_switches_exactly_once() {
+    let s = Slipway::start();
+    let marker = path_str(s.dir.path());
+    let dir = s.write_app("shop", &spec(&format!("{marker}/shop"), "v1", ""));
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    s.wait_body("api.shop.localhost", "/", "v1", Duration::from_secs(5));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load(s.router, "api.shop.localhost", 8, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    // The new revision takes a while to become ready, so the deploy overlaps the load.
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        spec(&format!("{marker}/shop"), "v2", ", READY_DELAY: \"0.5\""),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let out = s.ok(&["deploy", "-f", &path_str(&dir)]);
+    let deploy_time = t0.elapsed();
+    assert!(out.contains("traffic switched: revision 1 -> 2"), "{out}");
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::Relaxed);
+    let seqs = loader.join().unwrap();
+    let total: usize = seqs.iter().map(Vec::len).sum();
+    let failed: Vec<_> = seqs
+        .iter()
+        .flatten()
+        .filter_map(|(_, _, r)| r.as_ref().err())
+        .collect();
+    let span = seqs
+        .iter()
+        .flatten()
+        .map(|(_, end, _)| *end)
+        .max()
+        .unwrap()
+        .duration_since(seqs.iter().flatten().map(|(st, _, _)| *st).min().unwrap());
+    let rate = total as f64 / span.as_secs_f64();
+    eprintln!(
+        "sent {total} requests in {span:?} ({rate:.0}/s) across a {deploy_time:?} deploy; failed {}",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {total} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(rate >= 200.0, "load generator too slow: {rate:.0} req/s");
+    // On every connection the answers go v1…v1 v2…v2: one switch, never back.
+    let mut first_v2_done = None::<Instant>;
+    for seq in &seqs {
+        let versions: Vec<&str> = seq
+            .iter()
+            .map(|(_, _, r)| r.as_ref().unwrap().split(' ').next().unwrap())
+            .collect();
+        let switches = versions.windows(2).filter(|w| w[0] != w[1]).count();
+        assert_eq!(switches, 1, "{versions:?}");
+        assert_eq!((versions[0], *versions.last().unwrap()), ("v1", "v2"));
+        for (_, end, r) in seq {
+            if r.as_ref().unwrap().starts_with("v2") {
+                first_v2_done = Some(first_v2_done.map_or(*end, |f| f.min(*end)));
+            }
+        }
+    }
+    // Globally too: no request started after the first v2 answer was served by v1.
+    let first_v2_done = first_v2_done.unwrap();
+    for (start, _, r) in seqs.iter().flatten() {
+        if *start > first_v2_done {
+            assert!(r.as_ref().unwrap().starts_with("v2"));
+        }
+    }
+}
+
+#[test]
+fn a_revision_that_crashes_on_start_fails_the_deploy_and_the_old_one_keeps_serving() {
+    let s = Slipway::start();
+    let marker = path_str(s.dir.path());
+    let dir = s.write_app("shop", &spec(&format!("{marker}/shop"), "v1", ""));
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        spec(&format!("{marker}/shop"), "v2", ", CRASH: \"1\""),
+    )
+    .unwrap();
+    let out = s.cli(&["deploy", "-f", &path_str(&dir)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("revision 2 failed"), "{stderr}");
+    assert!(stderr.contains("exited with status 3"), "{stderr}");
+    assert!(stderr.contains("boom: DATABASE_URL is not set"), "{stderr}");
+    assert!(stderr.contains("revision 1 keeps serving"), "{stderr}");
+    let (code, body) = s.get("api.shop.localhost", "/").unwrap();
+    assert_eq!((code, &body[..2]), (200, "v1"));
+    let status = s.status("shop");
+    let api = &status["services"][0];
+    assert_eq!(api["traffic"][0]["revision"], 1, "{status:#}");
+    assert!(
+        api["problem"].as_str().unwrap().contains("revision 2"),
+        "{status:#}"
+    );
+    let revs = s.ok(&["revisions", "api"]);
+    assert!(revs.contains("failed"), "{revs}");
+}
+
+#[test]
+fn rollback_switches_back_at_once_while_the_previous_revision_is_warm() {
+    let s = Slipway::start();
+    let marker = path_str(s.dir.path());
+    let warm = |v: &str| {
+        spec(&format!("{marker}/shop"), v, "").replace("keep_previous: 0s", "keep_previous: 60s")
+    };
+    let dir = s.write_app("shop", &warm("v1"));
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    std::fs::write(dir.join("slipway.yaml"), warm("v2")).unwrap();
+    s.ok(&["deploy", "-f", &path_str(&dir)]);
+    s.wait_body("api.shop.localhost", "/", "v2", Duration::from_secs(5));
+
+    let t0 = Instant::now();
+    let out = s.ok(&["rollback", "api", "--app", "shop"]);
+    let took = t0.elapsed();
+    assert!(out.contains("revision 2 -> 1"), "{out}");
+    // The switch is committed before the command returns: the very next request is v1.
+    let (code, body) = s.get("api.shop.localhost", "/").unwrap();
+    assert_eq!((code, &body[..2]), (200, "v1"));
+    eprintln!("warm rollback: command to traffic switched in {took:?}");
+
+    // Rolling forward to a cold revision starts it first.
+    let out = s.ok(&["rollback", "api", "--to", "2", "--app", "shop"]);
+    assert!(out.contains("revision 1 -> 2"), "{out}");
+    s.wait_body("api.shop.localhost", "/", "v2", Duration::from_secs(1));
+    // A revision that does not exist, or is serving: a clear refusal.
+    let out = s.cli(&["rollback", "api", "--to", "9", "--app", "shop"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no revision 9"));
+    let out = s.cli(&["rollback", "api", "--to", "2", "--app", "shop"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already serving"));
+}
+
+#[test]
+fn kill_9_during_deploys_keeps_state_consistent_20_times() {
+    let mut s = Slipway::start();
+    let marker = path_str(s.dir.path());
+    let dir = s.write_app("shop", &spec(&format!("{marker}/shop"), "v0", ""));
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    let mut completed = 0;
+    for i in 1..=20u64 {
+        std::fs::write(
+            dir.join("slipway.yaml"),
+            spec(
+                &format!("{marker}/shop"),
+                &format!("v{i}"),
+                ", READY_DELAY: \"0.2\"",
+            ),
+        )
+        .unwrap();
+        let mut deploy = std::process::Command::new(BIN)
+            .args(["deploy", "-f", &path_str(&dir)])
+            .env("SLIPWAY_HOME", &s.data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill at a different point of the deploy each time (0–400 ms in).
+        std::thread::sleep(Duration::from_millis((i * 37) % 400));
+        s.kill9();
+        let _ = deploy.wait();
+        s.start_server();
+
+        // The app serves again, from a recorded revision.
+        let body = s.wait_body("api.shop.localhost", "/", "v", Duration::from_secs(15));
+        let status = s.status("shop");
+        let api = &status["services"][0];
+        let traffic = api["traffic"].as_array().unwrap();
+        assert_eq!(traffic.len(), 1, "{status:#}");
+        assert_eq!(traffic[0]["percent"], 100);
+        let serving = traffic[0]["revision"].as_u64().unwrap();
+        // History: numbered 1..=n without gaps, none left "deploying", serving one is ready.
+        let listing = s.ok(&["revisions", "api", "--app", "shop"]);
+        let rows: Vec<&str> = listing.lines().skip(1).collect();
+        for (n, row) in rows.iter().enumerate() {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            assert_eq!(cols[0], (n + 1).to_string(), "{listing}");
+            assert!(!row.contains("deploying"), "{listing}");
+        }
+        let serving_row = rows[serving as usize - 1];
+        assert!(serving_row.contains("serving"), "{listing}");
+        let version = body.split(' ').next().unwrap();
+        completed += usize::from(version == format!("v{i}"));
+        // No orphans: exactly the instances the server knows about are alive.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = s.status("shop");
+            let known = status["services"][0]["instances"].as_array().unwrap().len();
+            let alive = processes_with(&format!("{marker}/shop/app.py")).len();
+            if known == alive && known == 2 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "known {known} instances, {alive} alive\n{status:#}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    eprintln!("20 kill -9 iterations; {completed} deploys had completed before the kill");
+}
+
+#[test]
+fn a_spec_with_five_mistakes_reports_all_five_with_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("slipway.yaml");
+    std::fs::write(
+        &file,
+        r#"app: shop
+services:
+  api:
+    run: ["python3", "app.py"]
+    helth: { ready: { http: /ready } }
+    port: eighty
+    routes: ["/api"]
+    scaling: { min: 3, max: 1 }
+  web:
+    run: ["node", "server.js"]
+    routes: ["/api"]
+    shutdown: { grace: soon }
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["validate"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let name = path_str(&file);
+    for pos in ["5:5", "6:11", "8:21", "11:14", "12:24"] {
+        assert!(
+            stderr.contains(&format!("{name}:{pos}")),
+            "missing {pos} in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("5 problems"), "{stderr}");
+}
+
+#[test]
+fn cli_errors_are_clear_without_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["status", "--app", "x"])
+        .env("SLIPWAY_HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no slipway server is running"), "{stderr}");
+    assert!(stderr.contains("hint:"), "{stderr}");
+}
+
+#[test]
+fn a_taken_router_port_is_reported_and_a_second_server_is_refused() {
+    let s = Slipway::start();
+    let other = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "server",
+            "--listen",
+            &s.router.to_string(),
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(other.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("address is in use") && stderr.contains("--listen"),
+        "{stderr}"
+    );
+    let out = std::process::Command::new(BIN)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&s.data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("already using the data directory"),
+        "{stderr}"
+    );
+}

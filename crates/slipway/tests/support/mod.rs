@@ -1,0 +1,289 @@
+//! Test harness: runs the real `slipway` binary on a temporary data dir with ephemeral
+//! ports, writes small real apps to disk, and talks HTTP to the router.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_slipway");
+
+/// A Python app: answers `<VERSION> <instance>` on every path, `/ready` when ready.
+/// `READY_DELAY` (seconds) delays readiness; `CRASH` makes it exit at once.
+pub const PY_APP: &str = r#"
+import os, sys, time, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+if os.environ.get("CRASH"):
+    print("boom: DATABASE_URL is not set", file=sys.stderr, flush=True)
+    sys.exit(3)
+ready_at = time.time() + float(os.environ.get("READY_DELAY", "0"))
+version = os.environ.get("VERSION", "v0")
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; without this, Nagle and delayed ACKs add 40 ms.
+    disable_nagle_algorithm = True
+    def do_GET(self):
+        if self.path == "/ready" and time.time() < ready_at:
+            body, code = b"warming up", 503
+        else:
+            body, code = f"{version} {os.environ.get('SLIPWAY_INSTANCE')}".encode(), 200
+        if self.path.startswith("/slow"):
+            time.sleep(0.5)
+        self.send_response(code)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H)
+s.daemon_threads = True
+print(f"app {version} listening on {os.environ['PORT']}", flush=True)
+s.serve_forever()
+"#;
+
+pub struct Slipway {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub router: SocketAddr,
+    pub admin: SocketAddr,
+    server: Option<Child>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Slipway {
+    /// Starts a server on a fresh data dir.
+    pub fn start() -> Slipway {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut s = Slipway {
+            data,
+            router: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            dir,
+            server: None,
+        };
+        s.start_server();
+        s
+    }
+
+    pub fn start_server(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["server", "--listen", &self.router.to_string()])
+            .args(["--admin", &self.admin.to_string()])
+            .arg("--data-dir")
+            .arg(&self.data)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.server = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // Both listeners are bound before the server recovers its state, so once they
+        // accept, requests queue until it serves them.
+        while TcpStream::connect(self.router).is_err() || !self.api_answers() {
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {}",
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the API answers on the socket (any answer but "no server").
+    fn api_answers(&self) -> bool {
+        let out = self.cli(&["status", "--json", "--app", "_"]);
+        !String::from_utf8_lossy(&out.stderr).contains("no slipway server is running")
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// `kill -9` the server.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(|c| c.id())
+    }
+
+    /// Runs the CLI against this server (cwd: the temp dir).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("SLIPWAY_HOME", &self.data)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the CLI and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "slipway {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}\nserver log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.server_log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn status(&self, app: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["status", "--json", "--app", app])).unwrap()
+    }
+
+    /// Writes an app directory with the Python test app and a spec, returns its path.
+    pub fn write_app(&self, name: &str, spec: &str) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("app.py"), PY_APP).unwrap();
+        std::fs::write(dir.join("slipway.yaml"), spec).unwrap();
+        dir
+    }
+
+    /// One GET through the router with the given Host header.
+    pub fn get(&self, host: &str, path: &str) -> Result<(u16, String), String> {
+        http_get(self.router, host, path)
+    }
+
+    /// Polls until GET answers 200 with a body starting with `prefix`.
+    pub fn wait_body(&self, host: &str, path: &str, prefix: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.get(host, path);
+            if let Ok((200, body)) = &got
+                && body.starts_with(prefix)
+            {
+                return body.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{host}{path} did not answer `{prefix}…` within {within:?}; last: {got:?}\nserver log:\n{}",
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Slipway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            // A clean stop drains and stops the instances; kill as a last resort.
+            let _ = Command::new(BIN)
+                .args(["server", "stop"])
+                .env("SLIPWAY_HOME", &self.data)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET with `Connection: close`.
+pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, String), String> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("bad response: {text:?}"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line: {head:?}"))?;
+    // Bodies in these tests are small; strip chunked framing if present.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((code, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Process ids whose command line mentions `marker` (to find instances of a test).
+pub fn processes_with(marker: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // Zombies are dead already; only count live processes.
+        let state = stat
+            .rsplit_once(") ")
+            .map(|(_, r)| r.chars().next().unwrap_or(' '));
+        if state == Some('Z') {
+            continue;
+        }
+        if String::from_utf8_lossy(&cmd).contains(marker) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}

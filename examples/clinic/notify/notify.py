@@ -1,0 +1,43 @@
+"""The clinic's notification service: accepts messages and lists the ones it sent."""
+
+import json
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+SENT = []
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; without this, Nagle and delayed ACKs add 40 ms.
+    disable_nagle_algorithm = True
+
+    def reply(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path in ("/health", "/ready"):
+            return self.reply(200, {"status": "ok"})
+        return self.reply(200, {"service": "notify", "sent": SENT})
+
+    def do_POST(self):
+        length = int(self.headers.get("content-length", "0"))
+        message = self.rfile.read(length).decode(errors="replace")
+        SENT.append(message)
+        print(f"notification queued: {message}", flush=True)
+        return self.reply(202, {"queued": message})
+
+    def log_message(self, fmt, *args):
+        pass
+
+
+port = int(os.environ["PORT"])
+server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+server.daemon_threads = True
+print(f"notify listening on 127.0.0.1:{port}", flush=True)
+server.serve_forever()
