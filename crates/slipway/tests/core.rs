@@ -439,3 +439,95 @@ fn a_taken_router_port_is_reported_and_a_second_server_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_long_lived_stream_survives_a_redeploy_on_the_old_revision() {
+    let s = Slipway::start();
+    let marker = path_str(s.dir.path());
+    let dir = s.write_app("shop", &spec(&format!("{marker}/shop"), "v1", ""));
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    let router = s.router;
+    let stream = std::thread::spawn(move || http_get(router, "api.shop.localhost", "/stream"));
+    std::thread::sleep(Duration::from_millis(150));
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        spec(&format!("{marker}/shop"), "v2", ""),
+    )
+    .unwrap();
+    let out = s.ok(&["deploy", "-f", &path_str(&dir)]);
+    assert!(out.contains("revision 1 -> 2"), "{out}");
+    // New requests already go to v2 while the stream is still being served by v1…
+    let (code, body) = s.get("api.shop.localhost", "/").unwrap();
+    assert_eq!((code, &body[..2]), (200, "v2"));
+    // …and the stream ends complete: the old instance was drained, not killed.
+    let (code, body) = stream.join().unwrap().unwrap();
+    assert_eq!(code, 200);
+    for i in 0..10 {
+        assert!(
+            body.contains(&format!("data: v1 {i}\n")),
+            "chunk {i} missing: {body:?}"
+        );
+    }
+}
+
+#[test]
+fn a_crash_loop_shows_in_status_with_the_last_output_lines() {
+    let s = Slipway::start();
+    let marker = path_str(s.dir.path());
+    let dir = s.write_app(
+        "shop",
+        &spec(&format!("{marker}/shop"), "v1", ", CRASH_AFTER: \"0.3\""),
+    );
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = s.status("shop");
+        let api = &status["services"][0];
+        if let Some(problem) = api["problem"].as_str() {
+            assert!(
+                problem.contains("crash loop") && problem.contains("exited with status 4"),
+                "{problem}"
+            );
+            let lines = api["problem_lines"].to_string();
+            assert!(
+                lines.contains("fatal: lost the database connection"),
+                "{lines}"
+            );
+            let table = s.ok(&["status", "--app", "shop"]);
+            assert!(table.contains("crash loop"), "{table}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no crash loop reported: {status:#}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let events = s.ok(&["events", "--app", "shop"]);
+    assert!(events.contains("instance.crashed"), "{events}");
+}
+
+#[test]
+fn a_foreign_data_dir_gives_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("state.db"), vec![b'x'; 4096]).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not a Slipway state database") && stderr.contains("hint:"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

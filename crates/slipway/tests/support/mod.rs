@@ -19,6 +19,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 if os.environ.get("CRASH"):
     print("boom: DATABASE_URL is not set", file=sys.stderr, flush=True)
     sys.exit(3)
+if os.environ.get("CRASH_AFTER"):
+    def crash():
+        print("fatal: lost the database connection", flush=True)
+        os._exit(4)
+    threading.Timer(float(os.environ["CRASH_AFTER"]), crash).start()
 ready_at = time.time() + float(os.environ.get("READY_DELAY", "0"))
 version = os.environ.get("VERSION", "v0")
 class H(BaseHTTPRequestHandler):
@@ -30,6 +35,19 @@ class H(BaseHTTPRequestHandler):
             body, code = b"warming up", 503
         else:
             body, code = f"{version} {os.environ.get('SLIPWAY_INSTANCE')}".encode(), 200
+        if self.path.startswith("/stream"):
+            # A server-sent-events style answer: 10 chunks, 100 ms apart.
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            for i in range(10):
+                chunk = f"data: {version} {i}\n\n".encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+                time.sleep(0.1)
+            self.wfile.write(b"0\r\n\r\n")
+            return
         if self.path.startswith("/slow"):
             time.sleep(0.5)
         self.send_response(code)

@@ -1,0 +1,69 @@
+//! Architecture invariants, checked on every test run (see ARCHITECTURE.md): the leaf
+//! crates stay leaves, and the pure spec crate stays free of I/O-heavy dependencies.
+
+use std::path::Path;
+
+fn dependencies(krate: &str) -> Vec<String> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(krate)
+        .join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let mut in_deps = false;
+    let mut deps = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_deps = line == "[dependencies]";
+            continue;
+        }
+        if in_deps && let Some((name, _)) = line.split_once(['=', '.']) {
+            deps.push(name.trim().to_owned());
+        }
+    }
+    deps
+}
+
+#[test]
+fn leaf_crates_do_not_depend_on_each_other_or_on_control() {
+    for leaf in [
+        "slipway-spec",
+        "slipway-state",
+        "slipway-runtime",
+        "slipway-router",
+    ] {
+        let deps = dependencies(leaf);
+        let internal: Vec<_> = deps.iter().filter(|d| d.starts_with("slipway")).collect();
+        assert!(internal.is_empty(), "{leaf} depends on {internal:?}");
+    }
+}
+
+#[test]
+fn only_the_state_crate_talks_to_sqlite_and_spec_is_pure() {
+    for krate in [
+        "slipway-spec",
+        "slipway-runtime",
+        "slipway-router",
+        "slipway-control",
+        "slipway",
+    ] {
+        assert!(
+            !dependencies(krate).contains(&"rusqlite".to_owned()),
+            "{krate} uses rusqlite"
+        );
+    }
+    let spec = dependencies("slipway-spec");
+    for io in ["tokio", "hyper", "axum", "rusqlite"] {
+        assert!(
+            !spec.contains(&io.to_owned()),
+            "slipway-spec depends on {io}"
+        );
+    }
+    let state = dependencies("slipway-state");
+    for io in ["tokio", "hyper", "axum"] {
+        assert!(
+            !state.contains(&io.to_owned()),
+            "slipway-state depends on {io}"
+        );
+    }
+}
