@@ -28,6 +28,24 @@ pub struct ApiState {
     pub stop: Arc<Notify>,
 }
 
+/// The read-only part of the API, for the admin TCP listener: any local user can reach a
+/// TCP port, so nothing there may change state or run commands. Changes go through the
+/// Unix socket, which only the data dir's owner can open.
+pub fn read_only_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/server", get(server_info))
+        .route("/v1/apps", get(list_apps))
+        .route("/v1/apps/{app}", get(app_status))
+        .route(
+            "/v1/apps/{app}/services/{service}/revisions",
+            get(revisions),
+        )
+        .route("/v1/apps/{app}/services/{service}/logs", get(logs))
+        .route("/v1/events", get(events))
+        .route("/v1/openapi.json", get(openapi))
+        .with_state(state)
+}
+
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
     Router::new()
@@ -221,13 +239,17 @@ async fn logs(
     Path((app, service)): Path<(String, String)>,
     Query(q): Query<LogsQuery>,
 ) -> ApiResult<Response> {
-    let first = s
-        .controller
-        .logs(&app, &service, q.revision, q.tail.unwrap_or(100))?;
+    let tail = q.tail.unwrap_or(100);
+    // One more line than asked is read so that following starts after the newest line
+    // even with `tail=0`.
+    let mut first = s.controller.logs(&app, &service, q.revision, tail + 1)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let mut last = first
         .last()
         .map(|l| (l.ts.clone(), l.instance.clone(), l.text.clone()));
+    if first.len() > tail {
+        first.remove(0);
+    }
     for l in first {
         let _ = tx.send(l);
     }

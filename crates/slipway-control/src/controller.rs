@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use slipway_router::{Backend, Pool, RouteTable, Router, Target};
+use slipway_router::{Backend, Pool, RevisionStats, RouteTable, Router, Target};
 use slipway_runtime::{Instance, InstanceConfig, InstanceState};
 use slipway_spec::{Port, ServiceSpec, Spec};
 use slipway_state::{InstanceRow, NewEvent, RevisionRow, RevisionState, Store, TrafficTarget};
@@ -35,6 +35,8 @@ use crate::dto::{self, Progress};
 /// How big one instance's log file may grow before it is rotated, and how many old files are kept.
 const LOG_MAX_BYTES: u64 = 8 * 1024 * 1024;
 const LOG_KEEP: usize = 3;
+/// The shortest time an unrouted revision keeps running after a traffic switch.
+const RETIRE_FLOOR: Duration = Duration::from_secs(1);
 
 /// Errors of controller operations, shown to the user as they are.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,12 @@ pub struct Controller {
     config: ControllerConfig,
     live: Mutex<Live>,
     slots: Mutex<HashMap<(String, String), Slot>>,
+    /// Held while a route table is built and published, so an older table can never
+    /// overwrite a newer one.
+    publishing: Mutex<()>,
+    /// The router's measurements of each revision; kept across route-table swaps and
+    /// instance restarts so rates and percentiles cover the revision's whole life.
+    stats: Mutex<HashMap<(String, String, u64), Arc<RevisionStats>>>,
 }
 
 /// The lock that serialises operations on one service.
@@ -78,6 +86,9 @@ struct Live {
 
 struct LiveRevision {
     instances: Vec<LiveInstance>,
+    /// Identifies the latest scheduled retirement; a timer whose token no longer matches
+    /// was superseded (the revision served again, or a newer switch rescheduled it).
+    retire_token: u64,
 }
 
 #[derive(Clone)]
@@ -97,6 +108,8 @@ impl Controller {
             config,
             live: Mutex::new(Live::default()),
             slots: Mutex::new(HashMap::new()),
+            publishing: Mutex::new(()),
+            stats: Mutex::new(HashMap::new()),
         })
     }
 
@@ -166,7 +179,7 @@ impl Controller {
                 &rev.service,
                 rev.number,
                 RevisionState::Failed,
-                "interrupted: the server stopped before this revision became ready; the previous revision kept its traffic",
+                "interrupted: the server stopped before this revision became ready; traffic stayed where it was",
             )?;
         }
         for app in self.store.apps()? {
@@ -199,7 +212,8 @@ impl Controller {
                 .traffic(app, service)
                 .map(|t| t.iter().any(|t| t.revision == revision))
                 .unwrap_or(false);
-            if !still_serving || self.running_count(app, service, revision) > 0 {
+            if !still_serving || self.running_count(app, service, revision) > 0 || self.is_down(app)
+            {
                 return;
             }
             match self.start_revision(app, service, revision, None).await {
@@ -275,6 +289,8 @@ impl Controller {
         if was_down {
             self.store.set_app_down(app, false)?;
         }
+        // Bringing a stopped app back starts every service, not only the named ones.
+        let services: &[String] = if was_down { &[] } else { services };
         // Services that left the spec stop and lose their traffic; history stays.
         if services.is_empty() {
             for old in self.store.services(app)? {
@@ -329,6 +345,15 @@ impl Controller {
     ) -> bool {
         let slot = self.slot(app, service);
         let _guard = slot.lock().await;
+        if self.is_down(app) {
+            let _ = tx.send(Progress::Failed {
+                service: service.to_owned(),
+                revision: None,
+                error: format!("app {app} was stopped (`slipway down`) while this deploy waited; run `slipway up` again"),
+                last_lines: vec![],
+            });
+            return false;
+        }
         match self
             .deploy_service_locked(app, service, spec, force, tx)
             .await
@@ -410,7 +435,8 @@ impl Controller {
             failure.error = format!("revision {revision} failed: {message}");
             return Err(failure);
         }
-        self.store
+        let committed = self
+            .store
             .set_revision_state(
                 app,
                 service,
@@ -418,16 +444,32 @@ impl Controller {
                 RevisionState::Ready,
                 &format!("all {instances} instance(s) ready"),
             )
-            .map_err(Failure::from)?;
-        self.switch(
-            app,
-            service,
-            revision,
-            serving.as_ref().map(|r| r.number),
-            "deploy",
-            tx,
-            started,
-        )
+            .map_err(Failure::from)
+            .and_then(|()| {
+                self.switch(
+                    app,
+                    service,
+                    revision,
+                    serving.as_ref().map(|r| r.number),
+                    "deploy",
+                    tx,
+                    started,
+                )
+            });
+        if let Err(mut failure) = committed {
+            // The switch was not recorded: the new revision must not keep running unrouted.
+            self.retire_revision(app, service, revision).await;
+            let _ = self.store.set_revision_state(
+                app,
+                service,
+                revision,
+                RevisionState::Failed,
+                &failure.error,
+            );
+            failure.revision = Some(revision);
+            return Err(failure);
+        }
+        Ok(())
     }
 
     /// Commits "all traffic to `revision`" and publishes it; schedules the previous
@@ -462,15 +504,24 @@ impl Controller {
             elapsed_ms: started.elapsed().as_millis() as u64,
         });
         // Every other running revision of this service now has no traffic: the previous one
-        // stays warm for its keep_previous window; any older one is drained now.
-        let others: Vec<u64> = self
-            .live()
-            .apps
-            .get(app)
-            .and_then(|a| a.get(service))
-            .map(|s| s.keys().copied().filter(|r| *r != revision).collect())
-            .unwrap_or_default();
-        for r in others {
+        // stays warm for its keep_previous window; any older one is drained now. Even a
+        // zero window waits a moment, so requests that picked the old route table just
+        // before the swap still find their instance serving.
+        static TOKENS: AtomicU64 = AtomicU64::new(1);
+        let mut scheduled = Vec::new();
+        {
+            let mut live = self.live();
+            if let Some(revs) = live.apps.get_mut(app).and_then(|a| a.get_mut(service)) {
+                for (r, lr) in revs.iter_mut() {
+                    // A new token also cancels any retirement pending for the serving revision.
+                    lr.retire_token = TOKENS.fetch_add(1, Ordering::Relaxed);
+                    if *r != revision {
+                        scheduled.push((*r, lr.retire_token));
+                    }
+                }
+            }
+        }
+        for (r, token) in scheduled {
             let keep = if Some(r) == previous {
                 self.revision_spec(app, service, r)
                     .map(|s| s.deploy.keep_previous)
@@ -481,15 +532,22 @@ impl Controller {
             let this = self.clone();
             let (app, service) = (app.to_owned(), service.to_owned());
             tokio::spawn(async move {
-                tokio::time::sleep(keep).await;
+                tokio::time::sleep(keep.max(RETIRE_FLOOR)).await;
                 let slot = this.slot(&app, &service);
                 let _guard = slot.lock().await;
+                let current = this
+                    .live()
+                    .apps
+                    .get(&app)
+                    .and_then(|a| a.get(&service))
+                    .and_then(|s| s.get(&r))
+                    .map(|lr| lr.retire_token);
                 let serving = this
                     .store
                     .traffic(&app, &service)
                     .map(|t| t.iter().any(|t| t.revision == r))
                     .unwrap_or(true);
-                if !serving {
+                if current == Some(token) && !serving {
                     this.retire_revision(&app, &service, r).await;
                 }
             });
@@ -510,8 +568,20 @@ impl Controller {
         if self.store.app(app)?.is_none() {
             return Err(ControlError::NotFound(unknown_app(app)));
         }
+        let services = self.store.services(app)?;
+        if !services.iter().any(|s| s == service) {
+            return Err(ControlError::NotFound(format!(
+                "app {app} has no service `{service}` (services: {})",
+                services.join(", ")
+            )));
+        }
         let slot = self.slot(app, service);
         let _guard = slot.lock().await;
+        if self.is_down(app) {
+            return Err(ControlError::Invalid(format!(
+                "app {app} is down; run `slipway up` to start it, then roll back"
+            )));
+        }
         let revisions = self.store.revisions(app, service)?;
         if revisions.is_empty() {
             return Err(ControlError::NotFound(format!(
@@ -587,6 +657,24 @@ impl Controller {
         }
         self.store.set_app_down(app, true)?;
         self.publish_routes();
+        // Take each service's slot so no deploy, rollback or recovery is halfway through
+        // starting instances while they are being stopped; those re-check `down` after
+        // taking the slot.
+        for service in self.store.services(app)? {
+            let slot = self.slot(app, &service);
+            let _guard = slot.lock().await;
+            let revisions: Vec<u64> = self
+                .live()
+                .apps
+                .get(app)
+                .and_then(|a| a.get(&service))
+                .map(|s| s.keys().copied().collect())
+                .unwrap_or_default();
+            for r in revisions {
+                self.retire_revision(app, &service, r).await;
+            }
+        }
+        // Services no longer in the spec may still have instances (none normally).
         self.stop_app_instances(app).await;
         Ok(())
     }
@@ -760,6 +848,7 @@ impl Controller {
             .entry(revision)
             .or_insert_with(|| LiveRevision {
                 instances: Vec::new(),
+                retire_token: 0,
             })
             .instances
             .push(live.clone());
@@ -778,8 +867,15 @@ impl Controller {
         let (app, service) = (app.to_owned(), service.to_owned());
         tokio::spawn(async move {
             let mut rx = instance.state();
+            let mut recorded_pid = instance.pid();
             loop {
                 let state = rx.borrow_and_update().clone();
+                // A respawn has a new pid (the Starting state may be coalesced away):
+                // record it so a crashed server's successor can clean it up.
+                if instance.pid().is_some() && instance.pid() != recorded_pid {
+                    recorded_pid = instance.pid();
+                    this.record_instance(&app, &service, revision, &instance);
+                }
                 backend.set_ready(state == InstanceState::Ready);
                 let (kind, message) = match &state {
                     InstanceState::Ready => ("instance.ready", format!("instance {id} ready")),
@@ -802,12 +898,7 @@ impl Controller {
                     InstanceState::Failed { reason } => {
                         ("instance.failed", format!("instance {id} {reason}"))
                     }
-                    InstanceState::Starting => {
-                        // A respawn has a new pid: record it so a crashed server can clean it up.
-                        this.record_instance(&app, &service, revision, &instance);
-                        ("", String::new())
-                    }
-                    InstanceState::Stopping => ("", String::new()),
+                    InstanceState::Starting | InstanceState::Stopping => ("", String::new()),
                     InstanceState::Stopped => {
                         ("instance.stopped", format!("instance {id} stopped"))
                     }
@@ -883,6 +974,19 @@ impl Controller {
         }
     }
 
+    /// The measurements of one revision (created on first use).
+    pub fn revision_stats(&self, app: &str, service: &str, revision: u64) -> Arc<RevisionStats> {
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        stats
+            .entry((app.to_owned(), service.to_owned(), revision))
+            .or_insert_with(RevisionStats::new)
+            .clone()
+    }
+
+    fn is_down(&self, app: &str) -> bool {
+        self.store.app(app).ok().flatten().is_none_or(|a| a.down)
+    }
+
     fn running_count(&self, app: &str, service: &str, revision: u64) -> usize {
         self.live()
             .apps
@@ -939,6 +1043,7 @@ impl Controller {
     /// Rebuilds the route table from the store's traffic and the running instances, and
     /// swaps it into the router atomically.
     pub fn publish_routes(&self) {
+        let _publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
         let table = match self.build_routes() {
             Ok(t) => t,
             Err(err) => {
@@ -971,6 +1076,7 @@ impl Controller {
                             .and_then(|s| s.get(&t.revision))
                             .map(|r| r.instances.iter().map(|i| i.backend.clone()).collect())
                             .unwrap_or_default(),
+                        stats: self.revision_stats(&app.name, &service, t.revision),
                     })
                     .collect();
                 let target = Arc::new(Target {
@@ -1135,8 +1241,17 @@ impl Controller {
         revision: Option<u64>,
         tail: usize,
     ) -> Result<Vec<dto::LogLine>> {
+        check_name("app", app)?;
+        check_name("service", service)?;
         if self.store.app(app)?.is_none() {
             return Err(ControlError::NotFound(unknown_app(app)));
+        }
+        if !self.store.services(app)?.iter().any(|s| s == service)
+            && self.store.revisions(app, service)?.is_empty()
+        {
+            return Err(ControlError::NotFound(format!(
+                "app {app} has no service `{service}`"
+            )));
         }
         let dir = self.log_dir(app, service);
         let mut lines = Vec::new();
@@ -1198,6 +1313,23 @@ impl From<slipway_state::StoreError> for Failure {
     }
 }
 
+/// App and service names are DNS labels (the spec enforces it); anything else in an API
+/// path is refused before it can reach a file path.
+fn check_name(kind: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ControlError::NotFound(format!(
+            "`{name}` is not a valid {kind} name (lowercase letters, digits and `-`)"
+        )))
+    }
+}
+
 fn unknown_app(app: &str) -> String {
     format!("no app named `{app}` is registered; run `slipway up` in its directory first")
 }
@@ -1245,9 +1377,14 @@ fn instance_id(service: &str, revision: u64) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos() as u64);
-    let mix = (nanos ^ (n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ u64::from(std::process::id()))
-        & 0xFFFFFF;
-    format!("{service}-r{revision}-{mix:06x}")
+    // splitmix64 of (time, counter, pid): 32 bits, unique within a server by the counter
+    // and unlikely to repeat across servers.
+    let mut z =
+        nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (u64::from(std::process::id()) << 32);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    format!("{service}-r{revision}-{:08x}", z as u32)
 }
 
 /// Expands `$NAME` and `${NAME}` in one argument from the instance's env, then the

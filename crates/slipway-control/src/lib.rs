@@ -41,12 +41,8 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 /// A data dir that is in use by another server, a foreign state database, or a listener
 /// address that is taken: each with a message saying what to do.
 pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}; choose another with --data-dir or SLIPWAY_HOME",
-            config.data_dir.display()
-        )
-    })?;
+    // The data dir holds the API socket: only its owner may reach it.
+    create_private_dir(&config.data_dir)?;
     let _lock = lock_data_dir(&config.data_dir)?;
     let store = Arc::new(Store::open(&config.data_dir.join("state.db"))?);
 
@@ -83,14 +79,15 @@ pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         },
         stop: stop.clone(),
     };
-    let app = api::router(state);
+    let app = api::router(state.clone());
+    let read_only = api::read_only_router(state);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
     let router_task = tokio::spawn(router.clone().serve(listener, wait(shutdown_rx.clone())));
     let admin_task = tokio::spawn(
-        axum::serve(admin, app.clone())
+        axum::serve(admin, read_only)
             .with_graceful_shutdown(wait(shutdown_rx.clone()))
             .into_future(),
     );
@@ -111,14 +108,33 @@ pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    tracing::info!("stopping: draining and stopping every instance");
-    controller.shutdown().await;
+    tracing::info!("stopping: the router finishes in-flight requests, then every instance stops");
+    // The router stops accepting first and finishes what it has; only then do the
+    // instances behind it stop, so no request is cut off or answered 404 on the way out.
     let _ = shutdown_tx.send(true);
     let _ = router_task.await;
+    controller.shutdown().await;
     let _ = admin_task.await;
     let _ = unix_task.await;
     let _ = std::fs::remove_file(&sock);
     Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| {
+            format!(
+                "cannot create the data directory {}; choose another with --data-dir or SLIPWAY_HOME",
+                dir.display()
+            )
+        })
 }
 
 async fn bind(addr: SocketAddr, flag: &str, what: &str) -> anyhow::Result<TcpListener> {

@@ -1,15 +1,18 @@
 //! Body types of the proxy: the request body sent upstream and the response body sent to the
 //! client. Both stream frame by frame; nothing is buffered whole. The response body carries the
 //! backend's in-flight count and its upstream connection until the last byte has passed, then
-//! hands the connection back to the backend's idle pool.
+//! hands the connection back to the backend's idle pool, and records the request in its
+//! revision's stats when the body ends.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
+use http::StatusCode;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::backend::{InFlight, Sender};
+use crate::stats::Measure;
 
 /// A request body on its way to a backend: the client's body, or nothing (for replays).
 pub(crate) enum UpstreamBody {
@@ -69,10 +72,12 @@ pub(crate) struct ResponseBody {
 }
 
 enum Kind {
-    /// Streamed from a backend; the lease is released when the body ends or is dropped.
+    /// Streamed from a backend; the lease is released and the measurement recorded when the
+    /// body ends or is dropped.
     Upstream {
         body: Incoming,
         lease: Option<Lease>,
+        measure: Option<(Measure, StatusCode)>,
     },
     /// A body produced by the proxy itself (error texts, or nothing).
     Full(Option<Bytes>),
@@ -88,7 +93,26 @@ impl ResponseBody {
             }
         }
         ResponseBody {
-            kind: Kind::Upstream { body, lease },
+            kind: Kind::Upstream {
+                body,
+                lease,
+                measure: None,
+            },
+        }
+    }
+
+    /// Records `measure` with `status` once this body has ended: at once for a body that has
+    /// nothing (more) to stream, such as the router's own error answers or a 101 for an
+    /// upgrade, else when the last frame passes, the upstream body fails, or the body is
+    /// dropped.
+    pub(crate) fn measure(&mut self, measure: Measure, status: StatusCode) {
+        match &mut self.kind {
+            Kind::Upstream {
+                body,
+                measure: pending,
+                ..
+            } if !body.is_end_stream() => *pending = Some((measure, status)),
+            _ => measure.finish(status, false),
         }
     }
 
@@ -115,7 +139,11 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut self.get_mut().kind {
-            Kind::Upstream { body, lease } => {
+            Kind::Upstream {
+                body,
+                lease,
+                measure,
+            } => {
                 let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
                 match &frame {
                     Some(Ok(_)) if !body.is_end_stream() => {}
@@ -123,10 +151,17 @@ impl Body for ResponseBody {
                         if let Some(lease) = lease.take() {
                             lease.finish();
                         }
+                        if let Some((measure, status)) = measure.take() {
+                            measure.finish(status, false);
+                        }
                     }
                     Some(Err(_)) => {
                         // The connection is broken: drop it instead of pooling it.
                         lease.take();
+                        // The client gets a truncated response: an error of the revision.
+                        if let Some((measure, status)) = measure.take() {
+                            measure.finish(status, true);
+                        }
                     }
                 }
                 Poll::Ready(frame)
@@ -152,13 +187,25 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        if let Kind::Upstream { body, lease } = &mut self.kind
-            && body.is_end_stream()
+        let Kind::Upstream {
+            body,
+            lease,
+            measure,
+        } = &mut self.kind
+        else {
+            return;
+        };
+        if body.is_end_stream()
             && let Some(lease) = lease.take()
         {
             // The server stopped polling after the last byte it knew to expect; the
             // connection is still clean and can be reused.
             lease.finish();
+        }
+        if let Some((measure, status)) = measure.take() {
+            // Either the body ended without a final poll, or the client went away before
+            // its end; the latter is not the revision's failure, so neither is an error.
+            measure.finish(status, false);
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The router itself: accepts client connections (HTTP/1.1 keep-alive and h2c prior
 //! knowledge on one listener), finds the target in the published route table, picks a backend,
 //! rewrites headers and forwards the request over a pooled HTTP/1.1 upstream connection, and
-//! streams the response back. Upgrades (WebSocket and friends) become raw byte tunnels.
+//! streams the response back. Upgrades (WebSocket and friends) become raw byte tunnels. Each
+//! request that reaches a revision's pool is measured in that revision's stats.
 
 use std::convert::Infallible;
 use std::hash::{BuildHasher, RandomState};
@@ -27,6 +28,7 @@ use tokio::net::TcpListener;
 use crate::backend::{Backend, InFlight, Sender};
 use crate::body::{Lease, ResponseBody, UpstreamBody};
 use crate::error::{ProxyError, error_response};
+use crate::stats::Measure;
 use crate::table::{Route, RouteTable, normalize_host};
 
 /// How long `serve` waits for open requests after shutdown was requested.
@@ -56,6 +58,9 @@ pub struct RouterConfig {
     pub connect_timeout: Duration,
     /// Idle keep-alive connections kept per backend.
     pub max_idle_per_backend: usize,
+    /// Whether requests are recorded in their revision's [`crate::RevisionStats`]. Turning it
+    /// off skips the clock reads and counters entirely (to measure their overhead).
+    pub metrics: bool,
 }
 
 impl Default for RouterConfig {
@@ -64,6 +69,7 @@ impl Default for RouterConfig {
             upstream_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(2),
             max_idle_per_backend: 64,
+            metrics: true,
         }
     }
 }
@@ -189,18 +195,28 @@ impl Router {
                 id
             }
         };
-        let mut response = match self.proxy(req, client).await {
+        let mut measure = None;
+        let mut response = match self.proxy(req, client, &mut measure).await {
             Ok(response) => response,
             Err(err) => error_response(&err),
         };
+        if let Some(measure) = measure {
+            // Answers with nothing left to stream (the router's own 502/503/504, a 101 for an
+            // upgrade, a 204) are recorded now; proxied bodies when they end.
+            let status = response.status();
+            response.body_mut().measure(measure, status);
+        }
         response.headers_mut().insert(X_REQUEST_ID, request_id);
         response
     }
 
+    /// Routes and forwards one request. Once a revision's pool is chosen (and metrics are on),
+    /// `measure` holds the request's measurement for the caller to record.
     async fn proxy(
         &self,
         mut req: Request<Incoming>,
         client: &HeaderValue,
+        measure: &mut Option<Measure>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let table = self.table.load_full();
 
@@ -229,6 +245,9 @@ impl Router {
             target: target.clone(),
         };
         let pool = route.pick_pool().ok_or_else(no_ready)?;
+        if self.config.metrics {
+            *measure = Some(Measure::start(&target.pools[pool].stats));
+        }
         let index = route.pick_backend(pool, &[]).ok_or_else(no_ready)?;
         let in_flight = InFlight::new(target.pools[pool].backends[index].clone());
 

@@ -9,8 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::backend::Backend;
+use crate::stats::RevisionStats;
 
-/// The backends of one revision of a service, and the share of traffic the revision gets.
+/// The backends of one revision of a service, the share of traffic the revision gets, and
+/// where the proxy records the revision's requests.
 #[derive(Debug, Clone)]
 pub struct Pool {
     /// The revision these backends run.
@@ -19,6 +21,33 @@ pub struct Pool {
     pub weight: u32,
     /// The instances of this revision.
     pub backends: Vec<Arc<Backend>>,
+    /// The revision's request measurements. Pass the same `Arc` for the revision in every
+    /// table you publish, so the counts survive route-table swaps.
+    pub stats: Arc<RevisionStats>,
+}
+
+impl Pool {
+    /// A pool with fresh, empty stats. To keep counting across route tables, use
+    /// [`Pool::with_stats`] with the revision's long-lived stats instead.
+    pub fn new(revision: u64, weight: u32, backends: Vec<Arc<Backend>>) -> Pool {
+        Pool::with_stats(revision, weight, backends, RevisionStats::new())
+    }
+
+    /// A pool recording into `stats`, which the caller keeps for the revision and passes in
+    /// every table it publishes.
+    pub fn with_stats(
+        revision: u64,
+        weight: u32,
+        backends: Vec<Arc<Backend>>,
+        stats: Arc<RevisionStats>,
+    ) -> Pool {
+        Pool {
+            revision,
+            weight,
+            backends,
+            stats,
+        }
+    }
 }
 
 /// A routable service: the app and service names (for error messages) and its revision pools.
@@ -270,13 +299,15 @@ mod tests {
         let pools = weights
             .iter()
             .enumerate()
-            .map(|(i, &weight)| Pool {
-                revision: i as u64 + 1,
-                weight,
-                backends: vec![Backend::new(
-                    SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
-                    format!("{name}-{i}"),
-                )],
+            .map(|(i, &weight)| {
+                Pool::new(
+                    i as u64 + 1,
+                    weight,
+                    vec![Backend::new(
+                        SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                        format!("{name}-{i}"),
+                    )],
+                )
             })
             .collect();
         Arc::new(Target {
@@ -375,11 +406,7 @@ mod tests {
         let t = Arc::new(Target {
             app: "a".into(),
             service: "s".into(),
-            pools: vec![Pool {
-                revision: 1,
-                weight: 100,
-                backends: backends.clone(),
-            }],
+            pools: vec![Pool::new(1, 100, backends.clone())],
         });
         let mut table = RouteTable::new();
         table.add_host("h", t);

@@ -26,8 +26,13 @@ use crate::{BACKOFF_RESET_AFTER, InstanceConfig, InstanceState, Probe, probe};
 
 /// The shortest probe interval and restart delay used, whatever the configuration says.
 const MIN_PERIOD: Duration = Duration::from_millis(10);
-/// The pause after the first failed startup probe; it doubles up to the probe interval.
-const FIRST_PROBE_PAUSE: Duration = Duration::from_millis(25);
+/// The pause after the first failed startup probe; it doubles up to `MAX_STARTUP_PAUSE`
+/// (or the probe interval, if shorter). A 5 ms start means an app that listens 12 ms after
+/// spawning is seen ready at about 15 ms (probes at 0, 5, 15 ms), not at 25 or 75 ms.
+const FIRST_PROBE_PAUSE: Duration = Duration::from_millis(5);
+/// The longest pause between startup probes: an app that becomes ready late is still seen
+/// within 100 ms, whatever its steady-state probe interval.
+const MAX_STARTUP_PAUSE: Duration = Duration::from_millis(100);
 /// How long the output of an exited process is drained before the readers are abandoned.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 /// How long to wait for a process to disappear after SIGKILL.
@@ -488,7 +493,7 @@ enum Startup {
     Stop,
 }
 
-/// Probes readiness right away, then after 25 ms, doubling up to the probe interval, until
+/// Probes readiness right away, then after 5 ms, doubling up to 100 ms, until
 /// it passes, the process exits, the startup timeout passes, or a stop is requested.
 async fn startup(
     shared: &Shared,
@@ -498,7 +503,7 @@ async fn startup(
     let config = &shared.config;
     let deadline = Instant::now() + config.startup_timeout;
     let probing = async {
-        let interval = config.ready.interval.max(MIN_PERIOD);
+        let interval = config.ready.interval.max(MIN_PERIOD).min(MAX_STARTUP_PAUSE);
         let mut pause = FIRST_PROBE_PAUSE.min(interval);
         let mut last = None;
         loop {

@@ -143,6 +143,12 @@ enum ServerCommand {
 }
 
 fn main() -> ExitCode {
+    // Printing into a closed pipe (`slipway logs -f | head`) ends the program quietly, as
+    // for other command-line tools, instead of panicking in `println!`.
+    // SAFETY: called first thing in main, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -281,6 +287,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Revisions { service, app } => {
             let app = resolve_app(&client, &app).await?;
+            check_name("service", &service)?;
             let revs: Vec<dto::RevisionInfo> = client
                 .get(&format!("/v1/apps/{app}/services/{service}/revisions"))
                 .await?;
@@ -313,6 +320,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Rollback { service, to, app } => {
             let app = resolve_app(&client, &app).await?;
+            check_name("service", &service)?;
             let started = Instant::now();
             let mut ok = true;
             client
@@ -337,6 +345,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             app,
         } => {
             let app = resolve_app(&client, &app).await?;
+            check_name("service", &service)?;
             let mut q = format!("tail={tail}&follow={follow}");
             if let Some(r) = revision {
                 q.push_str(&format!("&revision={r}"));
@@ -416,15 +425,32 @@ fn validate_quiet(file: &Path) -> anyhow::Result<Option<usize>> {
     }
 }
 
+/// Names go into API paths: refuse anything that is not a DNS label, with the rule.
+fn check_name(kind: &str, name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !ok {
+        bail!("`{name}` is not a valid {kind} name: use lowercase letters, digits and `-`");
+    }
+    Ok(())
+}
+
 async fn resolve_app(client: &Client, arg: &AppArg) -> anyhow::Result<String> {
     if let Some(a) = &arg.app {
+        check_name("app", a)?;
         return Ok(a.clone());
     }
     let here = spec_file(Path::new("."));
-    if here.exists()
-        && let Ok(spec) = slipway_spec::load(&here)
-    {
-        return Ok(spec.app);
+    if here.exists() {
+        return match slipway_spec::load(&here) {
+            Ok(spec) => Ok(spec.app),
+            Err(e) => bail!(
+                "./slipway.yaml names the app to act on, but it is invalid:\n{e}\n  hint: fix it, or pass --app NAME"
+            ),
+        };
     }
     let apps: Vec<dto::AppSummary> = client.get("/v1/apps").await?;
     match apps.as_slice() {
@@ -501,7 +527,14 @@ async fn up(
     if started_server {
         println!("\nstopping the server and its instances…");
         let _: () = client.post("/v1/server/stop", &()).await?;
+        let deadline = Instant::now() + Duration::from_secs(120);
         while client.is_up().await {
+            if Instant::now() > deadline {
+                bail!(
+                    "the server is still running after 120s; see {}",
+                    data.join("server.log").display()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -512,8 +545,15 @@ async fn up(
 /// `<data>/server.log`) and waits until its API answers.
 async fn start_server(client: &Client, data: &Path, listen: &Listen) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
-    std::fs::create_dir_all(data)
-        .with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        // The data dir holds the API socket: only its owner may reach it.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data)
+            .with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    }
     let log_path = data.join("server.log");
     let log = std::fs::OpenOptions::new()
         .create(true)

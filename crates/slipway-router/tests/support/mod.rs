@@ -77,8 +77,9 @@ fn text(body: impl Into<Bytes>) -> TestBody {
 /// A real HTTP/1.1 backend. Paths:
 /// `/hold` waits for `release`, `/slow` sleeps 10s, `/stream` sends `first\n`, waits for
 /// `release`, then `second\n`; `/duplex` echoes the request body as it arrives; `/ws`
-/// switches to an echo protocol; `/hop` answers with hop-by-hop headers; anything else
-/// describes the request it received (version, method, uri, headers).
+/// switches to an echo protocol; `/hop` answers with hop-by-hop headers; `/status/<code>`
+/// answers with that status; `/sleep/<ms>` answers after sleeping that many milliseconds;
+/// anything else describes the request it received (version, method, uri, headers).
 pub struct TestBackend {
     pub addr: SocketAddr,
     pub name: String,
@@ -177,6 +178,22 @@ async fn backend_handler(
     name: &str,
     gate: Arc<Semaphore>,
 ) -> Response<TestBody> {
+    let path = req.uri().path();
+    if let Some(code) = path.strip_prefix("/status/") {
+        let status = code
+            .parse::<u16>()
+            .ok()
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .expect("/status/<code> with a valid status code");
+        let mut response = Response::new(text(format!("status {code}")));
+        *response.status_mut() = status;
+        return response;
+    }
+    if let Some(ms) = path.strip_prefix("/sleep/") {
+        let ms: u64 = ms.parse().expect("/sleep/<milliseconds>");
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        return Response::new(text(format!("slept {ms}ms")));
+    }
     let mut response = match req.uri().path() {
         "/hold" => {
             gate.acquire().await.expect("gate open").forget();
@@ -271,11 +288,7 @@ pub fn target(service: &str, pools: Vec<(u32, Vec<Arc<Backend>>)>) -> Arc<Target
         pools: pools
             .into_iter()
             .enumerate()
-            .map(|(i, (weight, backends))| Pool {
-                revision: i as u64 + 1,
-                weight,
-                backends,
-            })
+            .map(|(i, (weight, backends))| Pool::new(i as u64 + 1, weight, backends))
             .collect(),
     })
 }
