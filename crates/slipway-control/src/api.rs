@@ -43,6 +43,7 @@ pub fn read_only_router(state: ApiState) -> Router {
         .route("/v1/apps/{app}/services/{service}/logs", get(logs))
         .route("/v1/events", get(events))
         .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -63,7 +64,20 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/apps/{app}/services/{service}/logs", get(logs))
         .route("/v1/events", get(events))
         .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// Prometheus metrics in the OpenMetrics text format.
+async fn metrics(State(s): State<ApiState>) -> Response {
+    let body = crate::metrics::encode(s.controller.scrape());
+    Response::builder()
+        .header(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+        .body(Body::from(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 /// Errors turned into answers in one place: status code plus `{"error": "..."}`.

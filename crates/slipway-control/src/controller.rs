@@ -73,6 +73,8 @@ pub struct Controller {
     /// The router's measurements of each revision; kept across route-table swaps and
     /// instance restarts so rates and percentiles cover the revision's whole life.
     stats: Mutex<HashMap<(String, String, u64), Arc<RevisionStats>>>,
+    /// Counts of controller actions (deploys, rollbacks, restarts) for `/metrics`.
+    pub counters: crate::metrics::Counters,
 }
 
 /// The lock that serialises operations on one service.
@@ -110,6 +112,7 @@ impl Controller {
             slots: Mutex::new(HashMap::new()),
             publishing: Mutex::new(()),
             stats: Mutex::new(HashMap::new()),
+            counters: crate::metrics::Counters::default(),
         })
     }
 
@@ -354,10 +357,18 @@ impl Controller {
             });
             return false;
         }
-        match self
+        let outcome = self
             .deploy_service_locked(app, service, spec, force, tx)
-            .await
-        {
+            .await;
+        self.counters.inc(
+            "slipway_deploys",
+            labels(
+                app,
+                service,
+                &[("outcome", if outcome.is_ok() { "ok" } else { "failed" })],
+            ),
+        );
+        match outcome {
             Ok(()) => true,
             Err(failure) => {
                 let _ = tx.send(Progress::Failed {
@@ -558,6 +569,26 @@ impl Controller {
     /// Switches a service back to an earlier ready revision (the one before the serving
     /// one by default), starting it first when it is no longer warm.
     pub async fn rollback(
+        self: &Arc<Self>,
+        app: &str,
+        service: &str,
+        to: Option<u64>,
+        tx: mpsc::UnboundedSender<Progress>,
+    ) -> Result<bool> {
+        let outcome = self.rollback_inner(app, service, to, tx).await;
+        let ok = matches!(outcome, Ok(true));
+        self.counters.inc(
+            "slipway_rollbacks",
+            labels(
+                app,
+                service,
+                &[("outcome", if ok { "ok" } else { "failed" })],
+            ),
+        );
+        outcome
+    }
+
+    async fn rollback_inner(
         self: &Arc<Self>,
         app: &str,
         service: &str,
@@ -887,14 +918,16 @@ impl Controller {
                         reason,
                         restarts,
                         retry_in,
-                    } => (
-                        "instance.crashed",
-                        format!(
-                            "instance {id} {reason}; restart #{} in {:?}",
-                            restarts + 1,
-                            retry_in
-                        ),
-                    ),
+                    } => {
+                        this.counters.inc(
+                            "slipway_instance_restarts",
+                            labels(&app, &service, &[("revision", &revision.to_string())]),
+                        );
+                        (
+                            "instance.crashed",
+                            format!("instance {id} {reason}; restart #{restarts} in {retry_in:?}"),
+                        )
+                    }
                     InstanceState::Failed { reason } => {
                         ("instance.failed", format!("instance {id} {reason}"))
                     }
@@ -1104,6 +1137,42 @@ impl Controller {
 
     // --- queries ---
 
+    /// Gathers what one `/metrics` scrape shows.
+    pub fn scrape(&self) -> crate::metrics::Scrape {
+        let mut scrape = crate::metrics::Scrape::default();
+        let stats: Vec<_> = {
+            let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+            stats.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        for ((app, service, revision), s) in stats {
+            scrape.revisions.push(crate::metrics::RevisionSample {
+                labels: labels(&app, &service, &[("revision", &revision.to_string())]),
+                totals: s.totals(),
+                in_flight: s.in_flight(),
+            });
+        }
+        scrape.revisions.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let live = self.live();
+        for (app, services) in &live.apps {
+            for (service, revisions) in services {
+                for (revision, lr) in revisions {
+                    for i in &lr.instances {
+                        let state = i.instance.state().borrow().clone();
+                        let (name, _) = state_label(&state);
+                        let key = labels(
+                            app,
+                            service,
+                            &[("revision", &revision.to_string()), ("state", name)],
+                        );
+                        *scrape.instances.entry(key).or_default() += 1;
+                    }
+                }
+            }
+        }
+        drop(live);
+        scrape.with_counters(&self.counters)
+    }
+
     pub fn status(&self, app: &str) -> Result<dto::AppStatus> {
         let row = self
             .store
@@ -1170,7 +1239,26 @@ impl Controller {
                 .iter()
                 .filter(|i| serving.contains(&i.revision))
                 .count() as u32;
+            // Figures over the last minute, summed over the revisions that serve.
+            let mut figures = dto::Figures::default();
+            for t in &traffic {
+                let snap = self
+                    .revision_stats(app, &name, t.revision)
+                    .snapshot(Duration::from_secs(60));
+                figures.requests += snap.requests;
+                figures.errors += snap.errors;
+                figures.rps += snap.rps;
+                figures.in_flight += snap.in_flight;
+                let worst = |a: Option<f64>, b: Option<Duration>| match (a, b) {
+                    (Some(a), Some(b)) => Some(a.max(b.as_secs_f64() * 1000.0)),
+                    (a, b) => a.or(b.map(|b| b.as_secs_f64() * 1000.0)),
+                };
+                figures.p50_ms = worst(figures.p50_ms, snap.p50);
+                figures.p95_ms = worst(figures.p95_ms, snap.p95);
+                figures.p99_ms = worst(figures.p99_ms, snap.p99);
+            }
             services.push(dto::ServiceStatus {
+                figures,
                 url: format!("http://{name}.{app}.localhost:{port}/"),
                 route_urls: routes
                     .iter()
@@ -1328,6 +1416,20 @@ fn check_name(kind: &str, name: &str) -> Result<()> {
             "`{name}` is not a valid {kind} name (lowercase letters, digits and `-`)"
         )))
     }
+}
+
+/// Metric labels for a service, plus extra pairs.
+fn labels(app: &str, service: &str, extra: &[(&str, &str)]) -> crate::metrics::Labels {
+    let mut l = vec![
+        ("app".to_owned(), app.to_owned()),
+        ("service".to_owned(), service.to_owned()),
+    ];
+    l.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    l
 }
 
 fn unknown_app(app: &str) -> String {

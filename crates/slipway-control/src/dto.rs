@@ -107,6 +107,23 @@ pub struct ServiceStatus {
     pub problem: Option<String>,
     /// The last output lines of the instance that has the problem.
     pub problem_lines: Vec<String>,
+    /// What the router measured over the last minute.
+    pub figures: Figures,
+}
+
+/// Request figures over a window, as measured by the router.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct Figures {
+    pub requests: u64,
+    /// 5xx answers and upstream failures.
+    pub errors: u64,
+    pub rps: f64,
+    pub in_flight: u64,
+    /// Latency percentiles in milliseconds (absent without requests). With several
+    /// serving revisions, the worst of them.
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod controller;
 pub mod dto;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::os::fd::AsFd;

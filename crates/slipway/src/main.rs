@@ -697,7 +697,15 @@ fn print_status(status: &dto::AppStatus, only: Option<&str>) {
         if status.down { " [down]" } else { "" },
         status.router
     );
-    let mut t = table(&["SERVICE", "REVISION", "INSTANCES", "URL"]);
+    let mut t = table(&[
+        "SERVICE",
+        "REVISION",
+        "INSTANCES",
+        "REQ/S",
+        "ERR%",
+        "P95",
+        "URL",
+    ]);
     let mut problems = Vec::new();
     for s in status
         .services
@@ -721,10 +729,18 @@ fn print_status(status: &dto::AppStatus, only: Option<&str>) {
         };
         let mut urls = vec![s.url.clone()];
         urls.extend(s.route_urls.iter().cloned());
+        let f = &s.figures;
         t.add_row(vec![
             s.name.clone(),
             traffic,
             format!("{}/{}", s.ready, s.total),
+            format!("{:.1}", f.rps),
+            if f.requests == 0 {
+                "-".into()
+            } else {
+                format!("{:.1}", f.errors as f64 * 100.0 / f.requests as f64)
+            },
+            f.p95_ms.map_or("-".into(), |p| format!("{p:.1}ms")),
             urls.join("  "),
         ]);
         if let Some(p) = &s.problem {

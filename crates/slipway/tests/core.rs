@@ -531,3 +531,88 @@ fn a_foreign_data_dir_gives_a_clear_error() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn metrics_count_exactly_what_was_sent_and_parse_as_openmetrics() {
+    let s = Slipway::start();
+    let marker = path_str(s.dir.path());
+    let dir = s.write_app("shop", &spec(&format!("{marker}/shop"), "v1", ""));
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    for _ in 0..20 {
+        assert_eq!(s.get("api.shop.localhost", "/").unwrap().0, 200);
+    }
+    for _ in 0..5 {
+        assert_eq!(s.get("api.shop.localhost", "/status/500").unwrap().0, 500);
+    }
+    for _ in 0..3 {
+        assert_eq!(s.get("api.shop.localhost", "/status/404").unwrap().0, 404);
+    }
+    let (code, text) = http_get(s.admin, "localhost", "/metrics").unwrap();
+    assert_eq!(code, 200);
+    let l = r#"app="shop",service="api",revision="1""#;
+    for (needle, value) in [
+        (format!("slipway_requests_total{{{l},code=\"2xx\"}}"), 20),
+        (format!("slipway_requests_total{{{l},code=\"4xx\"}}"), 3),
+        (format!("slipway_requests_total{{{l},code=\"5xx\"}}"), 5),
+        (format!("slipway_request_errors_total{{{l}}}"), 5),
+        (format!("slipway_request_duration_seconds_count{{{l}}}"), 28),
+        (
+            format!("slipway_request_duration_seconds_bucket{{le=\"+Inf\",{l}}}"),
+            28,
+        ),
+        (format!("slipway_instances{{{l},state=\"ready\"}}"), 2),
+        (
+            "slipway_deploys_total{app=\"shop\",service=\"api\",outcome=\"ok\"}".to_owned(),
+            1,
+        ),
+    ] {
+        let line = text
+            .lines()
+            .find(|line| line.starts_with(&format!("{needle} ")))
+            .unwrap_or_else(|| panic!("no {needle} in:\n{text}"));
+        assert_eq!(
+            line.rsplit(' ').next().unwrap(),
+            value.to_string(),
+            "{line}"
+        );
+    }
+    // Buckets are cumulative and never decrease.
+    let buckets: Vec<u64> = text
+        .lines()
+        .filter(|line| {
+            line.starts_with("slipway_request_duration_seconds_bucket{") && line.contains(l)
+        })
+        .map(|line| line.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(buckets.len(), 15);
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    // The reference parser accepts the whole exposition.
+    let parsed = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\n\
+             fams = list(p(sys.stdin.read()))\nprint(len(fams))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(text.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        parsed.status.success(),
+        "the OpenMetrics parser rejected /metrics: {}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    // The status table shows the same traffic.
+    let status = s.status("shop");
+    assert_eq!(
+        status["services"][0]["figures"]["requests"], 28,
+        "{status:#}"
+    );
+    assert_eq!(status["services"][0]["figures"]["errors"], 5, "{status:#}");
+}

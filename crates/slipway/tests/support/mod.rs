@@ -48,6 +48,9 @@ class H(BaseHTTPRequestHandler):
                 time.sleep(0.1)
             self.wfile.write(b"0\r\n\r\n")
             return
+        if self.path.startswith("/status/"):
+            code = int(self.path.split("/")[2])
+            body = f"{version} answered {code}".encode()
         if self.path.startswith("/slow"):
             time.sleep(0.5)
         self.send_response(code)

@@ -1,0 +1,279 @@
+//! Prometheus exposition of what the router measured and what the controller did.
+//!
+//! Nothing here is recorded on the request path: the router keeps atomic counters per
+//! revision (`RevisionStats`), and a scrape reads them through a collector built for that
+//! scrape. Labels are bounded: app, service, revision, status class and instance state —
+//! never a raw path or client address.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use slipway_router::Totals;
+
+/// Bucket bounds of the request duration histogram, in seconds.
+pub const DURATION_BOUNDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Counters of controller actions, by name and label set.
+#[derive(Debug, Default)]
+pub struct Counters {
+    inner: Mutex<BTreeMap<(&'static str, Labels), u64>>,
+}
+
+pub type Labels = Vec<(String, String)>;
+
+impl Counters {
+    pub fn inc(&self, name: &'static str, labels: Labels) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *inner.entry((name, labels)).or_default() += 1;
+    }
+
+    pub fn get(&self, name: &'static str, labels: &Labels) -> u64 {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.get(&(name, labels.clone())).copied().unwrap_or(0)
+    }
+
+    fn snapshot(&self) -> BTreeMap<(&'static str, Labels), u64> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// One revision's measurements, as read at scrape time.
+#[derive(Debug)]
+pub struct RevisionSample {
+    pub labels: Labels,
+    pub totals: Totals,
+    pub in_flight: u64,
+}
+
+/// Everything one scrape shows; gathered by the controller, then encoded here.
+#[derive(Debug, Default)]
+pub struct Scrape {
+    pub revisions: Vec<RevisionSample>,
+    /// Instances by (app, service, revision, state).
+    pub instances: BTreeMap<Labels, u64>,
+    pub counters: BTreeMap<(&'static str, Labels), u64>,
+}
+
+impl Scrape {
+    pub fn with_counters(mut self, counters: &Counters) -> Self {
+        self.counters = counters.snapshot();
+        self
+    }
+}
+
+const HELP: &[(&str, &str)] = &[
+    (
+        "slipway_deploys",
+        "Service deploys by outcome (ok, failed, unchanged).",
+    ),
+    ("slipway_rollbacks", "Rollbacks by outcome (ok, failed)."),
+    (
+        "slipway_instance_restarts",
+        "Instance restarts after a crash or a failed liveness probe.",
+    ),
+    (
+        "slipway_cold_starts",
+        "Instances started for a revision that had none running.",
+    ),
+];
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        {
+            let mut m = encoder.encode_descriptor(
+                "slipway_requests",
+                "Requests the router sent to a revision, by status class (router-made 502/503/504 included).",
+                None,
+                MetricType::Counter,
+            )?;
+            for r in &self.revisions {
+                for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+                    let mut labels = r.labels.clone();
+                    labels.push(("code".into(), (*class).into()));
+                    ConstCounter::new(r.totals.requests_by_class[i])
+                        .encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "slipway_request_errors",
+                "Requests answered with a 5xx or cut off by an upstream failure.",
+                None,
+                MetricType::Counter,
+            )?;
+            for r in &self.revisions {
+                ConstCounter::new(r.totals.errors).encode(m.encode_family(&r.labels)?)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "slipway_request_duration_seconds",
+                "Time from routing a request to the end of its response body.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for r in &self.revisions {
+                let bounds: Vec<Duration> = DURATION_BOUNDS
+                    .iter()
+                    .map(|s| Duration::from_secs_f64(*s))
+                    .collect();
+                let cumulative = r.totals.cumulative_le(&bounds);
+                let count = r.totals.latency_count();
+                let mut buckets = Vec::with_capacity(DURATION_BOUNDS.len() + 1);
+                let mut previous = 0;
+                for (bound, c) in DURATION_BOUNDS.iter().zip(&cumulative) {
+                    buckets.push((*bound, c.saturating_sub(previous)));
+                    previous = *c;
+                }
+                buckets.push((f64::INFINITY, count.saturating_sub(previous)));
+                m.encode_family(&r.labels)?.encode_histogram::<Labels>(
+                    r.totals.latency_sum.as_secs_f64(),
+                    count,
+                    &buckets,
+                    None,
+                )?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "slipway_in_flight_requests",
+                "Requests being served by a revision right now.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for r in &self.revisions {
+                ConstGauge::new(r.in_flight as i64).encode(m.encode_family(&r.labels)?)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "slipway_instances",
+                "Instances by state.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (labels, n) in &self.instances {
+                ConstGauge::new(*n as i64).encode(m.encode_family(labels)?)?;
+            }
+        }
+        for (name, help) in HELP {
+            let rows: Vec<_> = self
+                .counters
+                .iter()
+                .filter(|((n, _), _)| n == name)
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for ((_, labels), v) in rows {
+                ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+            }
+        }
+        let (rss, cpu) = own_resources();
+        ConstGauge::new(rss as i64).encode(encoder.encode_descriptor(
+            "slipway_process_resident_memory_bytes",
+            "Resident memory of the slipway server itself.",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstCounter::new(cpu).encode(encoder.encode_descriptor(
+            "slipway_process_cpu_seconds",
+            "CPU time used by the slipway server itself (user + system).",
+            None,
+            MetricType::Counter,
+        )?)?;
+        Ok(())
+    }
+}
+
+/// Encodes one scrape in the OpenMetrics text format.
+pub fn encode(scrape: Scrape) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(scrape));
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+/// This process's resident memory (bytes) and CPU time (seconds), from /proc.
+pub fn own_resources() -> (u64, f64) {
+    let page = 4096u64;
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page);
+    let ticks = 100.0; // USER_HZ on Linux
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(") ")?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+            let u: f64 = fields.get(11)?.parse().ok()?;
+            let st: f64 = fields.get(12)?.parse().ok()?;
+            Some((u + st) / ticks)
+        })
+        .unwrap_or(0.0);
+    (rss, cpu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_with_inf() {
+        let stats = slipway_router::RevisionStats::new();
+        for ms in [1u64, 3, 3, 20, 700] {
+            stats.record(200, false, Duration::from_millis(ms));
+        }
+        stats.record(503, true, Duration::from_millis(2));
+        let scrape = Scrape {
+            revisions: vec![RevisionSample {
+                labels: vec![("service".into(), "api".into())],
+                totals: stats.totals(),
+                in_flight: 0,
+            }],
+            ..Default::default()
+        };
+        let text = encode(scrape);
+        assert!(
+            text.contains("slipway_requests_total{service=\"api\",code=\"2xx\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("slipway_requests_total{service=\"api\",code=\"5xx\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("slipway_request_errors_total{service=\"api\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("slipway_request_duration_seconds_count{service=\"api\"} 6"),
+            "{text}"
+        );
+        // 1 ms and 2 ms fall at or under 2.5 ms? 1 ms is <= 1 ms within bucket precision.
+        assert!(
+            text.contains("slipway_request_duration_seconds_bucket{le=\"+Inf\",service=\"api\"} 6"),
+            "{text}"
+        );
+        assert!(
+            text.contains("slipway_request_duration_seconds_bucket{le=\"0.5\",service=\"api\"} 5"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
