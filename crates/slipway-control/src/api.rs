@@ -42,6 +42,7 @@ pub fn read_only_router(state: ApiState) -> Router {
         )
         .route("/v1/apps/{app}/services/{service}/logs", get(logs))
         .route("/v1/events", get(events))
+        .route("/v1/events/stream", get(events_stream))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -63,6 +64,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/apps/{app}/services/{service}/rollback", post(rollback))
         .route("/v1/apps/{app}/services/{service}/logs", get(logs))
         .route("/v1/events", get(events))
+        .route("/v1/events/stream", get(events_stream))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -328,20 +330,81 @@ async fn events(
         after: q.after,
         limit: q.limit,
     })?;
-    Ok(Json(
-        events
-            .into_iter()
-            .map(|e| dto::EventInfo {
-                id: e.id,
-                ts: e.ts,
-                app: e.app,
-                service: e.service,
-                revision: e.revision,
-                kind: e.kind,
-                message: e.message,
-            })
-            .collect(),
-    ))
+    Ok(Json(events.into_iter().map(event_info).collect()))
+}
+
+#[utoipa::path(get, path = "/v1/events/stream", params(EventsQuery),
+    responses((status = 200, description = "server-sent events: one `event` per stored event (JSON EventInfo), ids are event ids; resumes after `after` or Last-Event-ID")))]
+async fn events_stream(
+    State(s): State<ApiState>,
+    Query(q): Query<EventsQuery>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, Infallible>>,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    // A reconnecting EventSource sends the last id it saw; start after it.
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok());
+    let store_filter = slipway_state::EventFilter {
+        app: q.app,
+        service: q.service,
+        after: resume.or(q.after),
+        limit: Some(q.limit.unwrap_or(100)),
+    };
+    let controller = s.controller.clone();
+    // The store is the source of truth, so following is a poll of it: nothing is
+    // missed across reconnects or server restarts, and no fan-out state is kept.
+    let stream = futures_util::stream::unfold(
+        (store_filter, Vec::<EventInfoBuf>::new(), true),
+        move |(mut filter, mut pending, first)| {
+            let controller = controller.clone();
+            async move {
+                loop {
+                    if let Some(e) = pending.pop() {
+                        let event = Event::default()
+                            .id(e.id.to_string())
+                            .event("event")
+                            .data(serde_json::to_string(&e).unwrap_or_default());
+                        return Some((Ok(event), (filter, pending, false)));
+                    }
+                    if !first {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    let events = controller.store().events(&filter).unwrap_or_default();
+                    if let Some(last) = events.last() {
+                        filter.after = Some(last.id);
+                    } else if filter.after.is_none() {
+                        filter.after = Some(0);
+                    }
+                    pending = events.into_iter().rev().map(event_info).collect();
+                    if pending.is_empty() && first {
+                        return Some((
+                            Ok(Event::default().comment("following")),
+                            (filter, pending, false),
+                        ));
+                    }
+                }
+            }
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+type EventInfoBuf = dto::EventInfo;
+
+fn event_info(e: slipway_state::Event) -> dto::EventInfo {
+    dto::EventInfo {
+        id: e.id,
+        ts: e.ts,
+        app: e.app,
+        service: e.service,
+        revision: e.revision,
+        kind: e.kind,
+        message: e.message,
+    }
 }
 
 #[derive(OpenApi)]

@@ -97,6 +97,30 @@ impl Client {
         Ok(serde_json::from_slice(&body)?)
     }
 
+    /// Follows a server-sent-events answer and calls `each` with every event's data.
+    pub async fn sse<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        mut each: impl FnMut(T),
+    ) -> anyhow::Result<()> {
+        let resp = Self::check(self.send("GET", path, None).await?).await?;
+        let mut body = resp.into_body();
+        let mut buf = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame?;
+            if let Some(data) = frame.data_ref() {
+                buf.extend_from_slice(data);
+                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    if let Some(json) = line.strip_prefix(b"data:") {
+                        each(serde_json::from_slice(json.trim_ascii())?);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Sends a request whose answer is newline-delimited JSON and calls `each` per item.
     pub async fn stream<B: Serialize, T: DeserializeOwned>(
         &self,

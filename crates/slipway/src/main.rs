@@ -69,6 +69,11 @@ enum Command {
         #[command(flatten)]
         app: AppArg,
     },
+    /// Show the status table, refreshed every second (Ctrl-C to quit).
+    Top {
+        #[command(flatten)]
+        app: AppArg,
+    },
     /// Show services, serving revision, instances and URLs.
     Status {
         service: Option<String>,
@@ -122,6 +127,9 @@ enum Command {
     Events {
         #[arg(long)]
         service: Option<String>,
+        /// Keep printing new events as they happen.
+        #[arg(short, long)]
+        follow: bool,
         #[arg(long, default_value_t = 50)]
         limit: u32,
         #[command(flatten)]
@@ -370,25 +378,48 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Events {
             service,
+            follow,
             limit,
             app,
         } => {
             let app = resolve_app(&client, &app).await?;
-            let mut q = format!("/v1/events?app={app}&limit={limit}");
-            if let Some(s) = service {
+            let mut q = format!("app={app}&limit={limit}");
+            if let Some(s) = &service {
+                check_name("service", s)?;
                 q.push_str(&format!("&service={s}"));
             }
-            let events: Vec<dto::EventInfo> = client.get(&q).await?;
-            for e in events {
+            let print = |e: dto::EventInfo| {
                 println!(
                     "{} {:<22} {:<8} {}",
                     e.ts,
                     e.kind,
                     e.service.unwrap_or_default(),
                     e.message
-                );
+                )
+            };
+            let events: Vec<dto::EventInfo> = client.get(&format!("/v1/events?{q}")).await?;
+            let last = events.last().map(|e| e.id).unwrap_or(0);
+            events.into_iter().for_each(print);
+            if follow {
+                client
+                    .sse(&format!("/v1/events/stream?{q}&after={last}"), print)
+                    .await?;
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Top { app } => {
+            let app = resolve_app(&client, &app).await?;
+            loop {
+                let status: dto::AppStatus = client.get(&format!("/v1/apps/{app}")).await?;
+                // Clear the screen and home the cursor, then redraw.
+                print!("\x1b[2J\x1b[H");
+                print_status(&status, None);
+                println!("\n(refreshing every second; Ctrl-C to quit)");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+                }
+            }
         }
     }
 }
