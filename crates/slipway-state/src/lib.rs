@@ -73,6 +73,25 @@ CREATE TABLE IF NOT EXISTS events (
     message  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_app ON events(app, id);
+CREATE TABLE IF NOT EXISTS tags (
+    app      TEXT NOT NULL,
+    service  TEXT NOT NULL,
+    tag      TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    PRIMARY KEY (app, service, tag),
+    FOREIGN KEY (app, service, revision) REFERENCES revisions(app, service, number)
+);
+CREATE TABLE IF NOT EXISTS rollouts (
+    app        TEXT NOT NULL,
+    service    TEXT NOT NULL,
+    revision   INTEGER NOT NULL,
+    baseline   INTEGER NOT NULL,
+    config     TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    active     INTEGER NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (app, service, revision)
+);
 CREATE TABLE IF NOT EXISTS instances (
     id          TEXT PRIMARY KEY,
     app         TEXT NOT NULL,
@@ -204,6 +223,22 @@ pub struct InstanceRow {
 pub struct TrafficTarget {
     pub revision: u64,
     pub percent: u32,
+}
+
+/// A progressive rollout of `revision` against `baseline`, persisted after every step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RolloutRow {
+    pub app: String,
+    pub service: String,
+    pub revision: u64,
+    pub baseline: u64,
+    /// The rollout's configuration as JSON (owned by the rollout engine).
+    pub config: String,
+    /// The rollout's state as JSON (owned by the rollout engine).
+    pub state: String,
+    /// In progress or paused; false once complete or rolled back.
+    pub active: bool,
+    pub updated_at: String,
 }
 
 /// Which events to list.
@@ -613,57 +648,166 @@ impl Store {
                 "traffic of {service} must sum to 100%, got {sum}%"
             )));
         }
+        self.write(|tx| replace_traffic(tx, app, service, targets, message))
+    }
+
+    // --- tags ---
+
+    /// Points `tag` of a service at a revision (which must exist and not have failed).
+    pub fn set_tag(&self, app: &str, service: &str, tag: &str, revision: u64) -> Result<()> {
         self.write(|tx| {
-            for t in targets {
-                let state: Option<String> = tx
-                    .query_row(
-                        "SELECT state FROM revisions WHERE app = ?1 AND service = ?2 AND number = ?3",
-                        params![app, service, t.revision],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                match state.as_deref() {
-                    Some("ready") => {}
-                    Some(other) => {
-                        return Err(StoreError::Invalid(format!(
-                            "revision {} of {service} is {other}; only a ready revision can receive traffic",
-                            t.revision
-                        )));
-                    }
-                    None => {
-                        return Err(StoreError::Invalid(format!(
-                            "revision {} of {service} does not exist",
-                            t.revision
-                        )));
-                    }
+            let state: Option<String> = tx
+                .query_row(
+                    "SELECT state FROM revisions WHERE app = ?1 AND service = ?2 AND number = ?3",
+                    params![app, service, revision],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match state.as_deref() {
+                None => {
+                    return Err(StoreError::Invalid(format!(
+                        "revision {revision} of {service} does not exist"
+                    )));
                 }
+                Some("failed") => {
+                    return Err(StoreError::Invalid(format!(
+                        "revision {revision} of {service} failed; only a revision that became ready can be tagged"
+                    )));
+                }
+                Some(_) => {}
             }
             tx.execute(
-                "DELETE FROM traffic WHERE app = ?1 AND service = ?2",
-                params![app, service],
+                "INSERT INTO tags(app, service, tag, revision) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(app, service, tag) DO UPDATE SET revision = excluded.revision",
+                params![app, service, tag, revision],
             )?;
-            for t in targets {
-                tx.execute(
-                    "INSERT INTO traffic(app, service, revision, percent) VALUES (?1, ?2, ?3, ?4)",
-                    params![app, service, t.revision, t.percent],
-                )?;
-            }
-            let split = targets
-                .iter()
-                .map(|t| format!("r{}={}%", t.revision, t.percent))
-                .collect::<Vec<_>>()
-                .join(", ");
             insert_event(
                 tx,
                 &NewEvent {
                     app,
                     service: Some(service),
-                    revision: targets.iter().max_by_key(|t| t.percent).map(|t| t.revision),
-                    kind: "traffic.changed",
-                    message: format!("{message}: {split}"),
+                    revision: Some(revision),
+                    kind: "tag.set",
+                    message: format!("tag {tag} of {service} now points at revision {revision}"),
                 },
             )
         })
+    }
+
+    /// Removes a tag; returns whether it existed.
+    pub fn remove_tag(&self, app: &str, service: &str, tag: &str) -> Result<bool> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "DELETE FROM tags WHERE app = ?1 AND service = ?2 AND tag = ?3",
+                params![app, service, tag],
+            )?;
+            if n > 0 {
+                insert_event(
+                    tx,
+                    &NewEvent {
+                        app,
+                        service: Some(service),
+                        kind: "tag.removed",
+                        message: format!("tag {tag} of {service} removed"),
+                        ..Default::default()
+                    },
+                )?;
+            }
+            Ok(n > 0)
+        })
+    }
+
+    /// A service's tags, by name.
+    pub fn tags(&self, app: &str, service: &str) -> Result<Vec<(String, u64)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT tag, revision FROM tags WHERE app = ?1 AND service = ?2 ORDER BY tag",
+        )?;
+        let rows = stmt
+            .query_map(params![app, service], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    // --- rollouts ---
+
+    /// Records a rollout's state; with `traffic`, the traffic change commits in the same
+    /// transaction, so a restart never sees a step's weights without the step (or the
+    /// reverse).
+    pub fn save_rollout(
+        &self,
+        rollout: &RolloutRow,
+        traffic: Option<(&[TrafficTarget], &str)>,
+    ) -> Result<()> {
+        if let Some((targets, _)) = traffic {
+            let sum: u32 = targets.iter().map(|t| t.percent).sum();
+            if sum != 100 {
+                return Err(StoreError::Invalid(format!(
+                    "traffic of {} must sum to 100%, got {sum}%",
+                    rollout.service
+                )));
+            }
+        }
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO rollouts(app, service, revision, baseline, config, state, active, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(app, service, revision) DO UPDATE SET
+                   config = excluded.config, state = excluded.state, active = excluded.active,
+                   updated_at = excluded.updated_at",
+                params![
+                    rollout.app,
+                    rollout.service,
+                    rollout.revision,
+                    rollout.baseline,
+                    rollout.config,
+                    rollout.state,
+                    rollout.active,
+                    now()
+                ],
+            )?;
+            if let Some((targets, message)) = traffic {
+                replace_traffic(tx, &rollout.app, &rollout.service, targets, message)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The rollouts still in progress (or paused), across all apps.
+    pub fn active_rollouts(&self) -> Result<Vec<RolloutRow>> {
+        self.query_rollouts("WHERE active = 1", params![])
+    }
+
+    /// The latest rollout of a service, if any.
+    pub fn latest_rollout(&self, app: &str, service: &str) -> Result<Option<RolloutRow>> {
+        Ok(self
+            .query_rollouts(
+                "WHERE app = ?1 AND service = ?2 ORDER BY revision DESC LIMIT 1",
+                params![app, service],
+            )?
+            .pop())
+    }
+
+    fn query_rollouts(&self, clause: &str, args: impl rusqlite::Params) -> Result<Vec<RolloutRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT app, service, revision, baseline, config, state, active, updated_at FROM rollouts {clause}"
+        ))?;
+        let rows = stmt
+            .query_map(args, |r| {
+                Ok(RolloutRow {
+                    app: r.get(0)?,
+                    service: r.get(1)?,
+                    revision: r.get(2)?,
+                    baseline: r.get(3)?,
+                    config: r.get(4)?,
+                    state: r.get(5)?,
+                    active: r.get(6)?,
+                    updated_at: r.get(7)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
     }
 
     // --- events ---
@@ -757,6 +901,65 @@ impl Store {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
+}
+
+/// Replaces a service's traffic rows and records the change (inside a transaction).
+fn replace_traffic(
+    tx: &Transaction<'_>,
+    app: &str,
+    service: &str,
+    targets: &[TrafficTarget],
+    message: &str,
+) -> Result<()> {
+    for t in targets {
+        let state: Option<String> = tx
+            .query_row(
+                "SELECT state FROM revisions WHERE app = ?1 AND service = ?2 AND number = ?3",
+                params![app, service, t.revision],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match state.as_deref() {
+            Some("ready") => {}
+            Some(other) => {
+                return Err(StoreError::Invalid(format!(
+                    "revision {} of {service} is {other}; only a ready revision can receive traffic",
+                    t.revision
+                )));
+            }
+            None => {
+                return Err(StoreError::Invalid(format!(
+                    "revision {} of {service} does not exist",
+                    t.revision
+                )));
+            }
+        }
+    }
+    tx.execute(
+        "DELETE FROM traffic WHERE app = ?1 AND service = ?2",
+        params![app, service],
+    )?;
+    for t in targets {
+        tx.execute(
+            "INSERT INTO traffic(app, service, revision, percent) VALUES (?1, ?2, ?3, ?4)",
+            params![app, service, t.revision, t.percent],
+        )?;
+    }
+    let split = targets
+        .iter()
+        .map(|t| format!("r{}={}%", t.revision, t.percent))
+        .collect::<Vec<_>>()
+        .join(", ");
+    insert_event(
+        tx,
+        &NewEvent {
+            app,
+            service: Some(service),
+            revision: targets.iter().max_by_key(|t| t.percent).map(|t| t.revision),
+            kind: "traffic.changed",
+            message: format!("{message}: {split}"),
+        },
+    )
 }
 
 fn insert_event(tx: &Transaction<'_>, e: &NewEvent<'_>) -> Result<()> {

@@ -246,3 +246,69 @@ fn removed_services_keep_history_and_lose_traffic() {
     assert!(s.traffic("a", "old").unwrap().is_empty());
     assert_eq!(s.revisions("a", "old").unwrap().len(), 1);
 }
+
+#[test]
+fn tags_point_at_existing_non_failed_revisions() {
+    let (_d, s) = store();
+    s.upsert_app("a", "p", &["svc"]).unwrap();
+    let r1 = ready_revision(&s, "a", "svc");
+    let r2 = s.create_revision("a", "svc", "x", "{}", "t").unwrap();
+    s.set_revision_state("a", "svc", r2, RevisionState::Failed, "boom")
+        .unwrap();
+    s.set_tag("a", "svc", "green", r1).unwrap();
+    let err = s.set_tag("a", "svc", "blue", r2).unwrap_err();
+    assert!(err.to_string().contains("failed"), "{err}");
+    let err = s.set_tag("a", "svc", "blue", 9).unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert_eq!(s.tags("a", "svc").unwrap(), vec![("green".to_owned(), r1)]);
+    assert!(s.remove_tag("a", "svc", "green").unwrap());
+    assert!(!s.remove_tag("a", "svc", "green").unwrap());
+    assert!(s.tags("a", "svc").unwrap().is_empty());
+}
+
+#[test]
+fn a_rollout_step_and_its_traffic_commit_together() {
+    let (_d, s) = store();
+    s.upsert_app("a", "p", &["svc"]).unwrap();
+    let r1 = ready_revision(&s, "a", "svc");
+    let r2 = ready_revision(&s, "a", "svc");
+    let mut row = RolloutRow {
+        app: "a".into(),
+        service: "svc".into(),
+        revision: r2,
+        baseline: r1,
+        config: "{}".into(),
+        state: "{\"step\":0}".into(),
+        active: true,
+        updated_at: String::new(),
+    };
+    let split = [
+        TrafficTarget {
+            revision: r1,
+            percent: 95,
+        },
+        TrafficTarget {
+            revision: r2,
+            percent: 5,
+        },
+    ];
+    s.save_rollout(&row, Some((&split, "canary step 1")))
+        .unwrap();
+    assert_eq!(s.traffic("a", "svc").unwrap(), split.to_vec());
+    assert_eq!(s.active_rollouts().unwrap().len(), 1);
+    // A bad split is refused and changes neither the rollout nor the traffic.
+    row.state = "{\"step\":1}".into();
+    let bad = [TrafficTarget {
+        revision: r2,
+        percent: 50,
+    }];
+    assert!(s.save_rollout(&row, Some((&bad, "m"))).is_err());
+    assert_eq!(
+        s.latest_rollout("a", "svc").unwrap().unwrap().state,
+        "{\"step\":0}"
+    );
+    assert_eq!(s.traffic("a", "svc").unwrap(), split.to_vec());
+    row.active = false;
+    s.save_rollout(&row, None).unwrap();
+    assert!(s.active_rollouts().unwrap().is_empty());
+}
