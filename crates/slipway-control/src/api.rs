@@ -41,6 +41,10 @@ pub fn read_only_router(state: ApiState) -> Router {
             get(revisions),
         )
         .route("/v1/apps/{app}/services/{service}/logs", get(logs))
+        .route(
+            "/v1/apps/{app}/services/{service}/rollout",
+            get(rollout_status),
+        )
         .route("/v1/events", get(events))
         .route("/v1/events/stream", get(events_stream))
         .route("/v1/openapi.json", get(openapi))
@@ -63,11 +67,77 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/apps/{app}/services/{service}/rollback", post(rollback))
         .route("/v1/apps/{app}/services/{service}/logs", get(logs))
+        .route("/v1/apps/{app}/services/{service}/traffic", post(traffic))
+        .route("/v1/apps/{app}/services/{service}/tags", post(tag))
+        .route(
+            "/v1/apps/{app}/services/{service}/rollout",
+            get(rollout_status),
+        )
+        .route(
+            "/v1/apps/{app}/services/{service}/rollout/{action}",
+            post(rollout_action),
+        )
         .route("/v1/events", get(events))
         .route("/v1/events/stream", get(events_stream))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+#[utoipa::path(post, path = "/v1/apps/{app}/services/{service}/traffic",
+    params(("app" = String, Path), ("service" = String, Path)), request_body = dto::TrafficRequest,
+    responses((status = 200, body = Vec<dto::TrafficShare>), (status = 409, body = dto::ApiError)))]
+async fn traffic(
+    State(s): State<ApiState>,
+    Path((app, service)): Path<(String, String)>,
+    Json(req): Json<dto::TrafficRequest>,
+) -> ApiResult<Json<Vec<dto::TrafficShare>>> {
+    let targets = req
+        .targets
+        .iter()
+        .map(|t| (t.revision, t.percent))
+        .collect();
+    Ok(Json(
+        s.controller
+            .set_traffic(&app, &service, targets, req.latest)
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/apps/{app}/services/{service}/tags",
+    params(("app" = String, Path), ("service" = String, Path)), request_body = dto::TagRequest,
+    responses((status = 200, description = "tag set or removed"), (status = 404, body = dto::ApiError)))]
+async fn tag(
+    State(s): State<ApiState>,
+    Path((app, service)): Path<(String, String)>,
+    Json(req): Json<dto::TagRequest>,
+) -> ApiResult<StatusCode> {
+    s.controller
+        .set_tag(&app, &service, &req.tag, req.revision)
+        .await?;
+    Ok(StatusCode::OK)
+}
+
+#[utoipa::path(get, path = "/v1/apps/{app}/services/{service}/rollout",
+    params(("app" = String, Path), ("service" = String, Path)),
+    responses((status = 200, body = dto::RolloutStatus), (status = 404, body = dto::ApiError)))]
+async fn rollout_status(
+    State(s): State<ApiState>,
+    Path((app, service)): Path<(String, String)>,
+) -> ApiResult<Json<dto::RolloutStatus>> {
+    Ok(Json(s.controller.rollout_status(&app, &service)?))
+}
+
+#[utoipa::path(post, path = "/v1/apps/{app}/services/{service}/rollout/{action}",
+    params(("app" = String, Path), ("service" = String, Path), ("action" = String, Path, description = "promote | pause | resume | abort")),
+    responses((status = 200, body = dto::RolloutStatus), (status = 409, body = dto::ApiError)))]
+async fn rollout_action(
+    State(s): State<ApiState>,
+    Path((app, service, action)): Path<(String, String, String)>,
+) -> ApiResult<Json<dto::RolloutStatus>> {
+    Ok(Json(
+        s.controller.rollout_action(&app, &service, &action).await?,
+    ))
 }
 
 /// Prometheus metrics in the OpenMetrics text format.
@@ -205,7 +275,10 @@ async fn deploy(
     Json(req): Json<dto::DeployRequest>,
 ) -> Response {
     let c = s.controller.clone();
-    progress_stream(move |tx| async move { c.deploy(&app, &req.services, req.force, tx).await })
+    progress_stream(move |tx| async move {
+        c.deploy(&app, &req.services, req.force, req.strategy.as_deref(), tx)
+            .await
+    })
 }
 
 #[utoipa::path(post, path = "/v1/apps/{app}/services/{service}/rollback",
@@ -424,7 +497,12 @@ fn event_info(e: slipway_state::Event) -> dto::EventInfo {
         down,
         revisions,
         logs,
-        events
+        events,
+        events_stream,
+        traffic,
+        tag,
+        rollout_status,
+        rollout_action
     )
 )]
 struct ApiDoc;

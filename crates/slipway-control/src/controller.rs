@@ -32,6 +32,8 @@ use tokio::sync::mpsc;
 
 use crate::dto::{self, Progress};
 
+mod progressive;
+
 /// How big one instance's log file may grow before it is rotated, and how many old files are kept.
 const LOG_MAX_BYTES: u64 = 8 * 1024 * 1024;
 const LOG_KEEP: usize = 3;
@@ -75,6 +77,21 @@ pub struct Controller {
     stats: Mutex<HashMap<(String, String, u64), Arc<RevisionStats>>>,
     /// Counts of controller actions (deploys, rollbacks, restarts) for `/metrics`.
     pub counters: crate::metrics::Counters,
+    /// Canary rollouts in progress, by app and service.
+    rollouts: Mutex<HashMap<(String, String), progressive::LiveRollout>>,
+    /// One autoscaler per revision that can receive requests.
+    scalers: Mutex<HashMap<(String, String, u64), Scaler>>,
+    /// The controller's clock origin: autoscaler time is measured from here.
+    epoch: Instant,
+}
+
+/// The autoscaler of one revision and what it last saw.
+struct Scaler {
+    decider: slipway_autoscale::Decider,
+    /// The revision's request total at the previous sample, to count arrivals.
+    last_requests: u64,
+    /// The last decision, to record only changes as events.
+    last_desired: Option<u32>,
 }
 
 /// The lock that serialises operations on one service.
@@ -113,6 +130,9 @@ impl Controller {
             publishing: Mutex::new(()),
             stats: Mutex::new(HashMap::new()),
             counters: crate::metrics::Counters::default(),
+            scalers: Mutex::new(HashMap::new()),
+            rollouts: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
         })
     }
 
@@ -200,6 +220,7 @@ impl Controller {
             }
         }
         self.publish_routes();
+        self.recover_rollouts();
         Ok(())
     }
 
@@ -219,7 +240,19 @@ impl Controller {
             {
                 return;
             }
-            match self.start_revision(app, service, revision, None).await {
+            // A revision that may scale to zero waits for its first request instead.
+            let count = self
+                .revision_spec(app, service, revision)
+                .map(|s| s.scaling.min)
+                .unwrap_or(1);
+            if count == 0 {
+                self.publish_routes();
+                return;
+            }
+            match self
+                .start_revision(app, service, revision, count, None)
+                .await
+            {
                 Ok(_) => {
                     self.publish_routes();
                     return;
@@ -277,9 +310,23 @@ impl Controller {
         app: &str,
         services: &[String],
         force: bool,
+        strategy: Option<&str>,
         tx: mpsc::UnboundedSender<Progress>,
     ) -> Result<bool> {
-        let spec = self.app_spec(app)?;
+        let mut spec = self.app_spec(app)?;
+        if let Some(name) = strategy {
+            let strategy: slipway_spec::Strategy = serde_json::from_value(
+                serde_json::Value::String(name.to_owned()),
+            )
+            .map_err(|_| {
+                ControlError::Invalid(format!(
+                    "unknown strategy `{name}`: use blue-green, canary, rolling or recreate"
+                ))
+            })?;
+            for svc in spec.services.values_mut() {
+                svc.deploy.strategy = strategy;
+            }
+        }
         for s in services {
             if !spec.services.contains_key(s) {
                 return Err(ControlError::NotFound(format!(
@@ -392,14 +439,29 @@ impl Controller {
     ) -> Result<(), Failure> {
         let started = Instant::now();
         let digest = spec.digest();
+        // A new deploy supersedes a canary in progress: its traffic returns to the
+        // baseline first, then the new revision goes through its own strategy.
+        if self.rollout_in_progress(app, service).is_some() {
+            let key = (app.to_owned(), service.to_owned());
+            let live = self
+                .rollouts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+            if let Some(mut live) = live
+                && let Ok(decision) = live.abort_for_new_deploy()
+            {
+                self.apply_rollout(app, service, live, decision, "superseded by a new deploy")?;
+            }
+        }
         let serving = self.serving_revision(app, service).map_err(Failure::from)?;
         if let Some(current) = &serving
             && !force
             && current.digest == digest
         {
             // Same config: nothing to deploy, but a stopped app gets its instances back.
-            if self.running_count(app, service, current.number) == 0 {
-                self.start_revision(app, service, current.number, Some(tx))
+            if self.running_count(app, service, current.number) == 0 && spec.scaling.min > 0 {
+                self.start_revision(app, service, current.number, spec.scaling.min, Some(tx))
                     .await?;
                 self.publish_routes();
             }
@@ -421,13 +483,38 @@ impl Controller {
             .store
             .create_revision(app, service, &digest, &config, cause)
             .map_err(Failure::from)?;
-        let instances = spec.scaling.min.max(1);
+        // The new revision starts with as many instances as the serving one has ready (so
+        // a redeploy under load does not switch all traffic onto one instance), within
+        // the new config's bounds, and at least one to prove it becomes ready.
+        let current_ready = serving
+            .as_ref()
+            .map_or(0, |r| self.ready_count(app, service, r.number) as u32);
+        let instances = current_ready
+            .max(spec.scaling.min)
+            .min(spec.scaling.max)
+            .max(1);
         let _ = tx.send(Progress::Starting {
             service: service.to_owned(),
             revision,
             instances,
         });
-        if let Err(mut failure) = self.start_revision(app, service, revision, Some(tx)).await {
+        let previous = serving.as_ref().map(|r| r.number);
+        let strategy = spec.deploy.strategy;
+        let started_new = match (strategy, previous) {
+            (slipway_spec::Strategy::Recreate, Some(prev)) => self
+                .recreate(app, service, revision, prev, instances, tx)
+                .await
+                .map(Some),
+            _ => self
+                .start_revision(app, service, revision, instances, Some(tx))
+                .await
+                .map(|()| None),
+        };
+        if let Err(mut failure) = started_new.as_ref().map(|_| ()).map_err(|f| Failure {
+            revision: f.revision,
+            error: f.error.clone(),
+            last_lines: f.last_lines.clone(),
+        }) {
             failure.revision = Some(revision);
             let previous = match &serving {
                 Some(r) => format!("revision {} keeps serving", r.number),
@@ -457,15 +544,17 @@ impl Controller {
             )
             .map_err(Failure::from)
             .and_then(|()| {
-                self.switch(
-                    app,
-                    service,
-                    revision,
-                    serving.as_ref().map(|r| r.number),
-                    "deploy",
-                    tx,
-                    started,
-                )
+                if Self::wants_canary(&spec, previous) {
+                    self.start_canary(app, service, revision, previous.unwrap_or(0), &spec, tx)
+                } else {
+                    if let Ok(Some(downtime)) = &started_new {
+                        let _ = tx.send(Progress::Downtime {
+                            service: service.to_owned(),
+                            downtime_ms: downtime.as_millis() as u64,
+                        });
+                    }
+                    self.switch(app, service, revision, previous, "deploy", tx, started)
+                }
             });
         if let Err(mut failure) = committed {
             // The switch was not recorded: the new revision must not keep running unrouted.
@@ -515,24 +604,19 @@ impl Controller {
             elapsed_ms: started.elapsed().as_millis() as u64,
         });
         // Every other running revision of this service now has no traffic: the previous one
-        // stays warm for its keep_previous window; any older one is drained now. Even a
-        // zero window waits a moment, so requests that picked the old route table just
-        // before the swap still find their instance serving.
-        static TOKENS: AtomicU64 = AtomicU64::new(1);
-        let mut scheduled = Vec::new();
-        {
-            let mut live = self.live();
-            if let Some(revs) = live.apps.get_mut(app).and_then(|a| a.get_mut(service)) {
-                for (r, lr) in revs.iter_mut() {
-                    // A new token also cancels any retirement pending for the serving revision.
-                    lr.retire_token = TOKENS.fetch_add(1, Ordering::Relaxed);
-                    if *r != revision {
-                        scheduled.push((*r, lr.retire_token));
-                    }
-                }
+        // stays warm for its keep_previous window; any older one is drained now.
+        let others: Vec<u64> = self
+            .live()
+            .apps
+            .get(app)
+            .and_then(|a| a.get(service))
+            .map(|s| s.keys().copied().collect())
+            .unwrap_or_default();
+        for r in others {
+            if r == revision {
+                self.cancel_retire(app, service, r);
+                continue;
             }
-        }
-        for (r, token) in scheduled {
             let keep = if Some(r) == previous {
                 self.revision_spec(app, service, r)
                     .map(|s| s.deploy.keep_previous)
@@ -540,30 +624,57 @@ impl Controller {
             } else {
                 Duration::ZERO
             };
-            let this = self.clone();
-            let (app, service) = (app.to_owned(), service.to_owned());
-            tokio::spawn(async move {
-                tokio::time::sleep(keep.max(RETIRE_FLOOR)).await;
-                let slot = this.slot(&app, &service);
-                let _guard = slot.lock().await;
-                let current = this
-                    .live()
-                    .apps
-                    .get(&app)
-                    .and_then(|a| a.get(&service))
-                    .and_then(|s| s.get(&r))
-                    .map(|lr| lr.retire_token);
-                let serving = this
-                    .store
-                    .traffic(&app, &service)
-                    .map(|t| t.iter().any(|t| t.revision == r))
-                    .unwrap_or(true);
-                if current == Some(token) && !serving {
-                    this.retire_revision(&app, &service, r).await;
-                }
-            });
+            self.schedule_retire(app, service, r, keep);
         }
         Ok(())
+    }
+
+    /// Retires a revision's instances after `keep` (at least `RETIRE_FLOOR`, so requests
+    /// that picked an older route table just before a swap still find their instance),
+    /// unless it receives traffic again or a newer schedule supersedes this one.
+    fn schedule_retire(self: &Arc<Self>, app: &str, service: &str, revision: u64, keep: Duration) {
+        let Some(token) = self.bump_retire_token(app, service, revision) else {
+            return;
+        };
+        let this = self.clone();
+        let (app, service) = (app.to_owned(), service.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(keep.max(RETIRE_FLOOR)).await;
+            let slot = this.slot(&app, &service);
+            let _guard = slot.lock().await;
+            let current = this
+                .live()
+                .apps
+                .get(&app)
+                .and_then(|a| a.get(&service))
+                .and_then(|s| s.get(&revision))
+                .map(|lr| lr.retire_token);
+            let serving = this
+                .store
+                .traffic(&app, &service)
+                .map(|t| t.iter().any(|t| t.revision == revision))
+                .unwrap_or(true);
+            if current == Some(token) && !serving {
+                this.retire_revision(&app, &service, revision).await;
+            }
+        });
+    }
+
+    /// Cancels any pending retirement of a revision (it serves again).
+    fn cancel_retire(&self, app: &str, service: &str, revision: u64) {
+        self.bump_retire_token(app, service, revision);
+    }
+
+    fn bump_retire_token(&self, app: &str, service: &str, revision: u64) -> Option<u64> {
+        static TOKENS: AtomicU64 = AtomicU64::new(1);
+        let mut live = self.live();
+        let lr = live
+            .apps
+            .get_mut(app)
+            .and_then(|a| a.get_mut(service))
+            .and_then(|s| s.get_mut(&revision))?;
+        lr.retire_token = TOKENS.fetch_add(1, Ordering::Relaxed);
+        Some(lr.retire_token)
     }
 
     /// Switches a service back to an earlier ready revision (the one before the serving
@@ -656,8 +767,20 @@ impl Controller {
                 "revision {target} of {service} is already serving"
             )));
         }
+        let wanted = {
+            let target_spec = self
+                .revision_spec(app, service, target)
+                .map_err(|f| ControlError::Invalid(f.error))?;
+            let current_ready = current.map_or(0, |c| self.ready_count(app, service, c) as u32);
+            current_ready
+                .max(target_spec.scaling.min)
+                .min(target_spec.scaling.max)
+                .max(1)
+        };
         if self.ready_count(app, service, target) == 0
-            && let Err(f) = self.start_revision(app, service, target, Some(&tx)).await
+            && let Err(f) = self
+                .start_revision(app, service, target, wanted, Some(&tx))
+                .await
         {
             let _ = tx.send(Progress::Failed {
                 service: service.to_owned(),
@@ -756,11 +879,11 @@ impl Controller {
         app: &str,
         service: &str,
         revision: u64,
+        count: u32,
         tx: Option<&mpsc::UnboundedSender<Progress>>,
     ) -> Result<(), Failure> {
         let started = Instant::now();
         let spec = self.revision_spec(app, service, revision)?;
-        let count = spec.scaling.min.max(1);
         let mut started_instances = Vec::new();
         for _ in 0..count {
             match self.start_instance(app, service, revision, &spec).await {
@@ -1071,6 +1194,219 @@ impl Controller {
         })
     }
 
+    // --- autoscaling ---
+
+    /// Runs the autoscaler every second until the server stops.
+    pub fn spawn_autoscaler(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.router.set_activator(Arc::new({
+            let weak = weak.clone();
+            move |app: &str, service: &str, revision: u64| {
+                if let Some(this) = weak.upgrade() {
+                    let (app, service) = (app.to_owned(), service.to_owned());
+                    tokio::spawn(async move { this.activate(&app, &service, revision).await });
+                }
+            }
+        }));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(this) = weak.upgrade() else { return };
+                this.autoscale_tick();
+                this.rollout_tick();
+            }
+        });
+    }
+
+    /// A request is waiting for a revision that has no ready instance: start one now
+    /// (a cold start) unless one is already starting.
+    async fn activate(self: &Arc<Self>, app: &str, service: &str, revision: u64) {
+        let now = self.epoch.elapsed();
+        if let Some(s) = self
+            .scalers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&(app.to_owned(), service.to_owned(), revision))
+        {
+            s.decider.poke(now);
+        }
+        let slot = self.slot(app, service);
+        let _guard = slot.lock().await;
+        if self.is_down(app) || self.running_count(app, service, revision) > 0 {
+            return;
+        }
+        let started = Instant::now();
+        self.counters.inc(
+            "slipway_cold_starts",
+            labels(app, service, &[("revision", &revision.to_string())]),
+        );
+        match self.start_revision(app, service, revision, 1, None).await {
+            Ok(()) => {
+                self.publish_routes();
+                self.event(
+                    app,
+                    Some(service),
+                    Some(revision),
+                    "scale.cold_start",
+                    format!(
+                        "cold start: revision {revision} of {service} had no instance; one was ready in {} ms",
+                        started.elapsed().as_millis()
+                    ),
+                );
+            }
+            Err(f) => self.event(
+                app,
+                Some(service),
+                Some(revision),
+                "scale.cold_start_failed",
+                format!(
+                    "cold start of revision {revision} of {service} failed: {}",
+                    f.error
+                ),
+            ),
+        }
+    }
+
+    /// One autoscaler pass: sample every revision that carries traffic, decide, and
+    /// start or retire instances. A service busy with a deploy or rollback is skipped
+    /// this second (its slot is taken) and looked at again on the next tick.
+    fn autoscale_tick(self: &Arc<Self>) {
+        let now = self.epoch.elapsed();
+        let mut serving = Vec::new();
+        for app in self.store.apps().unwrap_or_default() {
+            if app.down {
+                continue;
+            }
+            for service in self.store.services(&app.name).unwrap_or_default() {
+                let traffic = self.store.traffic(&app.name, &service).unwrap_or_default();
+                for t in &traffic {
+                    serving.push((app.name.clone(), service.clone(), t.revision, false));
+                }
+                // A tagged revision without a share is reachable by its tag host; it
+                // scales on its own requests, down to zero.
+                for (_, rev) in self.store.tags(&app.name, &service).unwrap_or_default() {
+                    if !traffic.iter().any(|t| t.revision == rev) {
+                        serving.push((app.name.clone(), service.clone(), rev, true));
+                    }
+                }
+            }
+        }
+        let mut decisions = Vec::new();
+        {
+            let mut scalers = self.scalers.lock().unwrap_or_else(|p| p.into_inner());
+            scalers.retain(|(a, sv, r), _| {
+                serving
+                    .iter()
+                    .any(|(a2, s2, r2, _)| a == a2 && sv == s2 && r == r2)
+            });
+            for (app, service, revision, tag_only) in &serving {
+                let Ok(spec) = self.revision_spec(app, service, *revision) else {
+                    continue;
+                };
+                let mut config = scaler_config(&spec);
+                if *tag_only {
+                    config.min = 0;
+                }
+                let key = (app.clone(), service.clone(), *revision);
+                let stats = self.revision_stats(app, service, *revision);
+                let scaler = scalers.entry(key).or_insert_with(|| Scaler {
+                    decider: slipway_autoscale::Decider::new(config),
+                    last_requests: stats.totals().requests(),
+                    last_desired: None,
+                });
+                let total = stats.totals().requests();
+                scaler.decider.record(slipway_autoscale::Sample {
+                    at: now,
+                    concurrency: (stats.in_flight() + stats.queued()) as f64,
+                    requests: total.saturating_sub(scaler.last_requests),
+                });
+                scaler.last_requests = total;
+                let ready = self.ready_count(app, service, *revision) as u32;
+                let decision = scaler.decider.scale(now, ready);
+                let changed = scaler.last_desired != Some(decision.desired);
+                scaler.last_desired = Some(decision.desired);
+                decisions.push((app.clone(), service.clone(), *revision, decision, changed));
+            }
+        }
+        for (app, service, revision, decision, changed) in decisions {
+            let running = self.running_count(&app, &service, revision) as u32;
+            if changed {
+                self.event(
+                    &app,
+                    Some(&service),
+                    Some(revision),
+                    "scale.decision",
+                    format!(
+                        "{} instance(s) wanted, {running} running{}: {}",
+                        decision.desired,
+                        if decision.panic { " (panic mode)" } else { "" },
+                        decision.reason
+                    ),
+                );
+            }
+            if decision.desired == running {
+                continue;
+            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                let slot = this.slot(&app, &service);
+                // A deploy or rollback in progress owns the service; try again next tick.
+                let Ok(_guard) = slot.try_lock() else { return };
+                if this.is_down(&app) {
+                    return;
+                }
+                let running = this.running_count(&app, &service, revision) as u32;
+                if decision.desired > running {
+                    let add = decision.desired - running;
+                    if let Err(f) = this
+                        .start_revision(&app, &service, revision, add, None)
+                        .await
+                    {
+                        this.event(
+                            &app,
+                            Some(&service),
+                            Some(revision),
+                            "scale.failed",
+                            format!(
+                                "could not add {add} instance(s) to revision {revision}: {}",
+                                f.error
+                            ),
+                        );
+                    }
+                    this.publish_routes();
+                } else if decision.desired < running {
+                    this.scale_down(&app, &service, revision, running - decision.desired)
+                        .await;
+                }
+            });
+        }
+    }
+
+    /// Retires `count` instances of a revision, the idlest first; each is drained first.
+    async fn scale_down(self: &Arc<Self>, app: &str, service: &str, revision: u64, count: u32) {
+        let mut candidates: Vec<LiveInstance> = self
+            .live()
+            .apps
+            .get(app)
+            .and_then(|a| a.get(service))
+            .and_then(|s| s.get(&revision))
+            .map(|r| r.instances.clone())
+            .unwrap_or_default();
+        candidates.sort_by_key(|i| i.backend.in_flight());
+        let victims: Vec<LiveInstance> = candidates.into_iter().take(count as usize).collect();
+        // Stop routing to them first, then drain and stop.
+        for v in &victims {
+            v.backend.set_ready(false);
+        }
+        let stops = victims
+            .into_iter()
+            .map(|i| self.stop_instance(app, service, revision, i));
+        futures_util::future::join_all(stops).await;
+        self.publish_routes();
+    }
+
     // --- routing ---
 
     /// Rebuilds the route table from the store's traffic and the running instances, and
@@ -1090,41 +1426,87 @@ impl Controller {
     fn build_routes(&self) -> Result<RouteTable> {
         let mut table = RouteTable::new();
         let apps = self.store.apps()?;
-        let live = self.live();
         for app in apps.iter().filter(|a| !a.down) {
             for service in self.store.services(&app.name)? {
                 let traffic = self.store.traffic(&app.name, &service)?;
                 if traffic.is_empty() {
                     continue;
                 }
-                let pools = traffic
-                    .iter()
-                    .map(|t| Pool {
-                        revision: t.revision,
-                        weight: t.percent,
-                        backends: live
-                            .apps
-                            .get(&app.name)
-                            .and_then(|a| a.get(&service))
-                            .and_then(|s| s.get(&t.revision))
-                            .map(|r| r.instances.iter().map(|i| i.backend.clone()).collect())
-                            .unwrap_or_default(),
-                        stats: self.revision_stats(&app.name, &service, t.revision),
+                let tags: BTreeMap<String, u64> =
+                    self.store.tags(&app.name, &service)?.into_iter().collect();
+                // The serving revision's config decides the per-service router settings.
+                let settings = self
+                    .serving_revision(&app.name, &service)?
+                    .and_then(|r| serde_json::from_str::<ServiceSpec>(&r.config).ok());
+                let (sticky, header_override, max_concurrency, routes) = settings
+                    .map(|s| {
+                        (
+                            s.traffic.sticky,
+                            s.traffic.header_override,
+                            s.scaling.max_concurrency,
+                            s.routes,
+                        )
                     })
+                    .unwrap_or_default();
+                // Revisions with a share, then tagged revisions without one (weight 0:
+                // reachable by tag host or header only).
+                let mut pools: Vec<Pool> = traffic
+                    .iter()
+                    .map(|t| self.pool(&app.name, &service, t.revision, t.percent))
                     .collect();
+                for rev in tags.values() {
+                    if !pools.iter().any(|p| p.revision == *rev) {
+                        pools.push(self.pool(&app.name, &service, *rev, 0));
+                    }
+                }
                 let target = Arc::new(Target {
                     app: app.name.clone(),
                     service: service.clone(),
                     pools,
+                    tags: tags.clone(),
+                    header_override,
+                    sticky,
+                    max_concurrency,
                 });
                 table.add_host(&format!("{service}.{}.localhost", app.name), target.clone());
-                let routes = self.serving_routes(&app.name, &service).unwrap_or_default();
                 for prefix in routes {
                     table.add_prefix(&format!("{}.localhost", app.name), &prefix, target.clone());
+                }
+                // A tag gets its own host that always reaches its revision, whatever its
+                // share (Cloud Run and Knative tag URLs).
+                for (tag, rev) in &tags {
+                    let tagged = Arc::new(Target {
+                        app: app.name.clone(),
+                        service: service.clone(),
+                        pools: vec![self.pool(&app.name, &service, *rev, 100)],
+                        tags: BTreeMap::new(),
+                        header_override: false,
+                        sticky: false,
+                        max_concurrency,
+                    });
+                    table.add_host(&format!("{tag}.{service}.{}.localhost", app.name), tagged);
                 }
             }
         }
         Ok(table)
+    }
+
+    /// The router pool of one revision: its running instances and its measurements.
+    fn pool(&self, app: &str, service: &str, revision: u64, weight: u32) -> Pool {
+        let backends = self
+            .live()
+            .apps
+            .get(app)
+            .and_then(|a| a.get(service))
+            .and_then(|s| s.get(&revision))
+            .map(|r| r.instances.iter().map(|i| i.backend.clone()).collect())
+            .unwrap_or_default();
+        Pool {
+            revision,
+            weight,
+            backends,
+            stats: self.revision_stats(app, service, revision),
+        }
     }
 
     /// The routes of the revision that serves most traffic: a revision's routes are part
@@ -1438,6 +1820,22 @@ fn unknown_app(app: &str) -> String {
 
 fn load_spec(path: &Path) -> Result<Spec> {
     slipway_spec::load(path).map_err(|e| ControlError::Spec(e.to_string()))
+}
+
+/// The autoscaler's settings from a revision's `scaling:` section.
+fn scaler_config(spec: &ServiceSpec) -> slipway_autoscale::Config {
+    let s = &spec.scaling;
+    slipway_autoscale::Config {
+        min: s.min,
+        max: s.max,
+        target: f64::from(s.concurrency.max(1)),
+        stable_window: s.stable_window,
+        panic_window: s.panic_window,
+        idle: s.idle,
+        // Scale down once the burst window has calmed, halving per second at most.
+        scale_down_delay: s.panic_window,
+        ..slipway_autoscale::Config::default()
+    }
 }
 
 fn probe(p: &slipway_spec::Probe) -> slipway_runtime::Probe {

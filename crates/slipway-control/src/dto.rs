@@ -27,6 +27,10 @@ pub struct DeployRequest {
     /// Services to deploy; empty means every service in the spec.
     #[serde(default)]
     pub services: Vec<String>,
+    /// Overrides the spec's `deploy.strategy` for this deploy
+    /// (blue-green | canary | rolling | recreate).
+    #[serde(default)]
+    pub strategy: Option<String>,
     /// Create a new revision even when the config did not change.
     #[serde(default)]
     pub force: bool,
@@ -65,6 +69,18 @@ pub enum Progress {
         error: String,
         last_lines: Vec<String>,
     },
+    /// A canary rollout began: `percent` of traffic on the new revision.
+    RolloutStarted {
+        service: String,
+        revision: u64,
+        baseline: u64,
+        percent: u32,
+        steps: Vec<u32>,
+        interval_ms: u64,
+    },
+    /// The recreate strategy stopped the old revision before starting the new one: the
+    /// service answered 503 for this long.
+    Downtime { service: String, downtime_ms: u64 },
     /// The whole operation is over; `ok` is false when any service failed.
     Done { ok: bool },
 }
@@ -194,4 +210,51 @@ pub struct ServerInfo {
     pub data_dir: String,
     pub router: String,
     pub admin: String,
+}
+
+/// Sets a service's traffic split.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct TrafficRequest {
+    /// Revision shares in percent, summing to 100.
+    #[serde(default)]
+    pub targets: Vec<TrafficShare>,
+    /// Send everything to the newest ready revision instead.
+    #[serde(default)]
+    pub latest: bool,
+}
+
+/// Points a tag at a revision, or removes it (`revision: null`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TagRequest {
+    pub tag: String,
+    pub revision: Option<u64>,
+}
+
+/// A canary rollout: where it stands and the figures it is judged on.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RolloutStatus {
+    pub service: String,
+    pub revision: u64,
+    pub baseline: u64,
+    /// In progress or paused.
+    pub active: bool,
+    /// The rollout engine's configuration (steps, interval, analysis thresholds).
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+    /// The rollout engine's state (step, phase, history with reasons).
+    #[schema(value_type = Object)]
+    pub state: serde_json::Value,
+    pub traffic: Vec<TrafficShare>,
+    /// The new revision's figures in the current step's window.
+    pub canary: Option<StepFigures>,
+    /// The old revision's figures in the same window.
+    pub baseline_figures: Option<StepFigures>,
+    pub next_check_in_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StepFigures {
+    pub requests: u64,
+    pub errors: u64,
+    pub p95_ms: Option<f64>,
 }

@@ -67,6 +67,7 @@ pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         },
     );
     controller.recover().await?;
+    controller.spawn_autoscaler();
 
     let stop = Arc::new(Notify::new());
     let state = api::ApiState {

@@ -1,11 +1,13 @@
 //! Backends: one upstream instance (an address the proxy forwards to) with its readiness flag,
 //! its in-flight request counter and its own small pool of idle keep-alive HTTP/1.1 connections.
+//! A backend also knows the wait queues of the revision pools it is in, so that becoming ready
+//! releases requests held there.
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1;
@@ -13,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::body::UpstreamBody;
+use crate::queue::RevisionQueue;
 
 /// The sending half of one upstream HTTP/1.1 connection.
 pub(crate) type Sender = http1::SendRequest<UpstreamBody>;
@@ -37,6 +40,9 @@ pub struct Backend {
     pooling: AtomicBool,
     in_flight: AtomicUsize,
     idle: Mutex<Vec<IdleConn>>,
+    /// The queues of the revision pools this backend was put in (when a route table was
+    /// built), woken when it becomes ready.
+    queues: Mutex<Vec<Weak<RevisionQueue>>>,
 }
 
 impl Backend {
@@ -49,6 +55,7 @@ impl Backend {
             pooling: AtomicBool::new(true),
             in_flight: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
+            queues: Mutex::new(Vec::new()),
         })
     }
 
@@ -64,22 +71,51 @@ impl Backend {
 
     /// Marks the backend as able (or no longer able) to take new requests.
     ///
-    /// Marking it ready also re-enables connection pooling after [`Backend::close_idle`].
+    /// Marking it ready also re-enables connection pooling after [`Backend::close_idle`], and
+    /// releases the requests its revision holds for want of a ready backend.
     pub fn set_ready(&self, ready: bool) {
         if ready {
             self.pooling.store(true, Ordering::Relaxed);
         }
-        self.ready.store(ready, Ordering::Release);
+        self.ready.store(ready, Ordering::SeqCst);
+        if ready {
+            let queues: Vec<Arc<RevisionQueue>> = self
+                .lock_queues()
+                .iter()
+                .filter_map(Weak::upgrade)
+                .collect();
+            for queue in queues {
+                queue.wake_head();
+            }
+        }
     }
 
     /// Whether new requests may be routed to this backend.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::SeqCst)
     }
 
     /// Requests and upgraded tunnels currently being proxied to this backend.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Remembers that this backend serves the revision of `queue`, so that
+    /// [`Backend::set_ready`] wakes requests waiting there. Called when a route table is built.
+    pub(crate) fn watch(&self, queue: &Arc<RevisionQueue>) {
+        let mut queues = self.lock_queues();
+        queues.retain(|q| q.strong_count() > 0);
+        if !queues
+            .iter()
+            .any(|q| std::ptr::eq(q.as_ptr(), Arc::as_ptr(queue)))
+        {
+            queues.push(Arc::downgrade(queue));
+        }
+    }
+
+    fn lock_queues(&self) -> MutexGuard<'_, Vec<Weak<RevisionQueue>>> {
+        // A list of weak pointers cannot be left inconsistent by a panic.
+        self.queues.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Drops all idle pooled connections and stops pooling connections of requests that are
@@ -178,22 +214,49 @@ impl fmt::Debug for Backend {
     }
 }
 
-/// Counts one request (or tunnel) against a backend for as long as it lives.
-pub(crate) struct InFlight(Arc<Backend>);
+/// Counts one request (or tunnel) against a backend for as long as it lives. When it ends,
+/// the oldest request waiting in the revision's queue (if any) is woken to take the slot.
+pub(crate) struct InFlight {
+    backend: Arc<Backend>,
+    queue: Option<Arc<RevisionQueue>>,
+}
 
 impl InFlight {
-    pub(crate) fn new(backend: Arc<Backend>) -> InFlight {
-        backend.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(backend)
+    /// Counts a request against `backend` whatever its load.
+    pub(crate) fn new(backend: Arc<Backend>, queue: Option<Arc<RevisionQueue>>) -> InFlight {
+        backend.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight { backend, queue }
+    }
+
+    /// Counts a request against `backend` if fewer than `limit` are in flight there; the check
+    /// and the count are one atomic step, so `limit` is never exceeded.
+    pub(crate) fn try_new(
+        backend: &Arc<Backend>,
+        limit: usize,
+        queue: &Arc<RevisionQueue>,
+    ) -> Option<InFlight> {
+        backend
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()?;
+        Some(InFlight {
+            backend: backend.clone(),
+            queue: Some(queue.clone()),
+        })
     }
 
     pub(crate) fn backend(&self) -> &Arc<Backend> {
-        &self.0
+        &self.backend
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.backend.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Some(queue) = &self.queue {
+            queue.wake_head();
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! The errors the proxy answers itself (no route, no ready instance, unreachable or slow
-//! upstream) and the one function that turns them into HTTP responses.
+//! The errors the proxy answers itself (no route, unknown revision, no ready instance, a full
+//! or timed-out revision queue, unreachable or slow upstream) and the one function that turns
+//! them into HTTP responses.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -27,8 +28,27 @@ pub(crate) enum ProxyError {
         host: String,
         path: String,
     },
+    /// `Slipway-Revision` named a revision (or tag) the target has no pool for.
+    UnknownRevision {
+        target: Arc<Target>,
+        revision: String,
+    },
     NoReadyInstance {
         target: Arc<Target>,
+    },
+    /// The revision's queue already held `limit` requests.
+    QueueFull {
+        target: Arc<Target>,
+        revision: u64,
+        limit: usize,
+    },
+    /// The request waited `after` in the revision's queue without getting a backend; `cold`
+    /// if the revision had no ready backend at the end.
+    QueueTimeout {
+        target: Arc<Target>,
+        revision: u64,
+        after: Duration,
+        cold: bool,
     },
     Unreachable {
         target: Arc<Target>,
@@ -50,8 +70,12 @@ pub(crate) enum ProxyError {
 impl ProxyError {
     fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::NoReadyInstance { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoRoute { .. } | ProxyError::UnknownRevision { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            ProxyError::NoReadyInstance { .. }
+            | ProxyError::QueueFull { .. }
+            | ProxyError::QueueTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Unreachable { .. } | ProxyError::UpstreamFailed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -63,7 +87,10 @@ impl ProxyError {
     fn kind(&self) -> &'static str {
         match self {
             ProxyError::NoRoute { .. } => "no-route",
+            ProxyError::UnknownRevision { .. } => "unknown-revision",
             ProxyError::NoReadyInstance { .. } => "no-ready-instance",
+            ProxyError::QueueFull { .. } => "queue-full",
+            ProxyError::QueueTimeout { .. } => "queue-timeout",
             ProxyError::Unreachable { .. } => "upstream-unreachable",
             ProxyError::Timeout { .. } => "upstream-timeout",
             ProxyError::UpstreamFailed { .. } => "upstream-failed",
@@ -80,11 +107,49 @@ impl fmt::Display for ProxyError {
                 shorten(if host.is_empty() { "(none)" } else { host }),
                 shorten(path)
             ),
+            ProxyError::UnknownRevision { target, revision } => write!(
+                f,
+                "no revision {} of service {} of app {}; the Slipway-Revision header takes a \
+                 revision number or tag that the service routes to",
+                shorten(revision),
+                target.service,
+                target.app
+            ),
             ProxyError::NoReadyInstance { target } => write!(
                 f,
                 "service {} of app {} has no ready instance",
                 target.service, target.app
             ),
+            ProxyError::QueueFull {
+                target,
+                revision,
+                limit,
+            } => write!(
+                f,
+                "service {} of app {}: revision {revision} already holds {limit} requests \
+                 waiting for an instance; try again shortly",
+                target.service, target.app
+            ),
+            ProxyError::QueueTimeout {
+                target,
+                revision,
+                after,
+                cold,
+            } => {
+                let why = if *cold {
+                    "no instance became ready"
+                } else {
+                    "every instance stayed at its concurrency limit"
+                };
+                write!(
+                    f,
+                    "service {} of app {}: revision {revision} held the request for {} and \
+                     {why}; try again shortly",
+                    target.service,
+                    target.app,
+                    human(*after)
+                )
+            }
             ProxyError::Unreachable {
                 target,
                 addr,

@@ -1,19 +1,22 @@
 //! The router itself: accepts client connections (HTTP/1.1 keep-alive and h2c prior
-//! knowledge on one listener), finds the target in the published route table, picks a backend,
-//! rewrites headers and forwards the request over a pooled HTTP/1.1 upstream connection, and
-//! streams the response back. Upgrades (WebSocket and friends) become raw byte tunnels. Each
-//! request that reaches a revision's pool is measured in that revision's stats.
+//! knowledge on one listener), finds the target in the published route table, gets a backend
+//! slot (see `admit.rs`, which may hold the request in its revision's queue), rewrites headers
+//! and forwards the request over a pooled HTTP/1.1 upstream connection, and streams the
+//! response back. Upgrades (WebSocket and friends) become raw byte tunnels. Each request that
+//! reaches a revision's pool is measured in that revision's stats.
 
 use std::convert::Infallible;
 use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use http::header::{CONNECTION, COOKIE, EXPECT, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::{
+    CONNECTION, COOKIE, EXPECT, HOST, SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
 use http::{
     Extensions, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version,
 };
@@ -25,11 +28,11 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::admit::{Admitted, Outcome};
 use crate::backend::{Backend, InFlight, Sender};
 use crate::body::{Lease, ResponseBody, UpstreamBody};
 use crate::error::{ProxyError, error_response};
-use crate::stats::Measure;
-use crate::table::{Route, RouteTable, normalize_host};
+use crate::table::{REVISION_HEADER, Route, RouteTable, normalize_host};
 
 /// How long `serve` waits for open requests after shutdown was requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -61,6 +64,11 @@ pub struct RouterConfig {
     /// Whether requests are recorded in their revision's [`crate::RevisionStats`]. Turning it
     /// off skips the clock reads and counters entirely (to measure their overhead).
     pub metrics: bool,
+    /// How long a request may wait in its revision's queue for a backend (all at their
+    /// concurrency limit, or none ready yet) before it gets a 503 `queue-timeout`.
+    pub queue_timeout: Duration,
+    /// How many requests may wait in one revision's queue; one more gets a 503 `queue-full`.
+    pub queue_limit: usize,
 }
 
 impl Default for RouterConfig {
@@ -70,16 +78,28 @@ impl Default for RouterConfig {
             connect_timeout: Duration::from_secs(2),
             max_idle_per_backend: 64,
             metrics: true,
+            queue_timeout: Duration::from_secs(30),
+            queue_limit: 1000,
         }
     }
 }
 
+/// The control plane's hook to start an instance of a revision that has none ready while
+/// requests wait for one: called with the app, the service and the revision.
+///
+/// It is called on the request path, once per wait episode of a revision (an episode ends
+/// when a held request gets an instance, or when no request is held any more), so it must
+/// return quickly and never block: hand the work to a task.
+pub type Activator = Arc<dyn Fn(&str, &str, u64) + Send + Sync>;
+
 /// The HTTP reverse proxy. Build one with [`Router::new`], [`Router::publish`] a route table
 /// (again whenever routes change) and run [`Router::serve`] on a listener.
 pub struct Router {
-    config: RouterConfig,
-    table: ArcSwap<RouteTable>,
+    pub(crate) config: RouterConfig,
+    pub(crate) table: ArcSwap<RouteTable>,
     ids: RequestIds,
+    /// Read only when a revision has no ready backend.
+    activator: RwLock<Option<Activator>>,
 }
 
 /// The outcome of one attempt to send a request to one backend, when it failed.
@@ -99,6 +119,7 @@ impl Router {
             config,
             table: ArcSwap::from_pointee(RouteTable::new()),
             ids: RequestIds::new(),
+            activator: RwLock::new(None),
         })
     }
 
@@ -107,9 +128,36 @@ impl Router {
         &self.config
     }
 
-    /// Atomically replaces the route table. Requests already running keep their backend.
+    /// Atomically replaces the route table. Requests already running keep their backend;
+    /// requests waiting in a revision's queue look at the new table at once (it may give
+    /// their revision a ready backend, or route them elsewhere).
     pub fn publish(&self, table: RouteTable) {
-        self.table.store(Arc::new(table));
+        let table = Arc::new(table);
+        let old = self.table.swap(table.clone());
+        for pool in old.pools().chain(table.pools()) {
+            pool.stats.queue().wake_head();
+        }
+    }
+
+    /// Installs the hook that starts an instance of a revision without a ready one (scale
+    /// from zero), replacing any earlier one. From then on, a request for such a revision
+    /// waits in the revision's queue (up to [`RouterConfig::queue_timeout`]) for a backend to
+    /// become ready, instead of getting a 503 at once. Held requests are released the moment
+    /// a backend of the revision is marked ready with [`Backend::set_ready`] or a table giving
+    /// the revision a ready backend is published.
+    pub fn set_activator(&self, activator: Activator) {
+        *self
+            .activator
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(activator);
+    }
+
+    /// The activation hook, if one is installed.
+    pub(crate) fn activator(&self) -> Option<Activator> {
+        self.activator
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The route table currently in use.
@@ -195,12 +243,17 @@ impl Router {
                 id
             }
         };
-        let mut measure = None;
-        let mut response = match self.proxy(req, client, &mut measure).await {
-            Ok(response) => response,
+        let mut outcome = Outcome::default();
+        let mut response = match self.proxy(req, client, &mut outcome).await {
+            Ok(mut response) => {
+                if let Some(cookie) = outcome.set_cookie.take() {
+                    response.headers_mut().append(SET_COOKIE, cookie);
+                }
+                response
+            }
             Err(err) => error_response(&err),
         };
-        if let Some(measure) = measure {
+        if let Some(measure) = outcome.measure {
             // Answers with nothing left to stream (the router's own 502/503/504, a 101 for an
             // upgrade, a 204) are recorded now; proxied bodies when they end.
             let status = response.status();
@@ -210,13 +263,13 @@ impl Router {
         response
     }
 
-    /// Routes and forwards one request. Once a revision's pool is chosen (and metrics are on),
-    /// `measure` holds the request's measurement for the caller to record.
+    /// Routes and forwards one request. Once a revision's pool is chosen, `outcome` holds the
+    /// request's measurement (if metrics are on) and sticky cookie for the caller.
     async fn proxy(
         &self,
         mut req: Request<Incoming>,
         client: &HeaderValue,
-        measure: &mut Option<Measure>,
+        outcome: &mut Outcome,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let table = self.table.load_full();
 
@@ -234,28 +287,23 @@ impl Router {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         let host = normalize_host(host_text);
-        let Some(route) = table.route(&host, req.uri().path()) else {
-            return Err(ProxyError::NoRoute {
-                host: host.into_owned(),
-                path: req.uri().path().to_owned(),
-            });
-        };
+        let Admitted {
+            route,
+            pool,
+            index,
+            in_flight,
+        } = self
+            .admit(&table, &host, req.uri().path(), req.headers(), outcome)
+            .await?;
         let target = &route.target;
-        let no_ready = || ProxyError::NoReadyInstance {
-            target: target.clone(),
-        };
-        let pool = route.pick_pool().ok_or_else(no_ready)?;
-        if self.config.metrics {
-            *measure = Some(Measure::start(&target.pools[pool].stats));
-        }
-        let index = route.pick_backend(pool, &[]).ok_or_else(no_ready)?;
-        let in_flight = InFlight::new(target.pools[pool].backends[index].clone());
 
         let upgrade = is_upgrade_request(&req).then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
         // The client's `Expect: 100-continue` was answered by our server side already.
         parts.headers.remove(EXPECT);
+        // A routing instruction for the proxy, not the application.
+        parts.headers.remove(REVISION_HEADER);
         if host_from_uri && let Some(host) = &host_value {
             parts.headers.insert(HOST, host.clone());
         }
@@ -280,7 +328,7 @@ impl Router {
         let req = Request::from_parts(parts, UpstreamBody::Incoming(body));
 
         let mut current = in_flight.backend().addr();
-        let forwarded = self.forward(route, pool, index, in_flight, req, upgrade, &mut current);
+        let forwarded = self.forward(&route, pool, index, in_flight, req, upgrade, &mut current);
         match tokio::time::timeout(self.config.upstream_timeout, forwarded).await {
             Ok(result) => result,
             Err(_) => Err(ProxyError::Timeout {
@@ -318,7 +366,7 @@ impl Router {
                 Ok(sent) => break sent,
                 Err(Failure::Unreachable(back, error)) => {
                     tried.push(index);
-                    let Some(next) = route.pick_backend(pool, &tried) else {
+                    let Some((next, next_in_flight)) = route.acquire(pool, &tried) else {
                         return Err(ProxyError::Unreachable {
                             target: route.target.clone(),
                             addr: backend.addr(),
@@ -327,7 +375,7 @@ impl Router {
                     };
                     tracing::debug!(addr = %backend.addr(), %error, "backend unreachable; trying the next one");
                     index = next;
-                    in_flight = InFlight::new(route.target.pools[pool].backends[next].clone());
+                    in_flight = next_in_flight;
                     req = back;
                 }
                 Err(Failure::Failed(error)) => {

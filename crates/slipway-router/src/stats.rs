@@ -13,6 +13,12 @@
 //!   ([`RevisionStats::snapshot`]), for request rates, error rates and latency quantiles over
 //!   windows from 10 seconds to 15 minutes.
 //!
+//! The stats also carry the revision's wait queue (see `queue.rs`): requests held because every
+//! ready backend is at its concurrency limit, or because the revision has no ready backend yet.
+//! It lives here because `RevisionStats` is the one per-revision object the control plane keeps
+//! across route-table swaps; [`RevisionStats::queued`] counts those requests, while
+//! [`RevisionStats::in_flight`] counts only the ones a backend is serving.
+//!
 //! Latencies go into a log-linear histogram (HDR-like): 16 equal sub-buckets per power of two
 //! of microseconds, so every bucket is at most 1/16 (6.25 %) as wide as its lower bound, and a
 //! quantile reported at its bucket's midpoint is within about 3.1 % of the true value.
@@ -23,6 +29,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
+
+use crate::queue::RevisionQueue;
 
 /// Seconds covered by one slot of the rolling window.
 pub const SLOT_SECS: u64 = 10;
@@ -79,8 +87,10 @@ pub struct RevisionStats {
     totals: Counts,
     /// Sum of all recorded latencies in microseconds (for Prometheus `_sum`).
     latency_sum_micros: AtomicU64,
-    /// Requests routed to this revision whose response has not ended yet.
+    /// Requests of this revision being served by a backend whose response has not ended yet.
     in_flight: AtomicU64,
+    /// Requests of this revision waiting for a backend to take them.
+    queue: Arc<RevisionQueue>,
     /// The rolling window: slot `p % 90` holds the counts of 10-second period `p`.
     ring: Box<[Slot]>,
     /// Serialises resetting a slot for a new period; never taken to count a request.
@@ -95,6 +105,7 @@ impl RevisionStats {
             totals: Counts::new(),
             latency_sum_micros: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            queue: Arc::new(RevisionQueue::new()),
             ring: (0..SLOTS).map(|_| Slot::new()).collect(),
             rotation: Mutex::new(()),
         })
@@ -124,9 +135,22 @@ impl RevisionStats {
         }
     }
 
-    /// Requests routed to this revision whose response has not ended yet.
+    /// Requests of this revision that a backend is serving and whose response has not ended
+    /// yet. Requests still waiting for a backend are not included; see
+    /// [`RevisionStats::queued`].
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests of this revision waiting in its queue for a backend: every ready backend is
+    /// at the target's concurrency limit, or the revision has no ready backend yet.
+    pub fn queued(&self) -> u64 {
+        self.queue.queued() as u64
+    }
+
+    /// The revision's wait queue.
+    pub(crate) fn queue(&self) -> &Arc<RevisionQueue> {
+        &self.queue
     }
 
     /// Exact counts since the stats were created.
@@ -206,6 +230,7 @@ impl RevisionStats {
             p95: quantile(&latency, measured, 0.95),
             p99: quantile(&latency, measured, 0.99),
             in_flight: self.in_flight(),
+            queued: self.queued(),
             span,
         }
     }
@@ -245,6 +270,7 @@ impl fmt::Debug for RevisionStats {
             .field("requests", &totals.requests())
             .field("errors", &totals.errors)
             .field("in_flight", &self.in_flight())
+            .field("queued", &self.queued())
             .finish_non_exhaustive()
     }
 }
@@ -270,8 +296,10 @@ pub struct StatsSnapshot {
     pub p95: Option<Duration>,
     /// 99th percentile latency, within about 3 %.
     pub p99: Option<Duration>,
-    /// Requests of this revision in flight at the moment of the snapshot.
+    /// Requests of this revision being served by a backend at the moment of the snapshot.
     pub in_flight: u64,
+    /// Requests of this revision waiting for a backend at the moment of the snapshot.
+    pub queued: u64,
     /// The time the counts cover: from the start of the oldest slot in the window (or the
     /// creation of the stats) to now.
     pub span: Duration,
@@ -346,8 +374,10 @@ impl Totals {
 
 // === Measure ===
 
-/// One request being measured against its revision, from the moment it was routed to a pool.
-/// It counts as in flight until dropped; [`Measure::finish`] records it.
+/// One request being measured against its revision, from the moment it was routed to a pool
+/// (so its latency includes any time spent waiting in the revision's queue). Once a backend
+/// takes it ([`Measure::serving`]) it counts as in flight until dropped; [`Measure::finish`]
+/// records it.
 ///
 /// This and [`RevisionStats::record`] are the only places the recording path reads the clock:
 /// once when the request starts and once when it ends (`Instant::now`, a vDSO call of a few
@@ -355,15 +385,39 @@ impl Totals {
 pub(crate) struct Measure {
     stats: Arc<RevisionStats>,
     started: Instant,
+    /// Whether the request is counted in the revision's `in_flight`.
+    serving: bool,
 }
 
 impl Measure {
     /// Starts measuring a request routed to the revision of `stats`.
     pub(crate) fn start(stats: &Arc<RevisionStats>) -> Measure {
-        stats.in_flight.fetch_add(1, Ordering::Relaxed);
         Measure {
             stats: stats.clone(),
             started: Instant::now(),
+            serving: false,
+        }
+    }
+
+    /// Counts the request as in flight: a backend took it.
+    pub(crate) fn serving(&mut self) {
+        if !self.serving {
+            self.serving = true;
+            self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Moves a request that no backend took yet to another revision (its route changed while
+    /// it waited), keeping its start time.
+    pub(crate) fn retarget(mut self, stats: &Arc<RevisionStats>) -> Measure {
+        if self.serving {
+            self.serving = false;
+            self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        Measure {
+            stats: stats.clone(),
+            started: self.started,
+            serving: false,
         }
     }
 
@@ -381,7 +435,9 @@ impl Measure {
 
 impl Drop for Measure {
     fn drop(&mut self) {
-        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.serving {
+            self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -1,15 +1,24 @@
 //! The route table: which service (target) answers a host and path, and how a request picks one
-//! backend of that service — a smooth weighted round-robin over revision pools, then the ready
-//! backend with the fewest outstanding requests inside the chosen pool.
+//! backend of that service — a revision pool (asked for with `Slipway-Revision`, pinned by the
+//! sticky cookie, or else by smooth weighted round-robin), then the ready backend with the
+//! fewest outstanding requests inside the chosen pool that is below the concurrency limit.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::backend::Backend;
+use http::header::COOKIE;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::backend::{Backend, InFlight};
+use crate::error::ProxyError;
 use crate::stats::RevisionStats;
+
+/// The header a client uses to ask for one revision (by number or tag) of a target that
+/// allows it ([`Target::header_override`]). It is never forwarded to the backend.
+pub const REVISION_HEADER: HeaderName = HeaderName::from_static("slipway-revision");
 
 /// The backends of one revision of a service, the share of traffic the revision gets, and
 /// where the proxy records the revision's requests.
@@ -17,12 +26,14 @@ use crate::stats::RevisionStats;
 pub struct Pool {
     /// The revision these backends run.
     pub revision: u64,
-    /// Relative weight; a pool with weight 0 never gets traffic.
+    /// Relative weight; a pool with weight 0 gets no traffic from the weighted split but can
+    /// still be asked for with the `Slipway-Revision` header.
     pub weight: u32,
     /// The instances of this revision.
     pub backends: Vec<Arc<Backend>>,
-    /// The revision's request measurements. Pass the same `Arc` for the revision in every
-    /// table you publish, so the counts survive route-table swaps.
+    /// The revision's request measurements and wait queue. Pass the same `Arc` for the
+    /// revision in every table you publish, so the counts and the waiting requests survive
+    /// route-table swaps.
     pub stats: Arc<RevisionStats>,
 }
 
@@ -50,8 +61,12 @@ impl Pool {
     }
 }
 
-/// A routable service: the app and service names (for error messages) and its revision pools.
-#[derive(Debug, Clone)]
+/// A routable service: the app and service names (for error messages), its revision pools
+/// and how requests may pick among them.
+///
+/// Build one with a struct literal ending in `..Target::default()` so that new options keep
+/// their defaults (all off).
+#[derive(Debug, Clone, Default)]
 pub struct Target {
     /// The app the service belongs to.
     pub app: String,
@@ -59,23 +74,91 @@ pub struct Target {
     pub service: String,
     /// Weighted revisions; usually one pool with weight 100.
     pub pools: Vec<Pool>,
+    /// Named revisions (tag → revision number), for `Slipway-Revision: <tag>`.
+    pub tags: BTreeMap<String, u64>,
+    /// Whether `Slipway-Revision: <number or tag>` picks that revision's pool whatever its
+    /// weight. A revision the target has no pool for gets a 404 naming it.
+    pub header_override: bool,
+    /// Whether a client stays on the revision the weighted split gave it: the response sets
+    /// the cookie named by [`sticky_cookie_name`] when the target splits traffic, and a
+    /// request carrying it goes back to that revision while its weight is above 0.
+    pub sticky: bool,
+    /// Most requests one backend serves at once (0: no limit). Requests over the limit wait
+    /// in the revision's queue for a slot.
+    pub max_concurrency: u32,
 }
 
-/// Per-target balancing state shared by every route that points at the same `Arc<Target>`.
+/// The name of the cookie that keeps a client on one revision of `service` (for a
+/// [`Target::sticky`] target): `slipway-rev-<service>`, with characters not allowed in a
+/// cookie name replaced by `_`. Its value is the revision number.
+pub fn sticky_cookie_name(service: &str) -> String {
+    let mut name = String::with_capacity(STICKY_PREFIX.len() + service.len());
+    name.push_str(STICKY_PREFIX);
+    name.extend(service.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+            c
+        } else {
+            '_'
+        }
+    }));
+    name
+}
+
+const STICKY_PREFIX: &str = "slipway-rev-";
+
+/// Per-target state shared by every route that points at the same `Arc<Target>`: the
+/// balancing counters and what can be worked out once per table instead of per request.
 struct Balancer {
     /// Smooth weighted round-robin "current weights", one per pool.
     current: Mutex<Vec<i64>>,
     /// Per-pool rotation counters used to break ties between equally loaded backends.
     rotation: Vec<AtomicUsize>,
+    /// The sticky cookie, for sticky targets.
+    sticky: Option<Sticky>,
+}
+
+/// The sticky cookie of a target.
+struct Sticky {
+    /// The cookie name.
+    name: String,
+    /// Pools with a positive weight.
+    weighted: usize,
+    /// The `Set-Cookie` value pinning each pool (`None` if it is no valid header value).
+    set_cookie: Vec<Option<HeaderValue>>,
 }
 
 impl Balancer {
-    fn new(pools: usize) -> Balancer {
+    fn new(target: &Target) -> Balancer {
+        let pools = target.pools.len();
+        let sticky = target.sticky.then(|| {
+            let name = sticky_cookie_name(&target.service);
+            Sticky {
+                weighted: target.pools.iter().filter(|p| p.weight > 0).count(),
+                set_cookie: target
+                    .pools
+                    .iter()
+                    .map(|pool| {
+                        let cookie =
+                            format!("{name}={}; Path=/; HttpOnly; SameSite=Lax", pool.revision);
+                        HeaderValue::from_str(&cookie).ok()
+                    })
+                    .collect(),
+                name,
+            }
+        });
         Balancer {
             current: Mutex::new(vec![0; pools]),
             rotation: (0..pools).map(|_| AtomicUsize::new(0)).collect(),
+            sticky,
         }
     }
+}
+
+/// The pool a request goes to, and the cookie to set on its response.
+#[derive(Debug)]
+pub(crate) struct Choice {
+    pub(crate) pool: usize,
+    pub(crate) set_cookie: Option<HeaderValue>,
 }
 
 /// A target together with its balancing state.
@@ -86,6 +169,72 @@ pub(crate) struct Route {
 }
 
 impl Route {
+    /// Chooses the pool for a request with `headers`, in this order:
+    /// 1. `Slipway-Revision` (if the target allows it) names the revision, by number or tag,
+    ///    whatever its weight; an unknown one is an error;
+    /// 2. the sticky cookie (if the target is sticky) names a revision whose weight is above 0;
+    /// 3. the weighted split. The response then pins the client with the sticky cookie when
+    ///    the target is sticky and splits traffic, or when the request's cookie was stale.
+    pub(crate) fn choose(&self, headers: &HeaderMap) -> Result<Choice, ProxyError> {
+        let pools = &self.target.pools;
+        if self.target.header_override
+            && let Some(asked) = headers.get(REVISION_HEADER)
+        {
+            return match self.asked_pool(asked) {
+                Some(pool) => Ok(Choice {
+                    pool,
+                    set_cookie: None,
+                }),
+                None => Err(ProxyError::UnknownRevision {
+                    target: self.target.clone(),
+                    revision: String::from_utf8_lossy(asked.as_bytes()).into_owned(),
+                }),
+            };
+        }
+        let mut stale = false;
+        if let Some(sticky) = &self.balancer.sticky
+            && let Some(value) = find_cookie(headers, &sticky.name)
+        {
+            let pinned = value.parse::<u64>().ok().and_then(|revision| {
+                pools
+                    .iter()
+                    .position(|p| p.revision == revision && p.weight > 0)
+            });
+            match pinned {
+                Some(pool) => {
+                    return Ok(Choice {
+                        pool,
+                        set_cookie: None,
+                    });
+                }
+                None => stale = true,
+            }
+        }
+        let pool = self
+            .pick_pool()
+            .ok_or_else(|| ProxyError::NoReadyInstance {
+                target: self.target.clone(),
+            })?;
+        let set_cookie = match &self.balancer.sticky {
+            Some(sticky) if sticky.weighted > 1 || stale => sticky.set_cookie[pool].clone(),
+            _ => None,
+        };
+        Ok(Choice { pool, set_cookie })
+    }
+
+    /// The pool of the revision a `Slipway-Revision` value names: a number, else a tag.
+    fn asked_pool(&self, asked: &HeaderValue) -> Option<usize> {
+        let asked = asked.to_str().ok()?.trim();
+        let revision = match asked.parse::<u64>() {
+            Ok(revision) => revision,
+            Err(_) => *self.target.tags.get(asked)?,
+        };
+        self.target
+            .pools
+            .iter()
+            .position(|p| p.revision == revision)
+    }
+
     /// Picks the pool for the next request, or `None` if no pool has a positive weight.
     ///
     /// Smooth weighted round-robin (as in nginx): every pick adds each pool's weight to its
@@ -119,9 +268,44 @@ impl Route {
         Some(best)
     }
 
-    /// Picks the ready backend of `pool` with the fewest outstanding requests, skipping the
-    /// indices in `exclude`. Ties are broken by rotating the starting point.
-    pub(crate) fn pick_backend(&self, pool: usize, exclude: &[usize]) -> Option<usize> {
+    /// Takes a slot on a ready backend of `pool` that is below the target's concurrency
+    /// limit, skipping the indices in `exclude`: the least loaded one, ties broken by
+    /// rotation. Returns the backend's index and the slot, or `None` if no backend may take
+    /// the request now.
+    pub(crate) fn acquire(&self, pool: usize, exclude: &[usize]) -> Option<(usize, InFlight)> {
+        let revision = self.target.pools.get(pool)?;
+        let backends = &revision.backends;
+        let queue = revision.stats.queue();
+        let limit = self.target.max_concurrency as usize;
+        if limit == 0 {
+            let index = self.pick_backend(pool, exclude, usize::MAX)?;
+            let in_flight = InFlight::new(backends[index].clone(), Some(queue.clone()));
+            return Some((index, in_flight));
+        }
+        // Another request may take the last slot of the chosen backend between the look and
+        // the take; the take fails then and the next look skips that backend. The attempts
+        // are bounded so that a backend whose requests keep ending and starting cannot keep
+        // this loop going.
+        for _ in 0..=backends.len() {
+            let index = self.pick_backend(pool, exclude, limit)?;
+            if let Some(in_flight) = InFlight::try_new(&backends[index], limit, queue) {
+                return Some((index, in_flight));
+            }
+        }
+        None
+    }
+
+    /// Whether `pool` has a backend that is ready (busy or not).
+    pub(crate) fn has_ready(&self, pool: usize) -> bool {
+        self.target
+            .pools
+            .get(pool)
+            .is_some_and(|p| p.backends.iter().any(|b| b.is_ready()))
+    }
+
+    /// The ready backend of `pool` with the fewest outstanding requests, if below `limit`,
+    /// skipping the indices in `exclude`. Ties are broken by rotating the starting point.
+    fn pick_backend(&self, pool: usize, exclude: &[usize], limit: usize) -> Option<usize> {
         let backends = &self.target.pools.get(pool)?.backends;
         let n = backends.len();
         let start = match n {
@@ -137,6 +321,9 @@ impl Route {
                 continue;
             }
             let load = backend.in_flight();
+            if load >= limit {
+                continue;
+            }
             if best.is_none_or(|(_, l)| load < l) {
                 best = Some((i, load));
                 if load == 0 {
@@ -146,6 +333,19 @@ impl Route {
         }
         best.map(|(i, _)| i)
     }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers (the first if repeated).
+fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|line| line.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            (key.trim() == name).then(|| value.trim().trim_matches('"'))
+        })
 }
 
 /// An immutable mapping from host (and path prefix) to target, built once and then published
@@ -211,12 +411,28 @@ impl RouteTable {
         self.hosts.is_empty() && self.prefixes.is_empty()
     }
 
+    /// Every pool of every route (a pool shared by several routes more than once).
+    pub(crate) fn pools(&self) -> impl Iterator<Item = &Pool> {
+        self.hosts
+            .values()
+            .chain(self.prefixes.values().flatten().map(|(_, route)| route))
+            .flat_map(|route| &route.target.pools)
+    }
+
     fn route_for(&mut self, target: Arc<Target>) -> Route {
-        let pools = target.pools.len();
         let balancer = self
             .balancers
             .entry(Arc::as_ptr(&target) as usize)
-            .or_insert_with(|| Arc::new(Balancer::new(pools)))
+            .or_insert_with(|| {
+                // First sight of this target: its backends learn which queues to wake when
+                // they become ready.
+                for pool in &target.pools {
+                    for backend in &pool.backends {
+                        backend.watch(pool.stats.queue());
+                    }
+                }
+                Arc::new(Balancer::new(&target))
+            })
             .clone();
         Route { target, balancer }
     }
@@ -291,141 +507,4 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::SocketAddr;
-
-    fn target(name: &str, weights: &[u32]) -> Arc<Target> {
-        let pools = weights
-            .iter()
-            .enumerate()
-            .map(|(i, &weight)| {
-                Pool::new(
-                    i as u64 + 1,
-                    weight,
-                    vec![Backend::new(
-                        SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
-                        format!("{name}-{i}"),
-                    )],
-                )
-            })
-            .collect();
-        Arc::new(Target {
-            app: "app".into(),
-            service: name.into(),
-            pools,
-        })
-    }
-
-    fn found(table: &RouteTable, host: &str, path: &str) -> Option<String> {
-        table.lookup(host, path).map(|t| t.service.clone())
-    }
-
-    #[test]
-    fn host_routes_are_case_insensitive_and_ignore_ports() {
-        let mut table = RouteTable::new();
-        table.add_host("Shop.Example.com", target("web", &[100]));
-        table.add_host("[::1]:8080", target("v6", &[100]));
-        assert_eq!(found(&table, "shop.example.com", "/"), Some("web".into()));
-        assert_eq!(
-            found(&table, "SHOP.example.COM:8080", "/x"),
-            Some("web".into())
-        );
-        assert_eq!(found(&table, "shop.example.com.", "/x"), Some("web".into()));
-        assert_eq!(found(&table, "[::1]", "/"), Some("v6".into()));
-        assert_eq!(found(&table, "other.example.com", "/"), None);
-        assert_eq!(found(&table, "", "/"), None);
-    }
-
-    #[test]
-    fn longest_prefix_wins_on_segment_boundaries() {
-        let mut table = RouteTable::new();
-        table.add_prefix("h", "/", target("root", &[100]));
-        table.add_prefix("h", "/api", target("api", &[100]));
-        table.add_prefix("h", "/api/v2/", target("v2", &[100]));
-        assert_eq!(found(&table, "h", "/api"), Some("api".into()));
-        assert_eq!(found(&table, "h", "/api/x"), Some("api".into()));
-        assert_eq!(found(&table, "h", "/api?q=1"), Some("api".into()));
-        assert_eq!(found(&table, "h", "/apix"), Some("root".into()));
-        assert_eq!(found(&table, "h", "/api/v2"), Some("v2".into()));
-        assert_eq!(found(&table, "h", "/api/v2/users"), Some("v2".into()));
-        assert_eq!(found(&table, "h", "/api/v20"), Some("api".into()));
-        assert_eq!(found(&table, "h", "/"), Some("root".into()));
-        assert_eq!(found(&table, "other", "/api"), None);
-    }
-
-    #[test]
-    fn host_route_takes_the_whole_host() {
-        let mut table = RouteTable::new();
-        table.add_prefix("h", "/api", target("api", &[100]));
-        table.add_host("h", target("all", &[100]));
-        assert_eq!(found(&table, "h", "/api"), Some("all".into()));
-    }
-
-    #[test]
-    fn prefix_without_root_leaves_other_paths_unrouted() {
-        let mut table = RouteTable::new();
-        table.add_prefix("h", "api", target("api", &[100]));
-        assert_eq!(found(&table, "h", "/api/x"), Some("api".into()));
-        assert_eq!(found(&table, "h", "/web"), None);
-    }
-
-    #[test]
-    fn smooth_weighted_round_robin_is_exact_per_window() {
-        let mut table = RouteTable::new();
-        table.add_host("h", target("web", &[90, 0, 10]));
-        let route = table.route("h", "/").expect("route exists");
-        let picks: Vec<usize> = (0..100)
-            .map(|_| route.pick_pool().expect("a pool"))
-            .collect();
-        for window in picks.chunks(10) {
-            assert_eq!(window.iter().filter(|&&p| p == 2).count(), 1, "{picks:?}");
-            assert_eq!(window.iter().filter(|&&p| p == 0).count(), 9, "{picks:?}");
-        }
-        assert!(!picks.contains(&1), "a pool with weight 0 got traffic");
-    }
-
-    #[test]
-    fn no_positive_weight_means_no_pool() {
-        let mut table = RouteTable::new();
-        table.add_host("h", target("web", &[0, 0]));
-        assert_eq!(table.route("h", "/").expect("route").pick_pool(), None);
-        let mut table = RouteTable::new();
-        table.add_host("h", target("web", &[]));
-        assert_eq!(table.route("h", "/").expect("route").pick_pool(), None);
-    }
-
-    #[test]
-    fn least_outstanding_skips_busy_and_unready_backends_and_rotates_ties() {
-        let backends: Vec<Arc<Backend>> = (0..3)
-            .map(|i| Backend::new(SocketAddr::from(([127, 0, 0, 1], 2000 + i)), i.to_string()))
-            .collect();
-        for b in &backends {
-            b.set_ready(true);
-        }
-        let t = Arc::new(Target {
-            app: "a".into(),
-            service: "s".into(),
-            pools: vec![Pool::new(1, 100, backends.clone())],
-        });
-        let mut table = RouteTable::new();
-        table.add_host("h", t);
-        let route = table.route("h", "/").expect("route");
-
-        // Ties rotate over all three.
-        let mut seen: Vec<usize> = (0..3)
-            .map(|_| route.pick_backend(0, &[]).expect("one"))
-            .collect();
-        seen.sort_unstable();
-        assert_eq!(seen, vec![0, 1, 2]);
-
-        // A busy backend is avoided, an unready one never chosen.
-        let _busy = crate::backend::InFlight::new(backends[0].clone());
-        backends[1].set_ready(false);
-        for _ in 0..6 {
-            assert_eq!(route.pick_backend(0, &[]), Some(2));
-        }
-        assert_eq!(route.pick_backend(0, &[2]), Some(0));
-        assert_eq!(route.pick_backend(0, &[0, 2]), None);
-    }
-}
+mod tests;

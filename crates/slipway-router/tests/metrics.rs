@@ -276,6 +276,7 @@ async fn each_revision_counts_its_own_requests_across_table_swaps() {
                     app: "shop".into(),
                     service: "web".into(),
                     pools,
+                    ..Target::default()
                 }),
             );
             table

@@ -1,5 +1,6 @@
 //! End-to-end tests of the router over real sockets against real hyper backends.
 
+#[allow(dead_code)]
 mod support;
 
 use std::sync::atomic::Ordering;

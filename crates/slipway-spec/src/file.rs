@@ -20,6 +20,12 @@ pub(crate) const ENV_NAME_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
 /// The regular expression a duration string must match (the exact rules live in `duration.rs`).
 pub(crate) const DURATION_PATTERN: &str = r"^\s*([0-9]+(\.[0-9]+)?\s*(ms|s|m|h|d)\s*)+$";
 
+/// The regular expression a percentage (`1%`, `0.5%`) must match; the range is checked in `percent.rs`.
+pub(crate) const PERCENT_PATTERN: &str = r"^\s*[0-9]+(\.[0-9]+)?\s*%\s*$";
+
+/// The name of the environment that always exists, and that [`crate::parse`] resolves.
+pub(crate) const DEVELOPMENT: &str = "development";
+
 /// A Slipway app: a set of services deployed together from one `slipway.yaml`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +37,37 @@ pub(crate) struct SpecFile {
     /// The app's services, keyed by service name (a DNS label). At least one is required.
     #[schemars(extend("minProperties" = 1, "propertyNames" = { "pattern": DNS_LABEL_PATTERN }))]
     pub services: BTreeMap<String, ServiceFile>,
+    /// Named environments (DNS labels), each an overlay on the base spec above, e.g.
+    /// `production: { host: clinic.example.com, services: { api: { scaling: { min: 2 } } } }`.
+    /// In an overlay, mappings merge key by key, while lists and single values replace the
+    /// base's. `development` always exists, even when not listed; it is what `slipway deploy`
+    /// uses unless told otherwise. Every environment is validated on every run.
+    #[schemars(extend("propertyNames" = { "pattern": DNS_LABEL_PATTERN }))]
+    #[expect(
+        dead_code,
+        reason = "environments are read and merged as JSON (`environments.rs`); the field gives them a schema"
+    )]
+    pub environments: Option<BTreeMap<String, EnvironmentFile>>,
+}
+
+/// One environment: its host and what it changes in the base spec.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "environments are read and merged as JSON (`environments.rs`); this type gives them a schema"
+)]
+pub(crate) struct EnvironmentFile {
+    /// The app's host name in this environment, e.g. `clinic.example.com` (lowercase DNS
+    /// labels separated by dots). Default: `<app>.localhost` for `development` and
+    /// `<environment>.<app>.localhost` for the others.
+    pub host: Option<String>,
+    /// Per-service overrides, keyed by the name of a service defined under the top-level
+    /// `services`. Any service key may be set; mappings merge into the base service, lists
+    /// and single values replace the base's.
+    #[schemars(schema_with = "service_overlays")]
+    #[serde(default)]
+    pub services: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 /// One service: a native process that Slipway runs, health-checks, scales and routes to.
@@ -61,8 +98,37 @@ pub(crate) struct ServiceFile {
     pub routes: Option<Vec<String>>,
     /// How the service is stopped.
     pub shutdown: Option<ShutdownFile>,
-    /// How new revisions are rolled out.
+    /// How new revisions are rolled out. Default: blue-green, previous revision kept warm for `30s`.
     pub deploy: Option<DeployFile>,
+    /// How the router treats clients while two revisions share traffic (during a canary).
+    /// Default: no stickiness, no header override.
+    pub traffic: Option<TrafficFile>,
+    /// The build command, as a list of arguments, run in `workdir` before a new revision is
+    /// created, e.g. `["cargo", "build", "--release"]`. A failing build stops the deploy.
+    /// Default: none.
+    #[schemars(length(min = 1))]
+    pub build: Option<Vec<String>>,
+    /// The file or directory the build produces, relative to `workdir` (or absolute), e.g.
+    /// `target/release/api`. May be given without `build` for a prebuilt artifact.
+    /// Default: none.
+    #[schemars(length(min = 1))]
+    pub artifact: Option<String>,
+    /// The test command, as a list of arguments, run in `workdir` after `build`; a failure
+    /// stops the deploy. Default: none.
+    #[schemars(length(min = 1))]
+    pub test: Option<Vec<String>>,
+    /// The release command, as a list of arguments, run once per deploy in `workdir` with the
+    /// service's `env` and `secrets`, after the new revision is built and before any traffic
+    /// moves to it, e.g. a database migration. A failure stops the deploy. Default: none.
+    #[schemars(length(min = 1))]
+    pub release: Option<Vec<String>>,
+    /// How long `release` may run before it is stopped and the deploy fails. Default: `5m`.
+    pub release_timeout: Option<DurationText>,
+    /// Names of environment variables whose values come from Slipway's secret store instead
+    /// of this file, e.g. `["DATABASE_URL"]`. Same naming rule as `env`; a name may not also
+    /// be set in `env`. Default: none.
+    #[schemars(inner(regex(pattern = ENV_NAME_PATTERN)))]
+    pub secrets: Option<Vec<String>>,
 }
 
 /// Health checks of a service.
@@ -97,16 +163,34 @@ pub(crate) struct ProbeFile {
     pub failures: Option<u32>,
 }
 
-/// The number of instances of a service.
+/// The number of instances of a service and how it follows the load.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ScalingFile {
-    /// The fewest instances to keep running (0 allows scaling to zero). Default: 1.
+    /// The fewest instances to keep running; 0 allows scaling to zero after `idle`
+    /// without requests. Default: 1.
     #[schemars(range(min = 0, max = 4_294_967_295u32))]
     pub min: Option<u32>,
     /// The most instances to run; at least 1 and at least `min`. Default: `min`, or 1.
     #[schemars(range(min = 1, max = 4_294_967_295u32))]
     pub max: Option<u32>,
+    /// The target number of requests in flight per instance: the autoscaler runs about
+    /// `in-flight requests / concurrency` instances (rounded up). Default: 100.
+    #[schemars(range(min = 1, max = 4_294_967_295u32))]
+    pub concurrency: Option<u32>,
+    /// A hard limit of requests in flight per instance; requests beyond it wait in the router.
+    /// 0 means no limit. It is independent of `concurrency` (a limit below the target keeps
+    /// instances from ever reaching it). Default: 0.
+    #[schemars(range(min = 0, max = 4_294_967_295u32))]
+    pub max_concurrency: Option<u32>,
+    /// With `min: 0`, how long a service must be without requests before its last instance
+    /// stops. Default: `60s`.
+    pub idle: Option<DurationText>,
+    /// The window whose average load drives normal scaling decisions. Default: `60s`.
+    pub stable_window: Option<DurationText>,
+    /// The short window that detects bursts and scales up at once; it must be shorter than
+    /// `stable_window`. Default: `6s`.
+    pub panic_window: Option<DurationText>,
 }
 
 /// How a service is stopped.
@@ -118,12 +202,100 @@ pub(crate) struct ShutdownFile {
 }
 
 /// How new revisions of a service are rolled out.
+///
+/// `steps`, `interval`, `analysis` and `on_failure` only matter with `strategy: canary`;
+/// with another strategy they are accepted and ignored.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DeployFile {
+    /// How a new revision replaces the serving one. Default: `blue-green`.
+    pub strategy: Option<StrategyFile>,
+    /// Canary only: the percent of traffic on the new revision at each step, strictly
+    /// increasing, each from 1 to 100, the last one 100. Default: `[10, 50, 100]`.
+    #[schemars(length(min = 1), inner(range(min = 1, max = 100)))]
+    pub steps: Option<Vec<u32>>,
+    /// Canary only: how long each step lasts before it is judged. Default: `30s`.
+    pub interval: Option<DurationText>,
+    /// Canary only: what a step must achieve to move on.
+    pub analysis: Option<AnalysisFile>,
+    /// Canary only: what a failed step does. Default: `rollback`.
+    pub on_failure: Option<OnFailureFile>,
     /// How long the previous revision stays warm (without traffic) after a switch, so a
     /// rollback is instant. Default: `30s`.
     pub keep_previous: Option<DurationText>,
+}
+
+/// A deploy strategy.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum StrategyFile {
+    /// Start the new revision beside the old one and move all traffic at once when it is
+    /// ready (no downtime).
+    BlueGreen,
+    /// Move traffic to the new revision in `steps`, judging each step by `analysis`.
+    Canary,
+    /// Replace instances one at a time (no downtime).
+    Rolling,
+    /// Stop the old instances, then start the new ones (downtime until the new ones are ready).
+    Recreate,
+}
+
+/// What a failed canary step does.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum OnFailureFile {
+    /// Move all traffic back to the previous revision.
+    Rollback,
+    /// Keep the current split and wait for an operator.
+    Pause,
+}
+
+/// The limits a canary step is judged against, measured on the new revision.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AnalysisFile {
+    /// The highest acceptable share of failed requests (5xx answers and connection
+    /// failures), as a percentage with a `%` sign from `0%` to `100%`, e.g. `1%` or `0.5%`.
+    /// Default: `1%`.
+    pub max_error_rate: Option<PercentText>,
+    /// The highest acceptable 95th percentile latency, e.g. `300ms`. Default: none (latency
+    /// is not judged).
+    pub max_p95: Option<DurationText>,
+    /// The fewest requests a step needs before it is judged. Default: 20.
+    #[schemars(range(min = 1))]
+    pub min_requests: Option<u64>,
+}
+
+/// How the router treats clients while two revisions of a service share traffic.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TrafficFile {
+    /// Set a `slipway-revision` cookie so that a client keeps the revision it first got
+    /// while a canary is in progress. Default: `false`.
+    pub sticky: Option<bool>,
+    /// Honour a `Slipway-Revision: <number or tag>` request header that picks the revision,
+    /// e.g. to try a canary before it gets traffic. Default: `false`.
+    pub header_override: Option<bool>,
+}
+
+/// A percentage with a `%` sign, e.g. `1%` or `0.5%`.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct PercentText(pub String);
+
+impl JsonSchema for PercentText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Percent".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": PERCENT_PATTERN,
+            "description": "A percentage from 0% to 100%, written with a `%` sign, e.g. `1%` or `0.5%`.",
+            "examples": ["1%", "0.5%"],
+        })
+    }
 }
 
 /// A duration written with units, e.g. `500ms`, `1s`, `2m`, `1h30m`, `1.5s`.
@@ -185,6 +357,15 @@ impl JsonSchema for PortSetting {
     }
 }
 
+/// The schema of `environments.<name>.services`: service overlays keyed by service name.
+fn service_overlays(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "propertyNames": { "pattern": DNS_LABEL_PATTERN },
+        "additionalProperties": { "$ref": "#/definitions/ServiceOverlay" },
+    })
+}
+
 /// Builds the JSON Schema of the file model (draft 7, which editors support best).
 ///
 /// Optional fields are *not* nullable: schemars marks `Option` fields as accepting `null`,
@@ -200,7 +381,31 @@ pub(crate) fn schema() -> serde_json::Value {
             "A Slipway app: its services, how they run, are health-checked, scaled, routed and deployed.".into(),
         );
     }
+    add_service_overlay(&mut schema);
     schema
+}
+
+/// Defines `ServiceOverlay`, what an environment may say about a service: the same keys as
+/// a service, none of them required. It is derived from `ServiceFile` here so that the two
+/// can never drift apart.
+fn add_service_overlay(schema: &mut serde_json::Value) {
+    let Some(definitions) = schema
+        .get_mut("definitions")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    let Some(mut overlay) = definitions.get("ServiceFile").cloned() else {
+        return;
+    };
+    if let Some(object) = overlay.as_object_mut() {
+        object.remove("required");
+        object.insert(
+            "description".into(),
+            "Changes to one service in an environment: any service key; mappings merge into the base service, lists and single values replace the base's.".into(),
+        );
+    }
+    definitions.insert("ServiceOverlay".into(), overlay);
 }
 
 /// Removes `null` from `type` arrays and `{"type": "null"}` branches from `anyOf`, recursively.

@@ -3,6 +3,9 @@
 //! These types are stored in the database as JSON, so their serde form is a contract:
 //! durations are integer milliseconds, [`Port`] is `"auto"` or a number, and
 //! [`ServiceSpec::digest`] hashes that same JSON to tell whether a service's config changed.
+//! Fields added after the first release carry a serde default (per field, or for the whole
+//! struct when it has a `Default` with the documented defaults), so JSON stored by older
+//! versions still reads, with those defaults filled in.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,8 +21,28 @@ use sha2::{Digest, Sha256};
 pub struct Spec {
     /// The app's name (a DNS label).
     pub app: String,
-    /// The services by name (DNS labels).
+    /// The services by name (DNS labels), with the environment's overlay applied.
     pub services: BTreeMap<String, ServiceSpec>,
+    /// The environment this spec was resolved for; `development` unless another was asked for.
+    #[serde(default = "default_environment")]
+    pub environment: String,
+    /// The app's host in this environment: the `host` set for it, or `<app>.localhost` for
+    /// `development` and `<environment>.<app>.localhost` for the others. Empty in JSON
+    /// written before environments existed.
+    #[serde(default)]
+    pub host: String,
+    /// Every environment the file declares: `development` first (it always exists), then
+    /// the others in file order.
+    #[serde(default = "default_environments")]
+    pub environments: Vec<String>,
+}
+
+fn default_environment() -> String {
+    crate::file::DEVELOPMENT.to_owned()
+}
+
+fn default_environments() -> Vec<String> {
+    vec![default_environment()]
 }
 
 /// One service, fully resolved.
@@ -43,6 +66,33 @@ pub struct ServiceSpec {
     pub shutdown: Shutdown,
     /// How new revisions are rolled out.
     pub deploy: DeploySettings,
+    /// How the router treats clients while two revisions share traffic.
+    #[serde(default)]
+    pub traffic: TrafficSettings,
+    /// The build command, run in `workdir` before a revision is created.
+    #[serde(default)]
+    pub build: Option<Vec<String>>,
+    /// The absolute path of the file or directory the build produces.
+    #[serde(default)]
+    pub artifact: Option<PathBuf>,
+    /// The test command, run in `workdir` after `build`.
+    #[serde(default)]
+    pub test: Option<Vec<String>>,
+    /// The command run once per deploy before traffic moves to the new revision.
+    #[serde(default)]
+    pub release: Option<Vec<String>>,
+    /// How long `release` may run (more than 0).
+    #[serde(default = "default_release_timeout", with = "duration_ms")]
+    pub release_timeout: Duration,
+    /// Names of environment variables whose values come from the secret store, as written
+    /// (none of them is also in `env`).
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+/// The default of [`ServiceSpec::release_timeout`]: 5 minutes.
+pub(crate) fn default_release_timeout() -> Duration {
+    Duration::from_secs(5 * 60)
 }
 
 impl ServiceSpec {
@@ -205,18 +255,44 @@ pub enum Check {
     Tcp,
 }
 
-/// The number of instances of a service; `min <= max` and `max >= 1`.
+/// The number of instances of a service and how it follows the load.
+///
+/// Always `min <= max`, `max >= 1`, `concurrency >= 1` and `0 < panic_window < stable_window`.
+/// Fields missing from stored JSON take the values of [`Scaling::default`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Scaling {
-    /// The fewest instances (0 allows scaling to zero).
+    /// The fewest instances (0 allows scaling to zero after `idle`).
     pub min: u32,
     /// The most instances.
     pub max: u32,
+    /// The target of requests in flight per instance (at least 1).
+    pub concurrency: u32,
+    /// The hard limit of requests in flight per instance; 0 means none.
+    pub max_concurrency: u32,
+    /// With `min == 0`, how long without requests before the last instance stops (may be 0).
+    #[serde(with = "duration_ms")]
+    pub idle: Duration,
+    /// The window whose average drives normal decisions.
+    #[serde(with = "duration_ms")]
+    pub stable_window: Duration,
+    /// The short window that detects bursts.
+    #[serde(with = "duration_ms")]
+    pub panic_window: Duration,
 }
 
 impl Default for Scaling {
+    /// One instance; a target of 100 in flight, no hard limit, `idle` 60s, windows 60s and 6s.
     fn default() -> Self {
-        Scaling { min: 1, max: 1 }
+        Scaling {
+            min: 1,
+            max: 1,
+            concurrency: 100,
+            max_concurrency: 0,
+            idle: Duration::from_secs(60),
+            stable_window: Duration::from_secs(60),
+            panic_window: Duration::from_secs(6),
+        }
     }
 }
 
@@ -237,19 +313,110 @@ impl Default for Shutdown {
 }
 
 /// How new revisions are rolled out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `steps`, `interval`, `analysis` and `on_failure` are always filled in (with their
+/// defaults when not written) but only matter for [`Strategy::Canary`]. Fields missing from
+/// stored JSON take the values of [`DeploySettings::default`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DeploySettings {
     /// How long the previous revision stays warm, unrouted, after a switch (may be 0).
     #[serde(with = "duration_ms")]
     pub keep_previous: Duration,
+    /// How a new revision replaces the serving one.
+    pub strategy: Strategy,
+    /// Canary: percent of traffic on the new revision per step; strictly increasing, each
+    /// from 1 to 100, ending at 100.
+    pub steps: Vec<u32>,
+    /// Canary: how long each step lasts (more than 0).
+    #[serde(with = "duration_ms")]
+    pub interval: Duration,
+    /// Canary: the limits each step is judged against.
+    pub analysis: Analysis,
+    /// Canary: what a failed step does.
+    pub on_failure: OnFailure,
 }
 
 impl Default for DeploySettings {
+    /// Blue-green, previous revision kept 30s; for canaries: steps 10, 50, 100 percent,
+    /// 30s each, the default [`Analysis`], rollback on failure.
     fn default() -> Self {
         DeploySettings {
             keep_previous: Duration::from_secs(30),
+            strategy: Strategy::BlueGreen,
+            steps: vec![10, 50, 100],
+            interval: Duration::from_secs(30),
+            analysis: Analysis::default(),
+            on_failure: OnFailure::Rollback,
         }
     }
+}
+
+/// How a new revision replaces the serving one. Serialized in kebab-case (`"blue-green"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Start the new revision beside the old one, then move all traffic at once.
+    #[default]
+    BlueGreen,
+    /// Move traffic in steps, each judged by [`Analysis`].
+    Canary,
+    /// Replace instances one at a time.
+    Rolling,
+    /// Stop the old instances, then start the new ones (with downtime).
+    Recreate,
+}
+
+/// What a failed canary step does. Serialized in kebab-case (`"rollback"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// Move all traffic back to the previous revision.
+    #[default]
+    Rollback,
+    /// Keep the current split and wait for an operator.
+    Pause,
+}
+
+/// The limits a canary step is judged against.
+///
+/// Fields missing from stored JSON take the values of [`Analysis::default`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Analysis {
+    /// The highest acceptable share of failed requests as a fraction from 0 to 1:
+    /// `1%` in the file is 0.01.
+    pub max_error_rate: f64,
+    /// The highest acceptable 95th percentile latency; `None` means latency is not judged.
+    #[serde(with = "duration_ms::option")]
+    pub max_p95: Option<Duration>,
+    /// The fewest requests a step needs before it is judged (at least 1).
+    pub min_requests: u64,
+}
+
+/// `max_error_rate` is never NaN (it is parsed from `N%` with 0 <= N <= 100, and JSON has
+/// no NaN), so equality is reflexive and `Eq` holds; this keeps [`ServiceSpec`] `Eq`.
+impl Eq for Analysis {}
+
+impl Default for Analysis {
+    /// At most 1% failed requests, no latency limit, at least 20 requests per step.
+    fn default() -> Self {
+        Analysis {
+            max_error_rate: 0.01,
+            max_p95: None,
+            min_requests: 20,
+        }
+    }
+}
+
+/// How the router treats clients while two revisions of a service share traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrafficSettings {
+    /// Pin a client to its revision with a `slipway-revision` cookie.
+    pub sticky: bool,
+    /// Honour a `Slipway-Revision: <number or tag>` request header.
+    pub header_override: bool,
 }
 
 /// Serde helper: a [`Duration`] as integer milliseconds (`#[serde(with = "duration_ms")]`).
@@ -268,5 +435,31 @@ pub mod duration_ms {
     /// Deserializes whole milliseconds into a [`Duration`].
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         u64::deserialize(deserializer).map(Duration::from_millis)
+    }
+
+    /// The same for an `Option<Duration>`, with `None` as `null`
+    /// (`#[serde(with = "duration_ms::option")]`).
+    pub mod option {
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        /// Serializes `Some(duration)` as whole milliseconds and `None` as `null`.
+        pub fn serialize<S: Serializer>(
+            duration: &Option<Duration>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match duration {
+                Some(duration) => super::serialize(duration, serializer),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        /// Deserializes whole milliseconds or `null`.
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Duration>, D::Error> {
+            Option::<u64>::deserialize(deserializer).map(|ms| ms.map(Duration::from_millis))
+        }
     }
 }

@@ -11,15 +11,35 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::diagnostic::Diagnostic;
-use crate::duration;
-use crate::file::{DurationText, ProbeFile, ServiceFile, SpecFile};
+use crate::file::{
+    AnalysisFile, DeployFile, DurationText, OnFailureFile, ProbeFile, ScalingFile, ServiceFile,
+    SpecFile, StrategyFile,
+};
 use crate::model::{
-    Check, DeploySettings, Health, Port, Probe, Scaling, ServiceSpec, Shutdown, Spec,
+    Analysis, Check, DeploySettings, Health, OnFailure, Port, Probe, Scaling, ServiceSpec,
+    Shutdown, Spec, Strategy, TrafficSettings, default_release_timeout,
 };
 use crate::tree::{Tree, escape_pointer};
+use crate::{duration, percent};
 
-/// Resolves `file` (already validated) against `base_dir`, the spec file's directory.
-pub(crate) fn resolve(file: SpecFile, tree: &Tree, base_dir: &Path) -> Result<Spec, Diagnostic> {
+/// The environment a spec is resolved for.
+pub(crate) struct Environment {
+    /// Its name.
+    pub name: String,
+    /// The app's host in it.
+    pub host: String,
+    /// Every environment the file declares, `development` first.
+    pub declared: Vec<String>,
+}
+
+/// Resolves `file` (already validated, and already merged with the environment's overlay)
+/// against `base_dir`, the spec file's directory.
+pub(crate) fn resolve(
+    file: SpecFile,
+    tree: &Tree,
+    base_dir: &Path,
+    environment: Environment,
+) -> Result<Spec, Diagnostic> {
     let base_dir = absolute(base_dir);
     let mut services = BTreeMap::new();
     for (name, service) in file.services {
@@ -34,6 +54,9 @@ pub(crate) fn resolve(file: SpecFile, tree: &Tree, base_dir: &Path) -> Result<Sp
     Ok(Spec {
         app: file.app,
         services,
+        environment: environment.name,
+        host: environment.host,
+        environments: environment.declared,
     })
 }
 
@@ -97,18 +120,7 @@ impl Resolver<'_> {
         };
         let scaling = match service.scaling {
             None => Scaling::default(),
-            Some(scaling) => match (scaling.min, scaling.max) {
-                (Some(min), Some(max)) => Scaling { min, max },
-                (Some(min), None) => Scaling {
-                    min,
-                    max: min.max(1),
-                },
-                (None, Some(max)) => Scaling {
-                    min: max.min(1),
-                    max,
-                },
-                (None, None) => Scaling::default(),
-            },
+            Some(scaling) => self.scaling(scaling)?,
         };
         let shutdown = Shutdown {
             grace: self.duration(
@@ -117,13 +129,23 @@ impl Resolver<'_> {
                 Shutdown::default().grace,
             )?,
         };
-        let deploy = DeploySettings {
-            keep_previous: self.duration(
-                service.deploy.and_then(|d| d.keep_previous),
-                "deploy/keep_previous",
-                DeploySettings::default().keep_previous,
-            )?,
+        let deploy = match service.deploy {
+            None => DeploySettings::default(),
+            Some(deploy) => self.deploy(deploy)?,
         };
+        let traffic = service.traffic.map_or_else(TrafficSettings::default, |t| {
+            let defaults = TrafficSettings::default();
+            TrafficSettings {
+                sticky: t.sticky.unwrap_or(defaults.sticky),
+                header_override: t.header_override.unwrap_or(defaults.header_override),
+            }
+        });
+        let artifact = service.artifact.map(|path| normalise(&workdir.join(path)));
+        let release_timeout = self.duration(
+            service.release_timeout,
+            "release_timeout",
+            default_release_timeout(),
+        )?;
         Ok(ServiceSpec {
             run: service.run,
             workdir,
@@ -134,6 +156,98 @@ impl Resolver<'_> {
             routes: service.routes.unwrap_or_default(),
             shutdown,
             deploy,
+            traffic,
+            build: service.build,
+            artifact,
+            test: service.test,
+            release: service.release,
+            release_timeout,
+            secrets: service.secrets.unwrap_or_default(),
+        })
+    }
+
+    fn scaling(&self, scaling: ScalingFile) -> Result<Scaling, Diagnostic> {
+        let defaults = Scaling::default();
+        // A missing bound follows the other: `{ min: 3 }` is 3..=3, `{ max: 4 }` is 1..=4,
+        // and `{ min: 0 }` is 0..=1 (max is at least 1).
+        let (min, max) = match (scaling.min, scaling.max) {
+            (Some(min), Some(max)) => (min, max),
+            (Some(min), None) => (min, min.max(1)),
+            (None, Some(max)) => (max.min(1), max),
+            (None, None) => (defaults.min, defaults.max),
+        };
+        Ok(Scaling {
+            min,
+            max,
+            concurrency: scaling.concurrency.unwrap_or(defaults.concurrency),
+            max_concurrency: scaling.max_concurrency.unwrap_or(defaults.max_concurrency),
+            idle: self.duration(scaling.idle, "scaling/idle", defaults.idle)?,
+            stable_window: self.duration(
+                scaling.stable_window,
+                "scaling/stable_window",
+                defaults.stable_window,
+            )?,
+            panic_window: self.duration(
+                scaling.panic_window,
+                "scaling/panic_window",
+                defaults.panic_window,
+            )?,
+        })
+    }
+
+    fn deploy(&self, deploy: DeployFile) -> Result<DeploySettings, Diagnostic> {
+        let defaults = DeploySettings::default();
+        let strategy = match deploy.strategy {
+            None => defaults.strategy,
+            Some(StrategyFile::BlueGreen) => Strategy::BlueGreen,
+            Some(StrategyFile::Canary) => Strategy::Canary,
+            Some(StrategyFile::Rolling) => Strategy::Rolling,
+            Some(StrategyFile::Recreate) => Strategy::Recreate,
+        };
+        let on_failure = match deploy.on_failure {
+            None => defaults.on_failure,
+            Some(OnFailureFile::Rollback) => OnFailure::Rollback,
+            Some(OnFailureFile::Pause) => OnFailure::Pause,
+        };
+        let analysis = match deploy.analysis {
+            None => defaults.analysis,
+            Some(analysis) => self.analysis(analysis)?,
+        };
+        Ok(DeploySettings {
+            keep_previous: self.duration(
+                deploy.keep_previous,
+                "deploy/keep_previous",
+                defaults.keep_previous,
+            )?,
+            strategy,
+            steps: deploy.steps.unwrap_or(defaults.steps),
+            interval: self.duration(deploy.interval, "deploy/interval", defaults.interval)?,
+            analysis,
+            on_failure,
+        })
+    }
+
+    fn analysis(&self, analysis: AnalysisFile) -> Result<Analysis, Diagnostic> {
+        let defaults = Analysis::default();
+        let max_error_rate = match analysis.max_error_rate {
+            None => defaults.max_error_rate,
+            Some(text) => percent::parse(&text.0).map_err(|_| {
+                self.internal(
+                    "deploy/analysis/max_error_rate",
+                    &format!("bad error rate `{}`", text.0),
+                )
+            })?,
+        };
+        let max_p95 = match analysis.max_p95 {
+            None => None,
+            Some(text) => {
+                Some(self.duration(Some(text), "deploy/analysis/max_p95", Duration::ZERO)?)
+            }
+        };
+        Ok(Analysis {
+            max_error_rate,
+            max_p95,
+            min_requests: analysis.min_requests.unwrap_or(defaults.min_requests),
         })
     }
 

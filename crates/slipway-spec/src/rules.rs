@@ -3,8 +3,15 @@
 //! Each rule runs whenever the values it looks at are individually well-formed, even if
 //! other parts of the file are broken, so one run reports as many problems as possible:
 //! names, durations, ports, probes, routes (within and across services), `min <= max`,
-//! and fixed ports. Values whose whole check lives here are added to `owned`, so the
+//! fixed ports, commands, secrets, and (in submodules) the deploy strategy and the
+//! autoscaling windows. Values whose whole check lives here are added to `owned`, so the
 //! structural pass does not report them a second time with a vaguer message.
+//!
+//! The same rules run on the base spec and on every environment's merged view of it
+//! (see `environments.rs`); the environments section itself is checked there.
+
+mod deploy;
+mod scaling;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -77,20 +84,34 @@ impl Rules<'_> {
         let Some(service) = service.as_object() else {
             return;
         };
-        if let Some(Value::Array(run)) = service.get("run")
-            && let Some(Value::String(program)) = run.first()
-            && program.trim().is_empty()
-        {
-            self.out.push(
-                Diagnostic::at(
-                    self.tree.value_pos(&format!("{pointer}/run/0")),
-                    "the program in `run` is empty",
-                )
-                .hint("the first item of `run` is the program to start, e.g. `./server`"),
-            );
+        for (command, example) in COMMANDS {
+            if let Some(Value::Array(argv)) = service.get(command)
+                && let Some(Value::String(program)) = argv.first()
+                && program.trim().is_empty()
+            {
+                self.out.push(
+                    Diagnostic::at(
+                        self.tree.value_pos(&format!("{pointer}/{command}/0")),
+                        format!("the program in `{command}` is empty"),
+                    )
+                    .hint(format!(
+                        "the first item of `{command}` is the program to start, e.g. `{example}`"
+                    )),
+                );
+            }
         }
         if let Some(Value::Object(env)) = service.get("env") {
             self.env(&pointer, env);
+        }
+        if let Some(Value::Array(secrets)) = service.get("secrets") {
+            self.secrets(
+                &pointer,
+                secrets,
+                service.get("env").and_then(Value::as_object),
+            );
+        }
+        if let Some(timeout) = service.get("release_timeout") {
+            self.duration(&format!("{pointer}/release_timeout"), timeout, false);
         }
         let port = service
             .get("port")
@@ -122,10 +143,49 @@ impl Rules<'_> {
         {
             self.duration(&format!("{pointer}/shutdown/grace"), grace, true);
         }
-        if let Some(Value::Object(deploy)) = service.get("deploy")
-            && let Some(keep) = deploy.get("keep_previous")
-        {
-            self.duration(&format!("{pointer}/deploy/keep_previous"), keep, true);
+        if let Some(Value::Object(deploy)) = service.get("deploy") {
+            self.deploy(&format!("{pointer}/deploy"), deploy);
+        }
+    }
+
+    /// Checks secret names: well-formed, listed once, and not also set in `env`.
+    fn secrets(&mut self, pointer: &str, secrets: &[Value], env: Option<&Map<String, Value>>) {
+        // Name -> line of its first listing, for repeated names.
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, secret) in secrets.iter().enumerate() {
+            let Value::String(name) = secret else {
+                continue;
+            };
+            let pos = self.tree.value_pos(&format!("{pointer}/secrets/{i}"));
+            if !is_env_name(name) {
+                self.out.push(
+                    Diagnostic::at(pos, format!("bad secret name `{name}`")).hint(format!(
+                        "secrets are environment variables: names use letters, digits and `_`, and do not start with a digit, e.g. `{}`",
+                        env_name_suggestion(name)
+                    )),
+                );
+                continue;
+            }
+            if let Some(line) = seen.get(name.as_str()) {
+                self.out.push(
+                    Diagnostic::at(pos, format!("secret `{name}` is listed twice"))
+                        .hint(format!("remove one of them (the first is on line {line})")),
+                );
+                continue;
+            }
+            seen.insert(name, pos.line);
+            if env.is_some_and(|env| env.contains_key(name)) {
+                let key = format!("{pointer}/env/{}", escape_pointer(name));
+                self.out.push(
+                    Diagnostic::at(
+                        self.tree.key_pos(&key),
+                        format!("`{name}` is set in `env` but is also a secret (line {})", pos.line),
+                    )
+                    .hint(format!(
+                        "a secret's value comes from the secret store; remove `{name}` from `env`, or from `secrets` to keep this value"
+                    )),
+                );
+            }
         }
     }
 
@@ -254,8 +314,10 @@ impl Rules<'_> {
         }
     }
 
-    /// Checks `min <= max`; returns the effective maximum if both values are well-formed.
+    /// Checks `min <= max` and the autoscaling windows; returns the effective maximum if
+    /// both bounds are well-formed.
     fn scaling(&mut self, pointer: &str, scaling: &Map<String, Value>) -> Option<u32> {
+        self.scaling_windows(pointer, scaling);
         let min = count(scaling.get("min"))?;
         let max = count(scaling.get("max"))?;
         match (min, max) {
@@ -330,7 +392,8 @@ impl Rules<'_> {
     }
 
     /// Checks a duration value; `allow_zero` says whether `0s` makes sense for it.
-    fn duration(&mut self, pointer: &str, value: &Value, allow_zero: bool) {
+    /// Returns the duration if it is valid.
+    fn duration(&mut self, pointer: &str, value: &Value, allow_zero: bool) -> Option<Duration> {
         self.owned.insert(pointer.to_owned());
         let pos = self.tree.value_pos(pointer);
         let path = display_path(pointer);
@@ -351,7 +414,7 @@ impl Rules<'_> {
                     )
                     .hint(units),
                 );
-                return;
+                return None;
             }
             other => {
                 self.out.push(
@@ -364,14 +427,14 @@ impl Rules<'_> {
                     )
                     .hint(units),
                 );
-                return;
+                return None;
             }
         };
         let problem = match duration::parse(&text) {
             Ok(d) if d == Duration::ZERO && !allow_zero => {
                 Diagnostic::at(pos, format!("`{path}` must be longer than 0")).hint("e.g. `1s`")
             }
-            Ok(_) => return,
+            Ok(d) => return Some(d),
             Err(DurationError::MissingUnit(number)) => Diagnostic::at(
                 pos,
                 format!("bad duration `{text}`: add a unit, e.g. `{number}s`"),
@@ -398,8 +461,17 @@ impl Rules<'_> {
                 .hint("write a number followed by a unit, e.g. `500ms`, `30s` or `1h30m`"),
         };
         self.out.push(problem);
+        None
     }
 }
+
+/// The commands a service may give, with an example program for hints.
+const COMMANDS: [(&str, &str); 4] = [
+    ("run", "./server"),
+    ("build", "cargo"),
+    ("test", "pytest"),
+    ("release", "./migrate"),
+];
 
 /// Reads an optional instance count: `Some(None)` if absent, `None` if not a valid `u32`.
 fn count(value: Option<&Value>) -> Option<Option<u32>> {
@@ -429,7 +501,7 @@ pub(crate) fn is_dns_label(name: &str) -> bool {
         && bytes.iter().all(|b| edge_ok(b) || *b == b'-')
 }
 
-fn dns_label_hint(name: &str) -> String {
+pub(crate) fn dns_label_hint(name: &str) -> String {
     let rule = "use lowercase letters, digits and `-` (not at either end), at most 40 characters";
     let suggestion: String = name
         .to_lowercase()

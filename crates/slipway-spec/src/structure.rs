@@ -14,6 +14,7 @@ use jsonschema::{JsonType, Validator};
 use serde_json::Value;
 
 use crate::diagnostic::{Diagnostic, Pos};
+use crate::environments::in_service_overlay;
 use crate::tree::{Tree, display_path, escape_pointer};
 
 /// The schema and its compiled validator, built once per process.
@@ -46,6 +47,8 @@ pub(crate) fn check(tree: &Tree, owned: &HashSet<String>, out: &mut Vec<Diagnost
             // Names and durations get their own messages in `rules.rs`.
             ValidationErrorKind::Pattern { .. } | ValidationErrorKind::PropertyNames { .. } => {}
             _ if owned.contains(&pointer) => {}
+            // Service overlays are checked in each environment's merged view instead.
+            _ if in_service_overlay(&pointer) => {}
             ValidationErrorKind::AdditionalProperties { unexpected } => {
                 let known = known_keys(&compiled.schema, error.schema_path().as_str());
                 for key in unexpected {
@@ -71,6 +74,24 @@ pub(crate) fn check(tree: &Tree, owned: &HashSet<String>, out: &mut Vec<Diagnost
                 out.push(
                     Diagnostic::at(tree.value_pos(&pointer), format!("`{path}` is empty"))
                         .hint("list the program and its arguments, e.g. `run: [\"./server\"]`"),
+                );
+            }
+            ValidationErrorKind::MinItems { .. }
+                if ["build", "test", "release"]
+                    .iter()
+                    .any(|command| path.ends_with(&format!(".{command}"))) =>
+            {
+                out.push(
+                    Diagnostic::at(tree.value_pos(&pointer), format!("`{path}` is empty")).hint(
+                        "list the program and its arguments, e.g. `[\"make\", \"all\"]`, or remove the key",
+                    ),
+                );
+            }
+            ValidationErrorKind::MinItems { .. } if path.ends_with(".deploy.steps") => {
+                out.push(
+                    Diagnostic::at(tree.value_pos(&pointer), format!("`{path}` is empty")).hint(
+                        "list the percent of traffic on the new revision at each step, ending at 100, e.g. `[10, 50, 100]`",
+                    ),
                 );
             }
             ValidationErrorKind::MinProperties { .. } if pointer == "/services" => {
@@ -204,20 +225,24 @@ fn wrong_type(
         format!("`{path}`")
     };
     let diagnostic = Diagnostic::at(pos, format!("{what} must be {expected}, not {found}"));
+    let is_list = matches!(kind, TypeKind::Single(JsonType::Array));
     match (path.rsplit('.').next(), instance) {
-        (Some("run"), Value::String(command)) => {
+        (Some(key @ ("run" | "build" | "test" | "release")), Value::String(command)) if is_list => {
             let words: Vec<String> = command
                 .split_whitespace()
                 .map(|w| Value::String(w.to_owned()).to_string())
                 .collect();
             diagnostic.hint(format!(
-                "write the command as a list of arguments: `run: [{}]`",
+                "write the command as a list of arguments: `{key}: [{}]`",
                 words.join(", ")
             ))
         }
-        (Some("routes"), Value::String(route)) => {
-            diagnostic.hint(format!("write it as a list: `routes: [\"{route}\"]`"))
+        (Some(key @ ("routes" | "secrets")), Value::String(item)) if is_list => {
+            diagnostic.hint(format!("write it as a list: `{key}: [\"{item}\"]`"))
         }
+        (Some(name), Value::Null) if path == format!("environments.{name}") => diagnostic.hint(
+            format!("write `{name}: {{}}` to declare it without changes"),
+        ),
         (_, Value::Null) => {
             diagnostic.hint("give it a value, or remove the key to use the default")
         }

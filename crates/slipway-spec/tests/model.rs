@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use slipway_spec::{
-    Check, DeploySettings, Health, LoadError, Port, Probe, Scaling, ServiceSpec, Shutdown, Spec,
-    json_schema, load, parse, render,
+    Analysis, Check, DeploySettings, Health, LoadError, OnFailure, Port, Probe, Scaling,
+    ServiceSpec, Shutdown, Spec, Strategy, TrafficSettings, json_schema, load, load_env, parse,
+    parse_env, render,
 };
 
 const EXAMPLE: &str = include_str!("fixtures/slipway.yaml");
@@ -54,11 +55,98 @@ fn the_example_resolves_completely() {
             startup_timeout: Duration::from_secs(30),
         }
     );
-    assert_eq!(api.scaling, Scaling { min: 1, max: 4 });
+    assert_eq!(
+        api.scaling,
+        Scaling {
+            min: 1,
+            max: 4,
+            concurrency: 50,
+            max_concurrency: 0,
+            idle: Duration::from_secs(60),
+            stable_window: Duration::from_secs(60),
+            panic_window: Duration::from_secs(6),
+        }
+    );
     assert_eq!(api.routes, ["/api"]);
     assert_eq!(api.shutdown.grace, Duration::from_secs(10));
-    assert_eq!(api.deploy.keep_previous, Duration::from_secs(30));
+    assert_eq!(
+        api.deploy,
+        DeploySettings {
+            keep_previous: Duration::from_secs(30),
+            strategy: Strategy::Canary,
+            steps: vec![5, 25, 50, 100],
+            interval: Duration::from_secs(30),
+            analysis: Analysis {
+                max_error_rate: 0.01,
+                max_p95: Some(Duration::from_millis(300)),
+                min_requests: 50,
+            },
+            on_failure: OnFailure::Rollback,
+        }
+    );
+    assert_eq!(
+        api.traffic,
+        TrafficSettings {
+            sticky: true,
+            header_override: true
+        }
+    );
+    assert_eq!(
+        api.build.as_deref(),
+        Some(&["python3", "-m", "compileall", "-q", "."].map(String::from)[..])
+    );
+    assert_eq!(
+        api.artifact,
+        Some(PathBuf::from("/srv/shop/services/api/__pycache__"))
+    );
+    assert_eq!(
+        api.test.as_deref(),
+        Some(&["python3", "-m", "unittest"].map(String::from)[..])
+    );
+    assert_eq!(
+        api.release.as_deref(),
+        Some(&["python3", "manage.py", "migrate"].map(String::from)[..])
+    );
+    assert_eq!(api.release_timeout, Duration::from_secs(300));
+    assert_eq!(api.secrets, ["DATABASE_URL"]);
     assert_eq!(spec.services["web"].routes, ["/"]);
+    assert_eq!(spec.environment, "development");
+    assert_eq!(spec.host, "clinic.localhost");
+    assert_eq!(spec.environments, ["development", "staging", "production"]);
+}
+
+#[test]
+fn the_example_resolves_for_each_environment() {
+    let env = |name: &str| match parse_env(EXAMPLE, Path::new("/srv/shop"), name) {
+        Ok(spec) => spec,
+        Err(diagnostics) => panic!("{}", render(&diagnostics, EXAMPLE, "test.yaml")),
+    };
+    let development = env("development");
+    assert_eq!(development, valid(EXAMPLE));
+
+    let staging = env("staging");
+    assert_eq!(staging.environment, "staging");
+    assert_eq!(staging.host, "staging.clinic.localhost");
+    // Only `min` changes; the rest of `scaling` merges in from the base.
+    let scaling = staging.services["api"].scaling;
+    assert_eq!((scaling.min, scaling.max, scaling.concurrency), (0, 4, 50));
+
+    let production = env("production");
+    assert_eq!(production.host, "clinic.localhost");
+    let api = &production.services["api"];
+    assert_eq!((api.scaling.min, api.scaling.max), (2, 10));
+    // `env` merges key by key; `routes` (a list) replaces the base's.
+    assert_eq!(api.env["LOG_LEVEL"], "warn");
+    assert_eq!(api.env["WORKERS"], "4");
+    assert_eq!(production.services["web"].routes, ["/", "/static"]);
+    // What the overlay does not touch is the base's.
+    assert_eq!(api.deploy, development.services["api"].deploy);
+    assert_eq!(api.secrets, development.services["api"].secrets);
+    assert_ne!(api.digest(), development.services["api"].digest());
+    assert_eq!(
+        production.services["web"].run,
+        development.services["web"].run
+    );
 }
 
 #[test]
@@ -81,14 +169,41 @@ fn defaults_apply_to_everything_left_out() {
                 live: None,
                 startup_timeout: Duration::from_secs(30),
             },
-            scaling: Scaling { min: 1, max: 1 },
+            scaling: Scaling {
+                min: 1,
+                max: 1,
+                concurrency: 100,
+                max_concurrency: 0,
+                idle: Duration::from_secs(60),
+                stable_window: Duration::from_secs(60),
+                panic_window: Duration::from_secs(6),
+            },
             routes: vec![],
             shutdown: Shutdown {
                 grace: Duration::from_secs(10)
             },
             deploy: DeploySettings {
-                keep_previous: Duration::from_secs(30)
+                keep_previous: Duration::from_secs(30),
+                strategy: Strategy::BlueGreen,
+                steps: vec![10, 50, 100],
+                interval: Duration::from_secs(30),
+                analysis: Analysis {
+                    max_error_rate: 0.01,
+                    max_p95: None,
+                    min_requests: 20,
+                },
+                on_failure: OnFailure::Rollback,
             },
+            traffic: TrafficSettings {
+                sticky: false,
+                header_override: false,
+            },
+            build: None,
+            artifact: None,
+            test: None,
+            release: None,
+            release_timeout: Duration::from_secs(300),
+            secrets: vec![],
         }
     );
     assert_eq!(web.health, Health::default());
@@ -123,13 +238,62 @@ fn probe_fields_default_per_probe_kind() {
 #[test]
 fn scaling_fills_in_the_missing_bound() {
     let scaling = |yaml: &str| one_service(&format!("    run: [x]\n    scaling: {yaml}\n")).scaling;
-    assert_eq!(scaling("{ min: 3 }"), Scaling { min: 3, max: 3 });
-    assert_eq!(scaling("{ min: 0 }"), Scaling { min: 0, max: 1 });
-    assert_eq!(scaling("{ max: 4 }"), Scaling { min: 1, max: 4 });
-    assert_eq!(scaling("{ min: 0, max: 2 }"), Scaling { min: 0, max: 2 });
-    assert_eq!(scaling("{ min: 2, max: 2 }"), Scaling { min: 2, max: 2 });
-    assert_eq!(scaling("{ min: 0, max: 1 }"), Scaling { min: 0, max: 1 });
-    assert_eq!(scaling("{}"), Scaling { min: 1, max: 1 });
+    assert_eq!(
+        scaling("{ min: 3 }"),
+        Scaling {
+            min: 3,
+            max: 3,
+            ..Scaling::default()
+        }
+    );
+    assert_eq!(
+        scaling("{ min: 0 }"),
+        Scaling {
+            min: 0,
+            max: 1,
+            ..Scaling::default()
+        }
+    );
+    assert_eq!(
+        scaling("{ max: 4 }"),
+        Scaling {
+            min: 1,
+            max: 4,
+            ..Scaling::default()
+        }
+    );
+    assert_eq!(
+        scaling("{ min: 0, max: 2 }"),
+        Scaling {
+            min: 0,
+            max: 2,
+            ..Scaling::default()
+        }
+    );
+    assert_eq!(
+        scaling("{ min: 2, max: 2 }"),
+        Scaling {
+            min: 2,
+            max: 2,
+            ..Scaling::default()
+        }
+    );
+    assert_eq!(
+        scaling("{ min: 0, max: 1 }"),
+        Scaling {
+            min: 0,
+            max: 1,
+            ..Scaling::default()
+        }
+    );
+    assert_eq!(
+        scaling("{}"),
+        Scaling {
+            min: 1,
+            max: 1,
+            ..Scaling::default()
+        }
+    );
 }
 
 #[test]
@@ -172,7 +336,14 @@ fn yaml_anchors_and_merge_keys_work() {
     let spec = valid(
         "app: a\nservices:\n  web: &base\n    run: [x]\n    scaling: { min: 2 }\n  api:\n    <<: *base\n    run: [y]\n",
     );
-    assert_eq!(spec.services["api"].scaling, Scaling { min: 2, max: 2 });
+    assert_eq!(
+        spec.services["api"].scaling,
+        Scaling {
+            min: 2,
+            max: 2,
+            ..Scaling::default()
+        }
+    );
     assert_eq!(spec.services["api"].run, ["y"]);
     assert_eq!(spec.services["web"].run, ["x"]);
 }
@@ -213,12 +384,28 @@ fn the_spec_round_trips_through_json() {
 #[test]
 fn the_digest_is_stable_and_follows_every_change() {
     let web = one_service("    run: [./server, --port, $PORT]\n    env: { A: b }\n");
-    // A fixed value (the SHA-256 of the compact JSON form, checked independently): the
-    // digest must not change between runs or builds. If the stored JSON form changes on
-    // purpose, every deployed service will look changed; update this value knowingly.
+    // The stored JSON form, every default spelled out, and its SHA-256 (checked
+    // independently with `sha256sum`): the digest must not change between runs or builds.
+    // If the stored JSON form changes on purpose, every deployed service will look changed;
+    // update both values knowingly.
+    assert_eq!(
+        serde_json::to_string(&web).expect("serializes"),
+        concat!(
+            r#"{"run":["./server","--port","$PORT"],"workdir":"/srv/shop","env":{"A":"b"},"#,
+            r#""port":"auto","health":{"ready":{"check":"tcp","interval":1000,"timeout":1000,"#,
+            r#""failures":1},"live":null,"startup_timeout":30000},"scaling":{"min":1,"max":1,"#,
+            r#""concurrency":100,"max_concurrency":0,"idle":60000,"stable_window":60000,"#,
+            r#""panic_window":6000},"routes":[],"shutdown":{"grace":10000},"deploy":{"#,
+            r#""keep_previous":30000,"strategy":"blue-green","steps":[10,50,100],"#,
+            r#""interval":30000,"analysis":{"max_error_rate":0.01,"max_p95":null,"#,
+            r#""min_requests":20},"on_failure":"rollback"},"traffic":{"sticky":false,"#,
+            r#""header_override":false},"build":null,"artifact":null,"test":null,"#,
+            r#""release":null,"release_timeout":300000,"secrets":[]}"#,
+        )
+    );
     assert_eq!(
         web.digest(),
-        "3ac8740bc9b338a610d086dc456fc79cb04f28de660ddefce16f310389bce46d"
+        "d44408c2185f56560ef87164c0236e3b8ea1d823e3994f101b25c377da881e8f"
     );
     assert_eq!(web.digest().len(), 64);
     assert_eq!(web.digest(), web.clone().digest());
@@ -235,6 +422,65 @@ fn the_digest_is_stable_and_follows_every_change() {
     let mut changed = web.clone();
     changed.health.ready.interval = Duration::from_millis(1001);
     assert_ne!(changed.digest(), web.digest());
+    let mut changed = web.clone();
+    changed.deploy.steps = vec![50, 100];
+    assert_ne!(changed.digest(), web.digest());
+    let mut changed = web.clone();
+    changed.deploy.analysis.max_error_rate = 0.005;
+    assert_ne!(changed.digest(), web.digest());
+    let mut changed = web.clone();
+    changed.scaling.panic_window = Duration::from_secs(5);
+    assert_ne!(changed.digest(), web.digest());
+    let mut changed = web.clone();
+    changed.secrets.push("TOKEN".into());
+    assert_ne!(changed.digest(), web.digest());
+    let mut changed = web.clone();
+    changed.traffic.sticky = true;
+    assert_ne!(changed.digest(), web.digest());
+}
+
+#[test]
+fn json_stored_by_older_versions_still_reads() {
+    // A service and a spec as the first release stored them, before delivery strategies,
+    // autoscaling, environments, builds and secrets existed.
+    let old_service = r#"{"run":["./server"],"workdir":"/srv/shop","env":{},"port":8080,
+        "health":{"ready":{"check":{"http":{"path":"/ready"}},"interval":1000,"timeout":1000,"failures":1},
+        "live":null,"startup_timeout":30000},"scaling":{"min":2,"max":3},"routes":["/"],
+        "shutdown":{"grace":10000},"deploy":{"keep_previous":5000}}"#;
+    let service: ServiceSpec = serde_json::from_str(old_service).expect("old JSON reads");
+    assert_eq!(
+        service.scaling,
+        Scaling {
+            min: 2,
+            max: 3,
+            ..Scaling::default()
+        }
+    );
+    assert_eq!(
+        service.deploy,
+        DeploySettings {
+            keep_previous: Duration::from_secs(5),
+            ..DeploySettings::default()
+        }
+    );
+    assert_eq!(service.traffic, TrafficSettings::default());
+    assert_eq!(service.build, None);
+    assert_eq!(service.artifact, None);
+    assert_eq!(service.release_timeout, Duration::from_secs(300));
+    assert!(service.secrets.is_empty());
+
+    let old_spec = format!(r#"{{"app":"shop","services":{{"web":{old_service}}}}}"#);
+    let spec: Spec = serde_json::from_str(&old_spec).expect("old JSON reads");
+    assert_eq!(spec.environment, "development");
+    assert_eq!(spec.environments, ["development"]);
+    assert_eq!(spec.host, "");
+    assert_eq!(spec.services["web"], service);
+
+    // And what this version writes reads back the same.
+    let example = valid(EXAMPLE);
+    let back: Spec =
+        serde_json::from_str(&serde_json::to_string(&example).expect("serializes")).expect("reads");
+    assert_eq!(back, example);
 }
 
 #[test]
@@ -264,6 +510,44 @@ fn the_schema_is_valid_and_accepts_the_example() {
         "{run}"
     );
     assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
+
+    // Every key of every mapping is documented, so editors can explain each one.
+    let mut undocumented = Vec::new();
+    let mut owners = vec![("(root)".to_owned(), &schema)];
+    if let Some(definitions) = schema["definitions"].as_object() {
+        owners.extend(definitions.iter().map(|(name, def)| (name.clone(), def)));
+    }
+    for (owner, definition) in owners {
+        for (key, property) in definition["properties"].as_object().into_iter().flatten() {
+            if !property["description"].is_string() {
+                undocumented.push(format!("{owner}.{key}"));
+            }
+        }
+    }
+    assert!(
+        undocumented.is_empty(),
+        "undocumented keys: {undocumented:?}"
+    );
+
+    // An environment's service overlay has every service key and requires none.
+    let service = &schema["definitions"]["ServiceFile"];
+    let overlay = &schema["definitions"]["ServiceOverlay"];
+    assert_eq!(overlay["properties"], service["properties"]);
+    assert_eq!(service["required"], serde_json::json!(["run"]));
+    assert!(overlay.get("required").is_none());
+    let mut partial = example.clone();
+    partial["environments"]["staging"]["services"]["web"] = serde_json::json!({ "port": 8080 });
+    assert!(validator.is_valid(&partial));
+    partial["environments"]["staging"]["services"]["web"] = serde_json::json!({ "prot": 8080 });
+    assert!(!validator.is_valid(&partial));
+    // The strategies are listed for completion.
+    let strategies: Vec<&str> = schema["definitions"]["StrategyFile"]["oneOf"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|variant| variant["const"].as_str())
+        .collect();
+    assert_eq!(strategies, ["blue-green", "canary", "rolling", "recreate"]);
 }
 
 #[test]
@@ -330,6 +614,29 @@ fn load_reads_the_file_and_resolves_against_its_directory() {
             );
             assert!(
                 text.ends_with(&format!("1 problem found in {}", path.display())),
+                "{text}"
+            );
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+
+    // `load_env` resolves a declared environment, and reports an unknown one.
+    std::fs::write(
+        &path,
+        "app: shop\nservices:\n  web: { run: [x] }\nenvironments:\n  production: { host: shop.example.com }\n",
+    )
+    .expect("write");
+    let spec = load_env(&path, "production").expect("valid");
+    assert_eq!(spec.host, "shop.example.com");
+    match load_env(&path, "prod") {
+        Err(error @ LoadError::Invalid { .. }) => {
+            let text = error.to_string();
+            assert!(
+                text.starts_with("error: unknown environment `prod`\n"),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("--> {}:4:1", path.display())),
                 "{text}"
             );
         }

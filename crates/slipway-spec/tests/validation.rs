@@ -119,7 +119,10 @@ fn unknown_keys_suggest_the_closest_known_key() {
 
     let d = single("app: a\nservices: { web: { run: [x] } }\nbanana: 1\n", 3, 1);
     assert_eq!(d.message, "unknown key `banana` at the top level");
-    assert_eq!(hint(&d), "the keys allowed here are `app`, `services`");
+    assert_eq!(
+        hint(&d),
+        "the keys allowed here are `app`, `environments`, `services`"
+    );
 
     let d = single(
         "app: a\nservices:\n  web:\n    run: [x]\n    health: { ready: { tcp: true, intervall: 1s } }\n",

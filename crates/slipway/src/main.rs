@@ -89,9 +89,52 @@ enum Command {
         /// Create a new revision even if nothing changed.
         #[arg(long)]
         force: bool,
+        /// Override the spec's deploy strategy: blue-green, canary, rolling or recreate.
+        #[arg(long)]
+        strategy: Option<String>,
         /// Directory holding slipway.yaml (or the file itself).
         #[arg(long, short = 'f', default_value = ".")]
         file: PathBuf,
+    },
+    /// Split a service's traffic between revisions, e.g. `--to-revisions 7=90,8=10`.
+    Traffic {
+        service: String,
+        /// REVISION=PERCENT pairs summing to 100.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            conflicts_with = "to_latest",
+            required_unless_present = "to_latest"
+        )]
+        to_revisions: Vec<String>,
+        /// All traffic to the newest ready revision.
+        #[arg(long)]
+        to_latest: bool,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Name a revision (`green=8`); it is reachable at http://<tag>.<service>.<app>.localhost whatever its share.
+    Tag {
+        service: String,
+        /// TAG=REVISION
+        #[arg(conflicts_with = "remove", required_unless_present = "remove")]
+        assignment: Option<String>,
+        /// Remove this tag.
+        #[arg(long)]
+        remove: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Show or steer a canary rollout: status, promote, pause, resume, abort.
+    Rollout {
+        #[arg(value_parser = ["status", "promote", "pause", "resume", "abort"])]
+        action: String,
+        service: String,
+        /// With `status`: keep refreshing until the rollout ends.
+        #[arg(short, long)]
+        watch: bool,
+        #[command(flatten)]
+        app: AppArg,
     },
     /// List a service's revisions.
     Revisions {
@@ -254,6 +297,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deploy {
             services,
             force,
+            strategy,
             file,
         } => {
             let file = spec_file(&file);
@@ -268,7 +312,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     },
                 )
                 .await?;
-            let ok = deploy(&client, &applied.app, services, force).await?;
+            let ok = deploy(&client, &applied.app, services, force, strategy).await?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -292,6 +336,119 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_status(&status, service.as_deref());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Traffic {
+            service,
+            to_revisions,
+            to_latest,
+            app,
+        } => {
+            let app = resolve_app(&client, &app).await?;
+            check_name("service", &service)?;
+            let mut targets = Vec::new();
+            for pair in &to_revisions {
+                let parsed = pair.split_once('=').and_then(|(r, p)| {
+                    Some((
+                        r.trim().parse::<u64>().ok()?,
+                        p.trim().trim_end_matches('%').parse::<u32>().ok()?,
+                    ))
+                });
+                let Some((revision, percent)) = parsed else {
+                    bail!("`{pair}` is not REVISION=PERCENT (e.g. `--to-revisions 7=90,8=10`)");
+                };
+                targets.push(dto::TrafficShare { revision, percent });
+            }
+            let shares: Vec<dto::TrafficShare> = client
+                .post(
+                    &format!("/v1/apps/{app}/services/{service}/traffic"),
+                    &dto::TrafficRequest {
+                        targets,
+                        latest: to_latest,
+                    },
+                )
+                .await?;
+            let split: Vec<String> = shares
+                .iter()
+                .map(|t| format!("revision {} {}%", t.revision, t.percent))
+                .collect();
+            println!("{service}: traffic now {}", split.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tag {
+            service,
+            assignment,
+            remove,
+            app,
+        } => {
+            let app = resolve_app(&client, &app).await?;
+            check_name("service", &service)?;
+            let (tag, revision) = match (assignment, remove) {
+                (_, Some(tag)) => (tag, None),
+                (Some(a), None) => {
+                    let Some((tag, rev)) = a
+                        .split_once('=')
+                        .and_then(|(t, r)| Some((t.to_owned(), r.parse::<u64>().ok()?)))
+                    else {
+                        bail!("`{a}` is not TAG=REVISION (e.g. `slipway tag api green=8`)");
+                    };
+                    (tag, Some(rev))
+                }
+                (None, None) => bail!("give TAG=REVISION or --remove TAG"),
+            };
+            check_name("tag", &tag)?;
+            let _: () = client
+                .post(
+                    &format!("/v1/apps/{app}/services/{service}/tags"),
+                    &dto::TagRequest {
+                        tag: tag.clone(),
+                        revision,
+                    },
+                )
+                .await?;
+            let status: dto::AppStatus = client.get(&format!("/v1/apps/{app}")).await?;
+            let port = status
+                .router
+                .rsplit(':')
+                .next()
+                .unwrap_or("8080")
+                .to_owned();
+            match revision {
+                Some(r) => println!(
+                    "tag {tag} -> revision {r}: http://{tag}.{service}.{app}.localhost:{port}/"
+                ),
+                None => println!("tag {tag} removed"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rollout {
+            action,
+            service,
+            watch,
+            app,
+        } => {
+            let app = resolve_app(&client, &app).await?;
+            check_name("service", &service)?;
+            let path = format!("/v1/apps/{app}/services/{service}/rollout");
+            if action != "status" {
+                let status: dto::RolloutStatus =
+                    client.post(&format!("{path}/{action}"), &()).await?;
+                print_rollout(&status);
+                return Ok(ExitCode::SUCCESS);
+            }
+            loop {
+                let status: dto::RolloutStatus = client.get(&path).await?;
+                if watch {
+                    print!("\x1b[2J\x1b[H");
+                }
+                print_rollout(&status);
+                if !watch || !status.active {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+                }
+            }
         }
         Command::Revisions { service, app } => {
             let app = resolve_app(&client, &app).await?;
@@ -521,7 +678,7 @@ async fn up(
             },
         )
         .await?;
-    let ok = deploy(client, &applied.app, vec![], false).await?;
+    let ok = deploy(client, &applied.app, vec![], false, None).await?;
     let status: dto::AppStatus = client.get(&format!("/v1/apps/{}", applied.app)).await?;
     println!();
     print_status(&status, None);
@@ -639,6 +796,7 @@ async fn deploy(
     app: &str,
     services: Vec<String>,
     force: bool,
+    strategy: Option<String>,
 ) -> anyhow::Result<bool> {
     let started = Instant::now();
     let mut ok = true;
@@ -646,7 +804,11 @@ async fn deploy(
         .stream(
             "POST",
             &format!("/v1/apps/{app}/deploy"),
-            Some(&dto::DeployRequest { services, force }),
+            Some(&dto::DeployRequest {
+                services,
+                force,
+                strategy,
+            }),
             |p: Progress| ok &= print_progress(&p, started),
         )
         .await?;
@@ -709,9 +871,115 @@ fn print_progress(p: &Progress, started: Instant) -> bool {
             }
             return false;
         }
+        Progress::RolloutStarted {
+            service,
+            revision,
+            baseline,
+            percent,
+            steps,
+            interval_ms,
+        } => {
+            println!(
+                "{t}  {service:<12} canary started: {percent}% of traffic on revision {revision}, {}% on {baseline}; steps {steps:?} every {:.0}s, judged on live figures",
+                100 - percent,
+                *interval_ms as f64 / 1000.0
+            );
+            println!("{t}  {service:<12} follow it with `slipway rollout status {service} -w`");
+        }
+        Progress::Downtime {
+            service,
+            downtime_ms,
+        } => {
+            println!(
+                "{t}  {service:<12} recreate strategy: no instance served for {downtime_ms} ms"
+            );
+        }
         Progress::Done { ok } => return *ok,
     }
     true
+}
+
+fn print_rollout(r: &dto::RolloutStatus) {
+    let phase = r.state.get("phase").cloned().unwrap_or_default();
+    let phase_name = phase
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or("unknown");
+    let step = r.state.get("step").and_then(|s| s.as_u64()).unwrap_or(0);
+    let steps: Vec<u64> = r
+        .config
+        .get("steps")
+        .and_then(|s| s.as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+        .unwrap_or_default();
+    println!(
+        "canary of {} revision {} against revision {}: {}{}",
+        r.service,
+        r.revision,
+        r.baseline,
+        phase_name,
+        phase
+            .get("reason")
+            .and_then(|v| v.as_str())
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default()
+    );
+    if r.active {
+        println!(
+            "step {} of {} ({}%), steps {steps:?}",
+            step + 1,
+            steps.len(),
+            steps.get(step as usize).copied().unwrap_or(0)
+        );
+    }
+    let split: Vec<String> = r
+        .traffic
+        .iter()
+        .map(|t| format!("revision {} {}%", t.revision, t.percent))
+        .collect();
+    println!("traffic: {}", split.join(", "));
+    let analysis = r.config.get("analysis").cloned().unwrap_or_default();
+    let fmt = |f: &Option<dto::StepFigures>| match f {
+        Some(f) => format!(
+            "{} requests, {} errors ({:.2}%), p95 {}",
+            f.requests,
+            f.errors,
+            if f.requests > 0 {
+                f.errors as f64 * 100.0 / f.requests as f64
+            } else {
+                0.0
+            },
+            f.p95_ms.map_or("-".into(), |p| format!("{p:.1} ms"))
+        ),
+        None => "-".into(),
+    };
+    if r.active {
+        println!("this step, new revision: {}", fmt(&r.canary));
+        println!("this step, old revision: {}", fmt(&r.baseline_figures));
+        println!("thresholds: {analysis}");
+        if let Some(ms) = r.next_check_in_ms {
+            println!("next judgement in {:.1}s", ms as f64 / 1000.0);
+        }
+    }
+    if let Some(history) = r.state.get("history").and_then(|h| h.as_array()) {
+        for h in history {
+            let outcome = h.get("outcome").cloned().unwrap_or_default();
+            let kind = outcome.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
+            let detail = ["summary", "reason"]
+                .iter()
+                .find_map(|k| outcome.get(*k).and_then(|v| v.as_str()))
+                .unwrap_or("");
+            println!(
+                "  {}% step: {kind}{}",
+                h.get("percent").and_then(|p| p.as_u64()).unwrap_or(0),
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — {detail}")
+                }
+            );
+        }
+    }
 }
 
 fn table(header: &[&str]) -> comfy_table::Table {

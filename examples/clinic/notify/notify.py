@@ -37,6 +37,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 port = int(os.environ["PORT"])
+# The default listen backlog of 5 drops connections under bursts.
+ThreadingHTTPServer.request_queue_size = 1024
 server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
 server.daemon_threads = True
 print(f"notify listening on 127.0.0.1:{port}", flush=True)

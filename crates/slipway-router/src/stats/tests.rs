@@ -259,8 +259,13 @@ fn cumulative_counts_for_prometheus_bounds() {
 #[test]
 fn measure_counts_in_flight_until_dropped_and_records_on_finish() {
     let stats = RevisionStats::new();
-    let first = Measure::start(&stats);
-    let second = Measure::start(&stats);
+    let mut first = Measure::start(&stats);
+    let mut second = Measure::start(&stats);
+    // Routed but not yet taken by a backend (waiting in the queue): not in flight.
+    assert_eq!(stats.in_flight(), 0);
+    first.serving();
+    second.serving();
+    second.serving();
     assert_eq!(stats.in_flight(), 2);
     first.finish(StatusCode::CREATED, false);
     assert_eq!(stats.in_flight(), 1);
@@ -270,6 +275,18 @@ fn measure_counts_in_flight_until_dropped_and_records_on_finish() {
     let totals = stats.totals();
     assert_eq!(totals.requests_by_class, [0, 1, 0, 0, 0]);
     assert_eq!(stats.snapshot(Duration::from_secs(60)).requests, 1);
+}
+
+#[test]
+fn a_retargeted_measure_counts_for_the_new_revision_only() {
+    let (old, new) = (RevisionStats::new(), RevisionStats::new());
+    let mut measure = Measure::start(&old).retarget(&new);
+    measure.serving();
+    assert_eq!((old.in_flight(), new.in_flight()), (0, 1));
+    measure.finish(StatusCode::OK, false);
+    assert_eq!(old.totals().requests(), 0);
+    assert_eq!(new.totals().requests_by_class, [0, 1, 0, 0, 0]);
+    assert_eq!(new.in_flight(), 0);
 }
 
 #[test]

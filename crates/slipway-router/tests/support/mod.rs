@@ -74,17 +74,29 @@ fn text(body: impl Into<Bytes>) -> TestBody {
     boxed(Full::new(body.into()))
 }
 
+/// How many `/busy/<ms>` requests a backend is handling, the most it ever handled at once,
+/// and how many it finished.
+#[derive(Default)]
+pub struct Busy {
+    pub now: AtomicUsize,
+    pub max: AtomicUsize,
+    pub done: AtomicUsize,
+}
+
 /// A real HTTP/1.1 backend. Paths:
 /// `/hold` waits for `release`, `/slow` sleeps 10s, `/stream` sends `first\n`, waits for
 /// `release`, then `second\n`; `/duplex` echoes the request body as it arrives; `/ws`
 /// switches to an echo protocol; `/hop` answers with hop-by-hop headers; `/status/<code>`
 /// answers with that status; `/sleep/<ms>` answers after sleeping that many milliseconds;
-/// anything else describes the request it received (version, method, uri, headers).
+/// `/busy/<ms>` does the same while counting itself in `busy`; anything else describes the
+/// request it received (version, method, uri, headers).
 pub struct TestBackend {
     pub addr: SocketAddr,
     pub name: String,
     /// TCP connections accepted so far.
     pub connections: Arc<AtomicUsize>,
+    /// Concurrency of `/busy/<ms>` requests, as the backend itself sees it.
+    pub busy: Arc<Busy>,
     gate: Arc<Semaphore>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -111,12 +123,14 @@ impl TestBackend {
     fn serve(listener: TcpListener, name: &str) -> TestBackend {
         let addr = listener.local_addr().expect("local addr");
         let connections = Arc::new(AtomicUsize::new(0));
+        let busy = Arc::new(Busy::default());
         let gate = Arc::new(Semaphore::new(0));
         let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let accept = {
-            let (name, connections, gate, tasks) = (
+            let (name, connections, busy, gate, tasks) = (
                 name.to_owned(),
                 connections.clone(),
+                busy.clone(),
                 gate.clone(),
                 tasks.clone(),
             );
@@ -126,11 +140,13 @@ impl TestBackend {
                         continue;
                     };
                     connections.fetch_add(1, Ordering::SeqCst);
-                    let (name, gate) = (name.clone(), gate.clone());
+                    let (name, busy, gate) = (name.clone(), busy.clone(), gate.clone());
                     let conn = tokio::spawn(async move {
                         let service = service_fn(move |req| {
-                            let (name, gate) = (name.clone(), gate.clone());
-                            async move { Ok::<_, Infallible>(backend_handler(req, &name, gate).await) }
+                            let (name, busy, gate) = (name.clone(), busy.clone(), gate.clone());
+                            async move {
+                                Ok::<_, Infallible>(backend_handler(req, &name, &busy, gate).await)
+                            }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), service)
@@ -146,6 +162,7 @@ impl TestBackend {
             addr,
             name: name.to_owned(),
             connections,
+            busy,
             gate,
             tasks,
         }
@@ -176,9 +193,24 @@ impl TestBackend {
 async fn backend_handler(
     req: Request<Incoming>,
     name: &str,
+    busy: &Busy,
     gate: Arc<Semaphore>,
 ) -> Response<TestBody> {
     let path = req.uri().path();
+    if let Some(ms) = path.strip_prefix("/busy/") {
+        let ms: u64 = ms.parse().expect("/busy/<milliseconds>");
+        let now = busy.now.fetch_add(1, Ordering::SeqCst) + 1;
+        busy.max.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        busy.now.fetch_sub(1, Ordering::SeqCst);
+        busy.done.fetch_add(1, Ordering::SeqCst);
+        let mut response = Response::new(text(format!("busy {ms}ms")));
+        response.headers_mut().insert(
+            "x-backend",
+            name.parse().expect("backend name is a header value"),
+        );
+        return response;
+    }
     if let Some(code) = path.strip_prefix("/status/") {
         let status = code
             .parse::<u16>()
@@ -290,7 +322,19 @@ pub fn target(service: &str, pools: Vec<(u32, Vec<Arc<Backend>>)>) -> Arc<Target
             .enumerate()
             .map(|(i, (weight, backends))| Pool::new(i as u64 + 1, weight, backends))
             .collect(),
+        ..Target::default()
     })
+}
+
+/// Like `target`, with the options `configure` sets.
+pub fn target_with(
+    service: &str,
+    pools: Vec<(u32, Vec<Arc<Backend>>)>,
+    configure: impl FnOnce(&mut Target),
+) -> Arc<Target> {
+    let mut target = Arc::unwrap_or_clone(target(service, pools));
+    configure(&mut target);
+    Arc::new(target)
 }
 
 /// A table routing all of `host` to service `web` on `backends` (one pool, weight 100).
@@ -417,6 +461,26 @@ pub fn with_body(builder: http::request::Builder, body: impl Into<Bytes>) -> Req
 pub fn with_stream(builder: http::request::Builder) -> (Request<TestBody>, mpsc::Sender<Bytes>) {
     let (tx, rx) = mpsc::channel(4);
     (builder.body(boxed(ChanBody(rx))).expect("request"), tx)
+}
+
+/// GET with extra request headers over a new client connection.
+pub async fn get_with(
+    proxy: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut builder = request("GET", host, path);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    read(
+        Client::connect(proxy)
+            .await
+            .send(with_body(builder, ""))
+            .await,
+    )
+    .await
 }
 
 /// GET over a new client connection.

@@ -14,7 +14,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_slipway");
 /// A Python app: answers `<VERSION> <instance>` on every path, `/ready` when ready.
 /// `READY_DELAY` (seconds) delays readiness; `CRASH` makes it exit at once.
 pub const PY_APP: &str = r#"
-import os, sys, time, threading
+import os, random, sys, time, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 if os.environ.get("CRASH"):
     print("boom: DATABASE_URL is not set", file=sys.stderr, flush=True)
@@ -26,6 +26,9 @@ if os.environ.get("CRASH_AFTER"):
     threading.Timer(float(os.environ["CRASH_AFTER"]), crash).start()
 ready_at = time.time() + float(os.environ.get("READY_DELAY", "0"))
 version = os.environ.get("VERSION", "v0")
+lock = threading.Lock()
+current = 0
+most = 0
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go out in two writes; without this, Nagle and delayed ACKs add 40 ms.
@@ -33,6 +36,8 @@ class H(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/ready" and time.time() < ready_at:
             body, code = b"warming up", 503
+        elif self.path != "/ready" and random.random() < float(os.environ.get("FAIL_RATE", "0")):
+            body, code = f"{version} failed".encode(), 500
         else:
             body, code = f"{version} {os.environ.get('SLIPWAY_INSTANCE')}".encode(), 200
         if self.path.startswith("/stream"):
@@ -51,6 +56,16 @@ class H(BaseHTTPRequestHandler):
         if self.path.startswith("/status/"):
             code = int(self.path.split("/")[2])
             body = f"{version} answered {code}".encode()
+        if self.path.startswith("/track"):
+            # Measures this instance's own concurrency: answers the most it has seen.
+            global current, most
+            with lock:
+                current += 1
+                most = max(most, current)
+            time.sleep(float(self.path.split("/")[2]) if self.path.count("/") > 1 else 0.05)
+            with lock:
+                current -= 1
+            body = f"{version} {os.environ.get('SLIPWAY_INSTANCE')} max={most}".encode()
         if self.path.startswith("/slow"):
             time.sleep(0.5)
         self.send_response(code)
@@ -59,6 +74,8 @@ class H(BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *a):
         pass
+# The default listen backlog of 5 drops connections under bursts; real servers use more.
+ThreadingHTTPServer.request_queue_size = 1024
 s = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H)
 s.daemon_threads = True
 print(f"app {version} listening on {os.environ['PORT']}", flush=True)

@@ -1,0 +1,283 @@
+//! Progressive delivery end to end: traffic splits, tags, the revision header, canary
+//! rollouts judged on live figures (promotion and automatic rollback), a canary that
+//! survives `kill -9`, and the recreate strategy.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn spec(marker: &str, version: &str, extra_env: &str, deploy: &str) -> String {
+    format!(
+        r#"app: shop
+services:
+  api:
+    run: ["python3", "{marker}/shop/app.py"]
+    env: {{ VERSION: "{version}"{extra_env} }}
+    health:
+      ready: {{ http: /ready, interval: 200ms }}
+    traffic: {{ header_override: true }}
+    deploy: {deploy}
+"#
+    )
+}
+
+/// Sends requests in the background until stopped; counts answers by body prefix.
+fn background_load(s: &Slipway) -> (Arc<AtomicBool>, std::thread::JoinHandle<Vec<String>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (flag, router) = (stop.clone(), s.router);
+    let handle = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while !flag.load(Ordering::Relaxed) {
+            match http_get(router, "api.shop.localhost", "/") {
+                Ok((code, body)) => {
+                    seen.push(format!("{code} {}", body.split(' ').next().unwrap_or("")))
+                }
+                Err(e) => seen.push(format!("error {e}")),
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        seen
+    });
+    (stop, handle)
+}
+
+fn rollout(s: &Slipway) -> serde_json::Value {
+    let out = s.cli(&["rollout", "status", "api", "--app", "shop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::json!({ "text": String::from_utf8_lossy(&out.stdout) })
+}
+
+fn traffic(s: &Slipway) -> Vec<(u64, u64)> {
+    s.status("shop")["services"][0]["traffic"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["revision"].as_u64().unwrap(),
+                t["percent"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn traffic_splits_exactly_and_tags_and_the_header_reach_any_revision() {
+    let s = Slipway::start();
+    let m = path_str(s.dir.path());
+    let dir = s.write_app("shop", &spec(&m, "v1", "", "{ keep_previous: 60s }"));
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        spec(&m, "v2", "", "{ keep_previous: 60s }"),
+    )
+    .unwrap();
+    s.ok(&["deploy", "-f", &path_str(&dir)]);
+
+    let out = s.ok(&[
+        "traffic",
+        "api",
+        "--to-revisions",
+        "1=90,2=10",
+        "--app",
+        "shop",
+    ]);
+    assert!(out.contains("revision 1 90%, revision 2 10%"), "{out}");
+    // The split is exact over every window of 10 requests (one client, in order).
+    let answers: Vec<String> = (0..100)
+        .map(|_| s.get("api.shop.localhost", "/").unwrap().1[..2].to_owned())
+        .collect();
+    for window in answers.chunks(10) {
+        assert_eq!(
+            window.iter().filter(|v| *v == "v2").count(),
+            1,
+            "{answers:?}"
+        );
+    }
+    let bad = s.cli(&[
+        "traffic",
+        "api",
+        "--to-revisions",
+        "1=90,2=20",
+        "--app",
+        "shop",
+    ]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("add up to 110%"));
+
+    // A tag reaches its revision whatever its share; so does the header.
+    s.ok(&["traffic", "api", "--to-revisions", "1=100", "--app", "shop"]);
+    let out = s.ok(&["tag", "api", "green=2", "--app", "shop"]);
+    assert!(out.contains("green.api.shop.localhost"), "{out}");
+    let body = s.wait_body(
+        "green.api.shop.localhost",
+        "/",
+        "v2",
+        Duration::from_secs(5),
+    );
+    assert!(body.starts_with("v2"));
+    assert!(
+        s.get("api.shop.localhost", "/")
+            .unwrap()
+            .1
+            .starts_with("v1")
+    );
+    let mut conn = std::net::TcpStream::connect(s.router).unwrap();
+    use std::io::{Read, Write};
+    write!(conn, "GET / HTTP/1.1\r\nHost: api.shop.localhost\r\nSlipway-Revision: green\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).unwrap();
+    assert!(raw.contains("\r\n\r\nv2"), "{raw}");
+    s.ok(&["traffic", "api", "--to-latest", "--app", "shop"]);
+    assert_eq!(traffic(&s), vec![(2, 100)]);
+}
+
+#[test]
+fn a_healthy_canary_walks_its_steps_to_100_percent() {
+    let s = Slipway::start();
+    let m = path_str(s.dir.path());
+    let canary = "{ strategy: canary, steps: [20, 50, 100], interval: 1s, analysis: { max_error_rate: 5%, min_requests: 5 } }";
+    let dir = s.write_app("shop", &spec(&m, "v1", "", canary));
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    let (stop, load) = background_load(&s);
+    std::fs::write(dir.join("slipway.yaml"), spec(&m, "v2", "", canary)).unwrap();
+    let out = s.ok(&["deploy", "-f", &path_str(&dir)]);
+    assert!(
+        out.contains("canary started: 20% of traffic on revision 2"),
+        "{out}"
+    );
+    assert_eq!(traffic(&s), vec![(1, 80), (2, 20)]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while traffic(&s) != vec![(2, 100)]
+        || rollout(&s)["text"]
+            .as_str()
+            .unwrap()
+            .contains("progressing")
+    {
+        assert!(Instant::now() < deadline, "{}", rollout(&s)["text"]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seen = load.join().unwrap();
+    assert!(
+        seen.iter().all(|r| r.starts_with("200")),
+        "failures during the canary: {:?}",
+        seen.iter()
+            .filter(|r| !r.starts_with("200"))
+            .collect::<Vec<_>>()
+    );
+    let text = rollout(&s)["text"].as_str().unwrap().to_owned();
+    assert!(
+        text.contains("complete")
+            && text.contains("20% step: passed")
+            && text.contains("50% step: passed"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_canary_that_answers_errors_is_rolled_back_with_its_figures() {
+    let s = Slipway::start();
+    let m = path_str(s.dir.path());
+    let canary = "{ strategy: canary, steps: [50, 100], interval: 3s, analysis: { max_error_rate: 5%, min_requests: 10 } }";
+    let dir = s.write_app("shop", &spec(&m, "v1", "", canary));
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    let (stop, load) = background_load(&s);
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        spec(&m, "v2", ", FAIL_RATE: \"0.5\"", canary),
+    )
+    .unwrap();
+    s.ok(&["deploy", "-f", &path_str(&dir)]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while traffic(&s) != vec![(1, 100)] {
+        assert!(
+            Instant::now() < deadline,
+            "not rolled back: {}",
+            rollout(&s)["text"]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = load.join();
+    let text = rollout(&s)["text"].as_str().unwrap().to_owned();
+    assert!(text.contains("rolled"), "{text}");
+    assert!(
+        text.contains("error rate") && text.contains("> limit 5 %"),
+        "{text}"
+    );
+    let revs = s.ok(&["revisions", "api", "--app", "shop"]);
+    let r2 = revs
+        .lines()
+        .find(|l| l.trim_start().starts_with('2'))
+        .unwrap();
+    assert!(
+        r2.contains("failed") && r2.contains("canary rolled back"),
+        "{revs}"
+    );
+    let events = s.ok(&["events", "--app", "shop", "--limit", "100"]);
+    assert!(events.contains("rollout.rolled_back"), "{events}");
+}
+
+#[test]
+fn a_canary_resumes_from_its_recorded_step_after_kill_9() {
+    let mut s = Slipway::start();
+    let m = path_str(s.dir.path());
+    let canary = "{ strategy: canary, steps: [10, 40, 100], interval: 2s, analysis: { max_error_rate: 5%, min_requests: 3 } }";
+    let dir = s.write_app("shop", &spec(&m, "v1", "", canary));
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    std::fs::write(dir.join("slipway.yaml"), spec(&m, "v2", "", canary)).unwrap();
+    s.ok(&["deploy", "-f", &path_str(&dir)]);
+    let before = traffic(&s);
+    assert_eq!(before, vec![(1, 90), (2, 10)]);
+    s.kill9();
+    s.start_server();
+    // The recorded step comes back with its weights, and both revisions serve again.
+    assert_eq!(traffic(&s), before);
+    s.wait_body("api.shop.localhost", "/", "v", Duration::from_secs(10));
+    let text = rollout(&s)["text"].as_str().unwrap().to_owned();
+    assert!(
+        text.contains("progressing") && text.contains("interrupted"),
+        "{text}"
+    );
+    let (stop, load) = background_load(&s);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while traffic(&s) != vec![(2, 100)] {
+        assert!(Instant::now() < deadline, "{}", rollout(&s)["text"]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seen = load.join().unwrap();
+    assert!(seen.iter().all(|r| r.starts_with("200")), "{seen:?}");
+}
+
+#[test]
+fn recreate_stops_the_old_revision_first_and_says_how_long_nothing_served() {
+    let s = Slipway::start();
+    let m = path_str(s.dir.path());
+    let dir = s.write_app("shop", &spec(&m, "v1", "", "{ strategy: recreate }"));
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        spec(&m, "v2", "", "{ strategy: recreate }"),
+    )
+    .unwrap();
+    let out = s.ok(&["deploy", "-f", &path_str(&dir)]);
+    assert!(
+        out.contains("recreate strategy: no instance served for"),
+        "{out}"
+    );
+    assert!(
+        s.get("api.shop.localhost", "/")
+            .unwrap()
+            .1
+            .starts_with("v2")
+    );
+}
