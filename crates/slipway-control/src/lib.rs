@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod dashboard;
 pub mod dto;
 pub mod metrics;
 
@@ -82,14 +83,16 @@ pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         stop: stop.clone(),
     };
     let app = api::router(state.clone());
-    let read_only = api::read_only_router(state);
+    // The admin listener: the dashboard and the read-only API for anyone, the full API
+    // for requests with the admin token that this start writes to the data dir.
+    let (admin_app, dashboard_url) = dashboard::admin_app(state, &config.data_dir, admin_addr)?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
     let router_task = tokio::spawn(router.clone().serve(listener, wait(shutdown_rx.clone())));
     let admin_task = tokio::spawn(
-        axum::serve(admin, read_only)
+        axum::serve(admin, admin_app)
             .with_graceful_shutdown(wait(shutdown_rx.clone()))
             .into_future(),
     );
@@ -100,7 +103,7 @@ pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     );
     tracing::info!(%router_addr, %admin_addr, socket = %sock.display(), "slipway server ready");
     println!(
-        "slipway server listening: router http://{router_addr}  admin http://{admin_addr}  api {}",
+        "slipway server listening: router http://{router_addr}  admin http://{admin_addr}  api {}  dashboard {dashboard_url}",
         sock.display()
     );
 
