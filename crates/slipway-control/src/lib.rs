@@ -27,8 +27,12 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// The router's listener.
     pub listen: SocketAddr,
-    /// The admin listener (API over TCP; later metrics and the dashboard).
+    /// The admin listener (read-only API, metrics and the dashboard; the full API with the
+    /// admin token).
     pub admin: SocketAddr,
+    /// Whether the router records per-revision request figures (on by default; off only
+    /// to measure what recording costs). Canary analysis and autoscaling need it.
+    pub metrics: bool,
 }
 
 /// The Unix socket of the API inside a data dir.
@@ -58,7 +62,10 @@ pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     let unix = UnixListener::bind(&sock)
         .with_context(|| format!("cannot create the API socket {}", sock.display()))?;
 
-    let router = Router::new(RouterConfig::default());
+    let router = Router::new(RouterConfig {
+        metrics: config.metrics,
+        ..RouterConfig::default()
+    });
     let controller = Controller::new(
         store,
         router.clone(),

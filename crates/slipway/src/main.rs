@@ -63,6 +63,10 @@ enum Command {
         command: Option<ServerCommand>,
         #[command(flatten)]
         listen: Listen,
+        /// Do not record request figures in the router (only to measure what recording
+        /// costs: status figures, /metrics, canary analysis and autoscaling go blind).
+        #[arg(long)]
+        no_metrics: bool,
     },
     /// Stop every instance of the app cleanly (the server keeps running).
     Down {
@@ -280,11 +284,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server {
             command: None,
             listen,
+            no_metrics,
         } => {
             slipway_control::run_server(slipway_control::ServerConfig {
                 data_dir: data,
                 listen: listen.listen,
                 admin: listen.admin,
+                metrics: !no_metrics,
             })
             .await?;
             Ok(ExitCode::SUCCESS)

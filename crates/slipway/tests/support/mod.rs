@@ -53,6 +53,8 @@ class H(BaseHTTPRequestHandler):
                 time.sleep(0.1)
             self.wfile.write(b"0\r\n\r\n")
             return
+        if self.path != "/ready" and os.environ.get("DELAY_MS"):
+            time.sleep(float(os.environ["DELAY_MS"]) / 1000)
         if self.path.startswith("/status/"):
             code = int(self.path.split("/")[2])
             body = f"{version} answered {code}".encode()
