@@ -158,6 +158,7 @@ impl Controller {
         decision: Decision,
         why: &str,
     ) -> Result<(), Failure> {
+        let applying = Instant::now();
         let (revision, baseline) = (live.revision, live.baseline);
         let split = |p: u32| -> Vec<TrafficTarget> {
             [(baseline, 100 - p), (revision, p)]
@@ -219,6 +220,13 @@ impl Controller {
         if traffic.is_some() {
             self.publish_routes();
         }
+        let message = match &decision {
+            Decision::RollBack { .. } => format!(
+                "{message}; all traffic back on revision {baseline} {} µs after the decision",
+                applying.elapsed().as_micros()
+            ),
+            _ => message,
+        };
         if !kind.is_empty() {
             self.event(app, Some(service), Some(revision), kind, message.clone());
         }
