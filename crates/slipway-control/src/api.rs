@@ -42,6 +42,10 @@ pub fn read_only_router(state: ApiState) -> Router {
         )
         .route("/v1/apps/{app}/services/{service}/logs", get(logs))
         .route(
+            "/v1/apps/{app}/services/{service}/release",
+            get(release_output),
+        )
+        .route(
             "/v1/apps/{app}/services/{service}/rollout",
             get(rollout_status),
         )
@@ -61,12 +65,21 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/apps/{app}", get(app_status))
         .route("/v1/apps/{app}/deploy", post(deploy))
         .route("/v1/apps/{app}/down", post(down))
+        .route("/v1/apps/{app}/secrets", get(list_secrets))
+        .route(
+            "/v1/apps/{app}/secrets/{name}",
+            axum::routing::put(set_secret).delete(remove_secret),
+        )
         .route(
             "/v1/apps/{app}/services/{service}/revisions",
             get(revisions),
         )
         .route("/v1/apps/{app}/services/{service}/rollback", post(rollback))
         .route("/v1/apps/{app}/services/{service}/logs", get(logs))
+        .route(
+            "/v1/apps/{app}/services/{service}/release",
+            get(release_output),
+        )
         .route("/v1/apps/{app}/services/{service}/traffic", post(traffic))
         .route("/v1/apps/{app}/services/{service}/tags", post(tag))
         .route(
@@ -198,6 +211,8 @@ async fn list_apps(State(s): State<ApiState>) -> ApiResult<Json<Vec<dto::AppSumm
     Ok(Json(
         apps.into_iter()
             .map(|a| dto::AppSummary {
+                environment: a.environment,
+                host: a.host,
                 name: a.name,
                 spec_path: a.spec_path,
                 down: a.down,
@@ -212,9 +227,17 @@ async fn apply(
     State(s): State<ApiState>,
     Json(req): Json<dto::ApplyRequest>,
 ) -> ApiResult<Json<dto::ApplyResponse>> {
-    let spec = s.controller.apply(std::path::Path::new(&req.spec_path))?;
+    let environment = req
+        .environment
+        .as_deref()
+        .unwrap_or(slipway_state::DEVELOPMENT);
+    let (key, spec) = s
+        .controller
+        .apply(std::path::Path::new(&req.spec_path), environment)?;
     Ok(Json(dto::ApplyResponse {
-        app: spec.app,
+        app: key,
+        environment: spec.environment,
+        host: spec.host,
         services: spec.services.into_keys().collect(),
     }))
 }
@@ -300,6 +323,43 @@ async fn down(State(s): State<ApiState>, Path(app): Path<String>) -> ApiResult<S
     Ok(StatusCode::OK)
 }
 
+#[utoipa::path(get, path = "/v1/apps/{app}/secrets", params(("app" = String, Path, description = "the app, or `app@environment`")),
+    responses((status = 200, body = Vec<dto::SecretInfo>)))]
+async fn list_secrets(
+    State(s): State<ApiState>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<Vec<dto::SecretInfo>>> {
+    Ok(Json(s.controller.secrets(&app)?))
+}
+
+#[utoipa::path(put, path = "/v1/apps/{app}/secrets/{name}",
+    params(("app" = String, Path, description = "the app, or `app@environment`"), ("name" = String, Path)),
+    request_body = dto::SetSecretRequest,
+    responses((status = 200, body = dto::SecretInfo), (status = 409, body = dto::ApiError)))]
+async fn set_secret(
+    State(s): State<ApiState>,
+    Path((app, name)): Path<(String, String)>,
+    Json(req): Json<dto::SetSecretRequest>,
+) -> ApiResult<Json<dto::SecretInfo>> {
+    let version = s.controller.set_secret(&app, &name, req.value.as_bytes())?;
+    Ok(Json(dto::SecretInfo {
+        name,
+        version,
+        updated_at: slipway_state::now(),
+    }))
+}
+
+#[utoipa::path(delete, path = "/v1/apps/{app}/secrets/{name}",
+    params(("app" = String, Path, description = "the app, or `app@environment`"), ("name" = String, Path)),
+    responses((status = 200, description = "removed"), (status = 404, body = dto::ApiError)))]
+async fn remove_secret(
+    State(s): State<ApiState>,
+    Path((app, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    s.controller.remove_secret(&app, &name)?;
+    Ok(StatusCode::OK)
+}
+
 #[utoipa::path(get, path = "/v1/apps/{app}/services/{service}/revisions",
     params(("app" = String, Path), ("service" = String, Path)),
     responses((status = 200, body = Vec<dto::RevisionInfo>)))]
@@ -308,6 +368,25 @@ async fn revisions(
     Path((app, service)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<dto::RevisionInfo>>> {
     Ok(Json(s.controller.revisions(&app, &service)?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct ReleaseQuery {
+    /// Default: the newest revision that ran a release command.
+    revision: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/v1/apps/{app}/services/{service}/release",
+    params(("app" = String, Path), ("service" = String, Path), ReleaseQuery),
+    responses((status = 200, body = dto::ReleaseOutput), (status = 404, body = dto::ApiError)))]
+async fn release_output(
+    State(s): State<ApiState>,
+    Path((app, service)): Path<(String, String)>,
+    Query(q): Query<ReleaseQuery>,
+) -> ApiResult<Json<dto::ReleaseOutput>> {
+    Ok(Json(
+        s.controller.release_output(&app, &service, q.revision)?,
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -495,8 +574,12 @@ fn event_info(e: slipway_state::Event) -> dto::EventInfo {
         deploy,
         rollback,
         down,
+        list_secrets,
+        set_secret,
+        remove_secret,
         revisions,
         logs,
+        release_output,
         events,
         events_stream,
         traffic,

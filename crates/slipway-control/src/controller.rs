@@ -33,6 +33,8 @@ use tokio::sync::mpsc;
 use crate::dto::{self, Progress};
 
 mod progressive;
+mod release;
+mod secrets;
 
 /// How big one instance's log file may grow before it is rotated, and how many old files are kept.
 const LOG_MAX_BYTES: u64 = 8 * 1024 * 1024;
@@ -83,6 +85,8 @@ pub struct Controller {
     scalers: Mutex<HashMap<(String, String, u64), Scaler>>,
     /// The controller's clock origin: autoscaler time is measured from here.
     epoch: Instant,
+    /// The secrets' master key, read on first use.
+    master_key: Mutex<Option<Arc<slipway_state::MasterKey>>>,
 }
 
 /// The autoscaler of one revision and what it last saw.
@@ -133,6 +137,7 @@ impl Controller {
             scalers: Mutex::new(HashMap::new()),
             rollouts: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
+            master_key: Mutex::new(None),
         })
     }
 
@@ -278,21 +283,47 @@ impl Controller {
 
     // --- apps ---
 
-    /// Parses the spec at `spec_path` and registers the app and its services.
-    pub fn apply(&self, spec_path: &Path) -> Result<Spec> {
-        let spec = load_spec(spec_path)?;
+    /// Parses the spec at `spec_path` for `environment` and registers the app in that
+    /// environment (under its key, see [`slipway_state::app_key`]) with its services and
+    /// host. Returns the key and the resolved spec.
+    ///
+    /// # Errors
+    /// An invalid spec, an environment the file does not declare, or a host that another
+    /// running app or environment already serves.
+    pub fn apply(&self, spec_path: &Path, environment: &str) -> Result<(String, Spec)> {
+        let spec = load_spec(spec_path, environment)?;
+        let key = slipway_state::app_key(&spec.app, &spec.environment);
+        for other in self.store.apps()? {
+            if other.name != key && !other.down && app_host(&other) == spec.host {
+                let (other_app, other_env) = slipway_state::split_app_key(&other.name);
+                return Err(ControlError::Invalid(format!(
+                    "host {} of app {} in environment {} is already served by app {other_app} in environment {other_env}\n  hint: give environment `{}` its own `host:` under `environments:` in {}, or stop the other with `slipway down --app {other_app} --env {other_env}`",
+                    spec.host,
+                    spec.app,
+                    spec.environment,
+                    spec.environment,
+                    spec_path.display()
+                )));
+            }
+        }
         let names: Vec<&str> = spec.services.keys().map(String::as_str).collect();
-        self.store
-            .upsert_app(&spec.app, &spec_path.to_string_lossy(), &names)?;
-        Ok(spec)
+        self.store.register_app(
+            &key,
+            &spec_path.to_string_lossy(),
+            &names,
+            &spec.environment,
+            &spec.host,
+        )?;
+        Ok((key, spec))
     }
 
-    fn app_spec(&self, app: &str) -> Result<Spec> {
+    fn app_spec(&self, key: &str) -> Result<Spec> {
         let row = self
             .store
-            .app(app)?
-            .ok_or_else(|| ControlError::NotFound(unknown_app(app)))?;
-        let spec = load_spec(Path::new(&row.spec_path))?;
+            .app(key)?
+            .ok_or_else(|| ControlError::NotFound(unknown_app(key)))?;
+        let spec = load_spec(Path::new(&row.spec_path), &row.environment)?;
+        let (app, _) = slipway_state::split_app_key(key);
         if spec.app != app {
             return Err(ControlError::Invalid(format!(
                 "{} now declares app `{}`, not `{app}`; run `slipway up` in that directory to register it",
@@ -334,6 +365,25 @@ impl Controller {
                     spec.services.keys().cloned().collect::<Vec<_>>().join(", ")
                 )));
             }
+        }
+        // Every secret a deployed service needs must be set before anything starts.
+        let mut missing = false;
+        for (name, svc) in &spec.services {
+            if !services.is_empty() && !services.contains(name) {
+                continue;
+            }
+            if let Err(error) = self.secret_versions(app, name, svc) {
+                missing = true;
+                let _ = tx.send(Progress::Failed {
+                    service: name.clone(),
+                    revision: None,
+                    error,
+                    last_lines: vec![],
+                });
+            }
+        }
+        if missing {
+            return Ok(false);
         }
         let was_down = self.store.app(app)?.is_some_and(|a| a.down);
         if was_down {
@@ -438,7 +488,15 @@ impl Controller {
         tx: &mpsc::UnboundedSender<Progress>,
     ) -> Result<(), Failure> {
         let started = Instant::now();
-        let digest = spec.digest();
+        let secret_versions = self
+            .secret_versions(app, service, &spec)
+            .map_err(Failure::msg)?;
+        let stored = secrets::StoredConfig {
+            spec,
+            secret_versions,
+        };
+        let digest = stored.digest();
+        let spec = &stored.spec;
         // A new deploy supersedes a canary in progress: its traffic returns to the
         // baseline first, then the new revision goes through its own strategy.
         if self.rollout_in_progress(app, service).is_some() {
@@ -471,7 +529,7 @@ impl Controller {
             });
             return Ok(());
         }
-        let config = serde_json::to_string(&spec).map_err(|e| Failure::msg(e.to_string()))?;
+        let config = serde_json::to_string(&stored).map_err(|e| Failure::msg(e.to_string()))?;
         let cause = if serving.is_none() {
             "first deploy"
         } else if force {
@@ -533,19 +591,68 @@ impl Controller {
             failure.error = format!("revision {revision} failed: {message}");
             return Err(failure);
         }
+        // The release command (migrations) runs once the new instances are ready and
+        // before any traffic moves; if it fails, the new revision never serves.
+        let mut ready_message = format!("all {instances} instance(s) ready");
+        if let Some(command) = &spec.release {
+            let _ = tx.send(Progress::ReleaseStarted {
+                service: service.to_owned(),
+                revision,
+                command: command.join(" "),
+            });
+            match self
+                .run_release(app, service, revision, &stored, command)
+                .await
+            {
+                Ok(released) => {
+                    let _ = tx.send(Progress::ReleaseSucceeded {
+                        service: service.to_owned(),
+                        revision,
+                        summary: released.summary.clone(),
+                    });
+                    ready_message = format!("{ready_message}; {}", released.summary);
+                }
+                Err(mut failure) => {
+                    self.retire_revision(app, service, revision).await;
+                    let previous_note = match (&serving, strategy) {
+                        (Some(r), slipway_spec::Strategy::Recreate) => {
+                            // Recreate stopped the old revision first: bring it back.
+                            let count = self
+                                .revision_spec(app, service, r.number)
+                                .map(|s| s.scaling.min.max(1))
+                                .unwrap_or(1);
+                            let _ = self
+                                .start_revision(app, service, r.number, count, None)
+                                .await;
+                            self.publish_routes();
+                            format!("revision {} was started again", r.number)
+                        }
+                        (Some(r), _) => format!("revision {} keeps serving", r.number),
+                        (None, _) => "nothing was serving before".to_owned(),
+                    };
+                    let message = format!("{}; {previous_note}", failure.error);
+                    if let Err(e) = self.store.set_revision_state(
+                        app,
+                        service,
+                        revision,
+                        RevisionState::Failed,
+                        &message,
+                    ) {
+                        tracing::error!(%e, "could not mark a revision failed");
+                    }
+                    failure.revision = Some(revision);
+                    failure.error = format!("revision {revision} failed: {message}");
+                    return Err(failure);
+                }
+            }
+        }
         let committed = self
             .store
-            .set_revision_state(
-                app,
-                service,
-                revision,
-                RevisionState::Ready,
-                &format!("all {instances} instance(s) ready"),
-            )
+            .set_revision_state(app, service, revision, RevisionState::Ready, &ready_message)
             .map_err(Failure::from)
             .and_then(|()| {
-                if Self::wants_canary(&spec, previous) {
-                    self.start_canary(app, service, revision, previous.unwrap_or(0), &spec, tx)
+                if Self::wants_canary(spec, previous) {
+                    self.start_canary(app, service, revision, previous.unwrap_or(0), spec, tx)
                 } else {
                     if let Ok(Some(downtime)) = &started_new {
                         let _ = tx.send(Progress::Downtime {
@@ -883,10 +990,10 @@ impl Controller {
         tx: Option<&mpsc::UnboundedSender<Progress>>,
     ) -> Result<(), Failure> {
         let started = Instant::now();
-        let spec = self.revision_spec(app, service, revision)?;
+        let stored = self.stored_config(app, service, revision)?;
         let mut started_instances = Vec::new();
         for _ in 0..count {
-            match self.start_instance(app, service, revision, &spec).await {
+            match self.start_instance(app, service, revision, &stored).await {
                 Ok(i) => started_instances.push(i),
                 Err(f) => {
                     for i in started_instances {
@@ -941,8 +1048,9 @@ impl Controller {
         app: &str,
         service: &str,
         revision: u64,
-        spec: &ServiceSpec,
+        stored: &secrets::StoredConfig,
     ) -> Result<LiveInstance, Failure> {
+        let spec = &stored.spec;
         let port = match spec.port {
             Port::Auto => free_port().map_err(|e| {
                 Failure::msg(format!("could not find a free port for {service}: {e}"))
@@ -963,11 +1071,18 @@ impl Controller {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         env.push(("PORT".into(), port.to_string()));
-        env.push(("SLIPWAY_APP".into(), app.to_owned()));
+        let (app_name, environment) = slipway_state::split_app_key(app);
+        env.push(("SLIPWAY_APP".into(), app_name.to_owned()));
+        env.push(("SLIPWAY_ENVIRONMENT".into(), environment.to_owned()));
         env.push(("SLIPWAY_SERVICE".into(), service.to_owned()));
         env.push(("SLIPWAY_REVISION".into(), revision.to_string()));
         env.push(("SLIPWAY_INSTANCE".into(), id.clone()));
+        // Secrets are added after `run` is expanded: a value in argv would be visible to
+        // every local user (`ps`) and in the instance's log ("spawned pid …: argv").
         let argv = spec.run.iter().map(|a| expand(a, &env)).collect();
+        for (name, value) in self.secret_env(app, &stored.secret_versions)? {
+            env.push((name, value.as_str().to_owned()));
+        }
         let config = InstanceConfig {
             id: id.clone(),
             argv,
@@ -1427,6 +1542,7 @@ impl Controller {
         let mut table = RouteTable::new();
         let apps = self.store.apps()?;
         for app in apps.iter().filter(|a| !a.down) {
+            let host = app_host(app);
             for service in self.store.services(&app.name)? {
                 let traffic = self.store.traffic(&app.name, &service)?;
                 if traffic.is_empty() {
@@ -1468,9 +1584,9 @@ impl Controller {
                     sticky,
                     max_concurrency,
                 });
-                table.add_host(&format!("{service}.{}.localhost", app.name), target.clone());
+                table.add_host(&format!("{service}.{host}"), target.clone());
                 for prefix in routes {
-                    table.add_prefix(&format!("{}.localhost", app.name), &prefix, target.clone());
+                    table.add_prefix(&host, &prefix, target.clone());
                 }
                 // A tag gets its own host that always reaches its revision, whatever its
                 // share (Cloud Run and Knative tag URLs).
@@ -1484,7 +1600,7 @@ impl Controller {
                         sticky: false,
                         max_concurrency,
                     });
-                    table.add_host(&format!("{tag}.{service}.{}.localhost", app.name), tagged);
+                    table.add_host(&format!("{tag}.{service}.{host}"), tagged);
                 }
             }
         }
@@ -1561,6 +1677,7 @@ impl Controller {
             .app(app)?
             .ok_or_else(|| ControlError::NotFound(unknown_app(app)))?;
         let port = self.config.router_addr.port();
+        let host = app_host(&row);
         let mut services = Vec::new();
         for name in self.store.services(app)? {
             let traffic = self.store.traffic(app, &name)?;
@@ -1641,10 +1758,10 @@ impl Controller {
             }
             services.push(dto::ServiceStatus {
                 figures,
-                url: format!("http://{name}.{app}.localhost:{port}/"),
+                url: format!("http://{name}.{host}:{port}/"),
                 route_urls: routes
                     .iter()
-                    .map(|r| format!("http://{app}.localhost:{port}{r}"))
+                    .map(|r| format!("http://{host}:{port}{r}"))
                     .collect(),
                 traffic: traffic
                     .iter()
@@ -1664,6 +1781,8 @@ impl Controller {
         }
         Ok(dto::AppStatus {
             app: app.to_owned(),
+            environment: row.environment.clone(),
+            host,
             down: row.down,
             router: self.config.router_addr.to_string(),
             services,
@@ -1711,7 +1830,7 @@ impl Controller {
         revision: Option<u64>,
         tail: usize,
     ) -> Result<Vec<dto::LogLine>> {
-        check_name("app", app)?;
+        check_key(app)?;
         check_name("service", service)?;
         if self.store.app(app)?.is_none() {
             return Err(ControlError::NotFound(unknown_app(app)));
@@ -1783,6 +1902,14 @@ impl From<slipway_state::StoreError> for Failure {
     }
 }
 
+/// An app's key in the store (`app` or `app@environment`, both DNS labels); anything else
+/// in an API path is refused before it can reach a file path.
+pub(crate) fn check_key(key: &str) -> Result<()> {
+    let (app, environment) = slipway_state::split_app_key(key);
+    check_name("app", app)?;
+    check_name("environment", environment)
+}
+
 /// App and service names are DNS labels (the spec enforces it); anything else in an API
 /// path is refused before it can reach a file path.
 fn check_name(kind: &str, name: &str) -> Result<()> {
@@ -1814,12 +1941,29 @@ fn labels(app: &str, service: &str, extra: &[(&str, &str)]) -> crate::metrics::L
     l
 }
 
-fn unknown_app(app: &str) -> String {
-    format!("no app named `{app}` is registered; run `slipway up` in its directory first")
+fn unknown_app(key: &str) -> String {
+    let (app, environment) = slipway_state::split_app_key(key);
+    if environment == slipway_state::DEVELOPMENT {
+        format!("no app named `{app}` is registered; run `slipway up` in its directory first")
+    } else {
+        format!(
+            "app `{app}` is not deployed in environment `{environment}`; run `slipway up --env {environment}` in its directory first"
+        )
+    }
 }
 
-fn load_spec(path: &Path) -> Result<Spec> {
-    slipway_spec::load(path).map_err(|e| ControlError::Spec(e.to_string()))
+/// The host an app serves in its environment (rows written before environments have
+/// none stored: theirs is `<app>.localhost`).
+fn app_host(row: &slipway_state::AppRow) -> String {
+    if row.host.is_empty() {
+        format!("{}.localhost", slipway_state::split_app_key(&row.name).0)
+    } else {
+        row.host.clone()
+    }
+}
+
+fn load_spec(path: &Path, environment: &str) -> Result<Spec> {
+    slipway_spec::load_env(path, environment).map_err(|e| ControlError::Spec(e.to_string()))
 }
 
 /// The autoscaler's settings from a revision's `scaling:` section.

@@ -13,11 +13,21 @@ use utoipa::ToSchema;
 pub struct ApplyRequest {
     /// Absolute path of the `slipway.yaml` file.
     pub spec_path: String,
+    /// The environment to resolve the spec for; default `development`.
+    #[serde(default)]
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ApplyResponse {
+    /// The app's key: its name in `development`, `<app>@<environment>` in the others.
+    /// Every `/v1/apps/{app}` path takes this key.
     pub app: String,
+    #[serde(default)]
+    pub environment: String,
+    /// The app's host in that environment.
+    #[serde(default)]
+    pub host: String,
     pub services: Vec<String>,
 }
 
@@ -81,6 +91,20 @@ pub enum Progress {
     /// The recreate strategy stopped the old revision before starting the new one: the
     /// service answered 503 for this long.
     Downtime { service: String, downtime_ms: u64 },
+    /// The new revision's instances are ready; its release command (`release:`) runs
+    /// now, before any traffic moves.
+    ReleaseStarted {
+        service: String,
+        revision: u64,
+        command: String,
+    },
+    /// The release command succeeded; `summary` says how long it took and where its
+    /// output is kept.
+    ReleaseSucceeded {
+        service: String,
+        revision: u64,
+        summary: String,
+    },
     /// The whole operation is over; `ok` is false when any service failed.
     Done { ok: bool },
 }
@@ -93,14 +117,25 @@ pub struct RollbackRequest {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AppSummary {
+    /// The app's key (`app`, or `app@environment` outside `development`).
     pub name: String,
+    #[serde(default)]
+    pub environment: String,
+    #[serde(default)]
+    pub host: String,
     pub spec_path: String,
     pub down: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AppStatus {
+    /// The app's key (`app`, or `app@environment` outside `development`).
     pub app: String,
+    #[serde(default)]
+    pub environment: String,
+    /// The app's host: `http://<host>` serves its routes, `http://<service>.<host>` each service.
+    #[serde(default)]
+    pub host: String,
     pub down: bool,
     /// The router's address, for building URLs.
     pub router: String,
@@ -110,9 +145,9 @@ pub struct AppStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ServiceStatus {
     pub name: String,
-    /// `http://<service>.<app>.localhost:<port>/`
+    /// `http://<service>.<host>:<port>/`
     pub url: String,
-    /// `http://<app>.localhost:<port><route>` for each path-prefix route.
+    /// `http://<host>:<port><route>` for each path-prefix route.
     pub route_urls: Vec<String>,
     pub traffic: Vec<TrafficShare>,
     pub latest_revision: Option<u64>,
@@ -257,4 +292,41 @@ pub struct StepFigures {
     pub requests: u64,
     pub errors: u64,
     pub p95_ms: Option<f64>,
+}
+
+/// A secret as the API shows it: its name and current version, never its value.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SecretInfo {
+    pub name: String,
+    /// Counts every set and removal; a revision records the version it was created with.
+    pub version: u64,
+    pub updated_at: String,
+}
+
+/// Sets a secret. The value only travels in this request body (over the Unix socket or
+/// with the admin token), never in a URL, and is never sent back.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct SetSecretRequest {
+    pub value: String,
+}
+
+impl std::fmt::Debug for SetSecretRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SetSecretRequest { value: <redacted> }")
+    }
+}
+
+impl Drop for SetSecretRequest {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.value);
+    }
+}
+
+/// The output of a revision's release command, secrets redacted.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseOutput {
+    pub revision: u64,
+    /// Where the server keeps it.
+    pub path: String,
+    pub lines: Vec<String>,
 }

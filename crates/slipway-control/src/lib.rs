@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Notify;
 
 pub use controller::{Controller, ControllerConfig};
+pub use slipway_state::{DEVELOPMENT, app_key, split_app_key};
 
 /// How the daemon is started (`slipway server`).
 #[derive(Debug, Clone)]

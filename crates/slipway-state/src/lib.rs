@@ -19,6 +19,30 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
+mod secrets;
+
+pub use secrets::{MasterKey, SecretInfo};
+pub use zeroize::Zeroizing;
+
+/// The environment an app runs in unless another is named.
+pub const DEVELOPMENT: &str = "development";
+
+/// The key an app is stored under in one environment: its name for `development`, and
+/// `<app>@<environment>` otherwise (`clinic@staging`). App and environment names are DNS
+/// labels, so the `@` cannot be part of either and the key splits back unambiguously.
+pub fn app_key(app: &str, environment: &str) -> String {
+    if environment == DEVELOPMENT {
+        app.to_owned()
+    } else {
+        format!("{app}@{environment}")
+    }
+}
+
+/// Splits a key made by [`app_key`] into the app and its environment.
+pub fn split_app_key(key: &str) -> (&str, &str) {
+    key.split_once('@').unwrap_or((key, DEVELOPMENT))
+}
+
 /// The value of `meta.format`: identifies a database written by Slipway.
 const FORMAT: &str = "slipway-state";
 /// The schema version this build writes and understands.
@@ -34,7 +58,9 @@ CREATE TABLE IF NOT EXISTS apps (
     spec_path  TEXT NOT NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    down       INTEGER NOT NULL DEFAULT 0
+    down       INTEGER NOT NULL DEFAULT 0,
+    environment TEXT NOT NULL DEFAULT 'development',
+    host       TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS services (
     app        TEXT NOT NULL REFERENCES apps(name),
@@ -92,6 +118,17 @@ CREATE TABLE IF NOT EXISTS rollouts (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (app, service, revision)
 );
+CREATE TABLE IF NOT EXISTS secrets (
+    app         TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    nonce       BLOB NOT NULL,
+    ciphertext  BLOB NOT NULL,
+    removed     INTEGER NOT NULL DEFAULT 0,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (app, environment, name, version)
+);
 CREATE TABLE IF NOT EXISTS instances (
     id          TEXT PRIMARY KEY,
     app         TEXT NOT NULL,
@@ -126,6 +163,9 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("{0}")]
     Invalid(String),
+    /// A secret or the master key could not be used; the message says which and why.
+    #[error("{0}")]
+    Secret(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -165,11 +205,16 @@ impl RevisionState {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AppRow {
+    /// The app's key in the store (see [`app_key`]).
     pub name: String,
     pub spec_path: String,
     pub created_at: String,
     pub updated_at: String,
     pub down: bool,
+    /// The environment the app was deployed to.
+    pub environment: String,
+    /// The app's host in that environment (empty in rows written before environments).
+    pub host: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -330,6 +375,7 @@ impl Store {
             }
             // Creating missing tables keeps older databases of the same version usable.
             conn.execute_batch(SCHEMA)?;
+            migrate_columns(&conn)?;
         }
         let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if check != "ok" {
@@ -361,26 +407,49 @@ impl Store {
 
     // --- apps and services ---
 
-    /// Registers an app (or updates its spec path) and makes sure each named service exists.
+    /// Registers an app in `development` (or updates its spec path) and makes sure each
+    /// named service exists.
     pub fn upsert_app(&self, name: &str, spec_path: &str, services: &[&str]) -> Result<()> {
+        self.register_app(
+            name,
+            spec_path,
+            services,
+            DEVELOPMENT,
+            &format!("{name}.localhost"),
+        )
+    }
+
+    /// Registers the app stored under `key` (see [`app_key`]) in `environment` with its
+    /// `host`, or updates its spec path and host, and makes sure each named service exists.
+    pub fn register_app(
+        &self,
+        key: &str,
+        spec_path: &str,
+        services: &[&str],
+        environment: &str,
+        host: &str,
+    ) -> Result<()> {
         self.write(|tx| {
             let now = now();
             let existed: bool = tx
-                .query_row("SELECT 1 FROM apps WHERE name = ?1", [name], |_| Ok(()))
+                .query_row("SELECT 1 FROM apps WHERE name = ?1", [key], |_| Ok(()))
                 .optional()?
                 .is_some();
             tx.execute(
-                "INSERT INTO apps(name, spec_path, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
-                 ON CONFLICT(name) DO UPDATE SET spec_path = excluded.spec_path, updated_at = excluded.updated_at",
-                params![name, spec_path, now],
+                "INSERT INTO apps(name, spec_path, created_at, updated_at, environment, host) VALUES (?1, ?2, ?3, ?3, ?4, ?5)
+                 ON CONFLICT(name) DO UPDATE SET spec_path = excluded.spec_path, updated_at = excluded.updated_at,
+                   environment = excluded.environment, host = excluded.host",
+                params![key, spec_path, now, environment, host],
             )?;
             if !existed {
                 insert_event(
                     tx,
                     &NewEvent {
-                        app: name,
+                        app: key,
                         kind: "app.registered",
-                        message: format!("app {name} registered from {spec_path}"),
+                        message: format!(
+                            "app {key} registered from {spec_path} (environment {environment}, host {host})"
+                        ),
                         ..Default::default()
                     },
                 )?;
@@ -389,7 +458,7 @@ impl Store {
                 tx.execute(
                     "INSERT INTO services(app, name, created_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT(app, name) DO UPDATE SET removed = 0",
-                    params![name, svc, now],
+                    params![key, svc, now],
                 )?;
             }
             Ok(())
@@ -399,7 +468,7 @@ impl Store {
     pub fn apps(&self) -> Result<Vec<AppRow>> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
-            "SELECT name, spec_path, created_at, updated_at, down FROM apps ORDER BY name",
+            "SELECT name, spec_path, created_at, updated_at, down, environment, host FROM apps ORDER BY name",
         )?;
         let rows = stmt
             .query_map([], |r| {
@@ -409,6 +478,8 @@ impl Store {
                     created_at: r.get(2)?,
                     updated_at: r.get(3)?,
                     down: r.get(4)?,
+                    environment: r.get(5)?,
+                    host: r.get(6)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -901,6 +972,28 @@ impl Store {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
+}
+
+/// Adds the columns that later versions of the same schema gave existing tables
+/// (`CREATE TABLE IF NOT EXISTS` leaves an existing table as it is).
+fn migrate_columns(conn: &Connection) -> Result<()> {
+    let added = [
+        ("apps", "environment", "TEXT NOT NULL DEFAULT 'development'"),
+        ("apps", "host", "TEXT NOT NULL DEFAULT ''"),
+    ];
+    for (table, column, definition) in added {
+        let exists: bool = conn
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+            ))?
+            .exists([column])?;
+        if !exists {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 /// Replaces a service's traffic rows and records the change (inside a transaction).

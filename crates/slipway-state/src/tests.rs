@@ -312,3 +312,37 @@ fn a_rollout_step_and_its_traffic_commit_together() {
     s.save_rollout(&row, None).unwrap();
     assert!(s.active_rollouts().unwrap().is_empty());
 }
+
+#[test]
+fn an_apps_table_from_before_environments_gains_its_columns_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let s = Store::open(&path).unwrap();
+        s.upsert_app("clinic", "/x/slipway.yaml", &["api"]).unwrap();
+        // Shape the table as the first release wrote it.
+        s.lock()
+            .execute_batch(
+                "ALTER TABLE apps DROP COLUMN environment; ALTER TABLE apps DROP COLUMN host;",
+            )
+            .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let app = s.app("clinic").unwrap().unwrap();
+    assert_eq!(
+        (app.environment.as_str(), app.host.as_str()),
+        ("development", "")
+    );
+    s.register_app(
+        &app_key("clinic", "staging"),
+        "/x/slipway.yaml",
+        &["api"],
+        "staging",
+        "staging.clinic.localhost",
+    )
+    .unwrap();
+    let staging = s.app("clinic@staging").unwrap().unwrap();
+    assert_eq!(staging.host, "staging.clinic.localhost");
+    assert_eq!(split_app_key(&staging.name), ("clinic", "staging"));
+    assert_eq!(split_app_key("clinic"), ("clinic", DEVELOPMENT));
+}

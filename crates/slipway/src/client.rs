@@ -85,11 +85,21 @@ impl Client {
         path: &str,
         body: &B,
     ) -> anyhow::Result<T> {
-        let resp = Self::check(
-            self.send("POST", path, Some(serde_json::to_vec(body)?))
-                .await?,
-        )
-        .await?;
+        self.call("POST", path, body).await
+    }
+
+    /// Sends `body` as JSON with `method` and reads a JSON answer (`null` when empty).
+    pub async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let mut bytes = serde_json::to_vec(body)?;
+        let sent = self.send(method, path, Some(bytes.clone())).await;
+        // The body may hold a secret's value: wipe this copy (hyper owns the other).
+        zeroize::Zeroize::zeroize(&mut bytes);
+        let resp = Self::check(sent?).await?;
         let body = resp.into_body().collect().await?.to_bytes();
         if body.is_empty() {
             return Ok(serde_json::from_slice(b"null")?);

@@ -42,6 +42,15 @@ struct AppArg {
     /// The app to act on; default: the app of ./slipway.yaml, or the only registered app.
     #[arg(long)]
     app: Option<String>,
+    #[command(flatten)]
+    env: EnvArg,
+}
+
+#[derive(clap::Args, Clone)]
+struct EnvArg {
+    /// The environment (declared under `environments:` in slipway.yaml).
+    #[arg(long = "env", env = "SLIPWAY_ENV", default_value = slipway_control::DEVELOPMENT)]
+    environment: String,
 }
 
 #[derive(Subcommand)]
@@ -56,6 +65,8 @@ enum Command {
         detach: bool,
         #[command(flatten)]
         listen: Listen,
+        #[command(flatten)]
+        env: EnvArg,
     },
     /// Run the server (router, API, reconciler) in the foreground.
     Server {
@@ -99,6 +110,18 @@ enum Command {
         /// Directory holding slipway.yaml (or the file itself).
         #[arg(long, short = 'f', default_value = ".")]
         file: PathBuf,
+        #[command(flatten)]
+        env: EnvArg,
+    },
+    /// Manage the secrets an app's services receive as environment variables.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+    /// Show the spec as it resolves for an environment.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Split a service's traffic between revisions, e.g. `--to-revisions 7=90,8=10`.
     Traffic {
@@ -167,6 +190,9 @@ enum Command {
         /// How many recent lines to print first.
         #[arg(long, default_value_t = 100)]
         tail: usize,
+        /// Print the output of the release command instead (of --revision, or the newest).
+        #[arg(long, conflicts_with = "follow")]
+        release: bool,
         #[command(flatten)]
         app: AppArg,
     },
@@ -189,6 +215,40 @@ enum Command {
     },
     /// Print the JSON Schema of slipway.yaml (for editors).
     Schema,
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Set a secret (a new version); the value is read from stdin, or asked for without
+    /// echo on a terminal, never taken from the command line.
+    Set {
+        name: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// List the secrets that are set: names, versions and when they changed (never values).
+    List {
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Remove a secret (revisions that use an older version keep it).
+    Rm {
+        name: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the fully resolved spec of an environment (secrets by name only).
+    Show {
+        /// Directory holding slipway.yaml (or the file itself).
+        #[arg(long, short = 'f', default_value = ".")]
+        file: PathBuf,
+        #[command(flatten)]
+        env: EnvArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -299,15 +359,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dir,
             detach,
             listen,
-        } => up(&client, &data, &spec_file(&dir), detach, &listen).await,
+            env,
+        } => {
+            up(
+                &client,
+                &data,
+                &spec_file(&dir),
+                detach,
+                &listen,
+                &env.environment,
+            )
+            .await
+        }
         Command::Deploy {
             services,
             force,
             strategy,
             file,
+            env,
         } => {
             let file = spec_file(&file);
-            if validate_quiet(&file)?.is_some() {
+            if validate_quiet(&file, &env.environment)?.is_some() {
                 return Ok(ExitCode::FAILURE);
             }
             let applied: dto::ApplyResponse = client
@@ -315,6 +387,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "/v1/apps",
                     &dto::ApplyRequest {
                         spec_path: file.display().to_string(),
+                        environment: Some(env.environment.clone()),
                     },
                 )
                 .await?;
@@ -325,6 +398,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Secret { command } => secret(&client, command).await,
+        Command::Config {
+            command: ConfigCommand::Show { file, env },
+        } => config_show(&spec_file(&file), &env.environment),
         Command::Down { app } => {
             let app = resolve_app(&client, &app).await?;
             let _: () = client.post(&format!("/v1/apps/{app}/down"), &()).await?;
@@ -420,7 +497,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .to_owned();
             match revision {
                 Some(r) => println!(
-                    "tag {tag} -> revision {r}: http://{tag}.{service}.{app}.localhost:{port}/"
+                    "tag {tag} -> revision {r}: http://{tag}.{service}.{}:{port}/",
+                    status.host
                 ),
                 None => println!("tag {tag} removed"),
             }
@@ -513,10 +591,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             follow,
             revision,
             tail,
+            release,
             app,
         } => {
             let app = resolve_app(&client, &app).await?;
             check_name("service", &service)?;
+            if release {
+                let q = revision
+                    .map(|r| format!("?revision={r}"))
+                    .unwrap_or_default();
+                let out: dto::ReleaseOutput = client
+                    .get(&format!("/v1/apps/{app}/services/{service}/release{q}"))
+                    .await?;
+                println!(
+                    "release output of revision {} ({}):",
+                    out.revision, out.path
+                );
+                for l in out.lines {
+                    println!("{l}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut q = format!("tail={tail}&follow={follow}");
             if let Some(r) = revision {
                 q.push_str(&format!("&revision={r}"));
@@ -589,7 +684,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Prints every problem of a spec file; the exit code is 1 when there is any.
 fn validate(file: &Path) -> anyhow::Result<ExitCode> {
-    match validate_quiet(file)? {
+    match validate_quiet(file, slipway_control::DEVELOPMENT)? {
         Some(_) => Ok(ExitCode::FAILURE),
         None => {
             println!("{}: ok", file.display());
@@ -598,9 +693,10 @@ fn validate(file: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Checks a spec locally, printing its problems to stderr; `Some(n)` when there are `n`.
-fn validate_quiet(file: &Path) -> anyhow::Result<Option<usize>> {
-    match slipway_spec::load(file) {
+/// Checks a spec locally for `environment`, printing its problems to stderr; `Some(n)`
+/// when there are `n`.
+fn validate_quiet(file: &Path, environment: &str) -> anyhow::Result<Option<usize>> {
+    match slipway_spec::load_env(file, environment) {
         Ok(_) => Ok(None),
         Err(slipway_spec::LoadError::Io { path, source }) => {
             bail!(
@@ -632,31 +728,172 @@ fn check_name(kind: &str, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The key of the app to act on in the chosen environment (`app` or `app@environment`).
 async fn resolve_app(client: &Client, arg: &AppArg) -> anyhow::Result<String> {
+    let environment = &arg.env.environment;
+    check_name("environment", environment)?;
+    let key = |app: &str| slipway_control::app_key(app, environment);
     if let Some(a) = &arg.app {
         check_name("app", a)?;
-        return Ok(a.clone());
+        return Ok(key(a));
     }
     let here = spec_file(Path::new("."));
     if here.exists() {
         return match slipway_spec::load(&here) {
-            Ok(spec) => Ok(spec.app),
+            Ok(spec) => Ok(key(&spec.app)),
             Err(e) => bail!(
                 "./slipway.yaml names the app to act on, but it is invalid:\n{e}\n  hint: fix it, or pass --app NAME"
             ),
         };
     }
     let apps: Vec<dto::AppSummary> = client.get("/v1/apps").await?;
-    match apps.as_slice() {
-        [one] => Ok(one.name.clone()),
+    let names: Vec<&str> = apps
+        .iter()
+        .map(|a| slipway_control::split_app_key(&a.name).0)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    match names.as_slice() {
+        [one] => Ok(key(one)),
         [] => bail!("no app is registered on this server; run `slipway up DIR` first"),
         many => bail!(
             "several apps are registered ({}); choose one with --app",
-            many.iter()
-                .map(|a| a.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            many.join(", ")
         ),
+    }
+}
+
+/// `slipway secret set|list|rm`.
+async fn secret(client: &Client, command: SecretCommand) -> anyhow::Result<ExitCode> {
+    if let SecretCommand::Set { name, .. } | SecretCommand::Rm { name, .. } = &command {
+        let mut chars = name.chars();
+        let ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            bail!(
+                "`{name}` is not a valid secret name: use letters, digits and `_`, not starting with a digit (it becomes an environment variable)"
+            );
+        }
+    }
+    match command {
+        SecretCommand::Set { name, app } => {
+            let key = resolve_app(client, &app).await?;
+            let value = read_secret_value(&name)?;
+            if value.is_empty() {
+                bail!(
+                    "the value of secret {name} is empty\n  hint: pipe it in, e.g. `printf %s \"$VALUE\" | slipway secret set {name}`"
+                );
+            }
+            let request = dto::SetSecretRequest {
+                value: value.as_str().to_owned(),
+            };
+            let info: dto::SecretInfo = client
+                .call("PUT", &format!("/v1/apps/{key}/secrets/{name}"), &request)
+                .await?;
+            let (app, environment) = slipway_control::split_app_key(&key);
+            println!(
+                "secret {} set for app {app} in environment {environment} (version {}); `slipway deploy --env {environment}` gives the services that use it a new revision",
+                info.name, info.version
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        SecretCommand::List { app } => {
+            let key = resolve_app(client, &app).await?;
+            let secrets: Vec<dto::SecretInfo> =
+                client.get(&format!("/v1/apps/{key}/secrets")).await?;
+            let mut t = table(&["NAME", "VERSION", "UPDATED"]);
+            for s in secrets {
+                t.add_row(vec![s.name, s.version.to_string(), s.updated_at]);
+            }
+            println!("{t}");
+            Ok(ExitCode::SUCCESS)
+        }
+        SecretCommand::Rm { name, app } => {
+            let key = resolve_app(client, &app).await?;
+            let _: () = client
+                .call("DELETE", &format!("/v1/apps/{key}/secrets/{name}"), &())
+                .await?;
+            println!("secret {name} removed; revisions created before keep their version");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Reads a secret's value: from a terminal without echo, otherwise all of stdin (one
+/// trailing newline dropped, as `echo` adds it).
+fn read_secret_value(name: &str) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    use std::io::{IsTerminal, Read};
+    let mut value = zeroize::Zeroizing::new(String::new());
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("value of {name} (not shown): ");
+        let _echo = EchoOff::new();
+        stdin.read_line(&mut value)?;
+        eprintln!();
+    } else {
+        stdin
+            .lock()
+            .read_to_string(&mut value)
+            .context("cannot read the secret's value from stdin (it must be UTF-8 text)")?;
+    }
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    Ok(value)
+}
+
+/// Turns the terminal's echo off until dropped.
+struct EchoOff(Option<libc::termios>);
+
+impl EchoOff {
+    fn new() -> EchoOff {
+        // SAFETY: tcgetattr/tcsetattr on fd 0 with a zeroed termios that tcgetattr fills.
+        unsafe {
+            let mut term: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut term) != 0 {
+                return EchoOff(None);
+            }
+            let saved = term;
+            term.c_lflag &= !libc::ECHO;
+            term.c_lflag |= libc::ECHONL;
+            libc::tcsetattr(0, libc::TCSANOW, &term);
+            EchoOff(Some(saved))
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            // SAFETY: restores the settings read in `new`.
+            unsafe {
+                libc::tcsetattr(0, libc::TCSANOW, saved);
+            }
+        }
+    }
+}
+
+/// `slipway config show`: the spec resolved for `environment`, as JSON. Secrets appear
+/// by name only (values live on the server, encrypted).
+fn config_show(file: &Path, environment: &str) -> anyhow::Result<ExitCode> {
+    match slipway_spec::load_env(file, environment) {
+        Ok(spec) => {
+            println!("{}", serde_json::to_string_pretty(&spec)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(slipway_spec::LoadError::Io { path, source }) => bail!(
+            "cannot read {}: {source}\n  hint: pass the directory that holds slipway.yaml with -f, or the file itself",
+            path.display()
+        ),
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 
@@ -666,8 +903,9 @@ async fn up(
     file: &Path,
     detach: bool,
     listen: &Listen,
+    environment: &str,
 ) -> anyhow::Result<ExitCode> {
-    if validate_quiet(file)?.is_some() {
+    if validate_quiet(file, environment)?.is_some() {
         return Ok(ExitCode::FAILURE);
     }
     let started_server = if client.is_up().await {
@@ -681,6 +919,7 @@ async fn up(
             "/v1/apps",
             &dto::ApplyRequest {
                 spec_path: file.display().to_string(),
+                environment: Some(environment.to_owned()),
             },
         )
         .await?;
@@ -899,6 +1138,18 @@ fn print_progress(p: &Progress, started: Instant) -> bool {
             println!(
                 "{t}  {service:<12} recreate strategy: no instance served for {downtime_ms} ms"
             );
+        }
+        Progress::ReleaseStarted {
+            service,
+            revision,
+            command,
+        } => {
+            println!("{t}  {service:<12} revision {revision} ready; release command: {command}");
+        }
+        Progress::ReleaseSucceeded {
+            service, summary, ..
+        } => {
+            println!("{t}  {service:<12} {summary}");
         }
         Progress::Done { ok } => return *ok,
     }

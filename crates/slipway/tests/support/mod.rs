@@ -13,6 +13,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_slipway");
 
 /// A Python app: answers `<VERSION> <instance>` on every path, `/ready` when ready.
 /// `READY_DELAY` (seconds) delays readiness; `CRASH` makes it exit at once.
+/// `READY_FLAP` (seconds) makes `/ready` alternate between 200 and 503 every that many seconds
+/// (only in the instance that creates the file `READY_FLAP_ONE` first, when that is set).
 pub const PY_APP: &str = r#"
 import os, random, sys, time, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,11 +31,24 @@ version = os.environ.get("VERSION", "v0")
 lock = threading.Lock()
 current = 0
 most = 0
+flap = float(os.environ.get("READY_FLAP", "0"))
+if flap and os.environ.get("READY_FLAP_ONE"):
+    try:
+        os.close(os.open(os.environ["READY_FLAP_ONE"], os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        flap = 0
+flap_from = time.time()
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go out in two writes; without this, Nagle and delayed ACKs add 40 ms.
     disable_nagle_algorithm = True
     def do_GET(self):
+        if self.path == "/ready" and flap and int((time.time() - flap_from) / flap) % 2 == 1:
+            self.send_response(503)
+            self.send_header("content-length", "7")
+            self.end_headers()
+            self.wfile.write(b"flapped")
+            return
         if self.path == "/ready" and time.time() < ready_at:
             body, code = b"warming up", 503
         elif self.path != "/ready" and random.random() < float(os.environ.get("FAIL_RATE", "0")):

@@ -1,0 +1,213 @@
+//! The release command (`release:`, e.g. database migrations): run once per deploy with
+//! the new revision's environment, secrets and working directory, after its instances
+//! are ready and before any traffic moves to it.
+//!
+//! The command runs in its own process group, bounded by `release_timeout` (then the
+//! whole group is killed). Its stdout and stderr are kept together, in order, with the
+//! values of the revision's secrets replaced by `[secret NAME]`, and written to
+//! `<data dir>/releases/<app>/<service>/r<revision>.log`, where `slipway logs --release`
+//! and the revision's message point. A non-zero exit or a timeout fails the deploy.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+use super::secrets::StoredConfig;
+use super::{ControlError, Controller, Failure, Result, check_key, check_name, expand};
+use crate::dto;
+
+/// At most this many output lines are kept (the newest win).
+const MAX_LINES: usize = 10_000;
+/// How many of the last lines a failure shows.
+const SHOWN_LINES: usize = 20;
+
+/// How a release command ended, for the revision's message.
+pub(super) struct Released {
+    pub summary: String,
+}
+
+// === impl Controller (release) ===
+
+impl Controller {
+    /// Where the release output of a revision is kept.
+    pub fn release_log(&self, key: &str, service: &str, revision: u64) -> PathBuf {
+        self.config
+            .data_dir
+            .join("releases")
+            .join(key)
+            .join(service)
+            .join(format!("r{revision}.log"))
+    }
+
+    /// The stored release output of a revision (by default the newest one that ran a
+    /// release command).
+    pub fn release_output(
+        &self,
+        key: &str,
+        service: &str,
+        revision: Option<u64>,
+    ) -> Result<dto::ReleaseOutput> {
+        check_key(key)?;
+        check_name("service", service)?;
+        let revision = match revision {
+            Some(r) => r,
+            None => self
+                .store
+                .revisions(key, service)?
+                .iter()
+                .rev()
+                .map(|r| r.number)
+                .find(|r| self.release_log(key, service, *r).exists())
+                .ok_or_else(|| {
+                    ControlError::NotFound(format!(
+                        "no revision of {service} ran a release command; it runs on deploy when the service has `release:`"
+                    ))
+                })?,
+        };
+        let path = self.release_log(key, service, revision);
+        let text = std::fs::read_to_string(&path).map_err(|_| {
+            ControlError::NotFound(format!(
+                "revision {revision} of {service} has no release output (it ran no release command)"
+            ))
+        })?;
+        Ok(dto::ReleaseOutput {
+            revision,
+            path: path.display().to_string(),
+            lines: text.lines().map(str::to_owned).collect(),
+        })
+    }
+
+    /// Runs a revision's release command to completion (or its timeout).
+    pub(super) async fn run_release(
+        &self,
+        key: &str,
+        service: &str,
+        revision: u64,
+        stored: &StoredConfig,
+        command: &[String],
+    ) -> std::result::Result<Released, Failure> {
+        let spec = &stored.spec;
+        let shown = command.join(" ");
+        let (app, environment) = slipway_state::split_app_key(key);
+        let mut env: Vec<(String, String)> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.push(("SLIPWAY_APP".into(), app.to_owned()));
+        env.push(("SLIPWAY_ENVIRONMENT".into(), environment.to_owned()));
+        env.push(("SLIPWAY_SERVICE".into(), service.to_owned()));
+        env.push(("SLIPWAY_REVISION".into(), revision.to_string()));
+        // As for instances, secrets join the environment only after argv is expanded.
+        let argv: Vec<String> = command.iter().map(|a| expand(a, &env)).collect();
+        let secrets = self.secret_env(key, &stored.secret_versions)?;
+        let Some((program, args)) = argv.split_first() else {
+            return Err(Failure::msg(format!(
+                "the release command of {service} is empty"
+            )));
+        };
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .envs(secrets.iter().map(|(k, v)| (k, v.as_str())))
+            .current_dir(&spec.workdir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let mut child = cmd.spawn().map_err(|e| {
+            Failure::msg(format!(
+                "the release command `{shown}` of {service} could not start in {}: {e}; check `release:` in slipway.yaml",
+                spec.workdir.display()
+            ))
+        })?;
+        let pid = child.id();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            readers.push(tokio::spawn(collect(out, lines.clone())));
+        }
+        if let Some(err) = child.stderr.take() {
+            readers.push(tokio::spawn(collect(err, lines.clone())));
+        }
+        let timeout = spec.release_timeout;
+        let waited = tokio::time::timeout(timeout, child.wait()).await;
+        if waited.is_err()
+            && let Some(pgid) = pid
+                .and_then(|p| i32::try_from(p).ok())
+                .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            let _ = child.wait().await;
+        }
+        for r in readers {
+            // The group is gone, so the pipes close; bound the wait all the same.
+            let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
+        }
+        let elapsed = started.elapsed();
+        let mut output = std::mem::take(&mut *lines.lock().unwrap_or_else(|p| p.into_inner()));
+        for line in &mut output {
+            for (name, value) in &secrets {
+                if !value.is_empty() && line.contains(value.as_str()) {
+                    *line = line.replace(value.as_str(), &format!("[secret {name}]"));
+                }
+            }
+        }
+        let path = self.release_log(key, service, revision);
+        let saved = path
+            .parent()
+            .map(std::fs::create_dir_all)
+            .unwrap_or(Ok(()))
+            .and_then(|()| std::fs::write(&path, output.join("\n") + "\n"));
+        let where_ = match saved {
+            Ok(()) => format!("output: {}", path.display()),
+            Err(e) => format!("output not saved: {e}"),
+        };
+        let secs = elapsed.as_secs_f64();
+        let failed = |what: String| {
+            let skip = output.len().saturating_sub(SHOWN_LINES);
+            Failure {
+                revision: Some(revision),
+                error: format!("release command `{shown}` {what} ({where_})"),
+                last_lines: output[skip..].to_vec(),
+            }
+        };
+        match waited {
+            Err(_) => Err(failed(format!(
+                "did not finish within release_timeout {timeout:?} and was killed"
+            ))),
+            Ok(Err(e)) => Err(failed(format!("could not be waited for: {e}"))),
+            Ok(Ok(status)) if !status.success() => {
+                Err(failed(format!("failed after {secs:.1}s ({status})")))
+            }
+            Ok(Ok(_)) => Ok(Released {
+                summary: format!("release command `{shown}` succeeded in {secs:.1}s ({where_})"),
+            }),
+        }
+    }
+}
+
+/// Appends each line read from `stream` to `lines`, keeping the newest `MAX_LINES`.
+async fn collect(stream: impl AsyncRead + Unpin, lines: Arc<Mutex<Vec<String>>>) {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                let mut lines = lines.lock().unwrap_or_else(|p| p.into_inner());
+                if lines.len() >= MAX_LINES {
+                    lines.remove(0);
+                }
+                lines.push(line);
+            }
+        }
+    }
+}
