@@ -81,6 +81,7 @@ pub fn router(state: ApiState) -> Router {
             get(release_output),
         )
         .route("/v1/apps/{app}/services/{service}/traffic", post(traffic))
+        .route("/v1/apps/{app}/services/{service}/promote", post(promote))
         .route("/v1/apps/{app}/services/{service}/tags", post(tag))
         .route(
             "/v1/apps/{app}/services/{service}/rollout",
@@ -151,6 +152,19 @@ async fn rollout_action(
     Ok(Json(
         s.controller.rollout_action(&app, &service, &action).await?,
     ))
+}
+
+#[utoipa::path(post, path = "/v1/apps/{app}/services/{service}/promote",
+    params(("app" = String, Path, description = "the target: app or app@environment"), ("service" = String, Path)),
+    request_body = dto::PromoteRequest,
+    responses((status = 200, description = "newline-delimited JSON stream of Progress", body = dto::Progress)))]
+async fn promote(
+    State(s): State<ApiState>,
+    Path((app, service)): Path<(String, String)>,
+    Json(req): Json<dto::PromoteRequest>,
+) -> Response {
+    let c = s.controller.clone();
+    progress_stream(move |tx| async move { c.promote(&app, &service, &req.from, tx).await })
 }
 
 /// Prometheus metrics in the OpenMetrics text format.
@@ -585,7 +599,8 @@ fn event_info(e: slipway_state::Event) -> dto::EventInfo {
         traffic,
         tag,
         rollout_status,
-        rollout_action
+        rollout_action,
+        promote
     )
 )]
 struct ApiDoc;

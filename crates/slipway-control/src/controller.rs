@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 
 use crate::dto::{self, Progress};
 
+mod artifacts;
 mod progressive;
 mod release;
 mod secrets;
@@ -455,7 +456,7 @@ impl Controller {
             return false;
         }
         let outcome = self
-            .deploy_service_locked(app, service, spec, force, tx)
+            .deploy_service_locked(app, service, spec, force, None, tx)
             .await;
         self.counters.inc(
             "slipway_deploys",
@@ -485,15 +486,30 @@ impl Controller {
         service: &str,
         spec: ServiceSpec,
         force: bool,
+        prebuilt: Option<String>,
         tx: &mpsc::UnboundedSender<Progress>,
     ) -> Result<(), Failure> {
         let started = Instant::now();
+        // Build, test and store the artifact first (or take a promoted one as it is):
+        // nothing about the revision exists until they succeed.
+        let artifact = match prebuilt {
+            Some(digest) => {
+                if !self.artifact_dir(&digest).exists() {
+                    return Err(Failure::msg(format!(
+                        "artifact {digest} is not in the store any more; deploy the source environment again"
+                    )));
+                }
+                Some(digest)
+            }
+            None => self.build_and_store(service, &spec, tx).await?,
+        };
         let secret_versions = self
             .secret_versions(app, service, &spec)
             .map_err(Failure::msg)?;
         let stored = secrets::StoredConfig {
             spec,
             secret_versions,
+            artifact_digest: artifact,
         };
         let digest = stored.digest();
         let spec = &stored.spec;
@@ -1080,6 +1096,8 @@ impl Controller {
         // Secrets are added after `run` is expanded: a value in argv would be visible to
         // every local user (`ps`) and in the instance's log ("spawned pid …: argv").
         let argv = spec.run.iter().map(|a| expand(a, &env)).collect();
+        // A revision built with an artifact runs its stored copy, never the working tree.
+        let (workdir, argv) = self.artifact_layout(stored, argv);
         for (name, value) in self.secret_env(app, &stored.secret_versions)? {
             env.push((name, value.as_str().to_owned()));
         }
@@ -1087,7 +1105,7 @@ impl Controller {
             id: id.clone(),
             argv,
             env,
-            workdir: spec.workdir.clone(),
+            workdir,
             port,
             log_file: self.log_dir(app, service).join(format!("{id}.log")),
             log_max_bytes: LOG_MAX_BYTES,

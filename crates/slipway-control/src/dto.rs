@@ -105,6 +105,28 @@ pub enum Progress {
         revision: u64,
         summary: String,
     },
+    /// A build or test command started (`step` is `build` or `test`).
+    Step {
+        service: String,
+        step: String,
+        command: String,
+    },
+    /// One line of a build or test command's output.
+    Output { service: String, line: String },
+    /// A build or test command succeeded.
+    StepDone {
+        service: String,
+        step: String,
+        elapsed_ms: u64,
+    },
+    /// A promotion began: the artifact of `from` is being deployed.
+    Promoting {
+        service: String,
+        from: String,
+        digest: String,
+    },
+    /// The artifact was stored under this content digest.
+    Artifact { service: String, digest: String },
     /// The whole operation is over; `ok` is false when any service failed.
     Done { ok: bool },
 }
@@ -329,4 +351,11 @@ pub struct ReleaseOutput {
     /// Where the server keeps it.
     pub path: String,
     pub lines: Vec<String>,
+}
+
+/// Deploys the artifact serving in another environment of the same app.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PromoteRequest {
+    /// The environment whose serving revision is promoted, e.g. `staging`.
+    pub from: String,
 }

@@ -113,6 +113,19 @@ enum Command {
         #[command(flatten)]
         env: EnvArg,
     },
+    /// Deploy to one environment the exact build serving in another (no rebuild).
+    Promote {
+        service: String,
+        /// The environment whose serving revision is promoted.
+        #[arg(long)]
+        from: String,
+        /// The environment to deploy it to.
+        #[arg(long)]
+        to: String,
+        /// Directory holding slipway.yaml (or the file itself).
+        #[arg(long, short = 'f', default_value = ".")]
+        file: PathBuf,
+    },
     /// Manage the secrets an app's services receive as environment variables.
     Secret {
         #[command(subcommand)]
@@ -392,6 +405,42 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 )
                 .await?;
             let ok = deploy(&client, &applied.app, services, force, strategy).await?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Promote {
+            service,
+            from,
+            to,
+            file,
+        } => {
+            check_name("service", &service)?;
+            let file = spec_file(&file);
+            if validate_quiet(&file, &to)?.is_some() {
+                return Ok(ExitCode::FAILURE);
+            }
+            let applied: dto::ApplyResponse = client
+                .post(
+                    "/v1/apps",
+                    &dto::ApplyRequest {
+                        spec_path: file.display().to_string(),
+                        environment: Some(to.clone()),
+                    },
+                )
+                .await?;
+            let started = Instant::now();
+            let mut ok = true;
+            client
+                .stream(
+                    "POST",
+                    &format!("/v1/apps/{}/services/{service}/promote", applied.app),
+                    Some(&dto::PromoteRequest { from }),
+                    |p: Progress| ok &= print_progress(&p, started),
+                )
+                .await?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -1130,6 +1179,42 @@ fn print_progress(p: &Progress, started: Instant) -> bool {
                 *interval_ms as f64 / 1000.0
             );
             println!("{t}  {service:<12} follow it with `slipway rollout status {service} -w`");
+        }
+        Progress::Step {
+            service,
+            step,
+            command,
+        } => {
+            println!("{t}  {service:<12} {step}: {command}");
+        }
+        Progress::Output { service, line } => {
+            println!("{t}  {service:<12} | {line}");
+        }
+        Progress::StepDone {
+            service,
+            step,
+            elapsed_ms,
+        } => {
+            println!(
+                "{t}  {service:<12} {step} succeeded in {:.1}s",
+                *elapsed_ms as f64 / 1000.0
+            );
+        }
+        Progress::Artifact { service, digest } => {
+            println!(
+                "{t}  {service:<12} artifact stored as {}",
+                &digest[..digest.len().min(12)]
+            );
+        }
+        Progress::Promoting {
+            service,
+            from,
+            digest,
+        } => {
+            println!(
+                "{t}  {service:<12} promoting the artifact {} of {from} (no build)",
+                &digest[..digest.len().min(12)]
+            );
         }
         Progress::Downtime {
             service,

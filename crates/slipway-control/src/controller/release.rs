@@ -103,6 +103,7 @@ impl Controller {
         env.push(("SLIPWAY_REVISION".into(), revision.to_string()));
         // As for instances, secrets join the environment only after argv is expanded.
         let argv: Vec<String> = command.iter().map(|a| expand(a, &env)).collect();
+        let (workdir, argv) = self.artifact_layout(stored, argv);
         let secrets = self.secret_env(key, &stored.secret_versions)?;
         let Some((program, args)) = argv.split_first() else {
             return Err(Failure::msg(format!(
@@ -113,7 +114,7 @@ impl Controller {
         cmd.args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .envs(secrets.iter().map(|(k, v)| (k, v.as_str())))
-            .current_dir(&spec.workdir)
+            .current_dir(&workdir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -28,13 +28,16 @@ pub(super) struct StoredConfig {
     /// Secret name -> version. Absent in configs stored before secrets existed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_versions: BTreeMap<String, u64>,
+    /// The digest of the stored build artifact the revision runs, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_digest: Option<String>,
 }
 
 impl StoredConfig {
     /// The digest that decides whether a deploy creates a revision. Without secrets it is
     /// the spec's own digest, so revisions made before secrets existed keep theirs.
     pub fn digest(&self) -> String {
-        if self.secret_versions.is_empty() {
+        if self.secret_versions.is_empty() && self.artifact_digest.is_none() {
             return self.spec.digest();
         }
         let json = serde_json::to_vec(self).unwrap_or_default();

@@ -28,6 +28,9 @@ if os.environ.get("CRASH_AFTER"):
     threading.Timer(float(os.environ["CRASH_AFTER"]), crash).start()
 ready_at = time.time() + float(os.environ.get("READY_DELAY", "0"))
 version = os.environ.get("VERSION", "v0")
+if os.path.exists("version.txt"):
+    with open("version.txt") as f:
+        version = f.read().strip()
 lock = threading.Lock()
 current = 0
 most = 0
