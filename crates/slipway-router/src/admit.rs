@@ -85,9 +85,10 @@ impl Router {
                 in_flight,
             });
         }
-        let (route, pool, index, in_flight) = self
-            .wait(route.clone(), pool, host, path, headers, outcome)
-            .await?;
+        // Waiting is the rare path and its future is large; boxed, it does not make every
+        // request's future (which hyper moves into place per request) that much bigger.
+        let (route, pool, index, in_flight) =
+            Box::pin(self.wait(route.clone(), pool, host, path, headers, outcome)).await?;
         Ok(Admitted {
             route: Cow::Owned(route),
             pool,

@@ -23,6 +23,7 @@ mod proxy;
 mod queue;
 mod stats;
 mod table;
+mod timer;
 
 pub use backend::Backend;
 pub use error::ERROR_HEADER;

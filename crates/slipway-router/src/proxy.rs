@@ -6,14 +6,18 @@
 //! reaches a revision's pool is measured in that revision's stats.
 
 use std::convert::Infallible;
+use std::future::poll_fn;
 use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::header::{
     CONNECTION, COOKIE, EXPECT, HOST, SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
@@ -23,7 +27,7 @@ use http::{
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -33,6 +37,7 @@ use crate::backend::{Backend, InFlight, Sender};
 use crate::body::{Lease, ResponseBody, UpstreamBody};
 use crate::error::{ProxyError, error_response};
 use crate::table::{REVISION_HEADER, Route, RouteTable, normalize_host};
+use crate::timer::{HyperTimer, Timers};
 
 /// How long `serve` waits for open requests after shutdown was requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -100,6 +105,14 @@ pub struct Router {
     ids: RequestIds,
     /// Read only when a revision has no ready backend.
     activator: RwLock<Option<Activator>>,
+}
+
+/// One client connection, as its requests see it.
+struct Client {
+    /// The client's IP address, for `X-Forwarded-For`.
+    addr: HeaderValue,
+    /// The recycled upstream timeouts of the `serve` call that accepted the connection.
+    timers: Arc<Timers>,
 }
 
 /// The outcome of one attempt to send a request to one backend, when it failed.
@@ -173,15 +186,20 @@ impl Router {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
+        // The sleeps of this call's connections are recycled (see `timer.rs`): hyper's and
+        // the upstream timeouts' apart, so that each set only ever moves its sleeps to later
+        // deadlines, which is the cheap case.
+        let hyper_timer = HyperTimer(Arc::new(Timers::default()));
+        let upstream_timers = Arc::new(Timers::default());
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
-            .timer(TokioTimer::new())
+            .timer(hyper_timer.clone())
             .header_read_timeout(HEADER_READ_TIMEOUT);
-        builder.http2().timer(TokioTimer::new());
+        builder.http2().timer(hyper_timer);
         let builder = Arc::new(builder);
         let graceful = GracefulShutdown::new();
-        let mut shutdown = std::pin::pin!(shutdown);
+        let mut shutdown = pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
                 biased;
@@ -198,8 +216,11 @@ impl Router {
             };
             // Small writes (headers, SSE events) must not wait for Nagle's algorithm.
             let _ = stream.set_nodelay(true);
-            let client = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+            let client = Arc::new(Client {
+                addr: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+                timers: upstream_timers.clone(),
+            });
             let router = self.clone();
             let service = service_fn(move |req| {
                 let router = router.clone();
@@ -230,11 +251,7 @@ impl Router {
 
     /// Answers one client request: proxies it, or explains why not. Every response carries
     /// the request id that was sent upstream.
-    async fn handle(
-        &self,
-        mut req: Request<Incoming>,
-        client: &HeaderValue,
-    ) -> Response<ResponseBody> {
+    async fn handle(&self, mut req: Request<Incoming>, client: &Client) -> Response<ResponseBody> {
         let request_id = match req.headers().get(X_REQUEST_ID) {
             Some(id) => id.clone(),
             None => {
@@ -268,7 +285,7 @@ impl Router {
     async fn proxy(
         &self,
         mut req: Request<Incoming>,
-        client: &HeaderValue,
+        client: &Client,
         outcome: &mut Outcome,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let table = self.table.load_full();
@@ -299,18 +316,26 @@ impl Router {
 
         let upgrade = is_upgrade_request(&req).then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
-        // The client's `Expect: 100-continue` was answered by our server side already.
-        parts.headers.remove(EXPECT);
-        // A routing instruction for the proxy, not the application.
-        parts.headers.remove(REVISION_HEADER);
+        // Most requests carry none of the headers to drop: one pass over the names finds
+        // that, where removing each by name would hash every one of them.
+        if parts
+            .headers
+            .keys()
+            .any(|name| is_hop_by_hop(name) || name == EXPECT || name == REVISION_HEADER)
+        {
+            strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
+            // The client's `Expect: 100-continue` was answered by our server side already.
+            parts.headers.remove(EXPECT);
+            // A routing instruction for the proxy, not the application.
+            parts.headers.remove(REVISION_HEADER);
+        }
         if host_from_uri && let Some(host) = &host_value {
             parts.headers.insert(HOST, host.clone());
         }
         if parts.version == Version::HTTP_2 {
             merge_cookies(&mut parts.headers);
         }
-        append_forwarded_for(&mut parts.headers, client);
+        append_forwarded_for(&mut parts.headers, &client.addr);
         parts
             .headers
             .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
@@ -328,15 +353,26 @@ impl Router {
         let req = Request::from_parts(parts, UpstreamBody::Incoming(body));
 
         let mut current = in_flight.backend().addr();
-        let forwarded = self.forward(&route, pool, index, in_flight, req, upgrade, &mut current);
-        match tokio::time::timeout(self.config.upstream_timeout, forwarded).await {
-            Ok(result) => result,
-            Err(_) => Err(ProxyError::Timeout {
+        let timeout = self.config.upstream_timeout;
+        let result = {
+            let mut forwarded =
+                pin!(self.forward(&route, pool, index, in_flight, req, upgrade, &mut current));
+            let mut deadline = client
+                .timers
+                .sleep_until(tokio::time::Instant::now() + timeout);
+            poll_fn(|cx| match forwarded.as_mut().poll(cx) {
+                Poll::Ready(result) => Poll::Ready(Some(result)),
+                Poll::Pending => Pin::new(&mut deadline).poll(cx).map(|()| None),
+            })
+            .await
+        };
+        result.unwrap_or_else(|| {
+            Err(ProxyError::Timeout {
                 target: target.clone(),
                 addr: current,
-                after: self.config.upstream_timeout,
-            }),
-        }
+                after: timeout,
+            })
+        })
     }
 
     /// Sends the request to the chosen backend, moving on to the next ready backend of the
@@ -358,7 +394,7 @@ impl Router {
             let backend = in_flight.backend().clone();
             *current = backend.addr();
             let attempt = if upgrade.is_some() {
-                self.send_fresh(&backend, req, true).await
+                Box::pin(self.send_fresh(&backend, req, true)).await
             } else {
                 self.send_pooled(&backend, req).await
             };
@@ -426,7 +462,9 @@ impl Router {
                 },
             }
         }
-        self.send_fresh(backend, req, false).await
+        // Connecting is the rare path and its future is large (connect, timeout, handshake);
+        // boxed, it does not make every request's future bigger.
+        Box::pin(self.send_fresh(backend, req, false)).await
     }
 
     /// Sends a request over a new connection to `backend`. Only connections without
@@ -484,10 +522,12 @@ impl Router {
             return Ok(Response::from_parts(parts, ResponseBody::empty()));
         }
         let (mut parts, body) = response.into_parts();
-        if connection_has_token(&parts.headers, "close") {
-            conn = None;
+        if parts.headers.keys().any(is_hop_by_hop) {
+            if connection_has_token(&parts.headers, "close") {
+                conn = None;
+            }
+            strip_hop_by_hop(&mut parts.headers, false);
         }
-        strip_hop_by_hop(&mut parts.headers, false);
         let lease = Lease {
             in_flight,
             conn,
@@ -554,6 +594,20 @@ fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
             .to_str()
             .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     })
+}
+
+/// Whether `name` is one of the hop-by-hop headers that are always removed (RFC 9110, section
+/// 7.6.1): `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
+/// `Transfer-Encoding` and `Upgrade`. Headers named in `Connection` are hop-by-hop too, but
+/// only with a `Connection` header present.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == CONNECTION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == TE
+        || name == TRAILER
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
 }
 
 /// Removes the headers that only concern one connection: those named in `Connection` and the
@@ -630,6 +684,8 @@ fn merge_cookies(headers: &mut HeaderMap) {
     }
 }
 
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// Generates unique request ids in UUID layout: a random per-router half and a scrambled
 /// counter half, so ids never repeat within a process and practically never across restarts.
 struct RequestIds {
@@ -657,17 +713,22 @@ impl RequestIds {
         // distinct while consecutive ids do not look alike.
         let low = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.salt;
         let id = (u128::from(self.seed) << 64) | u128::from(low);
-        let mut text = [0u8; 36];
-        let mut nibble = 32;
-        for (i, byte) in text.iter_mut().enumerate() {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                *byte = b'-';
-                continue;
+        // Two hex digits per byte, most significant first, with the dashes of the 8-4-4-4-12
+        // layout before bytes 4, 6, 8 and 10 (text positions 8, 13, 18 and 23).
+        let mut text = [b'-'; 36];
+        let mut at = 0;
+        for (i, byte) in id.to_be_bytes().into_iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                at += 1;
             }
-            nibble -= 1;
-            *byte = b"0123456789abcdef"[((id >> (nibble * 4)) & 0xf) as usize];
+            text[at] = HEX_DIGITS[usize::from(byte >> 4)];
+            text[at + 1] = HEX_DIGITS[usize::from(byte & 0xf)];
+            at += 2;
         }
-        HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        // Owned bytes make the copy for the response a reference count instead of a second
+        // allocation.
+        HeaderValue::from_maybe_shared(Bytes::from_owner(text))
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
     }
 }
 
@@ -686,6 +747,38 @@ mod tests {
             assert_eq!(text.matches('-').count(), 4);
             assert!(seen.insert(text.to_owned()), "duplicate id {text}");
         }
+    }
+
+    #[test]
+    fn request_ids_put_the_seed_first_and_the_scrambled_counter_last() {
+        let ids = RequestIds {
+            seed: 0x0123_4567_89ab_cdef,
+            salt: 0,
+            counter: AtomicU64::new(0),
+        };
+        assert_eq!(ids.next(), "01234567-89ab-cdef-0000-000000000000");
+        // Counter 1 times the odd constant 0x9E3779B97F4A7C15 is the constant itself.
+        assert_eq!(ids.next(), "01234567-89ab-cdef-9e37-79b97f4a7c15");
+    }
+
+    #[test]
+    fn only_hop_by_hop_names_are_found_by_the_quick_scan() {
+        for name in [
+            CONNECTION,
+            KEEP_ALIVE,
+            PROXY_CONNECTION,
+            TE,
+            TRAILER,
+            TRANSFER_ENCODING,
+            UPGRADE,
+        ] {
+            assert!(is_hop_by_hop(&name), "{name}");
+        }
+        for name in [HOST, COOKIE, X_FORWARDED_FOR, X_REQUEST_ID, EXPECT] {
+            assert!(!is_hop_by_hop(&name), "{name}");
+        }
+        let custom = HeaderName::from_static("keep-alive-x");
+        assert!(!is_hop_by_hop(&custom));
     }
 
     #[test]

@@ -359,3 +359,34 @@ fn readiness_is_seen_per_pool() {
     assert!(route.acquire(0, &[]).is_none());
     assert!(!route.has_ready(5), "no such pool");
 }
+
+#[test]
+fn the_host_hash_tells_apart_keys_that_differ_only_in_trailing_zero_bytes() {
+    use std::hash::BuildHasher;
+    let hasher = BuildHasherDefault::<HostHasher>::default();
+    let hashes: Vec<u64> = ["ab", "ab\0", "ab\0\0", "abcdefgh", "abcdefgh\0", "ba"]
+        .iter()
+        .map(|key| hasher.hash_one(key))
+        .collect();
+    for (i, a) in hashes.iter().enumerate() {
+        for b in &hashes[i + 1..] {
+            assert_ne!(a, b, "{hashes:x?}");
+        }
+    }
+}
+
+#[test]
+fn many_hosts_are_all_found() {
+    let mut table = RouteTable::new();
+    for i in 0..300 {
+        table.add_host(
+            &format!("svc{i}.app.localhost"),
+            target(&format!("t{i}"), &[100]),
+        );
+    }
+    for i in 0..300 {
+        let host = format!("SVC{i}.app.localhost:8080");
+        assert_eq!(found(&table, &host, "/"), Some(format!("t{i}")), "{host}");
+    }
+    assert_eq!(found(&table, "svc300.app.localhost", "/"), None);
+}
