@@ -847,6 +847,34 @@ impl Controller {
                 "app {app} is down; run `slipway up` to start it, then roll back"
             )));
         }
+        // A rollback during a canary first ends the canary: all traffic returns to its
+        // baseline (and the canary revision is marked failed). Without `--to`, that is the
+        // rollback; with it, the switch to the named revision follows.
+        if self.rollout_in_progress(app, service).is_some() {
+            let key = (app.to_owned(), service.to_owned());
+            let live = self
+                .rollouts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+            if let Some(mut live) = live {
+                let (canary, baseline) = live.revisions();
+                let decision = live
+                    .abort_for("rolled back by the operator")
+                    .map_err(|e| ControlError::Invalid(e.to_string()))?;
+                self.apply_rollout(app, service, live, decision, "rollback")
+                    .map_err(|f| ControlError::Invalid(f.error))?;
+                if to.is_none() || to == Some(baseline) {
+                    let _ = tx.send(Progress::Switched {
+                        service: service.to_owned(),
+                        revision: baseline,
+                        previous: Some(canary),
+                        elapsed_ms: started.elapsed().as_millis() as u64,
+                    });
+                    return Ok(true);
+                }
+            }
+        }
         let revisions = self.store.revisions(app, service)?;
         if revisions.is_empty() {
             return Err(ControlError::NotFound(format!(

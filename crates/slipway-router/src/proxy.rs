@@ -45,10 +45,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// An idempotent body-less request sent on a connection that idled at least this long is
-/// replayed on a fresh connection if the old one dies before answering: that is the window in
-/// which a backend's keep-alive timeout can close the connection under our feet.
-const REPLAY_AFTER_IDLE: Duration = Duration::from_secs(1);
+/// An idempotent body-less request sent on a reused connection is replayed on a fresh
+/// connection if the old one dies before answering. That covers a backend's keep-alive
+/// timeout closing an idle connection under our feet, and an instance that was killed a
+/// moment ago (its pooled connections are reset; the fresh connect is refused and the
+/// request fails over to another instance).
+const REPLAY_AFTER_IDLE: Duration = Duration::ZERO;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

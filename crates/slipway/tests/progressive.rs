@@ -370,3 +370,29 @@ fn recreate_stops_the_old_revision_first_and_says_how_long_nothing_served() {
             .starts_with("v2")
     );
 }
+
+#[test]
+fn a_rollback_during_a_canary_ends_the_canary() {
+    let s = Slipway::start();
+    let m = path_str(s.dir.path());
+    let canary = "{ strategy: canary, steps: [20, 50, 100], interval: 1s, analysis: { max_error_rate: 5%, min_requests: 1 } }";
+    let dir = s.write_app("shop", &spec(&m, "v1", "", canary));
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    std::fs::write(dir.join("slipway.yaml"), spec(&m, "v2", "", canary)).unwrap();
+    s.ok(&["deploy", "-f", &path_str(&dir)]);
+    assert_eq!(traffic(&s), vec![(1, 80), (2, 20)]);
+    let out = s.ok(&["rollback", "api", "--app", "shop"]);
+    assert!(out.contains("revision 2 -> 1"), "{out}");
+    assert_eq!(traffic(&s), vec![(1, 100)]);
+    // The canary stays ended: its steps do not come back.
+    let (stop, load) = background_load(&s);
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let _ = load.join();
+    assert_eq!(traffic(&s), vec![(1, 100)]);
+    let text = rollout(&s)["text"].as_str().unwrap().to_owned();
+    assert!(
+        !text.contains("progressing") && text.contains("rolled"),
+        "{text}"
+    );
+}

@@ -32,6 +32,19 @@ pub(super) struct LiveRollout {
 }
 
 impl LiveRollout {
+    /// The canary's new revision and its baseline.
+    pub(super) fn revisions(&self) -> (u64, u64) {
+        (self.revision, self.baseline)
+    }
+
+    /// Aborts for the given reason (e.g. an operator's rollback).
+    pub(super) fn abort_for(
+        &mut self,
+        reason: &str,
+    ) -> Result<Decision, slipway_rollout::RejectedAction> {
+        self.rollout.abort(wall_now(), reason)
+    }
+
     /// Aborts because a newer deploy of the service replaces this canary.
     pub(super) fn abort_for_new_deploy(
         &mut self,
