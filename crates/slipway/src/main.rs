@@ -271,13 +271,17 @@ enum ServerCommand {
 }
 
 fn main() -> ExitCode {
-    // Printing into a closed pipe (`slipway logs -f | head`) ends the program quietly, as
-    // for other command-line tools, instead of panicking in `println!`.
-    // SAFETY: called first thing in main, before any other thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    // Printing into a closed pipe (`slipway logs -f | head`) ends a CLI command quietly, as
+    // for other command-line tools, instead of panicking in `println!`. The server keeps
+    // SIGPIPE ignored: a client that hangs up while the router writes to it must cost one
+    // connection, not the whole process.
+    if !matches!(cli.command, Command::Server { command: None, .. }) {
+        // SAFETY: called before the runtime starts, while this is the only thread.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLIPWAY_LOG")
