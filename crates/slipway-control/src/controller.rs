@@ -662,23 +662,32 @@ impl Controller {
                 }
             }
         }
-        let committed = self
+        let mut committed = self
             .store
             .set_revision_state(app, service, revision, RevisionState::Ready, &ready_message)
-            .map_err(Failure::from)
-            .and_then(|()| {
-                if Self::wants_canary(spec, previous) {
-                    self.start_canary(app, service, revision, previous.unwrap_or(0), spec, tx)
-                } else {
-                    if let Ok(Some(downtime)) = &started_new {
-                        let _ = tx.send(Progress::Downtime {
-                            service: service.to_owned(),
-                            downtime_ms: downtime.as_millis() as u64,
-                        });
-                    }
-                    self.switch(app, service, revision, previous, "deploy", tx, started)
+            .map_err(Failure::from);
+        // Rolling: shift traffic and instances one at a time (max surge 1, max
+        // unavailable 0) before the final switch below.
+        if committed.is_ok()
+            && let (slipway_spec::Strategy::Rolling, Some(prev)) = (strategy, previous)
+        {
+            committed = self
+                .rolling(app, service, revision, prev, instances, tx)
+                .await;
+        }
+        let committed = committed.and_then(|()| {
+            if Self::wants_canary(spec, previous) {
+                self.start_canary(app, service, revision, previous.unwrap_or(0), spec, tx)
+            } else {
+                if let Ok(Some(downtime)) = &started_new {
+                    let _ = tx.send(Progress::Downtime {
+                        service: service.to_owned(),
+                        downtime_ms: downtime.as_millis() as u64,
+                    });
                 }
-            });
+                self.switch(app, service, revision, previous, "deploy", tx, started)
+            }
+        });
         if let Err(mut failure) = committed {
             // The switch was not recorded: the new revision must not keep running unrouted.
             self.retire_revision(app, service, revision).await;
@@ -691,6 +700,79 @@ impl Controller {
             );
             failure.revision = Some(revision);
             return Err(failure);
+        }
+        Ok(())
+    }
+
+    /// Replaces the previous revision's instances with the new one's one at a time: start
+    /// one new instance, move traffic in proportion to the instance counts, then drain and
+    /// stop one old instance. Starts with one new instance already ready; on failure all
+    /// traffic returns to the previous revision.
+    async fn rolling(
+        self: &Arc<Self>,
+        app: &str,
+        service: &str,
+        revision: u64,
+        previous: u64,
+        target: u32,
+        tx: &mpsc::UnboundedSender<Progress>,
+    ) -> Result<(), Failure> {
+        let old_count = self.running_count(app, service, previous) as u32;
+        let plan = slipway_rollout::rolling_plan(old_count, target);
+        let (mut old_now, mut new_now) = (old_count, 1u32);
+        for (old_want, new_want) in plan {
+            // The last old instances stay until the final switch moves all traffic; the
+            // switch retires them after keep_previous.
+            let new_want = if old_want == 0 { target } else { new_want };
+            if new_want > new_now {
+                if let Err(f) = self
+                    .start_revision(app, service, revision, new_want - new_now, Some(tx))
+                    .await
+                {
+                    let _ = self.store.set_traffic(
+                        app,
+                        service,
+                        &[TrafficTarget {
+                            revision: previous,
+                            percent: 100,
+                        }],
+                        "rolling deploy failed",
+                    );
+                    self.publish_routes();
+                    return Err(f);
+                }
+                new_now = new_want;
+            }
+            if old_want == 0 {
+                break;
+            }
+            if old_want < old_now {
+                self.scale_down(app, service, previous, old_now - old_want)
+                    .await;
+                old_now = old_want;
+            }
+            if old_now == 0 || new_now == 0 {
+                continue;
+            }
+            let new_percent = ((100 * new_now) / (old_now + new_now)).clamp(1, 99);
+            self.store
+                .set_traffic(
+                    app,
+                    service,
+                    &[
+                        TrafficTarget {
+                            revision: previous,
+                            percent: 100 - new_percent,
+                        },
+                        TrafficTarget {
+                            revision,
+                            percent: new_percent,
+                        },
+                    ],
+                    "rolling deploy",
+                )
+                .map_err(Failure::from)?;
+            self.publish_routes();
         }
         Ok(())
     }

@@ -396,3 +396,36 @@ fn a_rollback_during_a_canary_ends_the_canary() {
         "{text}"
     );
 }
+
+#[test]
+fn a_rolling_deploy_replaces_instances_one_by_one_without_failures() {
+    let s = Slipway::start();
+    let m = path_str(s.dir.path());
+    let rolling = |v: &str| {
+        spec(&m, v, "", "{ strategy: rolling, keep_previous: 0s }").replace(
+            "    traffic:",
+            "    scaling: { min: 3, max: 3 }\n    traffic:",
+        )
+    };
+    let dir = s.write_app("shop", &rolling("v1"));
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    let (stop, load) = background_load(&s);
+    std::fs::write(dir.join("slipway.yaml"), rolling("v2")).unwrap();
+    s.ok(&["deploy", "-f", &path_str(&dir)]);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let seen = load.join().unwrap();
+    assert!(seen.iter().all(|r| r.starts_with("200")), "{seen:?}");
+    assert_eq!(traffic(&s), vec![(2, 100)]);
+    // The traffic moved in steps that follow the instance counts, not in one switch.
+    let events = s.ok(&["events", "--app", "shop", "--limit", "200"]);
+    let steps: Vec<&str> = events
+        .lines()
+        .filter(|l| l.contains("rolling deploy: "))
+        .collect();
+    assert!(steps.len() >= 2, "{events}");
+    assert!(
+        steps.iter().any(|l| l.contains("r1=67%, r2=33%")),
+        "{events}"
+    );
+}
