@@ -65,6 +65,10 @@ pub(crate) enum ProxyError {
         addr: SocketAddr,
         error: Box<dyn StdError + Send + Sync>,
     },
+    /// The client's request body was malformed or cut off while it was being forwarded.
+    BadRequestBody {
+        error: Box<dyn StdError + Send + Sync>,
+    },
 }
 
 impl ProxyError {
@@ -80,6 +84,7 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequestBody { .. } => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -94,6 +99,7 @@ impl ProxyError {
             ProxyError::Unreachable { .. } => "upstream-unreachable",
             ProxyError::Timeout { .. } => "upstream-timeout",
             ProxyError::UpstreamFailed { .. } => "upstream-failed",
+            ProxyError::BadRequestBody { .. } => "bad-request-body",
         }
     }
 }
@@ -170,6 +176,15 @@ impl fmt::Display for ProxyError {
                 target.app,
                 human(*after)
             ),
+            ProxyError::BadRequestBody { error } => {
+                write!(f, "the request body was malformed or cut off: {error}")?;
+                let mut source = error.source();
+                while let Some(cause) = source {
+                    write!(f, ": {cause}")?;
+                    source = cause.source();
+                }
+                Ok(())
+            }
             ProxyError::UpstreamFailed {
                 target,
                 addr,

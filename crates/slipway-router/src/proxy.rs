@@ -416,6 +416,14 @@ impl Router {
                     in_flight = next_in_flight;
                     req = back;
                 }
+                // The client's own request body broke (a malformed chunk, a hang-up
+                // mid-upload): that is the client's fault, not the revision's, so it is
+                // answered 400 and does not count against the revision's error rate.
+                Err(Failure::Failed(error)) if error.is_user() => {
+                    return Err(ProxyError::BadRequestBody {
+                        error: Box::new(error),
+                    });
+                }
                 Err(Failure::Failed(error)) => {
                     return Err(ProxyError::UpstreamFailed {
                         target: route.target.clone(),
