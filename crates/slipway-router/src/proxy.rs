@@ -232,6 +232,14 @@ impl Router {
             let builder = builder.clone();
             let watcher = graceful.watcher();
             tokio::spawn(async move {
+                // hyper's header-read timeout only starts once the protocol has been
+                // detected; a client that connects and sends nothing would hold the
+                // connection forever. Wait for its first byte within the same bound.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                }
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 if let Err(err) = watcher.watch(conn).await {
                     tracing::debug!(%peer, error = %err, "client connection ended with an error");
