@@ -87,6 +87,22 @@ impl<'a> LineIndex<'a> {
         LineIndex { source, starts }
     }
 
+    /// Returns the 1-based line and character column of a byte offset (clamped to the
+    /// text). Lines end at `\n` only, as in the rendered snippet, so a diagnostic's
+    /// position always agrees with its offset (a lone `\r` or a byte order mark does not
+    /// shift it).
+    pub fn position(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.source.len());
+        let line = self.starts.partition_point(|&start| start <= offset).max(1);
+        let start = self.starts[line - 1];
+        let column = self
+            .source
+            .get(start..offset)
+            .map_or(offset - start, |text| text.chars().count())
+            + 1;
+        (line, column)
+    }
+
     /// Returns the byte offset of a 1-based line and character column, clamped to the text.
     pub fn offset(&self, line: usize, column: usize) -> usize {
         let Some(&start) = self.starts.get(line.saturating_sub(1)) else {

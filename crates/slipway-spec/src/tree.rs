@@ -181,13 +181,23 @@ fn syntax_diagnostic(error: &serde_saphyr::Error, index: &LineIndex<'_>) -> Diag
 
 /// Converts a serde-saphyr location into a [`Pos`], computing byte positions if it has none.
 fn location_pos(location: &Location, index: &LineIndex<'_>) -> Pos {
-    let line = usize::try_from(location.line()).unwrap_or(usize::MAX);
-    let column = usize::try_from(location.column()).unwrap_or(usize::MAX);
     let span = location.span();
-    let offset = span
-        .byte_offset()
-        .and_then(|o| usize::try_from(o).ok())
-        .unwrap_or_else(|| index.offset(line, column));
+    // With a byte offset, line and column are derived from it, so they count lines the
+    // way the rendered snippet does (serde-saphyr also breaks lines at a lone CR and
+    // skips byte order marks).
+    let (line, column, offset) = match span.byte_offset().and_then(|o| usize::try_from(o).ok()) {
+        Some(offset) => {
+            let (line, column) = index.position(offset);
+            (line, column, offset)
+        }
+        None => {
+            let line = usize::try_from(location.line()).unwrap_or(usize::MAX);
+            let column = usize::try_from(location.column()).unwrap_or(usize::MAX);
+            let offset = index.offset(line, column);
+            let (line, column) = index.position(offset);
+            (line, column, offset)
+        }
+    };
     let len = span
         .byte_len()
         .and_then(|l| usize::try_from(l).ok())
