@@ -20,6 +20,13 @@ use crate::queue::RevisionQueue;
 /// The sending half of one upstream HTTP/1.1 connection.
 pub(crate) type Sender = http1::SendRequest<UpstreamBody>;
 
+/// An upstream connection of the HTTP/1.1 fast path (see `h1.rs`): the socket and what was
+/// read from it beyond the last response (nothing, on a connection fit for reuse).
+pub(crate) struct RawConn {
+    pub(crate) stream: TcpStream,
+    pub(crate) buf: bytes::BytesMut,
+}
+
 /// An idle upstream connection together with the moment it became idle.
 struct IdleConn {
     sender: Sender,
@@ -40,6 +47,8 @@ pub struct Backend {
     pooling: AtomicBool,
     in_flight: AtomicUsize,
     idle: Mutex<Vec<IdleConn>>,
+    /// Idle connections of the fast path, which drives its sockets itself.
+    raw_idle: Mutex<Vec<RawConn>>,
     /// The queues of the revision pools this backend was put in (when a route table was
     /// built), woken when it becomes ready.
     queues: Mutex<Vec<Weak<RevisionQueue>>>,
@@ -55,6 +64,7 @@ impl Backend {
             pooling: AtomicBool::new(true),
             in_flight: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
+            raw_idle: Mutex::new(Vec::new()),
             queues: Mutex::new(Vec::new()),
         })
     }
@@ -124,13 +134,70 @@ impl Backend {
     pub fn close_idle(&self) {
         self.pooling.store(false, Ordering::Relaxed);
         let drained: Vec<IdleConn> = std::mem::take(&mut *self.lock_idle());
-        // The connections close when their senders are dropped, outside the lock.
+        let raw: Vec<RawConn> = std::mem::take(&mut *self.lock_raw());
+        // The connections close when their senders and sockets are dropped, outside the locks.
         drop(drained);
+        drop(raw);
     }
 
     /// The number of idle pooled connections (for tests and metrics).
     pub fn idle_connections(&self) -> usize {
-        self.lock_idle().len()
+        self.lock_idle().len() + self.lock_raw().len()
+    }
+
+    fn lock_raw(&self) -> MutexGuard<'_, Vec<RawConn>> {
+        // As for `idle`: a vector of sockets cannot be left half-changed.
+        self.raw_idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the most recently used idle fast-path connection that still looks open: one the
+    /// backend has closed (or sent something unasked on) shows as readable in the reactor's
+    /// last readiness report, which is checked without a system call. A close that the
+    /// reactor has not seen yet is caught when the request is sent (see `h1.rs`).
+    pub(crate) fn take_raw(&self) -> Option<RawConn> {
+        let mut idle = self.lock_raw();
+        while let Some(conn) = idle.pop() {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if conn.stream.poll_read_ready(&mut cx).is_pending() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Returns a fast-path connection whose last response was read completely, keeping at
+    /// most `max` idle.
+    pub(crate) fn put_raw(&self, conn: RawConn, max: usize) {
+        if !self.pooling.load(Ordering::Relaxed) || !conn.buf.is_empty() {
+            return;
+        }
+        let mut idle = self.lock_raw();
+        if idle.len() < max {
+            idle.push(conn);
+        }
+    }
+
+    /// Opens a new fast-path connection to this backend.
+    pub(crate) async fn connect_raw(&self, timeout: Duration) -> io::Result<RawConn> {
+        Ok(RawConn {
+            stream: self.connect_tcp(timeout).await?,
+            buf: bytes::BytesMut::with_capacity(8192),
+        })
+    }
+
+    /// Connects a socket to this backend within `timeout`, Nagle off.
+    async fn connect_tcp(&self, timeout: Duration) -> io::Result<TcpStream> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
+            Ok(stream) => stream?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connect timed out after {}ms", timeout.as_millis()),
+                ));
+            }
+        };
+        stream.set_nodelay(true)?;
+        Ok(stream)
     }
 
     fn lock_idle(&self) -> MutexGuard<'_, Vec<IdleConn>> {
@@ -171,16 +238,7 @@ impl Backend {
     /// Opens a new HTTP/1.1 connection to this backend. `upgrades` makes the connection able
     /// to hand its socket over after a `101 Switching Protocols` response.
     pub(crate) async fn connect(&self, timeout: Duration, upgrades: bool) -> io::Result<Sender> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
-            Ok(stream) => stream?,
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("connect timed out after {}ms", timeout.as_millis()),
-                ));
-            }
-        };
-        stream.set_nodelay(true)?;
+        let stream = self.connect_tcp(timeout).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await

@@ -123,6 +123,14 @@ impl ResponseBody {
         }
     }
 
+    /// The bytes of a body the proxy made itself (empty for a streamed one).
+    pub(crate) fn full_bytes(&self) -> &[u8] {
+        match &self.kind {
+            Kind::Full(Some(bytes)) => bytes,
+            _ => &[],
+        }
+    }
+
     pub(crate) fn empty() -> ResponseBody {
         ResponseBody {
             kind: Kind::Full(None),

@@ -18,7 +18,9 @@
 mod admit;
 mod backend;
 mod body;
+mod conn;
 mod error;
+mod h1;
 mod proxy;
 mod queue;
 mod stats;

@@ -28,14 +28,14 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::admit::{Admitted, Outcome};
 use crate::backend::{Backend, InFlight, Sender};
 use crate::body::{Lease, ResponseBody, UpstreamBody};
+use crate::conn::{Connections, Rewind, Signal};
 use crate::error::{ProxyError, error_response};
+use crate::h1;
 use crate::table::{REVISION_HEADER, Route, RouteTable, normalize_host};
 use crate::timer::{HyperTimer, Timers};
 
@@ -43,7 +43,7 @@ use crate::timer::{HyperTimer, Timers};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// How long a client may take to send a request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An idempotent body-less request sent on a reused connection is replayed on a fresh
 /// connection if the old one dies before answering. That covers a backend's keep-alive
@@ -76,6 +76,9 @@ pub struct RouterConfig {
     pub queue_timeout: Duration,
     /// How many requests may wait in one revision's queue; one more gets a 503 `queue-full`.
     pub queue_limit: usize,
+    /// Whether plain HTTP/1.1 requests take the router's own forwarding path (see `h1.rs`)
+    /// instead of hyper's. Off, every connection is served by hyper (to compare the two).
+    pub h1_fast_path: bool,
 }
 
 impl Default for RouterConfig {
@@ -87,6 +90,7 @@ impl Default for RouterConfig {
             metrics: true,
             queue_timeout: Duration::from_secs(30),
             queue_limit: 1000,
+            h1_fast_path: true,
         }
     }
 }
@@ -104,15 +108,15 @@ pub type Activator = Arc<dyn Fn(&str, &str, u64) + Send + Sync>;
 pub struct Router {
     pub(crate) config: RouterConfig,
     pub(crate) table: ArcSwap<RouteTable>,
-    ids: RequestIds,
+    pub(crate) ids: RequestIds,
     /// Read only when a revision has no ready backend.
     activator: RwLock<Option<Activator>>,
 }
 
 /// One client connection, as its requests see it.
-struct Client {
+pub(crate) struct Client {
     /// The client's IP address, for `X-Forwarded-For`.
-    addr: HeaderValue,
+    pub(crate) addr: HeaderValue,
     /// The recycled upstream timeouts of the `serve` call that accepted the connection.
     timers: Arc<Timers>,
 }
@@ -193,14 +197,14 @@ impl Router {
         // deadlines, which is the cheap case.
         let hyper_timer = HyperTimer(Arc::new(Timers::default()));
         let upstream_timers = Arc::new(Timers::default());
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
             .timer(hyper_timer.clone())
             .header_read_timeout(HEADER_READ_TIMEOUT);
-        builder.http2().timer(hyper_timer);
-        let builder = Arc::new(builder);
-        let graceful = GracefulShutdown::new();
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2.timer(hyper_timer);
+        let protocols = Arc::new((http1, http2));
+        let connections = Arc::new(Connections::default());
         let mut shutdown = pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -224,30 +228,59 @@ impl Router {
                 timers: upstream_timers.clone(),
             });
             let router = self.clone();
-            let service = service_fn(move |req| {
-                let router = router.clone();
-                let client = client.clone();
-                async move { Ok::<_, Infallible>(router.handle(req, &client).await) }
-            });
-            let builder = builder.clone();
-            let watcher = graceful.watcher();
+            let protocols = protocols.clone();
+            let guard = connections.open();
             tokio::spawn(async move {
-                // hyper's header-read timeout only starts once the protocol has been
-                // detected; a client that connects and sends nothing would hold the
-                // connection forever. Wait for its first byte within the same bound.
-                let mut first = [0u8; 1];
-                match tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)).await {
-                    Ok(Ok(n)) if n > 0 => {}
-                    _ => return,
-                }
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                if let Err(err) = watcher.watch(conn).await {
+                let handoff = if router.config.h1_fast_path {
+                    h1::serve(&router, stream, &client, &guard.signal).await
+                } else {
+                    // Without the fast path, hyper reads from the first byte; the fast path's
+                    // wait for the first request head also bounds a client that sends nothing.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return,
+                    }
+                    let mut preface = [0u8; 24];
+                    let h2 = matches!(stream.peek(&mut preface).await, Ok(24))
+                        && &preface == b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+                    h1::Handoff::Hyper {
+                        stream,
+                        buf: bytes::BytesMut::new(),
+                        h2,
+                    }
+                };
+                let h1::Handoff::Hyper { stream, buf, h2 } = handoff else {
+                    return;
+                };
+                let io = TokioIo::new(Rewind::new(buf.freeze(), stream));
+                let service = service_fn(move |req| {
+                    let router = router.clone();
+                    let client = client.clone();
+                    async move { Ok::<_, Infallible>(router.handle(req, &client).await) }
+                });
+                let (http1, http2) = &*protocols;
+                let result = if h2 {
+                    until_closed(http2.serve_connection(io, service), &guard.signal, |conn| {
+                        conn.graceful_shutdown()
+                    })
+                    .await
+                } else {
+                    until_closed(
+                        http1.serve_connection(io, service).with_upgrades(),
+                        &guard.signal,
+                        |conn| conn.graceful_shutdown(),
+                    )
+                    .await
+                };
+                if let Err(err) = result {
                     tracing::debug!(%peer, error = %err, "client connection ended with an error");
                 }
             });
         }
         drop(listener);
-        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        connections.close_all();
+        if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait_closed())
             .await
             .is_err()
         {
@@ -567,6 +600,24 @@ impl std::fmt::Debug for Router {
     }
 }
 
+/// Serves a hyper connection to its end; when `signal` asks the connection to close, `close`
+/// starts hyper's graceful shutdown of it (finish the requests in progress, take no more).
+async fn until_closed<C, E>(conn: C, signal: &Signal, close: impl Fn(Pin<&mut C>)) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    let mut conn = pin!(conn);
+    let mut asked = false;
+    poll_fn(|cx| {
+        if !asked && signal.poll_closing(cx) {
+            asked = true;
+            close(conn.as_mut());
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await
+}
+
 /// Copies bytes both ways between the client and the backend once both sides switched
 /// protocols. The backend stays counted as busy until the tunnel closes.
 async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade, in_flight: InFlight) {
@@ -706,7 +757,7 @@ const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Generates unique request ids in UUID layout: a random per-router half and a scrambled
 /// counter half, so ids never repeat within a process and practically never across restarts.
-struct RequestIds {
+pub(crate) struct RequestIds {
     seed: u64,
     salt: u64,
     counter: AtomicU64,
@@ -726,6 +777,14 @@ impl RequestIds {
     }
 
     fn next(&self) -> HeaderValue {
+        // Owned bytes make the copy for the response a reference count instead of a second
+        // allocation.
+        HeaderValue::from_maybe_shared(Bytes::from_owner(self.next_text()))
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    }
+
+    /// The next id as text.
+    pub(crate) fn next_text(&self) -> [u8; 36] {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         // Multiplying by an odd constant is a bijection on u64, so distinct counters stay
         // distinct while consecutive ids do not look alike.
@@ -743,10 +802,7 @@ impl RequestIds {
             text[at + 1] = HEX_DIGITS[usize::from(byte & 0xf)];
             at += 2;
         }
-        // Owned bytes make the copy for the response a reference count instead of a second
-        // allocation.
-        HeaderValue::from_maybe_shared(Bytes::from_owner(text))
-            .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        text
     }
 }
 

@@ -1,0 +1,709 @@
+//! The HTTP/1.1 fast path: plain requests forwarded by the router's own code, one task per
+//! client connection, without hyper.
+//!
+//! Most traffic a router sees is plain: HTTP/1.1 requests without a body, answered with a
+//! sized or chunked body. For those, hyper's generality costs more than the forwarding itself
+//! (a parsed and re-serialised `HeaderMap` on each side, a task and two channels per upstream
+//! connection, about 32,000 instructions a request in callgrind). This path reads the client's
+//! head with `httparse`, writes the upstream head straight from its bytes (see
+//! `h1/request.rs`), sends it over an upstream socket it drives itself, and passes the
+//! response head (rewritten, see `h1/response.rs`) and the body through as they come: one read
+//! and one write on each side for a small response.
+//!
+//! Anything that is not plain — HTTP/2, HTTP/1.0, a request body, an upgrade, `Expect`, a
+//! head `httparse` refuses or one over 16 KiB — hands the connection with its unread bytes to
+//! hyper ([`Handoff::Hyper`]), which serves it from then on with the full rules. Routing,
+//! admission (queues, scale from zero), failover to the next backend, the replay of an
+//! idempotent request whose reused connection died, the upstream timeout, the router's own
+//! error answers and the per-revision measurements are the same as on hyper's path.
+//!
+//! Timeouts cost nothing per request: one sleep per connection is armed at some deadline and,
+//! when it fires early (the deadline moved on since), is moved to the current one.
+
+mod chunked;
+mod request;
+mod response;
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll, ready};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use crate::admit::{Admitted, Outcome};
+use crate::backend::{InFlight, RawConn};
+use crate::conn::Signal;
+use crate::error::{ProxyError, error_response};
+use crate::proxy::{Client, HEADER_READ_TIMEOUT, Router};
+use crate::table::{Route, normalize_host};
+use chunked::ChunkedEnd;
+use request::{Additions, Parsed, RequestHead};
+use response::{Extras, Framing, ResponseHead};
+
+/// The read buffer's size, and how much room is made when it runs low.
+const READ_BUF: usize = 8 * 1024;
+
+/// A request head that is still incomplete at this size goes to hyper.
+const MAX_FAST_HEAD: usize = 16 * 1024;
+
+/// The first bytes of every HTTP/2 connection with prior knowledge (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How a connection left the fast path.
+pub(crate) enum Handoff {
+    /// It is finished (closed by either side, timed out, or shut down).
+    Done,
+    /// Hyper takes it over: `buf` holds what was read and not answered yet.
+    Hyper {
+        stream: TcpStream,
+        buf: BytesMut,
+        h2: bool,
+    },
+}
+
+/// Serves a client connection until it ends or needs hyper.
+pub(crate) async fn serve(
+    router: &Router,
+    mut stream: TcpStream,
+    client: &Client,
+    signal: &Signal,
+) -> Handoff {
+    let mut buf = BytesMut::with_capacity(READ_BUF);
+    let mut upstream_head = Vec::with_capacity(1024);
+    let mut out = Vec::with_capacity(1024);
+    let mut clock = Clock::default();
+    let additions = Additions {
+        client_addr: client.addr.as_bytes(),
+    };
+    loop {
+        // The next request head, within the header timeout.
+        let deadline = Instant::now() + HEADER_READ_TIMEOUT;
+        let head = loop {
+            if !buf.is_empty() {
+                let n = buf.len().min(H2_PREFACE.len());
+                let parsed = if buf[..n] == H2_PREFACE[..n] {
+                    if n == H2_PREFACE.len() {
+                        return Handoff::Hyper {
+                            stream,
+                            buf,
+                            h2: true,
+                        };
+                    }
+                    Parsed::Partial
+                } else {
+                    request::parse(
+                        &buf,
+                        &additions,
+                        || router.ids.next_text(),
+                        &mut upstream_head,
+                    )
+                };
+                match parsed {
+                    Parsed::Plain(head) => break head,
+                    Parsed::Partial if buf.len() < MAX_FAST_HEAD => {}
+                    Parsed::Partial | Parsed::Fallback => {
+                        return Handoff::Hyper {
+                            stream,
+                            buf,
+                            h2: false,
+                        };
+                    }
+                }
+            }
+            // Between requests, shutdown closes the connection; within one, it waits.
+            let watch = buf.is_empty().then_some(signal);
+            match read_more(&mut stream, &mut buf, Some((&mut clock, deadline)), watch).await {
+                Read::Data => {}
+                Read::Eof | Read::Failed | Read::TimedOut | Read::Closing => return Handoff::Done,
+            }
+        };
+        match exchange(
+            router,
+            &mut stream,
+            &buf,
+            &head,
+            &upstream_head,
+            &mut out,
+            &mut clock,
+        )
+        .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Handoff::Done,
+            Err(_) => return Handoff::Done,
+        }
+        buf.advance(head.len);
+        if head.close || signal.is_closing() {
+            let _ = stream.shutdown().await;
+            return Handoff::Done;
+        }
+    }
+}
+
+/// Routes one plain request, forwards it and streams the answer back. Returns whether the
+/// client connection can take another request; an error means the client is gone.
+async fn exchange(
+    router: &Router,
+    client: &mut TcpStream,
+    buf: &[u8],
+    head: &RequestHead,
+    upstream_head: &[u8],
+    out: &mut Vec<u8>,
+    clock: &mut Clock,
+) -> io::Result<bool> {
+    // `request::parse` checked that both are ASCII / UTF-8.
+    let host = normalize_host(std::str::from_utf8(&buf[head.host.clone()]).unwrap_or_default());
+    let target = std::str::from_utf8(&buf[head.path.clone()]).unwrap_or_default();
+    // Routes match the path alone, as `Uri::path` gives it on hyper's path.
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    let request_id = head.id.bytes(buf);
+    let table = router.table.load_full();
+    let mut outcome = Outcome::default();
+    let admitted = router
+        .admit(&table, &host, path, &head.choice, &mut outcome)
+        .await;
+    let date = http_date();
+    let answer = match admitted {
+        Ok(admitted) => {
+            let extras = Extras {
+                request_id,
+                set_cookie: outcome.set_cookie.as_ref().map(|c| c.as_bytes()),
+                date: &date,
+                head_method: head.head_method,
+                close: head.close,
+            };
+            send(
+                router,
+                client,
+                admitted,
+                head,
+                upstream_head,
+                &extras,
+                out,
+                clock,
+            )
+            .await
+        }
+        Err(err) => Err(Attempt::Proxy(err)),
+    };
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(Attempt::Client(err)) => return Err(err),
+        Err(Attempt::Proxy(err)) => {
+            let status = write_error(&err, request_id, &date, head.close, out);
+            let written = client.write_all(out).await;
+            if let Some(measure) = outcome.measure {
+                measure.finish(status, false);
+            }
+            written?;
+            return Ok(!head.close);
+        }
+    };
+    let Answer {
+        conn,
+        head: response,
+        in_flight,
+    } = answer;
+    let status = http::StatusCode::from_u16(response.status).unwrap_or(http::StatusCode::OK);
+    let max_idle = router.config.max_idle_per_backend;
+    let reusable = response.reusable;
+    let release = move |conn: RawConn| {
+        if reusable {
+            in_flight.backend().put_raw(conn, max_idle);
+        }
+        drop(in_flight);
+    };
+    let body = forward_body(client, conn, &response, out, release).await;
+    let failed = matches!(body, Err(BodyError::Upstream(_)));
+    if let Some(measure) = outcome.measure {
+        measure.finish(status, failed);
+    }
+    match body {
+        Ok(()) => Ok(!response.close_client),
+        Err(BodyError::Client(err)) => Err(err),
+        Err(BodyError::Upstream(err)) => {
+            tracing::debug!(error = %err, "upstream body broke off; closing the client connection");
+            Ok(false)
+        }
+    }
+}
+
+/// A backend's answer whose head was read (and written into `out`).
+struct Answer {
+    conn: RawConn,
+    head: ResponseHead,
+    in_flight: InFlight,
+}
+
+/// Why a request's exchange stopped: the upstream side (answered with the router's error
+/// response if nothing was sent yet) or the client (nothing more to do).
+enum Attempt {
+    Proxy(ProxyError),
+    Client(io::Error),
+}
+
+impl From<ProxyError> for Attempt {
+    fn from(err: ProxyError) -> Attempt {
+        Attempt::Proxy(err)
+    }
+}
+
+/// Sends the request to its backend, failing over to the next ready backend of the pool when
+/// one cannot be connected to, and reads the answer's head within the upstream timeout.
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    router: &Router,
+    client: &mut TcpStream,
+    admitted: Admitted<'_>,
+    head: &RequestHead,
+    upstream_head: &[u8],
+    extras: &Extras<'_>,
+    out: &mut Vec<u8>,
+    clock: &mut Clock,
+) -> Result<Answer, Attempt> {
+    let Admitted {
+        route,
+        pool,
+        mut index,
+        mut in_flight,
+    } = admitted;
+    let timeout = router.config.upstream_timeout;
+    let deadline = Instant::now() + timeout;
+    let mut tried: Vec<usize> = Vec::new();
+    let mut replayed = false;
+    let mut fresh = false;
+    loop {
+        let backend = in_flight.backend().clone();
+        let pooled = if fresh { None } else { backend.take_raw() };
+        let reused = pooled.is_some();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => match backend.connect_raw(router.config.connect_timeout).await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    tried.push(index);
+                    let Some((next, next_in_flight)) = route.acquire(pool, &tried) else {
+                        return Err(unreachable(&route, backend.addr(), error).into());
+                    };
+                    tracing::debug!(addr = %backend.addr(), %error, "backend unreachable; trying the next one");
+                    (index, in_flight, fresh) = (next, next_in_flight, false);
+                    continue;
+                }
+            },
+        };
+        match round_trip(
+            client,
+            &mut conn,
+            upstream_head,
+            extras,
+            out,
+            clock,
+            deadline,
+        )
+        .await
+        {
+            Ok(response) => {
+                return Ok(Answer {
+                    conn,
+                    head: response,
+                    in_flight,
+                });
+            }
+            Err(Trip::Client(err)) => return Err(Attempt::Client(err)),
+            Err(Trip::TimedOut) => {
+                return Err(ProxyError::Timeout {
+                    target: route.target.clone(),
+                    addr: backend.addr(),
+                    after: timeout,
+                }
+                .into());
+            }
+            // A reused connection that died before answering: the backend closed it while it
+            // idled (a keep-alive timeout, or the instance was just killed). A request that
+            // surely did not get through, or may safely be sent twice, goes again on a fresh
+            // connection, once.
+            Err(Trip::Upstream { error, unsent })
+                if reused && !replayed && (unsent || head.idempotent) =>
+            {
+                tracing::debug!(addr = %backend.addr(), %error, "reused upstream connection failed; sending again on a fresh one");
+                replayed = true;
+                fresh = true;
+            }
+            Err(Trip::Upstream { error, unsent }) if !reused && unsent => {
+                // A fresh connection that would not even take the request: like a refused
+                // connect, try the next backend.
+                tried.push(index);
+                let Some((next, next_in_flight)) = route.acquire(pool, &tried) else {
+                    return Err(unreachable(&route, backend.addr(), error).into());
+                };
+                (index, in_flight, fresh) = (next, next_in_flight, false);
+            }
+            Err(Trip::Upstream { error, .. }) => {
+                return Err(ProxyError::UpstreamFailed {
+                    target: route.target.clone(),
+                    addr: backend.addr(),
+                    error: Box::new(error),
+                }
+                .into());
+            }
+            Err(Trip::Bad(error)) => {
+                return Err(ProxyError::UpstreamFailed {
+                    target: route.target.clone(),
+                    addr: backend.addr(),
+                    error: Box::new(error),
+                }
+                .into());
+            }
+        }
+    }
+}
+
+fn unreachable(route: &Route, addr: std::net::SocketAddr, error: io::Error) -> ProxyError {
+    ProxyError::Unreachable {
+        target: route.target.clone(),
+        addr,
+        error,
+    }
+}
+
+/// How one round trip to one backend failed.
+enum Trip {
+    /// The socket failed; `unsent` if the request head could not even be written.
+    Upstream {
+        error: io::Error,
+        unsent: bool,
+    },
+    /// The backend's answer is not one to forward.
+    Bad(response::BadResponse),
+    TimedOut,
+    /// Writing an informational answer to the client failed.
+    Client(io::Error),
+}
+
+/// Writes the request head and reads the final response head, forwarding informational
+/// answers (other than `100 Continue`) to the client on the way.
+async fn round_trip(
+    client: &mut TcpStream,
+    conn: &mut RawConn,
+    upstream_head: &[u8],
+    extras: &Extras<'_>,
+    out: &mut Vec<u8>,
+    clock: &mut Clock,
+    deadline: Instant,
+) -> Result<ResponseHead, Trip> {
+    if let Err(error) = conn.stream.write_all(upstream_head).await {
+        return Err(Trip::Upstream {
+            error,
+            unsent: true,
+        });
+    }
+    loop {
+        if !conn.buf.is_empty() {
+            match response::parse(&conn.buf, extras, out) {
+                Ok(Some(head)) if head.status == 101 => {
+                    return Err(Trip::Bad(response::BadResponse(
+                        "it answered 101 Switching Protocols to a request that asked for no upgrade",
+                    )));
+                }
+                Ok(Some(head)) if (100..200).contains(&head.status) => {
+                    conn.buf.advance(head.len);
+                    if !out.is_empty() {
+                        client.write_all(out).await.map_err(Trip::Client)?;
+                    }
+                    continue;
+                }
+                Ok(Some(head)) => {
+                    conn.buf.advance(head.len);
+                    return Ok(head);
+                }
+                Ok(None) if conn.buf.len() < MAX_FAST_HEAD * 4 => {}
+                Ok(None) => {
+                    return Err(Trip::Bad(response::BadResponse("response head too large")));
+                }
+                Err(bad) => return Err(Trip::Bad(bad)),
+            }
+        }
+        let got_nothing = conn.buf.is_empty();
+        match read_more(
+            &mut conn.stream,
+            &mut conn.buf,
+            Some((&mut *clock, deadline)),
+            None,
+        )
+        .await
+        {
+            Read::Data => {}
+            Read::TimedOut => return Err(Trip::TimedOut),
+            Read::Eof => {
+                return Err(Trip::Upstream {
+                    error: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the connection closed before a complete response head",
+                    ),
+                    unsent: false,
+                });
+            }
+            Read::Failed => {
+                let error = io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    if got_nothing {
+                        "the connection failed before any response"
+                    } else {
+                        "the connection failed within the response head"
+                    },
+                );
+                return Err(Trip::Upstream {
+                    error,
+                    unsent: false,
+                });
+            }
+            Read::Closing => unreachable!("no signal watched"),
+        }
+    }
+}
+
+/// Why a response body could not be passed on completely.
+enum BodyError {
+    /// The backend's side broke (reset, closed early, broken chunked framing).
+    Upstream(io::Error),
+    /// The client went away.
+    Client(io::Error),
+}
+
+/// Streams the response body after its head (already in `out`) to the client, as the backend
+/// framed it. Small bodies go out in the same write as the head. Once the backend's side of
+/// the exchange is complete, and before the last write to the client, `release` gets the
+/// connection back: a client that sends its next request the moment it has the answer finds
+/// the connection idle in the pool.
+async fn forward_body(
+    client: &mut TcpStream,
+    mut conn: RawConn,
+    response: &ResponseHead,
+    out: &mut Vec<u8>,
+    release: impl FnOnce(RawConn),
+) -> Result<(), BodyError> {
+    match response.framing {
+        Framing::Empty => {
+            release(conn);
+            client.write_all(out).await.map_err(BodyError::Client)?;
+        }
+        Framing::Length(length) => {
+            let mut left = length;
+            let end_of = move |bytes: &[u8]| {
+                let have = bytes.len() as u64;
+                if have >= left {
+                    // `left` is at most `have`, a buffer length: it fits a usize.
+                    Ok(Some(left as usize))
+                } else {
+                    left -= have;
+                    Ok(None)
+                }
+            };
+            return pass_through(client, conn, out, release, end_of).await;
+        }
+        Framing::Chunked => {
+            let mut scanner = ChunkedEnd::new();
+            let end_of = move |bytes: &[u8]| {
+                scanner.feed(bytes).map_err(|bad| {
+                    BodyError::Upstream(io::Error::new(io::ErrorKind::InvalidData, bad.0))
+                })
+            };
+            return pass_through(client, conn, out, release, end_of).await;
+        }
+        Framing::UntilClose => {
+            out.extend_from_slice(&conn.buf);
+            conn.buf.clear();
+            client.write_all(out).await.map_err(BodyError::Client)?;
+            while read_body(&mut conn).await? > 0 {
+                client
+                    .write_all(&conn.buf)
+                    .await
+                    .map_err(BodyError::Client)?;
+                conn.buf.clear();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Passes a body with a known end to the client: `end_of` is given every new piece of the
+/// body in order and says where in it the body ends, if it does (`None`: all of it is body).
+/// The first piece goes out in one write with the head in `out`.
+async fn pass_through(
+    client: &mut TcpStream,
+    mut conn: RawConn,
+    out: &mut Vec<u8>,
+    release: impl FnOnce(RawConn),
+    mut end_of: impl FnMut(&[u8]) -> Result<Option<usize>, BodyError>,
+) -> Result<(), BodyError> {
+    let mut first = true;
+    loop {
+        let end = end_of(&conn.buf)?;
+        let take = end.unwrap_or(conn.buf.len());
+        if !std::mem::take(&mut first) {
+            out.clear();
+        }
+        out.extend_from_slice(&conn.buf[..take]);
+        conn.buf.advance(take);
+        if end.is_some() {
+            release(conn);
+            return client.write_all(out).await.map_err(BodyError::Client);
+        }
+        client.write_all(out).await.map_err(BodyError::Client)?;
+        if read_body(&mut conn).await? == 0 {
+            return Err(BodyError::Upstream(cut_short()));
+        }
+    }
+}
+
+fn cut_short() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the backend closed the connection within the response body",
+    )
+}
+
+/// Reads more of a response body into the connection's buffer; returns how much (0 at the end
+/// of the stream). No timeout applies while a body streams, as on hyper's path.
+async fn read_body(conn: &mut RawConn) -> Result<usize, BodyError> {
+    let before = conn.buf.len();
+    match read_more(&mut conn.stream, &mut conn.buf, None, None).await {
+        Read::Data => Ok(conn.buf.len() - before),
+        Read::Eof => Ok(0),
+        _ => Err(BodyError::Upstream(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "the connection failed within the response body",
+        ))),
+    }
+}
+
+/// Writes the router's own answer for `err` into `out`; returns its status.
+fn write_error(
+    err: &ProxyError,
+    request_id: &[u8],
+    date: &[u8],
+    close: bool,
+    out: &mut Vec<u8>,
+) -> http::StatusCode {
+    let response = error_response(err);
+    let status = response.status();
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in response.headers() {
+        request::put_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    let body = response.body().full_bytes();
+    request::put_header(out, b"x-request-id", request_id);
+    request::put_header(out, b"date", date);
+    request::put_header(out, b"content-length", body.len().to_string().as_bytes());
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    status
+}
+
+/// The current time as an HTTP date, formatted once a second per thread.
+fn http_date() -> [u8; 29] {
+    thread_local! {
+        static CACHED: std::cell::Cell<(u64, [u8; 29])> = const { std::cell::Cell::new((u64::MAX, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|cached| {
+        let (at, text) = cached.get();
+        if at == secs {
+            return text;
+        }
+        let mut text = [b' '; 29];
+        let formatted = httpdate::fmt_http_date(now);
+        let n = formatted.len().min(29);
+        text[..n].copy_from_slice(&formatted.as_bytes()[..n]);
+        cached.set((secs, text));
+        text
+    })
+}
+
+/// What one wait for more bytes ended with.
+enum Read {
+    Data,
+    Eof,
+    Failed,
+    TimedOut,
+    Closing,
+}
+
+/// Reads what is available on `stream` into `buf`, waiting until the deadline at most (if
+/// one is given, with the clock to keep it), and (if `signal` is given) until the router
+/// shuts down.
+///
+/// The read is tokio's `poll_read`, which marks the socket as drained when a read returns less
+/// than it asked for; the next wait then goes straight to the reactor instead of first trying
+/// a read that would fail with `EAGAIN`, and an idle pooled connection shows as readable only
+/// when the backend sends or closes (see `Backend::take_raw`).
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    mut deadline: Option<(&mut Clock, Instant)>,
+    signal: Option<&Signal>,
+) -> Read {
+    if buf.capacity() - buf.len() < READ_BUF / 4 {
+        buf.reserve(READ_BUF);
+    }
+    let mut read = pin!(stream.read_buf(buf));
+    poll_fn(|cx| {
+        if let Some(signal) = signal
+            && signal.poll_closing(cx)
+        {
+            return Poll::Ready(Read::Closing);
+        }
+        match read.as_mut().poll(cx) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Read::Eof),
+            Poll::Ready(Ok(_)) => Poll::Ready(Read::Data),
+            Poll::Ready(Err(_)) => Poll::Ready(Read::Failed),
+            Poll::Pending => match &mut deadline {
+                Some((clock, at)) => clock.poll_passed(cx, *at).map(|()| Read::TimedOut),
+                None => Poll::Pending,
+            },
+        }
+    })
+    .await
+}
+
+/// One sleep per connection for all its deadlines (see the module docs).
+#[derive(Default)]
+struct Clock {
+    sleep: Option<(Pin<Box<Sleep>>, Instant)>,
+}
+
+impl Clock {
+    /// Ready once `deadline` has passed.
+    fn poll_passed(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        let (sleep, armed) = self
+            .sleep
+            .get_or_insert_with(|| (Box::pin(tokio::time::sleep_until(deadline)), deadline));
+        if deadline < *armed {
+            sleep.as_mut().reset(deadline);
+            *armed = deadline;
+        }
+        loop {
+            ready!(sleep.as_mut().poll(cx));
+            if *armed >= deadline {
+                return Poll::Ready(());
+            }
+            // It fired for an earlier deadline; the current one is later.
+            sleep.as_mut().reset(deadline);
+            *armed = deadline;
+        }
+    }
+}
