@@ -34,6 +34,9 @@ pub struct ServerConfig {
     /// Whether the router records per-revision request figures (on by default; off only
     /// to measure what recording costs). Canary analysis and autoscaling need it.
     pub metrics: bool,
+    /// Whether plain HTTP/1.1 requests take the router's fast path (off only to compare it
+    /// with hyper's path in benchmarks).
+    pub fast_path: bool,
 }
 
 /// The Unix socket of the API inside a data dir.
@@ -65,6 +68,7 @@ pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
 
     let router = Router::new(RouterConfig {
         metrics: config.metrics,
+        h1_fast_path: config.fast_path,
         ..RouterConfig::default()
     });
     let controller = Controller::new(

@@ -78,6 +78,10 @@ enum Command {
         /// costs: status figures, /metrics, canary analysis and autoscaling go blind).
         #[arg(long)]
         no_metrics: bool,
+        /// Serve every request through hyper instead of the router's HTTP/1.1 fast path
+        /// (only to compare the two).
+        #[arg(long)]
+        no_fast_path: bool,
     },
     /// Stop every instance of the app cleanly (the server keeps running).
     Down {
@@ -362,12 +366,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: None,
             listen,
             no_metrics,
+            no_fast_path,
         } => {
             slipway_control::run_server(slipway_control::ServerConfig {
                 data_dir: data,
                 listen: listen.listen,
                 admin: listen.admin,
                 metrics: !no_metrics,
+                fast_path: !no_fast_path,
             })
             .await?;
             Ok(ExitCode::SUCCESS)
