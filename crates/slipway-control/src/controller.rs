@@ -42,6 +42,12 @@ const LOG_MAX_BYTES: u64 = 8 * 1024 * 1024;
 const LOG_KEEP: usize = 3;
 /// The shortest time an unrouted revision keeps running after a traffic switch.
 const RETIRE_FLOOR: Duration = Duration::from_secs(1);
+/// How long the measurements of a revision out of traffic are kept (for `/metrics` and the
+/// dashboard): as long as the router's rolling window.
+const RETIRED_STATS_KEPT: Duration = Duration::from_secs(15 * 60);
+
+/// Each revision's (app, service, number) measurements, with when it last carried traffic.
+type StatsByRevision = HashMap<(String, String, u64), (Arc<RevisionStats>, Duration)>;
 
 /// Errors of controller operations, shown to the user as they are.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +83,10 @@ pub struct Controller {
     publishing: Mutex<()>,
     /// The router's measurements of each revision; kept across route-table swaps and
     /// instance restarts so rates and percentiles cover the revision's whole life.
-    stats: Mutex<HashMap<(String, String, u64), Arc<RevisionStats>>>,
+    /// Each revision's measurements, with the last autoscaler tick (time since `epoch`) at
+    /// which it carried traffic. Revisions out of traffic for `RETIRED_STATS_KEPT` are
+    /// forgotten, so a long history costs nothing here (nor in `/metrics`).
+    stats: Mutex<StatsByRevision>,
     /// Counts of controller actions (deploys, rollbacks, restarts) for `/metrics`.
     pub counters: crate::metrics::Counters,
     /// Canary rollouts in progress, by app and service.
@@ -1375,11 +1384,18 @@ impl Controller {
 
     /// The measurements of one revision (created on first use).
     pub fn revision_stats(&self, app: &str, service: &str, revision: u64) -> Arc<RevisionStats> {
+        let now = self.epoch.elapsed();
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         stats
             .entry((app.to_owned(), service.to_owned(), revision))
-            .or_insert_with(RevisionStats::new)
+            .or_insert_with(|| (RevisionStats::new(), now))
+            .0
             .clone()
+    }
+
+    fn prune_stats(&self, serving: &[(String, String, u64, bool)], now: Duration) {
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        prune_stats(&mut stats, serving, now);
     }
 
     fn is_down(&self, app: &str) -> bool {
@@ -1536,6 +1552,7 @@ impl Controller {
                 }
             }
         }
+        self.prune_stats(&serving, now);
         let mut decisions = Vec::new();
         {
             let mut scalers = self.scalers.lock().unwrap_or_else(|p| p.into_inner());
@@ -1554,12 +1571,12 @@ impl Controller {
                 }
                 let key = (app.clone(), service.clone(), *revision);
                 let stats = self.revision_stats(app, service, *revision);
+                let total = stats.totals().requests();
                 let scaler = scalers.entry(key).or_insert_with(|| Scaler {
                     decider: slipway_autoscale::Decider::new(config),
-                    last_requests: stats.totals().requests(),
+                    last_requests: total,
                     last_desired: None,
                 });
-                let total = stats.totals().requests();
                 scaler.decider.record(slipway_autoscale::Sample {
                     at: now,
                     concurrency: (stats.in_flight() + stats.queued()) as f64,
@@ -1768,7 +1785,10 @@ impl Controller {
         let mut scrape = crate::metrics::Scrape::default();
         let stats: Vec<_> = {
             let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-            stats.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            stats
+                .iter()
+                .map(|(k, (v, _))| (k.clone(), v.clone()))
+                .collect()
         };
         for ((app, service, revision), s) in stats {
             scrape.revisions.push(crate::metrics::RevisionSample {
@@ -2204,9 +2224,32 @@ pub fn expand(arg: &str, env: &[(String, String)]) -> String {
     out
 }
 
+/// Marks the `serving` revisions' measurements as in use at `now`, and forgets those of
+/// revisions that have carried no traffic for `RETIRED_STATS_KEPT` and have nothing in flight
+/// or waiting.
+fn prune_stats(
+    stats: &mut StatsByRevision,
+    serving: &[(String, String, u64, bool)],
+    now: Duration,
+) {
+    for (app, service, revision, _) in serving {
+        if let Some((_, seen)) = stats.get_mut(&(app.clone(), service.clone(), *revision)) {
+            *seen = now;
+        }
+    }
+    stats.retain(|_, (s, seen)| {
+        now.saturating_sub(*seen) < RETIRED_STATS_KEPT || s.in_flight() > 0 || s.queued() > 0
+    });
+}
+
 #[cfg(test)]
 mod tests {
-    use super::expand;
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use slipway_router::RevisionStats;
+
+    use super::{RETIRED_STATS_KEPT, expand, prune_stats};
 
     #[test]
     fn expands_port_and_braced_names_like_a_shell() {
@@ -2220,5 +2263,28 @@ mod tests {
         assert_eq!(expand("$$PORT", &env), "$PORT");
         assert_eq!(expand("cost: 5$", &env), "cost: 5$");
         assert_eq!(expand("$SLIPWAY_SURELY_UNSET_VAR!", &env), "!");
+    }
+
+    #[test]
+    fn measurements_of_revisions_out_of_traffic_are_forgotten_after_the_window() {
+        let key = |rev: u64| ("shop".to_owned(), "web".to_owned(), rev);
+        let mut stats = HashMap::new();
+        for rev in 1..=3 {
+            stats.insert(key(rev), (RevisionStats::new(), Duration::ZERO));
+        }
+        let serving = vec![("shop".to_owned(), "web".to_owned(), 3, false)];
+        // Within the window everything stays; revision 3 is seen again each tick.
+        prune_stats(
+            &mut stats,
+            &serving,
+            RETIRED_STATS_KEPT - Duration::from_secs(1),
+        );
+        assert_eq!(stats.len(), 3);
+        prune_stats(&mut stats, &serving, RETIRED_STATS_KEPT);
+        let mut left: Vec<u64> = stats.keys().map(|k| k.2).collect();
+        left.sort();
+        assert_eq!(left, vec![3]);
+        // Taken back into traffic, a revision gets fresh measurements (counters restart).
+        assert!(!stats.contains_key(&key(1)));
     }
 }
