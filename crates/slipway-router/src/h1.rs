@@ -1,8 +1,8 @@
 //! The HTTP/1.1 fast path: plain requests forwarded by the router's own code, one task per
 //! client connection, without hyper.
 //!
-//! Most traffic a router sees is plain: HTTP/1.1 requests without a body, answered with a
-//! sized or chunked body. For those, hyper's generality costs more than the forwarding itself
+//! Most traffic a router sees is plain: HTTP/1.1 requests without a body or with a small sized
+//! one, answered with a sized or chunked body. For those, hyper's generality costs more than the forwarding itself
 //! (a parsed and re-serialised `HeaderMap` on each side, a task and two channels per upstream
 //! connection, about 32,000 instructions a request in callgrind). This path reads the client's
 //! head with `httparse`, writes the upstream head straight from its bytes (see
@@ -10,8 +10,8 @@
 //! response head (rewritten, see `h1/response.rs`) and the body through as they come: one read
 //! and one write on each side for a small response.
 //!
-//! Anything that is not plain — HTTP/2, HTTP/1.0, a request body, an upgrade, `Expect`, a
-//! head `httparse` refuses or one over 16 KiB — hands the connection with its unread bytes to
+//! Anything that is not plain — HTTP/2, HTTP/1.0, a chunked or large request body, an
+//! upgrade, `Expect`, a head `httparse` refuses or one over 16 KiB — hands the connection with its unread bytes to
 //! hyper ([`Handoff::Hyper`]), which serves it from then on with the full rules. Routing,
 //! admission (queues, scale from zero), failover to the next backend, the replay of an
 //! idempotent request whose reused connection died, the upstream timeout, the router's own
@@ -122,6 +122,15 @@ pub(crate) async fn serve(
                 Read::Eof | Read::Failed | Read::TimedOut | Read::Closing => return Handoff::Done,
             }
         };
+        // A small body is read whole (see `h1/request.rs`) and sent with the head.
+        let end = head.len + head.body_len;
+        while buf.len() < end {
+            match read_more(&mut stream, &mut buf, Some((&mut clock, deadline)), None).await {
+                Read::Data => {}
+                Read::Eof | Read::Failed | Read::TimedOut | Read::Closing => return Handoff::Done,
+            }
+        }
+        upstream_head.extend_from_slice(&buf[head.len..end]);
         match exchange(
             router,
             &mut stream,
@@ -137,7 +146,7 @@ pub(crate) async fn serve(
             Ok(false) => return Handoff::Done,
             Err(_) => return Handoff::Done,
         }
-        buf.advance(head.len);
+        buf.advance(end);
         if head.close || signal.is_closing() {
             let _ = stream.shutdown().await;
             return Handoff::Done;

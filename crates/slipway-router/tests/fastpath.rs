@@ -287,20 +287,61 @@ async fn a_backend_connection_closed_after_its_answer_is_not_reused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_with_a_body_moves_the_connection_to_hyper_which_keeps_serving_it() {
+async fn small_bodies_go_with_their_head_and_large_ones_move_the_connection_to_hyper() {
     bounded(async {
         let backend = Scripted::start().await;
         let proxy = proxy_to(&backend, true).await;
         let mut client = Client::connect(proxy.addr).await;
-        assert_eq!(client.get("app.test", "/").await.body, "ok");
         let req = with_body(request("POST", "app.test", "/orders"), "order=1");
+        let reply = read(client.send(req).await).await;
+        assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "ok"));
+        // Over 64 KiB: hyper serves the connection from here on, streaming the body.
+        let large = "x".repeat(100_000);
+        let req = with_body(request("PUT", "app.test", "/upload"), large.clone());
         let reply = read(client.send(req).await).await;
         assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "ok"));
         assert_eq!(client.get("app.test", "/").await.body, "ok");
         let requests = backend.requests();
         assert_eq!(requests.len(), 3);
-        assert!(requests[1].starts_with("POST /orders HTTP/1.1\r\n"));
-        assert!(requests[1].ends_with("\r\n\r\norder=1"), "{}", requests[1]);
+        assert!(requests[0].starts_with("POST /orders HTTP/1.1\r\n"));
+        assert!(requests[0].ends_with("\r\n\r\norder=1"), "{}", requests[0]);
+        assert!(requests[1].starts_with("PUT /upload HTTP/1.1\r\n"));
+        assert!(requests[1].ends_with(&format!("\r\n\r\n{large}")));
+        assert!(requests[2].starts_with("GET / HTTP/1.1\r\n"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_in_pieces_is_gathered_before_it_is_forwarded() {
+    bounded(async {
+        let backend = Scripted::start().await;
+        let proxy = proxy_to(&backend, true).await;
+        let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+        stream
+            .write_all(b"PUT /doc HTTP/1.1\r\nHost: app.test\r\nContent-Length: 10\r\n\r\nhello")
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let got = exchange_raw(
+            &mut stream,
+            "worldGET /next HTTP/1.1\r\nHost: app.test\r\n\r\n",
+            |got| got.matches("\r\n\r\nok").count() == 2,
+        )
+        .await;
+        assert_eq!(got.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{got}");
+        let requests = backend.requests();
+        assert!(
+            requests[0].ends_with("\r\n\r\nhelloworld"),
+            "{}",
+            requests[0]
+        );
+        assert!(
+            requests[1].starts_with("GET /next HTTP/1.1\r\n"),
+            "{}",
+            requests[1]
+        );
+        assert_eq!(backend.connections.load(Ordering::SeqCst), 1);
     })
     .await;
 }

@@ -1,13 +1,16 @@
 //! Reading a client's request head on the HTTP/1.1 fast path, and writing the head that goes
 //! upstream.
 //!
-//! The fast path takes only plain requests: HTTP/1.1 in origin form with one `Host`, no body
-//! (no `Content-Length` other than `0`, no `Transfer-Encoding`), no `Upgrade` or `Expect`,
-//! and a `Connection` header, if any, that says only `keep-alive` or `close`. Everything else
-//! — HTTP/2's preface, HTTP/1.0, bodies, upgrades, heads bigger than the read buffer, anything
-//! `httparse` refuses — is [`Parsed::Fallback`]: the connection goes to hyper, which handles
-//! (or refuses) it with the full rules. So the fast path never has to decide a framing
-//! question: a request whose length could be read two ways is never on it.
+//! The fast path takes only plain requests: HTTP/1.1 in origin form with one `Host`, a body
+//! only if one `Content-Length` of digits says it is at most [`MAX_FAST_BODY`] long (it is
+//! then read whole before it is sent, as nginx buffers request bodies, so a request can be
+//! sent again after a reused connection failed under it), no `Transfer-Encoding`, no
+//! `Upgrade` or `Expect`, and a `Connection` header, if any, that says only `keep-alive` or
+//! `close`. Everything else — HTTP/2's preface, HTTP/1.0, chunked or large bodies, upgrades,
+//! heads bigger than the read buffer, anything `httparse` refuses — is [`Parsed::Fallback`]:
+//! the connection goes to hyper, which handles (or refuses) it with the full rules. So the
+//! fast path never has to decide a framing question: a request whose length could be read
+//! two ways is never on it.
 //!
 //! The upstream head is the client's head with the hop-by-hop headers (RFC 9110, section
 //! 7.6.1) and the router's own `Slipway-Revision` left out, and `X-Forwarded-For`,
@@ -24,6 +27,9 @@ use crate::table::REVISION_HEADER;
 /// Header fields read at most; a head with more goes to hyper (which allows 100).
 pub(crate) const MAX_HEADERS: usize = 100;
 
+/// The longest request body the fast path takes (64 KiB); longer ones stream through hyper.
+pub(crate) const MAX_FAST_BODY: u64 = 64 * 1024;
+
 /// What a look at the start of the read buffer found.
 pub(crate) enum Parsed {
     /// A complete plain request head.
@@ -38,6 +44,8 @@ pub(crate) enum Parsed {
 pub(crate) struct RequestHead {
     /// The length of the head in the buffer, final CRLF included.
     pub(crate) len: usize,
+    /// The length of the body that follows the head (`Content-Length`, 0 without one).
+    pub(crate) body_len: usize,
     pub(crate) path: Range<usize>,
     pub(crate) host: Range<usize>,
     /// Whether the method is idempotent (such a request may be sent again after a reused
@@ -117,6 +125,7 @@ pub(crate) fn parse(
     let mut id = None;
     let mut forwarded_for = None;
     let mut close = false;
+    let mut body_len = None;
     let mut choice = HeaderMap::new();
     for (i, header) in headers.iter().enumerate() {
         let name = header.name;
@@ -164,9 +173,12 @@ pub(crate) fn parse(
                 Role::RequestId
             }
             14 if name.eq_ignore_ascii_case("content-length") => {
-                if value != b"0" {
-                    return Parsed::Fallback;
-                }
+                let length = match parse_length(value) {
+                    Some(length) if body_len.is_none() && length <= MAX_FAST_BODY => length,
+                    _ => return Parsed::Fallback,
+                };
+                // At most MAX_FAST_BODY, so it fits.
+                body_len = Some(length as usize);
                 Role::Forward
             }
             15 if name.eq_ignore_ascii_case("x-forwarded-for") => {
@@ -237,6 +249,7 @@ pub(crate) fn parse(
 
     Parsed::Plain(RequestHead {
         len,
+        body_len: body_len.unwrap_or(0),
         path: range_of(buf, path.as_bytes()),
         host,
         idempotent: matches!(
@@ -248,6 +261,18 @@ pub(crate) fn parse(
         id,
         choice,
     })
+}
+
+/// A `Content-Length` value: decimal digits only, at most 19 of them (so it fits a `u64`).
+pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        value
+            .iter()
+            .fold(0u64, |n, &digit| n * 10 + u64::from(digit - b'0')),
+    )
 }
 
 /// Appends `name: value` and a CRLF.
@@ -379,7 +404,9 @@ mod tests {
             "GET / HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: \r\n\r\n",
-            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 65537\r\n\r\nhello",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0, 0\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
@@ -396,9 +423,18 @@ mod tests {
     }
 
     #[test]
-    fn a_zero_content_length_stays_on_the_fast_path() {
+    fn small_sized_bodies_stay_on_the_fast_path() {
         let (head, upstream) = plain("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
         assert!(!head.idempotent);
+        assert_eq!(head.body_len, 0);
         assert!(upstream.contains("Content-Length: 0\r\n"), "{upstream}");
+        let raw = "PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 65536\r\n\r\nabc";
+        let (head, upstream) = plain(raw);
+        assert!(head.idempotent);
+        assert_eq!((head.len, head.body_len), (raw.len() - 3, 65536));
+        assert!(
+            upstream.ends_with("\r\n\r\n") && !upstream.contains("abc"),
+            "{upstream}"
+        );
     }
 }

@@ -12,7 +12,7 @@
 //! names left out, `X-Request-Id` set to the request's id, the sticky cookie (if any) added,
 //! and a `Date` when the backend sent none, as the hyper path does.
 
-use super::request::put_header;
+use super::request::{parse_length, put_header};
 
 /// Header fields read at most, as hyper's client does.
 const MAX_HEADERS: usize = 100;
@@ -224,18 +224,6 @@ pub(crate) fn parse(
         reusable,
         close_client: close_client && !informational,
     }))
-}
-
-/// A `Content-Length` value: decimal digits only, at most 19 of them (so it fits a `u64`).
-fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(
-        value
-            .iter()
-            .fold(0u64, |n, &digit| n * 10 + u64::from(digit - b'0')),
-    )
 }
 
 #[cfg(test)]
