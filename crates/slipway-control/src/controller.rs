@@ -1562,21 +1562,27 @@ impl Controller {
                     .any(|(a2, s2, r2, _)| a == a2 && sv == s2 && r == r2)
             });
             for (app, service, revision, tag_only) in &serving {
-                let Ok(spec) = self.revision_spec(app, service, *revision) else {
-                    continue;
-                };
-                let mut config = scaler_config(&spec);
-                if *tag_only {
-                    config.min = 0;
-                }
                 let key = (app.clone(), service.clone(), *revision);
                 let stats = self.revision_stats(app, service, *revision);
                 let total = stats.totals().requests();
-                let scaler = scalers.entry(key).or_insert_with(|| Scaler {
-                    decider: slipway_autoscale::Decider::new(config),
-                    last_requests: total,
-                    last_desired: None,
-                });
+                let scaler = match scalers.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(entry) => {
+                        // The stored spec is read (and parsed) once per revision, not per tick.
+                        let Ok(spec) = self.revision_spec(app, service, *revision) else {
+                            continue;
+                        };
+                        let mut config = scaler_config(&spec);
+                        if *tag_only {
+                            config.min = 0;
+                        }
+                        entry.insert(Scaler {
+                            decider: slipway_autoscale::Decider::new(config),
+                            last_requests: total,
+                            last_desired: None,
+                        })
+                    }
+                };
                 scaler.decider.record(slipway_autoscale::Sample {
                     at: now,
                     concurrency: (stats.in_flight() + stats.queued()) as f64,
