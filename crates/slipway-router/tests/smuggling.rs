@@ -649,6 +649,23 @@ async fn slowloris_clients_are_cut_at_the_header_timeout_while_others_are_served
             }
         })
     };
+    // So is one that starts an HTTP/2 preface and stops half-way.
+    let half_preface = {
+        let addr = proxy.addr;
+        tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            stream
+                .write_all(b"PRI * HTTP/2.0\r\n")
+                .await
+                .expect("write");
+            let mut buf = [0u8; 16];
+            let limit = HEADER_TIMEOUT + Duration::from_secs(15);
+            match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => Some(started.elapsed()),
+                _ => None,
+            }
+        })
+    };
     // Meanwhile a normal client is served, every half second, without delay from them.
     let mut served = 0;
     while slow.iter().any(|task| !task.is_finished()) {
@@ -675,12 +692,17 @@ async fn slowloris_clients_are_cut_at_the_header_timeout_while_others_are_served
             "cut after {at:?}"
         );
     }
-    let silent_cut = silent.await.expect("silent client task");
-    let silent_cut = silent_cut.expect("a client that sent nothing was never cut off");
-    assert!(
-        silent_cut >= HEADER_TIMEOUT - Duration::from_secs(1),
-        "cut after {silent_cut:?}"
-    );
+    for (task, who) in [
+        (silent, "a client that sent nothing"),
+        (half_preface, "a client that sent half an HTTP/2 preface"),
+    ] {
+        let cut = task.await.expect("client task");
+        let cut = cut.unwrap_or_else(|| panic!("{who} was never cut off"));
+        assert!(
+            cut >= HEADER_TIMEOUT - Duration::from_secs(1),
+            "{who}: cut after {cut:?}"
+        );
+    }
     assert!(served >= 10, "only {served} normal requests were served");
     assert!(backend.seen().iter().all(|s| s.path == "/ok"));
 }
