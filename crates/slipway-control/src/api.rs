@@ -422,53 +422,51 @@ async fn logs(
     Query(q): Query<LogsQuery>,
 ) -> ApiResult<Response> {
     let tail = q.tail.unwrap_or(100);
-    // One more line than asked is read so that following starts after the newest line
-    // even with `tail=0`.
-    let mut first = s.controller.logs(&app, &service, q.revision, tail + 1)?;
+    // Where following starts: the files' ends before the first lines are read, so that a
+    // line written in between is sent twice at worst, never lost.
+    let follow = q.follow.then(|| {
+        slipway_runtime::LogTail::at_end(
+            s.controller
+                .log_files(&app, &service, q.revision)
+                .into_iter()
+                .map(|(_, path)| path),
+        )
+    });
+    let first = s.controller.logs(&app, &service, q.revision, tail)?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut last = first
-        .last()
-        .map(|l| (l.ts.clone(), l.instance.clone(), l.text.clone()));
-    if first.len() > tail {
-        first.remove(0);
-    }
     for l in first {
         let _ = tx.send(l);
     }
-    if q.follow {
+    if let Some(mut follower) = follow {
         let c = s.controller.clone();
         tokio::spawn(async move {
-            // Polls the log files; lines newer than the last one sent go out in order.
+            // Reads what was appended to the log files since the last look, four times a
+            // second; lines of different instances go out in time order within each look.
             loop {
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 if tx.is_closed() {
                     return;
                 }
-                let Ok(lines) = c.logs(&app, &service, q.revision, 10_000) else {
-                    return;
-                };
-                let start = match &last {
-                    Some(key) => lines
-                        .iter()
-                        .rposition(|l| (&l.ts, &l.instance, &l.text) == (&key.0, &key.1, &key.2))
-                        .map_or_else(
-                            || {
-                                lines
-                                    .iter()
-                                    .position(|l| l.ts > key.0)
-                                    .unwrap_or(lines.len())
-                            },
-                            |p| p + 1,
-                        ),
-                    None => 0,
-                };
-                for l in &lines[start..] {
-                    if tx.send(l.clone()).is_err() {
+                let files = c.log_files(&app, &service, q.revision);
+                let mut new: Vec<dto::LogLine> = follower
+                    .poll(files.iter().map(|(_, path)| path.clone()))
+                    .into_iter()
+                    .map(|(path, l)| dto::LogLine {
+                        ts: l.ts,
+                        instance: files
+                            .iter()
+                            .find(|(_, p)| *p == path)
+                            .map(|(id, _)| id.clone())
+                            .unwrap_or_default(),
+                        stream: l.stream,
+                        text: l.text,
+                    })
+                    .collect();
+                new.sort_by(|a, b| a.ts.cmp(&b.ts));
+                for l in new {
+                    if tx.send(l).is_err() {
                         return;
                     }
-                }
-                if let Some(l) = lines.last() {
-                    last = Some((l.ts.clone(), l.instance.clone(), l.text.clone()));
                 }
             }
         });

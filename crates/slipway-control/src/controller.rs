@@ -1996,25 +1996,12 @@ impl Controller {
                 "app {app} has no service `{service}`"
             )));
         }
-        let dir = self.log_dir(app, service);
         let mut lines = Vec::new();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(_) => return Ok(lines),
-        };
-        let prefix = revision.map(|r| format!("{service}-r{r}-"));
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(id) = name.strip_suffix(".log") else {
-                continue;
-            };
-            if prefix.as_ref().is_some_and(|p| !id.starts_with(p)) {
-                continue;
-            }
-            for l in slipway_runtime::read_log_lines(&entry.path()) {
+        for (id, path) in self.log_files(app, service, revision) {
+            for l in slipway_runtime::read_log_lines(&path) {
                 lines.push(dto::LogLine {
                     ts: l.ts,
-                    instance: id.to_owned(),
+                    instance: id.clone(),
                     stream: l.stream,
                     text: l.text,
                 });
@@ -2023,6 +2010,31 @@ impl Controller {
         lines.sort_by(|a, b| a.ts.cmp(&b.ts));
         let skip = lines.len().saturating_sub(tail);
         Ok(lines.split_off(skip))
+    }
+
+    /// The current log file of every instance of a service (of one revision if given), with
+    /// the instance id. Rotated files (`<file>.<n>`) are not listed.
+    pub fn log_files(
+        &self,
+        app: &str,
+        service: &str,
+        revision: Option<u64>,
+    ) -> Vec<(String, std::path::PathBuf)> {
+        let Ok(entries) = std::fs::read_dir(self.log_dir(app, service)) else {
+            return Vec::new();
+        };
+        let prefix = revision.map(|r| format!("{service}-r{r}-"));
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let id = name.strip_suffix(".log")?;
+                if prefix.as_ref().is_some_and(|p| !id.starts_with(p)) {
+                    return None;
+                }
+                Some((id.to_owned(), entry.path()))
+            })
+            .collect()
     }
 }
 

@@ -50,6 +50,112 @@ pub fn read_log_lines(log_file: &Path) -> Vec<LogLine> {
     lines
 }
 
+/// Follows log files by byte offset, for `slipway logs --follow`: each [`LogTail::poll`]
+/// reads only what was appended since the last one, however large the files are.
+///
+/// A file seen for the first time is read from its start (an instance that started while
+/// following). A file that got shorter was rotated: the rest of its old content is read from
+/// `<file>.1` (where rotation moved it) before the new file is read from its start. A line
+/// still being written (no newline yet) is held back until it is complete.
+#[derive(Debug, Default)]
+pub struct LogTail {
+    files: std::collections::HashMap<PathBuf, TailState>,
+}
+
+#[derive(Debug, Default)]
+struct TailState {
+    offset: u64,
+    /// The start of a line whose newline has not been written yet.
+    partial: Vec<u8>,
+}
+
+impl LogTail {
+    /// Starts following `files` at their current ends: only lines written from now on are
+    /// returned.
+    pub fn at_end(files: impl IntoIterator<Item = PathBuf>) -> LogTail {
+        let mut tail = LogTail::default();
+        for path in files {
+            let offset = fs::metadata(&path).map_or(0, |m| m.len());
+            tail.files.insert(
+                path,
+                TailState {
+                    offset,
+                    partial: Vec::new(),
+                },
+            );
+        }
+        tail
+    }
+
+    /// The complete lines appended to `files` since the last call, each with its file, in
+    /// file order. Files no longer listed are forgotten.
+    pub fn poll(&mut self, files: impl IntoIterator<Item = PathBuf>) -> Vec<(PathBuf, LogLine)> {
+        let mut out = Vec::new();
+        let mut listed = std::collections::HashSet::new();
+        for path in files {
+            let state = self.files.entry(path.clone()).or_default();
+            let len = fs::metadata(&path).map_or(0, |m| m.len());
+            if len < state.offset {
+                // Rotated: `<file>.1` holds what was written before the rotation.
+                let mut rotated = path.clone().into_os_string();
+                rotated.push(".1");
+                let rest = read_from(Path::new(&rotated), state.offset);
+                take_lines(&mut state.partial, &rest, true, &path, &mut out);
+                state.offset = 0;
+            }
+            if len > state.offset {
+                let new = read_from(&path, state.offset);
+                state.offset += new.len() as u64;
+                take_lines(&mut state.partial, &new, false, &path, &mut out);
+            }
+            listed.insert(path);
+        }
+        self.files.retain(|path, _| listed.contains(path));
+        out
+    }
+}
+
+/// The bytes of `path` from `offset` to its end (nothing if it cannot be read).
+fn read_from(path: &Path, offset: u64) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut bytes = Vec::new();
+    if let Ok(mut file) = File::open(path)
+        && file.seek(SeekFrom::Start(offset)).is_ok()
+    {
+        let _ = file.read_to_end(&mut bytes);
+    }
+    bytes
+}
+
+/// Appends the complete lines of `partial` + `bytes` to `out`, keeping an unfinished last line
+/// in `partial` (or emitting it too when `flush`: its file will not grow any more).
+fn take_lines(
+    partial: &mut Vec<u8>,
+    bytes: &[u8],
+    flush: bool,
+    path: &Path,
+    out: &mut Vec<(PathBuf, LogLine)>,
+) {
+    partial.extend_from_slice(bytes);
+    let complete = match partial.iter().rposition(|&b| b == b'\n') {
+        Some(at) => at + 1,
+        None if flush && !partial.is_empty() => partial.len(),
+        None => return,
+    };
+    let rest = partial.split_off(complete);
+    let text = String::from_utf8_lossy(partial);
+    out.extend(
+        text.lines()
+            .map(|line| (path.to_path_buf(), parse_line(line))),
+    );
+    *partial = rest;
+    if flush && !partial.is_empty() {
+        let text = String::from_utf8_lossy(partial).into_owned();
+        out.push((path.to_path_buf(), parse_line(&text)));
+        partial.clear();
+    }
+}
+
 /// The rotated siblings `<file>.<n>` of a log file, highest (oldest) number first.
 fn rotated_files(log_file: &Path) -> Vec<PathBuf> {
     let (Some(dir), Some(name)) = (log_file.parent(), log_file.file_name()) else {
@@ -446,5 +552,44 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_tail_returns_only_new_complete_lines_and_follows_rotation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("web-r1-1.log");
+        let line = |n: u32| format!("2026-11-24T00:00:0{n}.000Z stdout line {n}\n");
+        fs::write(&log, line(1)).expect("write");
+        let mut tail = LogTail::at_end([log.clone()]);
+        assert!(tail.poll([log.clone()]).is_empty());
+        // A line in two writes comes out once it is complete.
+        let mut file = OpenOptions::new().append(true).open(&log).expect("open");
+        file.write_all(b"2026-11-24T00:00:02.000Z stdout li")
+            .expect("write");
+        assert!(tail.poll([log.clone()]).is_empty());
+        file.write_all(b"ne 2\n").expect("write");
+        let got = tail.poll([log.clone()]);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            (got[0].1.ts.as_str(), got[0].1.text.as_str()),
+            ("2026-11-24T00:00:02.000Z", "line 2")
+        );
+        // Rotation: the old file (with one more line) moves to `.1`, a shorter one starts.
+        file.write_all(line(3).as_bytes()).expect("write");
+        drop(file);
+        fs::rename(&log, dir.path().join("web-r1-1.log.1")).expect("rotate");
+        fs::write(&log, line(4)).expect("write");
+        let texts: Vec<String> = tail
+            .poll([log.clone()])
+            .into_iter()
+            .map(|(_, l)| l.text)
+            .collect();
+        assert_eq!(texts, vec!["line 3", "line 4"]);
+        // A file seen for the first time is read from its start.
+        let other = dir.path().join("web-r1-2.log");
+        fs::write(&other, line(5)).expect("write");
+        let got = tail.poll([log.clone(), other.clone()]);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, other);
     }
 }

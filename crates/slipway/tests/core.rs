@@ -616,3 +616,71 @@ fn metrics_count_exactly_what_was_sent_and_parse_as_openmetrics() {
     );
     assert_eq!(status["services"][0]["figures"]["errors"], 5, "{status:#}");
 }
+
+#[test]
+fn logs_follow_shows_new_lines_of_new_instances_once() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let s = Slipway::start();
+    let marker = path_str(s.dir.path());
+    let dir = s.write_app("shop", &spec(&format!("{marker}/shop"), "v1", ""));
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    let mut follower = Command::new(BIN)
+        .args(["logs", "api", "--app", "shop", "-f"])
+        .env("SLIPWAY_HOME", &s.data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // A redeploy starts two new instances; their first lines reach the follower.
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        spec(&format!("{marker}/shop"), "v2", ""),
+    )
+    .unwrap();
+    s.ok(&["deploy", "-f", &path_str(&dir)]);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen
+        .iter()
+        .filter(|l: &&String| l.contains("app v2 listening"))
+        .count()
+        < 2
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!(
+                "the follower did not show both new instances' start; got:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+    // A little longer: lines already sent are not sent again.
+    std::thread::sleep(Duration::from_millis(800));
+    while let Ok(line) = rx.try_recv() {
+        seen.push(line);
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let _ = reader.join();
+    assert!(seen.iter().all(|l| !l.is_empty()));
+    for version in ["v1", "v2"] {
+        let starts = seen
+            .iter()
+            .filter(|l| l.contains(&format!("app {version} listening")))
+            .count();
+        assert_eq!(starts, 2, "{version}:\n{}", seen.join("\n"));
+    }
+}
