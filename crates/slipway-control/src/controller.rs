@@ -694,7 +694,14 @@ impl Controller {
                         downtime_ms: downtime.as_millis() as u64,
                     });
                 }
-                self.switch(app, service, revision, previous, "deploy", tx, started)
+                self.switch(app, service, revision, previous, "deploy", tx, started)?;
+                if let Some(previous) = previous
+                    && strategy == slipway_spec::Strategy::BlueGreen
+                    && spec.deploy.verify
+                {
+                    self.watch_switch(app, service, revision, previous, spec);
+                }
+                Ok(())
             }
         });
         if let Err(mut failure) = committed {

@@ -203,8 +203,10 @@ pub(crate) struct ShutdownFile {
 
 /// How new revisions of a service are rolled out.
 ///
-/// `steps`, `interval`, `analysis` and `on_failure` only matter with `strategy: canary`;
-/// with another strategy they are accepted and ignored.
+/// `steps`, `interval` and `on_failure` only matter with `strategy: canary`; with another
+/// strategy they are accepted and ignored. `analysis` judges canary steps, and with
+/// `strategy: blue-green` (the default) the new revision after the switch, for
+/// `keep_previous`, switching back to the still-warm previous revision if it fails.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DeployFile {
@@ -216,7 +218,9 @@ pub(crate) struct DeployFile {
     pub steps: Option<Vec<u32>>,
     /// Canary only: how long each step lasts before it is judged. Default: `30s`.
     pub interval: Option<DurationText>,
-    /// Canary only: what a step must achieve to move on.
+    /// Canary: what a step must achieve to move on. Blue-green: what the new revision must
+    /// keep to while the previous one stays warm after the switch (`keep_previous`); breached,
+    /// all traffic goes back. Not written: blue-green deploys are not judged after the switch.
     pub analysis: Option<AnalysisFile>,
     /// Canary only: what a failed step does. Default: `rollback`.
     pub on_failure: Option<OnFailureFile>,

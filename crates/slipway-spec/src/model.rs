@@ -315,7 +315,8 @@ impl Default for Shutdown {
 /// How new revisions are rolled out.
 ///
 /// `steps`, `interval`, `analysis` and `on_failure` are always filled in (with their
-/// defaults when not written) but only matter for [`Strategy::Canary`]. Fields missing from
+/// defaults when not written) but only matter for [`Strategy::Canary`], except that a
+/// written `analysis` also makes a blue-green deploy [`DeploySettings::verify`] its switch. Fields missing from
 /// stored JSON take the values of [`DeploySettings::default`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -335,6 +336,12 @@ pub struct DeploySettings {
     pub analysis: Analysis,
     /// Canary: what a failed step does.
     pub on_failure: OnFailure,
+    /// Blue-green: judge the new revision by `analysis` for `keep_previous` after the switch,
+    /// while the previous revision stays warm, and switch back if a limit is breached. On
+    /// when `analysis` is written for a blue-green service. Left out of the stored JSON when
+    /// off, so specs written before it existed keep their digest.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub verify: bool,
 }
 
 impl Default for DeploySettings {
@@ -348,6 +355,7 @@ impl Default for DeploySettings {
             interval: Duration::from_secs(30),
             analysis: Analysis::default(),
             on_failure: OnFailure::Rollback,
+            verify: false,
         }
     }
 }

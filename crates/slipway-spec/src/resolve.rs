@@ -209,6 +209,7 @@ impl Resolver<'_> {
             Some(OnFailureFile::Rollback) => OnFailure::Rollback,
             Some(OnFailureFile::Pause) => OnFailure::Pause,
         };
+        let verify = strategy == Strategy::BlueGreen && deploy.analysis.is_some();
         let analysis = match deploy.analysis {
             None => defaults.analysis,
             Some(analysis) => self.analysis(analysis)?,
@@ -224,6 +225,7 @@ impl Resolver<'_> {
             interval: self.duration(deploy.interval, "deploy/interval", defaults.interval)?,
             analysis,
             on_failure,
+            verify,
         })
     }
 

@@ -28,10 +28,28 @@ fn a_canary_without_details_gets_the_defaults() {
                 min_requests: 20,
             },
             on_failure: OnFailure::Rollback,
+            verify: false,
         }
     );
     assert_eq!(deploy_of("").strategy, Strategy::BlueGreen);
     assert_eq!(deploy_of("").on_failure, OnFailure::Rollback);
+}
+
+#[test]
+fn a_written_analysis_makes_a_blue_green_deploy_judge_its_switch() {
+    assert!(!deploy_of("").verify);
+    assert!(!deploy_of("    deploy: { keep_previous: 5s }\n").verify);
+    assert!(deploy_of("    deploy: { analysis: { max_error_rate: 2% } }\n").verify);
+    assert!(
+        deploy_of("    deploy: { strategy: blue-green, analysis: { min_requests: 5 } }\n").verify
+    );
+    // A canary judges its steps instead; rolling and recreate do not judge.
+    for strategy in ["canary", "rolling", "recreate"] {
+        let deploy = deploy_of(&format!(
+            "    deploy: {{ strategy: {strategy}, analysis: {{ max_error_rate: 2% }} }}\n"
+        ));
+        assert!(!deploy.verify, "{strategy}");
+    }
 }
 
 #[test]

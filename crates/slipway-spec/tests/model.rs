@@ -82,6 +82,7 @@ fn the_example_resolves_completely() {
                 min_requests: 50,
             },
             on_failure: OnFailure::Rollback,
+            verify: false,
         }
     );
     assert_eq!(
@@ -193,6 +194,7 @@ fn defaults_apply_to_everything_left_out() {
                     min_requests: 20,
                 },
                 on_failure: OnFailure::Rollback,
+                verify: false,
             },
             traffic: TrafficSettings {
                 sticky: false,

@@ -429,3 +429,85 @@ fn a_rolling_deploy_replaces_instances_one_by_one_without_failures() {
         "{events}"
     );
 }
+
+#[test]
+fn a_blue_green_switch_with_an_analysis_is_judged_and_switched_back_when_it_fails() {
+    let s = Slipway::start();
+    let m = path_str(s.dir.path());
+    let watched = |keep: &str| {
+        format!(
+            "{{ strategy: blue-green, keep_previous: {keep}, analysis: {{ max_error_rate: 5%, min_requests: 10 }} }}"
+        )
+    };
+    let dir = s.write_app("shop", &spec(&m, "v1", "", &watched("10s")));
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    let (stop, load) = background_load(&s);
+    std::thread::sleep(Duration::from_millis(300));
+    // Revision 2 is ready (its /ready answers) but every request fails.
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        spec(&m, "v2", ", FAIL_RATE: \"1.0\"", &watched("10s")),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let out = s.ok(&["deploy", "-f", &path_str(&dir)]);
+    assert!(out.contains("revision 1 -> 2"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while traffic(&s) != vec![(1, 100)] {
+        assert!(
+            Instant::now() < deadline,
+            "not switched back: {:?}",
+            traffic(&s)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = t0.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let seen = load.join().unwrap();
+    let failed: Vec<&String> = seen.iter().filter(|r| !r.starts_with("200")).collect();
+    eprintln!(
+        "blue-green watch: {} requests, {} failed (all from the bad revision), switched back {took:?} after the deploy command started",
+        seen.len(),
+        failed.len()
+    );
+    assert!(failed.iter().all(|r| r.as_str() == "500 v2"), "{failed:?}");
+    assert!(seen.last().is_some_and(|r| r == "200 v1"), "{seen:?}");
+    let revs = s.ok(&["revisions", "api", "--app", "shop"]);
+    let r2 = revs
+        .lines()
+        .find(|l| l.trim_start().starts_with('2'))
+        .unwrap();
+    assert!(
+        r2.contains("failed") && r2.contains("failed its analysis after the switch"),
+        "{revs}"
+    );
+    let events = s.ok(&["events", "--app", "shop", "--limit", "100"]);
+    let line = events
+        .lines()
+        .find(|l| l.contains("deploy.rolled_back"))
+        .unwrap_or_else(|| panic!("{events}"));
+    assert!(
+        line.contains("error rate") && line.contains("> limit 5 %"),
+        "{line}"
+    );
+
+    // A healthy revision passes its watch and stays.
+    std::fs::write(dir.join("slipway.yaml"), spec(&m, "v3", "", &watched("1s"))).unwrap();
+    let (stop, load) = background_load(&s);
+    s.ok(&["deploy", "-f", &path_str(&dir)]);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let events = s.ok(&["events", "--app", "shop", "--limit", "100"]);
+        if let Some(line) = events.lines().find(|l| l.contains("deploy.verified")) {
+            assert!(line.contains("revision 3 kept to its analysis"), "{line}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no verdict: {events}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seen = load.join().unwrap();
+    assert!(seen.iter().all(|r| r.starts_with("200")), "{seen:?}");
+    assert_eq!(traffic(&s), vec![(3, 100)]);
+}

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use slipway_rollout::{Decision, Figures, Rollout};
+use slipway_rollout::{Assessment, Decision, Figures, Rollout};
 use slipway_router::Totals;
 use slipway_spec::{OnFailure, ServiceSpec, Strategy};
 use slipway_state::{RevisionState, RolloutRow, TrafficTarget};
@@ -110,7 +110,106 @@ fn figures_between(start: &Totals, now: &Totals) -> Figures {
     }
 }
 
+/// How often a blue-green switch under watch is judged.
+const WATCH_TICK: Duration = Duration::from_millis(250);
+
 impl Controller {
+    /// Watches a blue-green switch whose spec has an `analysis` (`deploy.verify`): for
+    /// `keep_previous`, while the previous revision stays warm, the new revision's figures
+    /// since the switch are judged every 250 ms; a breach backed by `min_requests` switches
+    /// all traffic back to the previous revision at once and marks the new one failed. The
+    /// watch ends quietly if anything else moves the traffic (a new deploy, a rollback).
+    pub(super) fn watch_switch(
+        self: &Arc<Self>,
+        app: &str,
+        service: &str,
+        revision: u64,
+        previous: u64,
+        spec: &ServiceSpec,
+    ) {
+        let analysis = canary_config(spec).analysis;
+        let window = spec.deploy.keep_previous;
+        let stats = self.revision_stats(app, service, revision);
+        let start = stats.totals();
+        self.event(
+            app,
+            Some(service),
+            Some(revision),
+            "deploy.watching",
+            format!(
+                "judging revision {revision} for {}s after the switch while revision {previous} stays warm",
+                window.as_secs_f64()
+            ),
+        );
+        let this = self.clone();
+        let (app, service) = (app.to_owned(), service.to_owned());
+        tokio::spawn(async move {
+            let deadline = Instant::now() + window;
+            loop {
+                tokio::time::sleep(WATCH_TICK).await;
+                let traffic = this.store.traffic(&app, &service).unwrap_or_default();
+                if !(traffic.len() == 1 && traffic[0].revision == revision) {
+                    return;
+                }
+                let figures = figures_between(&start, &stats.totals());
+                match slipway_rollout::assess(&analysis, &figures, &Figures::default()) {
+                    Assessment::Fail { reason } => {
+                        let message = format!(
+                            "revision {revision} failed its analysis after the switch: {reason}; \
+                             all traffic back on revision {previous}"
+                        );
+                        this.event(
+                            &app,
+                            Some(&service),
+                            Some(revision),
+                            "deploy.rolled_back",
+                            message.clone(),
+                        );
+                        let (tx, _rx) = mpsc::unbounded_channel();
+                        match this.rollback(&app, &service, Some(previous), tx).await {
+                            Ok(true) => {
+                                let _ = this.store.set_revision_state(
+                                    &app,
+                                    &service,
+                                    revision,
+                                    RevisionState::Failed,
+                                    &message,
+                                );
+                            }
+                            Ok(false) | Err(_) => tracing::error!(
+                                app,
+                                service,
+                                revision,
+                                "switching back after a failed analysis did not succeed"
+                            ),
+                        }
+                        return;
+                    }
+                    outcome if Instant::now() >= deadline => {
+                        let text = match outcome {
+                            Assessment::Pass { summary } => {
+                                format!("revision {revision} kept to its analysis: {summary}")
+                            }
+                            Assessment::Inconclusive { reason } => {
+                                format!("revision {revision} was not judged: {reason}")
+                            }
+                            Assessment::Fail { .. } => unreachable!("handled above"),
+                        };
+                        this.event(
+                            &app,
+                            Some(&service),
+                            Some(revision),
+                            "deploy.verified",
+                            text,
+                        );
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+
     /// Starts a canary of `revision` (ready, no traffic yet) against `baseline`.
     pub(super) fn start_canary(
         self: &Arc<Self>,
