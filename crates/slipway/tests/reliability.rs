@@ -575,10 +575,12 @@ fn sigstop(live: &str) -> Stopped {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Taken before SIGCONT: the instance answers within microseconds of it, and on a busy
+    // machine a reading taken after kill(2) returns can come after that answer was received.
+    let resumed = Instant::now();
     // The process may have been killed by its liveness probe meanwhile.
     // SAFETY: kill(2) only reads its two integer arguments.
     unsafe { libc::kill(victim.1 as libc::pid_t, libc::SIGCONT) };
-    let resumed = Instant::now();
     std::thread::sleep(Duration::from_millis(1500));
     let samples = load.stop();
     let stuck = samples
@@ -644,7 +646,13 @@ fn sigstop_within_the_liveness_limit_only_delays_the_requests_stuck_on_it() {
     // Stuck requests reached the instance before it was out of rotation, and were answered
     // once it ran again.
     for s in &run.stuck {
-        assert!(s.start <= unready_at && s.end >= run.resumed, "{s:?}");
+        assert!(
+            s.start <= unready_at && s.end >= run.resumed,
+            "{s:?}: started {:?} after the stop, {:?} before it showed unready; ended {:?} after the resume",
+            s.start.saturating_duration_since(run.stopped),
+            unready_at.saturating_duration_since(s.start),
+            s.end.saturating_duration_since(run.resumed),
+        );
     }
     assert_eq!(restarts(&run.s), 0, "liveness restarted an instance");
     assert_eq!(alive(&run.dir), 3);

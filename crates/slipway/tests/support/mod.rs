@@ -143,6 +143,9 @@ impl Slipway {
         let child = Command::new(BIN)
             .args(["server", "--listen", &self.router.to_string()])
             .args(["--admin", &self.admin.to_string()])
+            // One extra server flag for the whole suite, e.g. `--no-fast-path` to run every
+            // test against the router's hyper path.
+            .args(std::env::var("SLIPWAY_TEST_SERVER_ARG").ok())
             .arg("--data-dir")
             .arg(&self.data)
             .stdin(Stdio::null())
