@@ -956,6 +956,21 @@ fn config_show(file: &Path, environment: &str) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Prints where the dashboard is, with the admin token in the URL's fragment when this user
+/// can read it (the token file is private to the user running the server).
+async fn print_dashboard_url(client: &Client, data: &Path) {
+    let Ok(info) = client.get::<dto::ServerInfo>("/v1/server").await else {
+        return;
+    };
+    match std::fs::read_to_string(slipway_control::dashboard::token_path(data)) {
+        Ok(token) => println!("\ndashboard: http://{}/#token={}", info.admin, token.trim()),
+        Err(_) => println!(
+            "\ndashboard: http://{}/ (read-only without the admin token)",
+            info.admin
+        ),
+    }
+}
+
 async fn up(
     client: &Client,
     data: &Path,
@@ -986,6 +1001,7 @@ async fn up(
     let status: dto::AppStatus = client.get(&format!("/v1/apps/{}", applied.app)).await?;
     println!();
     print_status(&status, None);
+    print_dashboard_url(client, data).await;
     if detach {
         return Ok(if ok {
             ExitCode::SUCCESS

@@ -32,6 +32,16 @@ fn example_app_comes_up_and_every_service_answers_through_the_router() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/clinic");
     let out = s.ok(&["up", example, "--detach"]);
     assert!(out.contains("web"), "{out}");
+    // `up` says where the dashboard is, with the admin token the server wrote.
+    let token = std::fs::read_to_string(s.data.join("admin.token")).unwrap();
+    assert!(
+        out.contains(&format!(
+            "dashboard: http://{}/#token={}",
+            s.admin,
+            token.trim()
+        )),
+        "{out}"
+    );
     let status = s.status("clinic");
     for svc in status["services"].as_array().unwrap() {
         assert_eq!(svc["ready"], svc["total"], "{status:#}");
