@@ -22,12 +22,22 @@ RUNS is a tab-separated file, one run per line:
 (CPU counters of all cores: steal and total during the run, busy and total during the idle
 gap before it.)
 NOTES is a tab-separated file of "target proto note" for targets that were not measured.
+
+The control-plane parts written in Python (bench/deploy, bench/scaleup) import this file as
+a module for the helpers after `ratio`: building the binaries, a pinned Slipway server with
+its own data dir (`Slipway`), the API over its Unix socket, event times, CPU counters and
+"median, min, max" cells.
 """
 
+import datetime
+import json
 import math
 import os
 import re
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import time
 import urllib.error
@@ -336,6 +346,228 @@ def ratio(runs_path, proto, a, b):
         f"{a}: {100 * (ma['rps'] / mb['rps'] - 1):+.1f} % req/s against {b}; "
         f"p50 {ma['p50'] - mb['p50']:+.3f} ms, p99 {ma['p99'] - mb['p99']:+.3f} ms."
     )
+
+
+# === Helpers for the control-plane parts (bench/deploy, bench/scaleup), used as a module ===
+
+# The same pinning as lib/common.sh: the Slipway server on core 0; the load, the CLI and the
+# backends on core 1.
+PROXY_CORE = 0
+LOAD_CORE = 1
+# The repository root: this file is bench/lib/benchlib.py.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def exit_on_signals():
+    """Turn SIGTERM and SIGHUP into SystemExit (status 143 and 129), so that `finally` blocks
+    and context managers stop every process the script started: bench/run's `timeout` stops a
+    part with SIGTERM, which would otherwise end Python at once. Ctrl-C already raises
+    KeyboardInterrupt."""
+
+    def leave(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, leave)
+
+
+def pin_to_load_core():
+    """Run this process, and what it starts without pinning it elsewhere, on the load core."""
+    cores = os.sched_getaffinity(0)
+    if not {PROXY_CORE, LOAD_CORE} <= cores:
+        fail(
+            f"the benchmarks pin Slipway to core {PROXY_CORE} and the load to core {LOAD_CORE}, "
+            f"but this process may only use cores {sorted(cores)}; hint: run them on a machine "
+            "(or VM) with at least 2 cores, outside any taskset"
+        )
+    os.sched_setaffinity(0, {LOAD_CORE})
+
+
+def binaries(build):
+    """Paths of `slipway` and the bench backend in the release target dir (`$CARGO_TARGET_DIR`,
+    else target/), after `cargo build --release` of both unless `build` is false."""
+    target = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR", "target"), "release")
+    if build:
+        subprocess.run(
+            ["cargo", "build", "--release", "-q", "-p", "slipway", "-p", "slipway-bench-backend"],
+            cwd=ROOT,
+            check=True,
+        )
+    paths = [os.path.join(target, "slipway"), os.path.join(target, "slipway-bench-backend")]
+    for path in paths:
+        if not os.access(path, os.X_OK):
+            fail(
+                f"{path} is missing; hint: run without --no-build, or: "
+                "cargo build --release -p slipway -p slipway-bench-backend"
+            )
+    return paths
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spread(values):
+    """(median, min, max) of a non-empty list of numbers: [3, 1, 2, 10] gives (2.5, 1, 10)."""
+    ordered = sorted(values)
+    return statistics.median(ordered), ordered[0], ordered[-1]
+
+
+def spread_cells(values, digits=1):
+    """Markdown cells "median | min | max" with `digits` decimals; "– | – | –" for no values.
+
+    [12.04, 11.5, 30.26] with 1 decimal gives "12.0 | 11.5 | 30.3".
+    """
+    if not values:
+        return "– | – | –"
+    return " | ".join(f"{v:.{digits}f}" for v in spread(values))
+
+
+def event_epoch(ts):
+    """Seconds since the Unix epoch of an event's `ts` (UTC, milliseconds):
+    "2026-11-24T01:15:32.123Z" is 1795482932.123."""
+    return datetime.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def cpu_counters():
+    """(steal, busy, total) jiffies of all cores from /proc/stat, as `cpu_counters` in
+    lib/common.sh: busy is user + nice + system + irq + softirq."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    busy = user + nice + system + irq + softirq
+    return steal, busy, busy + idle + iowait + steal
+
+
+def parse_http_answer(data):
+    """(status, body) of a whole HTTP/1.x answer read until the server closed the connection.
+
+    A chunked body is decoded: b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n
+    3\\r\\nabc\\r\\n0\\r\\n\\r\\n" has the body b"abc".
+    """
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        raise ValueError(f"incomplete HTTP answer: {data[:200]!r}")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    chunked = any(
+        line.lower().startswith(b"transfer-encoding:") and b"chunked" in line.lower()
+        for line in lines[1:]
+    )
+    if chunked:
+        decoded, rest = b"", body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                break
+            decoded, rest = decoded + rest[:size], rest[size + 2 :]
+        body = decoded
+    return status, body
+
+
+def uds_get(sock_path, path, timeout=10):
+    """GET `path` from the API on a Unix socket; returns (status, body). It asks in HTTP/1.0,
+    so the server closes the connection after the answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(sock_path)
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: slipway\r\n\r\n".encode())
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return parse_http_answer(b"".join(chunks))
+
+
+class Slipway:
+    """A Slipway server for one bench part, as `start_slipway` in lib/common.sh starts it: its
+    own data dir under `work`, pinned to PROXY_CORE with one tokio worker, the router and the
+    admin listener on free loopback ports. Use it as a context manager: leaving the block
+    stops the server (`slipway server stop`, then SIGKILL after 15 s), and its instances
+    die with it."""
+
+    def __init__(self, slipway, work):
+        self.bin = slipway
+        self.data = os.path.join(work, "data")
+        self.socket = os.path.join(self.data, "slipway.sock")
+        self.log_path = os.path.join(work, "server.log")
+        self.port = free_port()
+        self.admin = free_port()
+        self.proc = None
+
+    def __enter__(self):
+        os.makedirs(self.data, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                ["taskset", "-c", str(PROXY_CORE), self.bin, "server", "--data-dir", self.data,
+                 "--listen", f"127.0.0.1:{self.port}", "--admin", f"127.0.0.1:{self.admin}"],
+                env=dict(os.environ, TOKIO_WORKER_THREADS="1"),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 15
+        while not os.path.exists(self.socket):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                fail(f"slipway server did not start; the end of its log:\n{self.log_tail()}")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *_exc):
+        self.stop()
+
+    def log_tail(self, lines=20):
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as log:
+                return "".join(log.readlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def cli(self, *args, timeout=120):
+        """Runs `slipway --data-dir DATA ARGS...` and returns the CompletedProcess (text)."""
+        return subprocess.run(
+            [self.bin, "--data-dir", self.data, *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def up(self, app_dir):
+        """`slipway up APP_DIR --detach`; exits the script with the CLI's output on failure."""
+        done = self.cli("up", app_dir, "--detach")
+        if done.returncode != 0:
+            fail(f"slipway up {app_dir} failed:\n{done.stdout}{done.stderr}")
+
+    def api(self, path):
+        """The JSON answer of GET `path` on the API socket; RuntimeError unless it is a 200."""
+        status, body = uds_get(self.socket, path)
+        if status != 200:
+            raise RuntimeError(f"GET {path} answered {status}: {body[:300]!r}")
+        return json.loads(body)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        try:
+            subprocess.run(
+                [self.bin, "--data-dir", self.data, "server", "stop"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=15,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
 
 
 def main(argv):

@@ -167,5 +167,34 @@ class Tables(unittest.TestCase):
         )
 
 
+class ControlPlaneHelpers(unittest.TestCase):
+    def test_spread_is_median_min_max(self):
+        self.assertEqual(benchlib.spread([3, 1, 2, 10]), (2.5, 1, 10))
+        self.assertEqual(benchlib.spread([7]), (7, 7, 7))
+
+    def test_spread_cells_round_and_handle_no_values(self):
+        self.assertEqual(benchlib.spread_cells([12.04, 11.5, 30.26]), "12.0 | 11.5 | 30.3")
+        self.assertEqual(benchlib.spread_cells([0.25, 0.5], digits=2), "0.38 | 0.25 | 0.50")
+        self.assertEqual(benchlib.spread_cells([]), "– | – | –")
+
+    def test_event_time_is_utc_with_milliseconds(self):
+        epoch = benchlib.event_epoch("2026-11-24T01:15:32.123Z")
+        self.assertAlmostEqual(epoch, 1795482932.123, places=6)
+        self.assertEqual(benchlib.event_epoch("1970-01-01T00:00:01Z"), 1.0)
+
+    def test_http_answer_with_length_or_chunks(self):
+        plain = b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+        self.assertEqual(benchlib.parse_http_answer(plain), (200, b"{}"))
+        chunked = (
+            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        )
+        self.assertEqual(benchlib.parse_http_answer(chunked), (404, b"abcde"))
+
+    def test_http_answer_cut_before_the_body_is_an_error(self):
+        with self.assertRaises(ValueError):
+            benchlib.parse_http_answer(b"HTTP/1.1 200 OK\r\ncontent-le")
+
+
 if __name__ == "__main__":
     unittest.main()
