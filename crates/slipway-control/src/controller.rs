@@ -1480,8 +1480,18 @@ impl Controller {
             loop {
                 tick.tick().await;
                 let Some(this) = weak.upgrade() else { return };
-                this.autoscale_tick();
-                this.rollout_tick();
+                // The ticks read the store and every serving revision's figures: tens of
+                // milliseconds with a thousand services. On a blocking-pool thread they do not
+                // hold up the async workers, which also run the router (one worker in the
+                // benchmarks: a tick there showed as a 12 ms p99 against 4 ms).
+                let ticked = tokio::task::spawn_blocking(move || {
+                    this.autoscale_tick();
+                    this.rollout_tick();
+                })
+                .await;
+                if let Err(err) = ticked {
+                    tracing::error!(%err, "the autoscaler and rollout tick panicked");
+                }
             }
         });
     }
