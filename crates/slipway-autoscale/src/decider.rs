@@ -30,8 +30,10 @@ pub struct Sample {
     /// When the sample was taken: time since an arbitrary epoch of the caller's clock
     /// (a monotonic clock; the same one as the `now` given to [`Decider::scale`]).
     pub at: Duration,
-    /// The average number of in-flight requests over the sampling interval, summed over all
-    /// instances of the revision (and any requests waiting for an instance to start).
+    /// The number of in-flight requests, summed over all instances of the revision (and any
+    /// requests waiting for an instance to start): an average over the sampling interval if
+    /// the caller keeps one, else the count at the moment of the sample (Slipway's controller
+    /// passes the count at its one-second tick; the stable and panic windows do the averaging).
     pub concurrency: f64,
     /// How many requests arrived during the sampling interval. A short request between
     /// two samples may leave no trace in `concurrency`; this count still marks the
