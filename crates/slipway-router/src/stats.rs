@@ -25,7 +25,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
@@ -91,8 +91,11 @@ pub struct RevisionStats {
     in_flight: AtomicU64,
     /// Requests of this revision waiting for a backend to take them.
     queue: Arc<RevisionQueue>,
-    /// The rolling window: slot `p % 90` holds the counts of 10-second period `p`.
-    ring: Box<[Slot]>,
+    /// The rolling window: slot `p % 90` holds the counts of 10-second period `p`. Allocated
+    /// by the first recording (about 270 KB): most revisions in a long history never serve a
+    /// request, and once the allocator hands out reused memory for it, it costs that much
+    /// resident memory, not just address space.
+    ring: OnceLock<Box<[Slot]>>,
     /// Serialises resetting a slot for a new period; never taken to count a request.
     rotation: Mutex<()>,
 }
@@ -106,7 +109,7 @@ impl RevisionStats {
             latency_sum_micros: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             queue: Arc::new(RevisionQueue::new()),
-            ring: (0..SLOTS).map(|_| Slot::new()).collect(),
+            ring: OnceLock::new(),
             rotation: Mutex::new(()),
         })
     }
@@ -197,8 +200,13 @@ impl RevisionStats {
         let mut latency = vec![0; LATENCY_BUCKETS];
         let mut slot_classes = [0; CLASSES];
         let mut slot_latency = vec![0; LATENCY_BUCKETS];
+        let ring = self.ring.get();
         for period in first..=now_period {
-            let slot = &self.ring[ring_index(period)];
+            let Some(ring) = ring else {
+                // Nothing was ever recorded.
+                break;
+            };
+            let slot = &ring[ring_index(period)];
             if slot.period.load(Ordering::Acquire) != period + 1 {
                 // Nothing was recorded in this period (the slot is empty or holds another one).
                 continue;
@@ -240,7 +248,10 @@ impl RevisionStats {
     fn slot_for(&self, period: u64) -> Option<&Slot> {
         // Tags are period + 1 so that 0 can mean "never used".
         let tag = period + 1;
-        let slot = &self.ring[ring_index(period)];
+        let ring = self
+            .ring
+            .get_or_init(|| (0..SLOTS).map(|_| Slot::new()).collect());
+        let slot = &ring[ring_index(period)];
         let held = slot.period.load(Ordering::Acquire);
         if held == tag {
             return Some(slot);
