@@ -52,7 +52,7 @@ const READ_BUF: usize = 8 * 1024;
 const MAX_FAST_HEAD: usize = 16 * 1024;
 
 /// The first bytes of every HTTP/2 connection with prior knowledge (RFC 9113, section 3.4).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How a connection left the fast path.
 pub(crate) enum Handoff {
@@ -143,8 +143,8 @@ pub(crate) async fn serve(
         .await
         {
             Ok(true) => {}
-            Ok(false) => return Handoff::Done,
-            Err(_) => return Handoff::Done,
+            // The client is gone, or the connection cannot take another request.
+            Ok(false) | Err(_) => return Handoff::Done,
         }
         buf.advance(end);
         if head.close || signal.is_closing() {

@@ -243,7 +243,7 @@ impl Router {
                     }
                     let mut preface = [0u8; 24];
                     let h2 = matches!(stream.peek(&mut preface).await, Ok(24))
-                        && &preface == b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+                        && preface[..] == *h1::H2_PREFACE;
                     h1::Handoff::Hyper {
                         stream,
                         buf: bytes::BytesMut::new(),

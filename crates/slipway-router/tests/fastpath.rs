@@ -143,6 +143,15 @@ async fn proxy_to(backend: &Scripted, fast: bool) -> Proxy {
     proxy
 }
 
+/// A scripted backend, a fast-path proxy in front of it, and a raw client connection to the
+/// proxy.
+async fn connected() -> (Scripted, Proxy, TcpStream) {
+    let backend = Scripted::start().await;
+    let proxy = proxy_to(&backend, true).await;
+    let stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    (backend, proxy, stream)
+}
+
 /// Sends raw bytes and reads what comes back until `done` says the answer is complete, or
 /// the connection closes.
 async fn exchange_raw(
@@ -170,9 +179,7 @@ async fn exchange_raw(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_bodies_pass_through_unchanged_and_both_connections_stay_open() {
     bounded(async {
-        let backend = Scripted::start().await;
-        let proxy = proxy_to(&backend, true).await;
-        let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+        let (backend, _proxy, mut stream) = connected().await;
         let got = exchange_raw(
             &mut stream,
             "GET /chunked HTTP/1.1\r\nHost: app.test\r\n\r\n",
@@ -201,9 +208,7 @@ async fn chunked_bodies_pass_through_unchanged_and_both_connections_stay_open() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_delimited_by_close_closes_the_client_connection_too() {
     bounded(async {
-        let backend = Scripted::start().await;
-        let proxy = proxy_to(&backend, true).await;
-        let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+        let (_backend, _proxy, mut stream) = connected().await;
         // Nothing marks the end of this body but the close, so `done` never says it is done.
         let got = exchange_raw(
             &mut stream,
@@ -221,9 +226,7 @@ async fn a_body_delimited_by_close_closes_the_client_connection_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_answers_have_no_body_and_early_hints_are_forwarded_but_continue_is_not() {
     bounded(async {
-        let backend = Scripted::start().await;
-        let proxy = proxy_to(&backend, true).await;
-        let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+        let (backend, _proxy, mut stream) = connected().await;
         let got = exchange_raw(
             &mut stream,
             "HEAD /head HTTP/1.1\r\nHost: app.test\r\n\r\n",
@@ -315,9 +318,7 @@ async fn small_bodies_go_with_their_head_and_large_ones_move_the_connection_to_h
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_sent_in_pieces_is_gathered_before_it_is_forwarded() {
     bounded(async {
-        let backend = Scripted::start().await;
-        let proxy = proxy_to(&backend, true).await;
-        let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+        let (backend, _proxy, mut stream) = connected().await;
         stream
             .write_all(b"PUT /doc HTTP/1.1\r\nHost: app.test\r\nContent-Length: 10\r\n\r\nhello")
             .await

@@ -137,23 +137,21 @@ fn take_lines(
     out: &mut Vec<(PathBuf, LogLine)>,
 ) {
     partial.extend_from_slice(bytes);
-    let complete = match partial.iter().rposition(|&b| b == b'\n') {
-        Some(at) => at + 1,
-        None if flush && !partial.is_empty() => partial.len(),
-        None => return,
+    let complete = if flush {
+        partial.len()
+    } else {
+        match partial.iter().rposition(|&b| b == b'\n') {
+            Some(at) => at + 1,
+            None => return,
+        }
     };
     let rest = partial.split_off(complete);
-    let text = String::from_utf8_lossy(partial);
     out.extend(
-        text.lines()
+        String::from_utf8_lossy(partial)
+            .lines()
             .map(|line| (path.to_path_buf(), parse_line(line))),
     );
     *partial = rest;
-    if flush && !partial.is_empty() {
-        let text = String::from_utf8_lossy(partial).into_owned();
-        out.push((path.to_path_buf(), parse_line(&text)));
-        partial.clear();
-    }
 }
 
 /// The rotated siblings `<file>.<n>` of a log file, highest (oldest) number first.
