@@ -6,19 +6,86 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{TrySendError, http1};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::body::UpstreamBody;
 use crate::queue::RevisionQueue;
 
-/// The sending half of one upstream HTTP/1.1 connection.
-pub(crate) type Sender = http1::SendRequest<UpstreamBody>;
+/// One upstream HTTP/1.1 connection of the hyper path.
+///
+/// hyper's client splits a connection into the sending half and a future that does the
+/// connection's I/O. That future is not spawned as a task of its own: whoever uses the
+/// connection polls it ([`Upstream::poll_conn`]), first the request sent on it while it waits
+/// for the response head, then the response body while it streams. An idle pooled connection
+/// is not polled at all; [`Backend::take_idle`] looks at it once before reuse. So the router's
+/// tasks are its client connections and nothing per upstream connection, which keeps tokio's
+/// run queue short under load (see `h2.rs` for why that matters).
+///
+/// Connections that may be upgraded are the exception: their future runs in a task of its own
+/// (hyper hands the socket over from it) and `conn` is `None`.
+pub(crate) struct Upstream {
+    sender: http1::SendRequest<UpstreamBody>,
+    /// Boxed: it is large, and it moves with every request (pool, request, response body).
+    conn: Option<Box<http1::Connection<TokioIo<TcpStream>, UpstreamBody>>>,
+    addr: SocketAddr,
+}
+
+impl Upstream {
+    /// Moves the connection's I/O forward. Once the connection has ended this does nothing,
+    /// and the sending half reports it closed.
+    pub(crate) fn poll_conn(&mut self, cx: &mut Context<'_>) {
+        if let Some(conn) = &mut self.conn
+            && let Poll::Ready(result) = Pin::new(&mut **conn).poll(cx)
+        {
+            if let Err(err) = result {
+                tracing::debug!(addr = %self.addr, error = %err, "upstream connection ended with an error");
+            }
+            self.conn = None;
+        }
+    }
+
+    /// Whether the connection has ended, after letting it notice a close the reactor has
+    /// already reported (without a system call when it has not).
+    fn is_closed(&mut self) -> bool {
+        self.poll_conn(&mut Context::from_waker(Waker::noop()));
+        self.sender.is_closed()
+    }
+
+    /// Waits until the connection can take a request.
+    pub(crate) async fn ready(&mut self) -> hyper::Result<()> {
+        std::future::poll_fn(|cx| {
+            self.poll_conn(cx);
+            self.sender.poll_ready(cx)
+        })
+        .await
+    }
+
+    /// Sends `req` and waits for the response head. On an error before anything was
+    /// written, the request comes back in the error (`TrySendError::take_message`).
+    pub(crate) async fn send(
+        &mut self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>> {
+        let mut response = std::pin::pin!(self.sender.try_send_request(req));
+        std::future::poll_fn(|cx| {
+            // The connection first, so a wake-up for a response that has arrived is answered
+            // in the same poll.
+            self.poll_conn(cx);
+            response.as_mut().poll(cx)
+        })
+        .await
+    }
+}
 
 /// An upstream connection of the HTTP/1.1 fast path (see `h1.rs`): the socket and what was
 /// read from it beyond the last response (nothing, on a connection fit for reuse).
@@ -29,7 +96,7 @@ pub(crate) struct RawConn {
 
 /// An idle upstream connection together with the moment it became idle.
 struct IdleConn {
-    sender: Sender,
+    conn: Upstream,
     since: Instant,
 }
 
@@ -207,57 +274,61 @@ impl Backend {
     }
 
     /// Takes the most recently used idle connection that is still open, with how long it idled.
-    pub(crate) fn take_idle(&self) -> Option<(Sender, Duration)> {
+    pub(crate) fn take_idle(&self) -> Option<(Upstream, Duration)> {
         let mut idle = self.lock_idle();
-        while let Some(conn) = idle.pop() {
-            if !conn.sender.is_closed() {
-                return Some((conn.sender, conn.since.elapsed()));
+        while let Some(mut idle_conn) = idle.pop() {
+            if !idle_conn.conn.is_closed() {
+                return Some((idle_conn.conn, idle_conn.since.elapsed()));
             }
         }
         None
     }
 
     /// Returns a connection whose last response was fully read, keeping at most `max` idle.
-    pub(crate) fn put_idle(&self, sender: Sender, max: usize) {
-        if !self.pooling.load(Ordering::Relaxed) || sender.is_closed() {
+    pub(crate) fn put_idle(&self, mut conn: Upstream, max: usize) {
+        if !self.pooling.load(Ordering::Relaxed) || conn.is_closed() {
             return;
         }
         let mut idle = self.lock_idle();
         if idle.len() >= max {
             // Make room by forgetting connections the backend has closed in the meantime.
-            idle.retain(|conn| !conn.sender.is_closed());
+            idle.retain_mut(|idle_conn| !idle_conn.conn.is_closed());
         }
         if idle.len() < max {
             idle.push(IdleConn {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
     }
 
     /// Opens a new HTTP/1.1 connection to this backend. `upgrades` makes the connection able
-    /// to hand its socket over after a `101 Switching Protocols` response.
-    pub(crate) async fn connect(&self, timeout: Duration, upgrades: bool) -> io::Result<Sender> {
+    /// to hand its socket over after a `101 Switching Protocols` response; its I/O then runs
+    /// in a task of its own.
+    pub(crate) async fn connect(&self, timeout: Duration, upgrades: bool) -> io::Result<Upstream> {
         let stream = self.connect_tcp(timeout).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(io::Error::other)?;
         let addr = self.addr;
-        if upgrades {
-            tokio::spawn(async move {
-                if let Err(err) = conn.with_upgrades().await {
-                    tracing::debug!(%addr, error = %err, "upstream connection ended with an error");
-                }
-            });
-        } else {
-            tokio::spawn(async move {
-                if let Err(err) = conn.await {
-                    tracing::debug!(%addr, error = %err, "upstream connection ended with an error");
-                }
+        if !upgrades {
+            return Ok(Upstream {
+                sender,
+                conn: Some(Box::new(conn)),
+                addr,
             });
         }
-        Ok(sender)
+        tokio::spawn(async move {
+            if let Err(err) = conn.with_upgrades().await {
+                tracing::debug!(%addr, error = %err, "upstream connection ended with an error");
+            }
+        });
+        Ok(Upstream {
+            sender,
+            conn: None,
+            addr,
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use crate::backend::{InFlight, Sender};
+use crate::backend::{InFlight, Upstream};
 use crate::stats::Measure;
 
 /// A request body on its way to a backend: the client's body, or nothing (for replays).
@@ -53,7 +53,7 @@ impl Body for UpstreamBody {
 /// backend and, for pooled connections, the connection to give back once the body is complete.
 pub(crate) struct Lease {
     pub(crate) in_flight: InFlight,
-    pub(crate) conn: Option<Sender>,
+    pub(crate) conn: Option<Upstream>,
     pub(crate) max_idle: usize,
 }
 
@@ -152,6 +152,13 @@ impl Body for ResponseBody {
                 lease,
                 measure,
             } => {
+                // The body's bytes come from the connection's I/O, which this drives.
+                if let Some(Lease {
+                    conn: Some(conn), ..
+                }) = lease
+                {
+                    conn.poll_conn(cx);
+                }
                 let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
                 match &frame {
                     Some(Ok(_)) if !body.is_end_stream() => {}

@@ -21,6 +21,7 @@ mod body;
 mod conn;
 mod error;
 mod h1;
+mod h2;
 mod proxy;
 mod queue;
 mod stats;

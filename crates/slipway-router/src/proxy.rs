@@ -27,17 +27,17 @@ use http::{
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::admit::{Admitted, Outcome};
-use crate::backend::{Backend, InFlight, Sender};
+use crate::backend::{Backend, InFlight, Upstream};
 use crate::body::{Lease, ResponseBody, UpstreamBody};
 use crate::conn::{Connections, Rewind, Signal};
 use crate::error::{ProxyError, error_response};
-use crate::h1;
 use crate::table::{REVISION_HEADER, Route, RouteTable, normalize_host};
 use crate::timer::{HyperTimer, Timers};
+use crate::{h1, h2};
 
 /// How long `serve` waits for open requests after shutdown was requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -201,9 +201,7 @@ impl Router {
         http1
             .timer(hyper_timer.clone())
             .header_read_timeout(HEADER_READ_TIMEOUT);
-        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        http2.timer(hyper_timer);
-        let protocols = Arc::new((http1, http2));
+        let protocols = Arc::new((http1, hyper_timer));
         let connections = Arc::new(Connections::default());
         let mut shutdown = pin!(shutdown);
         loop {
@@ -242,15 +240,20 @@ impl Router {
                         _ => return,
                     }
                     let mut preface = [0u8; 24];
-                    let h2 = matches!(stream.peek(&mut preface).await, Ok(24))
+                    let is_h2 = matches!(stream.peek(&mut preface).await, Ok(24))
                         && preface[..] == *h1::H2_PREFACE;
                     h1::Handoff::Hyper {
                         stream,
                         buf: bytes::BytesMut::new(),
-                        h2,
+                        h2: is_h2,
                     }
                 };
-                let h1::Handoff::Hyper { stream, buf, h2 } = handoff else {
+                let h1::Handoff::Hyper {
+                    stream,
+                    buf,
+                    h2: is_h2,
+                } = handoff
+                else {
                     return;
                 };
                 let io = TokioIo::new(Rewind::new(buf.freeze(), stream));
@@ -259,9 +262,14 @@ impl Router {
                     let client = client.clone();
                     async move { Ok::<_, Infallible>(router.handle(req, &client).await) }
                 });
-                let (http1, http2) = &*protocols;
-                let result = if h2 {
-                    until_closed(http2.serve_connection(io, service), &guard.signal, |conn| {
+                let (http1, hyper_timer) = &*protocols;
+                let result = if is_h2 {
+                    // Each connection gets its own executor: its streams run in this task.
+                    let streams = h2::Streams::default();
+                    let mut http2 = hyper::server::conn::http2::Builder::new(streams.clone());
+                    http2.timer(hyper_timer.clone());
+                    let conn = http2.serve_connection(io, service);
+                    h2::serve(conn, streams, &guard.signal, |conn| {
                         conn.graceful_shutdown()
                     })
                     .await
@@ -482,9 +490,9 @@ impl Router {
         &self,
         backend: &Backend,
         mut req: Request<UpstreamBody>,
-    ) -> Result<(Response<Incoming>, Option<Sender>), Failure> {
-        while let Some((mut sender, idle_for)) = backend.take_idle() {
-            if sender.ready().await.is_err() {
+    ) -> Result<(Response<Incoming>, Option<Upstream>), Failure> {
+        while let Some((mut conn, idle_for)) = backend.take_idle() {
+            if conn.ready().await.is_err() {
                 continue;
             }
             let replay = if idle_for >= REPLAY_AFTER_IDLE {
@@ -492,8 +500,8 @@ impl Router {
             } else {
                 None
             };
-            match sender.try_send_request(req).await {
-                Ok(response) => return Ok((response, Some(sender))),
+            match conn.send(req).await {
+                Ok(response) => return Ok((response, Some(conn))),
                 Err(mut err) => match err.take_message() {
                     // The connection was found closed before anything was written: the request
                     // is untouched and simply goes out on another connection.
@@ -525,16 +533,16 @@ impl Router {
         backend: &Backend,
         req: Request<UpstreamBody>,
         upgrades: bool,
-    ) -> Result<(Response<Incoming>, Option<Sender>), Failure> {
-        let mut sender = match backend.connect(self.config.connect_timeout, upgrades).await {
-            Ok(sender) => sender,
+    ) -> Result<(Response<Incoming>, Option<Upstream>), Failure> {
+        let mut conn = match backend.connect(self.config.connect_timeout, upgrades).await {
+            Ok(conn) => conn,
             Err(err) => return Err(Failure::Unreachable(req, err)),
         };
-        if let Err(err) = sender.ready().await {
+        if let Err(err) = conn.ready().await {
             return Err(Failure::Unreachable(req, io::Error::other(err)));
         }
-        match sender.try_send_request(req).await {
-            Ok(response) => Ok((response, (!upgrades).then_some(sender))),
+        match conn.send(req).await {
+            Ok(response) => Ok((response, (!upgrades).then_some(conn))),
             Err(mut err) => match err.take_message() {
                 Some(back) => Err(Failure::Unreachable(
                     back,
@@ -552,7 +560,7 @@ impl Router {
         &self,
         route: &Route,
         mut response: Response<Incoming>,
-        mut conn: Option<Sender>,
+        mut conn: Option<Upstream>,
         in_flight: InFlight,
         upgrade: Option<OnUpgrade>,
     ) -> Result<Response<ResponseBody>, ProxyError> {

@@ -310,6 +310,124 @@ async fn h2c_prior_knowledge_is_proxied_to_http1() {
     .await;
 }
 
+/// The streams of one h2 connection are served inside that connection's task (see `h2.rs`):
+/// a stream whose body is still running holds up neither the other streams nor an upload, and
+/// its upstream connection goes back to the pool when it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_streams_of_one_connection_run_side_by_side() {
+    bounded(async {
+        let server = TestBackend::start("a").await;
+        let backend = server.backend();
+        let proxy = Proxy::with_table(host_table("app.test", vec![backend.clone()])).await;
+        let mut sender = h2_client(proxy.addr).await;
+
+        sender.ready().await.expect("h2 ready");
+        let held = sender.send_request(with_body(request("GET", "app.test", "/stream"), ""));
+        let mut held = held.await.expect("held response").into_body();
+        let first = held.frame().await.expect("a frame").expect("no error");
+        assert_eq!(
+            first.into_data().expect("data"),
+            Bytes::from_static(b"first\n")
+        );
+
+        // Meanwhile, on the same connection: plain requests and a streamed upload.
+        for i in 0..5 {
+            sender.ready().await.expect("h2 ready");
+            let req = with_body(request("GET", "app.test", &format!("/n/{i}")), "");
+            let reply = read(sender.send_request(req).await.expect("response")).await;
+            assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+            assert!(
+                reply.body.contains(&format!("uri=/n/{i}\n")),
+                "{}",
+                reply.body
+            );
+        }
+        sender.ready().await.expect("h2 ready");
+        let (req, upload) = with_stream(request("POST", "app.test", "/duplex"));
+        let response = sender.send_request(req);
+        upload
+            .send(Bytes::from_static(b"up-1"))
+            .await
+            .expect("send");
+        let mut echo = response.await.expect("duplex response").into_body();
+        let echoed = echo.frame().await.expect("frame").expect("ok");
+        assert_eq!(
+            echoed.into_data().expect("data"),
+            Bytes::from_static(b"up-1")
+        );
+        upload
+            .send(Bytes::from_static(b"up-2"))
+            .await
+            .expect("send");
+        let echoed = echo.frame().await.expect("frame").expect("ok");
+        assert_eq!(
+            echoed.into_data().expect("data"),
+            Bytes::from_static(b"up-2")
+        );
+        drop(upload);
+        assert!(echo.collect().await.expect("end").to_bytes().is_empty());
+        assert_eq!(
+            backend.in_flight(),
+            1,
+            "only the held stream is still running"
+        );
+
+        server.release(1);
+        let rest = held.collect().await.expect("rest").to_bytes();
+        assert_eq!(rest, Bytes::from_static(b"second\n"));
+        wait_until("no stream in flight", || backend.in_flight() == 0).await;
+        assert_eq!(
+            backend.idle_connections(),
+            2,
+            "both upstream connections (the held stream's and the others') are pooled"
+        );
+    })
+    .await;
+}
+
+/// Pooled upstream connections are not watched by a task of their own; a close the backend
+/// sent while one idled is still seen before it is reused, so even a POST (never replayed)
+/// goes out on a fresh connection instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_the_backend_closed_is_not_reused() {
+    bounded(async {
+        let (addr, connections) = one_answer_per_connection_backend(true).await;
+        let backend = ready_backend(addr, "closer");
+        // HTTP/1.1 through hyper (the fast path keeps sockets of its own) and h2c.
+        let proxy = Proxy::start(RouterConfig {
+            h1_fast_path: false,
+            ..RouterConfig::default()
+        })
+        .await;
+        proxy
+            .router
+            .publish(host_table("app.test", vec![backend.clone()]));
+        for proto in ["h1", "h2"] {
+            for i in 1..=3 {
+                // Time for the backend's FIN to reach the router's reactor.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let req = with_body(request("POST", "app.test", "/"), format!("{proto}-{i}"));
+                let response = if proto == "h1" {
+                    Client::connect(proxy.addr).await.send(req).await
+                } else {
+                    let mut sender = h2_client(proxy.addr).await;
+                    sender.ready().await.expect("h2 ready");
+                    sender.send_request(req).await.expect("h2 response")
+                };
+                let reply = read(response).await;
+                assert_eq!(reply.status, StatusCode::OK, "{proto} POST {i}: {reply:?}");
+                assert!(
+                    reply.body.ends_with(&format!(" got {proto}-{i}")),
+                    "{}",
+                    reply.body
+                );
+            }
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 6);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_is_tunneled_and_counted_until_closed() {
     bounded(async {
@@ -583,10 +701,14 @@ async fn backend_restarted_on_the_same_port_causes_no_client_error() {
     .await;
 }
 
-/// A raw HTTP/1.1 backend that answers the first request on each connection and then closes
-/// the connection after reading the second one, like a keep-alive timeout firing just as a
-/// request arrives. Returns its address and a connection counter.
-async fn one_answer_per_connection_backend() -> (
+/// A raw HTTP/1.1 backend that answers the first request on each connection (`answer on
+/// connection N`, then ` got BODY` if the request had one) and then closes the connection:
+/// after reading the second request, like a keep-alive timeout firing just as a request
+/// arrives, or, with `at_once`, right after answering without saying so (no `Connection:
+/// close`), like a keep-alive timeout of zero. Returns its address and a connection counter.
+async fn one_answer_per_connection_backend(
+    at_once: bool,
+) -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
@@ -598,16 +720,30 @@ async fn one_answer_per_connection_backend() -> (
         while let Ok((mut stream, _)) = listener.accept().await {
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
             tokio::spawn(async move {
-                let _ = read_head(&mut stream).await;
-                let body = format!("answer on connection {n}");
+                let head = read_head(&mut stream).await.to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().expect("content-length"));
+                let mut request_body = vec![0u8; length];
+                stream
+                    .read_exact(&mut request_body)
+                    .await
+                    .expect("request body");
+                let mut body = format!("answer on connection {n}");
+                if length > 0 {
+                    body += &format!(" got {}", String::from_utf8_lossy(&request_body));
+                }
                 let response = format!(
                     "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = stream.write_all(response.as_bytes()).await;
-                let mut buf = [0u8; 1];
-                let _ = stream.read(&mut buf).await;
-                // Closing with unread request bytes resets the connection.
+                if !at_once {
+                    let mut buf = [0u8; 1];
+                    let _ = stream.read(&mut buf).await;
+                    // Closing with unread request bytes resets the connection.
+                }
             });
         }
     });
@@ -617,7 +753,7 @@ async fn one_answer_per_connection_backend() -> (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_request_on_a_connection_closed_under_it_is_replayed() {
     bounded(async {
-        let (addr, connections) = one_answer_per_connection_backend().await;
+        let (addr, connections) = one_answer_per_connection_backend(false).await;
         let backend = ready_backend(addr, "flaky");
         let proxy = Proxy::with_table(host_table("app.test", vec![backend.clone()])).await;
         let mut client = Client::connect(proxy.addr).await;
