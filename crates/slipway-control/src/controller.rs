@@ -81,6 +81,10 @@ pub struct Controller {
     /// Held while a route table is built and published, so an older table can never
     /// overwrite a newer one.
     publishing: Mutex<()>,
+    /// The router settings of each service's serving revision, by app, service and
+    /// revision: parsed from the revision's stored config once, not on every table built
+    /// (a revision's config never changes). Replaced by what each build used.
+    route_settings: Mutex<HashMap<(String, String, u64), Arc<RouteSettings>>>,
     /// The router's measurements of each revision; kept across route-table swaps and
     /// instance restarts so rates and percentiles cover the revision's whole life.
     /// Each revision's measurements, with the last autoscaler tick (time since `epoch`) at
@@ -106,6 +110,15 @@ struct Scaler {
     last_requests: u64,
     /// The last decision, to record only changes as events.
     last_desired: Option<u32>,
+}
+
+/// What a service's serving revision decides about its routes.
+#[derive(Default)]
+struct RouteSettings {
+    sticky: bool,
+    header_override: bool,
+    max_concurrency: u32,
+    routes: Vec<String>,
 }
 
 /// The lock that serialises operations on one service.
@@ -142,6 +155,7 @@ impl Controller {
             live: Mutex::new(Live::default()),
             slots: Mutex::new(HashMap::new()),
             publishing: Mutex::new(()),
+            route_settings: Mutex::new(HashMap::new()),
             stats: Mutex::new(HashMap::new()),
             counters: crate::metrics::Counters::default(),
             scalers: Mutex::new(HashMap::new()),
@@ -1708,70 +1722,91 @@ impl Controller {
 
     fn build_routes(&self) -> Result<RouteTable> {
         let mut table = RouteTable::new();
-        let apps = self.store.apps()?;
-        for app in apps.iter().filter(|a| !a.down) {
-            let host = app_host(app);
-            for service in self.store.services(&app.name)? {
-                let traffic = self.store.traffic(&app.name, &service)?;
-                if traffic.is_empty() {
-                    continue;
-                }
-                let tags: BTreeMap<String, u64> =
-                    self.store.tags(&app.name, &service)?.into_iter().collect();
-                // The serving revision's config decides the per-service router settings.
-                let settings = self
-                    .serving_revision(&app.name, &service)?
-                    .and_then(|r| serde_json::from_str::<ServiceSpec>(&r.config).ok());
-                let (sticky, header_override, max_concurrency, routes) = settings
-                    .map(|s| {
-                        (
-                            s.traffic.sticky,
-                            s.traffic.header_override,
-                            s.scaling.max_concurrency,
-                            s.routes,
-                        )
-                    })
-                    .unwrap_or_default();
-                // Revisions with a share, then tagged revisions without one (weight 0:
-                // reachable by tag host or header only).
-                let mut pools: Vec<Pool> = traffic
-                    .iter()
-                    .map(|t| self.pool(&app.name, &service, t.revision, t.percent))
-                    .collect();
-                for rev in tags.values() {
-                    if !pools.iter().any(|p| p.revision == *rev) {
-                        pools.push(self.pool(&app.name, &service, *rev, 0));
-                    }
-                }
-                let target = Arc::new(Target {
-                    app: app.name.clone(),
-                    service: service.clone(),
-                    pools,
-                    tags: tags.clone(),
-                    header_override,
-                    sticky,
-                    max_concurrency,
-                });
-                table.add_host(&format!("{service}.{host}"), target.clone());
-                for prefix in routes {
-                    table.add_prefix(&host, &prefix, target.clone());
-                }
-                // A tag gets its own host that always reaches its revision, whatever its
-                // share (Cloud Run and Knative tag URLs).
-                for (tag, rev) in &tags {
-                    let tagged = Arc::new(Target {
-                        app: app.name.clone(),
-                        service: service.clone(),
-                        pools: vec![self.pool(&app.name, &service, *rev, 100)],
-                        tags: BTreeMap::new(),
-                        header_override: false,
-                        sticky: false,
-                        max_concurrency,
-                    });
-                    table.add_host(&format!("{tag}.{service}.{host}"), tagged);
+        let hosts: HashMap<String, String> = self
+            .store
+            .apps()?
+            .iter()
+            .filter(|a| !a.down)
+            .map(|a| (a.name.clone(), app_host(a)))
+            .collect();
+        let mut cache = self
+            .route_settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut used = HashMap::new();
+        for routing in self.store.routing()? {
+            let slipway_state::ServiceRouting {
+                app,
+                service,
+                traffic,
+                tags,
+            } = routing;
+            let Some(host) = hosts.get(&app) else {
+                continue;
+            };
+            let tags: BTreeMap<String, u64> = tags.into_iter().collect();
+            // The serving revision's config decides the per-service router settings.
+            let Some(serving) = traffic.iter().max_by_key(|t| t.percent) else {
+                continue;
+            };
+            let key = (app.clone(), service.clone(), serving.revision);
+            let settings = match cache.remove(&key) {
+                Some(settings) => settings,
+                None => Arc::new(
+                    self.store
+                        .revision(&app, &service, serving.revision)?
+                        .and_then(|r| serde_json::from_str::<ServiceSpec>(&r.config).ok())
+                        .map(|s| RouteSettings {
+                            sticky: s.traffic.sticky,
+                            header_override: s.traffic.header_override,
+                            max_concurrency: s.scaling.max_concurrency,
+                            routes: s.routes,
+                        })
+                        .unwrap_or_default(),
+                ),
+            };
+            used.insert(key, settings.clone());
+            // Revisions with a share, then tagged revisions without one (weight 0:
+            // reachable by tag host or header only).
+            let mut pools: Vec<Pool> = traffic
+                .iter()
+                .map(|t| self.pool(&app, &service, t.revision, t.percent))
+                .collect();
+            for rev in tags.values() {
+                if !pools.iter().any(|p| p.revision == *rev) {
+                    pools.push(self.pool(&app, &service, *rev, 0));
                 }
             }
+            let target = Arc::new(Target {
+                app: app.clone(),
+                service: service.clone(),
+                pools,
+                tags: tags.clone(),
+                header_override: settings.header_override,
+                sticky: settings.sticky,
+                max_concurrency: settings.max_concurrency,
+            });
+            table.add_host(&format!("{service}.{host}"), target.clone());
+            for prefix in &settings.routes {
+                table.add_prefix(host, prefix, target.clone());
+            }
+            // A tag gets its own host that always reaches its revision, whatever its
+            // share (Cloud Run and Knative tag URLs).
+            for (tag, rev) in &tags {
+                let tagged = Arc::new(Target {
+                    app: app.clone(),
+                    service: service.clone(),
+                    pools: vec![self.pool(&app, &service, *rev, 100)],
+                    tags: BTreeMap::new(),
+                    header_override: false,
+                    sticky: false,
+                    max_concurrency: settings.max_concurrency,
+                });
+                table.add_host(&format!("{tag}.{service}.{host}"), tagged);
+            }
         }
+        // Only the serving revisions' settings stay cached.
+        *cache = used;
         Ok(table)
     }
 

@@ -270,6 +270,17 @@ pub struct TrafficTarget {
     pub percent: u32,
 }
 
+/// What routing needs of one service with traffic (see [`Store::routing`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRouting {
+    pub app: String,
+    pub service: String,
+    /// Shares above zero, by revision number.
+    pub traffic: Vec<TrafficTarget>,
+    /// Tags by name.
+    pub tags: Vec<(String, u64)>,
+}
+
 /// A progressive rollout of `revision` against `baseline`, persisted after every step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RolloutRow {
@@ -339,6 +350,10 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Every query is prepared through the cache (`prepare_cached`): parsing the SQL was
+        // a sixth of the server's CPU while it routed 1,000 services. A few dozen distinct
+        // statements exist.
+        conn.set_prepared_statement_cache_capacity(64);
         if tables.is_empty() {
             conn.execute_batch(SCHEMA)?;
             conn.execute(
@@ -467,7 +482,7 @@ impl Store {
 
     pub fn apps(&self) -> Result<Vec<AppRow>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT name, spec_path, created_at, updated_at, down, environment, host FROM apps ORDER BY name",
         )?;
         let rows = stmt
@@ -512,8 +527,9 @@ impl Store {
     /// The services of an app that are still in its spec, by name.
     pub fn services(&self, app: &str) -> Result<Vec<String>> {
         let conn = self.lock();
-        let mut stmt =
-            conn.prepare("SELECT name FROM services WHERE app = ?1 AND removed = 0 ORDER BY name")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT name FROM services WHERE app = ?1 AND removed = 0 ORDER BY name",
+        )?;
         let rows = stmt
             .query_map([app], |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<String>>>()?;
@@ -650,7 +666,7 @@ impl Store {
         args: impl rusqlite::Params,
     ) -> Result<Vec<RevisionRow>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT app, service, number, created_at, digest, config, state, message FROM revisions {clause}"
         ))?;
         let raw = stmt
@@ -690,7 +706,7 @@ impl Store {
     /// The current traffic of a service (targets with a non-zero share), by revision.
     pub fn traffic(&self, app: &str, service: &str) -> Result<Vec<TrafficTarget>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT revision, percent FROM traffic WHERE app = ?1 AND service = ?2 AND percent > 0 ORDER BY revision",
         )?;
         let rows = stmt
@@ -788,10 +804,57 @@ impl Store {
         })
     }
 
+    /// The traffic (shares above zero) and the tags of every service that has traffic,
+    /// ordered by app and service: what the route table is built from, in two queries
+    /// rather than two per service.
+    pub fn routing(&self) -> Result<Vec<ServiceRouting>> {
+        let conn = self.lock();
+        let mut routing: Vec<ServiceRouting> = Vec::new();
+        let mut stmt = conn.prepare_cached(
+            "SELECT t.app, t.service, t.revision, t.percent FROM traffic t
+             JOIN services s ON s.app = t.app AND s.name = t.service
+             WHERE s.removed = 0 AND t.percent > 0
+             ORDER BY t.app, t.service, t.revision",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let target = TrafficTarget {
+                revision: row.get(2)?,
+                percent: row.get(3)?,
+            };
+            let (app, service): (String, String) = (row.get(0)?, row.get(1)?);
+            match routing.last_mut() {
+                Some(last) if last.app == app && last.service == service => {
+                    last.traffic.push(target)
+                }
+                _ => routing.push(ServiceRouting {
+                    app,
+                    service,
+                    traffic: vec![target],
+                    tags: Vec::new(),
+                }),
+            }
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT app, service, tag, revision FROM tags ORDER BY app, service, tag",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let (app, service): (String, String) = (row.get(0)?, row.get(1)?);
+            let key = (app.as_str(), service.as_str());
+            if let Ok(at) =
+                routing.binary_search_by(|r| (r.app.as_str(), r.service.as_str()).cmp(&key))
+            {
+                routing[at].tags.push((row.get(2)?, row.get(3)?));
+            }
+        }
+        Ok(routing)
+    }
+
     /// A service's tags, by name.
     pub fn tags(&self, app: &str, service: &str) -> Result<Vec<(String, u64)>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT tag, revision FROM tags WHERE app = ?1 AND service = ?2 ORDER BY tag",
         )?;
         let rows = stmt
@@ -861,7 +924,7 @@ impl Store {
 
     fn query_rollouts(&self, clause: &str, args: impl rusqlite::Params) -> Result<Vec<RolloutRow>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT app, service, revision, baseline, config, state, active, updated_at FROM rollouts {clause}"
         ))?;
         let rows = stmt
@@ -898,7 +961,7 @@ impl Store {
         } else {
             "DESC"
         };
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT id, ts, app, service, revision, kind, message FROM events
              WHERE id > ?1 AND (?2 IS NULL OR app = ?2) AND (?3 IS NULL OR service = ?3)
              ORDER BY id {order} LIMIT ?4"
@@ -953,7 +1016,7 @@ impl Store {
 
     pub fn instances(&self) -> Result<Vec<InstanceRow>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT id, app, service, revision, pid, start_ticks, port, started_at FROM instances ORDER BY id",
         )?;
         let rows = stmt

@@ -304,7 +304,7 @@ impl Store {
     /// The secrets that are set for an app in an environment, by name.
     pub fn secrets(&self, app: &str, environment: &str) -> Result<Vec<SecretInfo>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT s.name, s.version, s.updated_at FROM secrets s
              WHERE s.app = ?1 AND s.environment = ?2 AND s.removed = 0
                AND s.version = (SELECT MAX(version) FROM secrets t

@@ -346,3 +346,42 @@ fn an_apps_table_from_before_environments_gains_its_columns_on_open() {
     assert_eq!(split_app_key(&staging.name), ("clinic", "staging"));
     assert_eq!(split_app_key("clinic"), ("clinic", DEVELOPMENT));
 }
+
+#[test]
+fn routing_gathers_every_routed_service_in_one_read() {
+    let (_d, s) = store();
+    let share = |revision, percent| TrafficTarget { revision, percent };
+    s.upsert_app("b", "p", &["web", "api", "idle", "gone"])
+        .unwrap();
+    s.upsert_app("a", "p", &["svc"]).unwrap();
+    let a1 = ready_revision(&s, "a", "svc");
+    let a2 = ready_revision(&s, "a", "svc");
+    s.set_traffic("a", "svc", &[share(a1, 10), share(a2, 90)], "m")
+        .unwrap();
+    s.set_tag("a", "svc", "old", a1).unwrap();
+    s.set_tag("a", "svc", "candidate", a2).unwrap();
+    for svc in ["web", "api", "gone"] {
+        let r = ready_revision(&s, "b", svc);
+        s.set_traffic("b", svc, &[share(r, 100)], "m").unwrap();
+    }
+    // A tagged revision of a service without traffic routes nothing.
+    let idle = ready_revision(&s, "b", "idle");
+    s.set_tag("b", "idle", "t", idle).unwrap();
+    s.remove_service("b", "gone").unwrap();
+
+    let routing = s.routing().unwrap();
+    let names: Vec<(&str, &str)> = routing
+        .iter()
+        .map(|r| (r.app.as_str(), r.service.as_str()))
+        .collect();
+    assert_eq!(names, [("a", "svc"), ("b", "api"), ("b", "web")]);
+    // The same as the per-service queries.
+    for r in &routing {
+        assert_eq!(r.traffic, s.traffic(&r.app, &r.service).unwrap());
+        assert_eq!(r.tags, s.tags(&r.app, &r.service).unwrap());
+    }
+    assert_eq!(
+        routing[0].tags,
+        [("candidate".to_owned(), a2), ("old".to_owned(), a1)]
+    );
+}
