@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 use crate::dto::{self, Progress};
 
 mod artifacts;
+mod ports;
 mod progressive;
 mod release;
 mod secrets;
@@ -99,6 +100,8 @@ pub struct Controller {
     scalers: Mutex<HashMap<(String, String, u64), Scaler>>,
     /// The controller's clock origin: autoscaler time is measured from here.
     epoch: Instant,
+    /// Where instances of `port: auto` services get their ports.
+    ports: ports::Ports,
     /// The secrets' master key, read on first use.
     master_key: Mutex<Option<Arc<slipway_state::MasterKey>>>,
 }
@@ -161,6 +164,7 @@ impl Controller {
             scalers: Mutex::new(HashMap::new()),
             rollouts: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
+            ports: ports::Ports::new(),
             master_key: Mutex::new(None),
         })
     }
@@ -175,6 +179,17 @@ impl Controller {
 
     fn live(&self) -> MutexGuard<'_, Live> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a running instance was given `port` (it may not listen yet).
+    fn port_in_use(&self, port: u16) -> bool {
+        self.live().apps.values().any(|services| {
+            services.values().any(|revisions| {
+                revisions
+                    .values()
+                    .any(|r| r.instances.iter().any(|i| i.backend.addr().port() == port))
+            })
+        })
     }
 
     fn slot(&self, app: &str, service: &str) -> Slot {
@@ -1208,9 +1223,12 @@ impl Controller {
     ) -> Result<LiveInstance, Failure> {
         let spec = &stored.spec;
         let port = match spec.port {
-            Port::Auto => free_port().map_err(|e| {
-                Failure::msg(format!("could not find a free port for {service}: {e}"))
-            })?,
+            Port::Auto => self
+                .ports
+                .pick(|port| self.port_in_use(port))
+                .map_err(|e| {
+                    Failure::msg(format!("could not find a free port for {service}: {e}"))
+                })?,
             Port::Fixed(p) => {
                 if std::net::TcpListener::bind(("127.0.0.1", p)).is_err() {
                     return Err(Failure::msg(format!(
@@ -2224,13 +2242,6 @@ fn state_label(state: &InstanceState) -> (&'static str, Option<String>) {
         InstanceState::Stopped => ("stopped", None),
         InstanceState::Failed { reason } => ("failed", Some(reason.clone())),
     }
-}
-
-/// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
-        .local_addr()?
-        .port())
 }
 
 fn instance_id(service: &str, revision: u64) -> String {
