@@ -41,6 +41,11 @@ mod secrets;
 /// How big one instance's log file may grow before it is rotated, and how many old files are kept.
 const LOG_MAX_BYTES: u64 = 8 * 1024 * 1024;
 const LOG_KEEP: usize = 3;
+/// How long the logs of a stopped instance are kept at most (see `ControllerConfig::keep_logs`
+/// for how many).
+const STOPPED_LOGS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often every service's log directory is pruned, for the logs that age out.
+const LOG_SWEEP_EVERY: Duration = Duration::from_secs(600);
 /// The shortest time an unrouted revision keeps running after a traffic switch.
 const RETIRE_FLOOR: Duration = Duration::from_secs(1);
 /// How long the measurements of a revision out of traffic are kept (for `/metrics` and the
@@ -71,6 +76,9 @@ pub struct ControllerConfig {
     pub data_dir: PathBuf,
     /// The router's listening address, for the URLs shown to users.
     pub router_addr: SocketAddr,
+    /// How many stopped instances of each service keep their logs (the most recent ones,
+    /// for at most `STOPPED_LOGS_MAX_AGE`); older logs are deleted.
+    pub keep_logs: usize,
 }
 
 pub struct Controller {
@@ -102,6 +110,8 @@ pub struct Controller {
     epoch: Instant,
     /// Where instances of `port: auto` services get their ports.
     ports: ports::Ports,
+    /// The ids of instances being started, not yet in `live`.
+    starting: Mutex<std::collections::HashSet<String>>,
     /// The secrets' master key, read on first use.
     master_key: Mutex<Option<Arc<slipway_state::MasterKey>>>,
 }
@@ -122,6 +132,33 @@ struct RouteSettings {
     header_override: bool,
     max_concurrency: u32,
     routes: Vec<String>,
+}
+
+/// Marks an instance id as being started for as long as it lives.
+struct Starting<'a> {
+    set: &'a Mutex<std::collections::HashSet<String>>,
+    id: String,
+}
+
+impl<'a> Starting<'a> {
+    fn new(set: &'a Mutex<std::collections::HashSet<String>>, id: &str) -> Starting<'a> {
+        set.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned());
+        Starting {
+            set,
+            id: id.to_owned(),
+        }
+    }
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 /// The lock that serialises operations on one service.
@@ -165,6 +202,7 @@ impl Controller {
             rollouts: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             ports: ports::Ports::new(),
+            starting: Mutex::new(std::collections::HashSet::new()),
             master_key: Mutex::new(None),
         })
     }
@@ -1274,6 +1312,9 @@ impl Controller {
             grace: spec.shutdown.grace,
             restart_backoff: (Duration::from_millis(200), Duration::from_secs(30)),
         };
+        // Counted as running for `prune_logs` from before its log file exists until it is
+        // in `live`.
+        let _starting = Starting::new(&self.starting, &id);
         let instance = Instance::start(config)
             .await
             .map_err(|e| Failure::msg(format!("{service}: {e}")))?;
@@ -1419,6 +1460,63 @@ impl Controller {
                 revs.remove(&revision);
             }
         }
+        drop(live);
+        self.prune_logs(app, service);
+    }
+
+    /// Deletes the logs of a service's stopped instances beyond the newest `keep_logs` and
+    /// any older than `STOPPED_LOGS_MAX_AGE`. Scale to zero starts a new instance (and log)
+    /// on every wake-up, so without this the log directory grows for ever.
+    fn prune_logs(&self, app: &str, service: &str) {
+        let mut running: std::collections::HashSet<String> = self
+            .live()
+            .apps
+            .get(app)
+            .and_then(|a| a.get(service))
+            .map(|revisions| {
+                revisions
+                    .values()
+                    .flat_map(|r| r.instances.iter().map(|i| i.instance.id().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        running.extend(
+            self.starting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
+        match slipway_runtime::prune_logs(
+            &self.log_dir(app, service),
+            &|id| running.contains(id),
+            self.config.keep_logs,
+            STOPPED_LOGS_MAX_AGE,
+        ) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(app, service, "deleted the logs of {n} stopped instances"),
+            Err(err) => tracing::warn!(
+                app,
+                service,
+                "could not prune the logs of stopped instances: {err}"
+            ),
+        }
+    }
+
+    /// Prunes the logs of every service that has a log directory (see `prune_logs`).
+    fn prune_all_logs(&self) {
+        let Ok(apps) = std::fs::read_dir(self.config.data_dir.join("logs")) else {
+            return;
+        };
+        for app in apps.flatten() {
+            let Ok(services) = std::fs::read_dir(app.path()) else {
+                continue;
+            };
+            let app = app.file_name().to_string_lossy().into_owned();
+            for service in services.flatten() {
+                self.prune_logs(&app, &service.file_name().to_string_lossy());
+            }
+        }
     }
 
     /// The measurements of one revision (created on first use).
@@ -1509,9 +1607,14 @@ impl Controller {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_sweep = Instant::now();
             loop {
                 tick.tick().await;
                 let Some(this) = weak.upgrade() else { return };
+                let sweep = last_sweep.elapsed() >= LOG_SWEEP_EVERY;
+                if sweep {
+                    last_sweep = Instant::now();
+                }
                 // The ticks read the store and every serving revision's figures: tens of
                 // milliseconds with a thousand services. On a blocking-pool thread they do not
                 // hold up the async workers, which also run the router (one worker in the
@@ -1519,6 +1622,9 @@ impl Controller {
                 let ticked = tokio::task::spawn_blocking(move || {
                     this.autoscale_tick();
                     this.rollout_tick();
+                    if sweep {
+                        this.prune_all_logs();
+                    }
                 })
                 .await;
                 if let Err(err) = ticked {

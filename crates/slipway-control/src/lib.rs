@@ -37,6 +37,8 @@ pub struct ServerConfig {
     /// Whether plain HTTP/1.1 requests take the router's fast path (off only to compare it
     /// with hyper's path in benchmarks).
     pub fast_path: bool,
+    /// How many stopped instances of each service keep their logs.
+    pub keep_logs: usize,
 }
 
 /// The Unix socket of the API inside a data dir.
@@ -77,6 +79,7 @@ pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
         ControllerConfig {
             data_dir: config.data_dir.clone(),
             router_addr,
+            keep_logs: config.keep_logs,
         },
     );
     controller.recover().await?;

@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use instance::{Instance, NotReady};
-pub use logs::{LogLine, LogTail, MAX_LINE_BYTES, RING_LINES, read_log_lines};
+pub use logs::{LogLine, LogTail, MAX_LINE_BYTES, RING_LINES, prune_logs, read_log_lines};
 pub use process::{StartError, kill_orphan};
 
 /// Everything needed to run one instance. The caller has already expanded variables.

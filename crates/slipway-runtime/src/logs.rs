@@ -183,6 +183,61 @@ fn rotated_files(log_file: &Path) -> Vec<PathBuf> {
     numbered.into_iter().map(|(_, path)| path).collect()
 }
 
+/// Deletes the logs of stopped instances in `dir`, one service's log directory, where the log
+/// of instance `<id>` is `<id>.log` with its rotated siblings `<id>.log.<n>`. The logs of the
+/// `keep` instances written to most recently stay, unless they are older than `max_age`; the
+/// logs of instances for which `running` is true are never touched (the caller counts an
+/// instance as running from before its log is created). Other files are left alone.
+/// Returns how many instances' logs were deleted; a missing directory has none.
+pub fn prune_logs(
+    dir: &Path,
+    running: &dyn Fn(&str) -> bool,
+    keep: usize,
+    max_age: std::time::Duration,
+) -> io::Result<usize> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(err) => return Err(err),
+    };
+    // Per stopped instance: when it was last written, and its files.
+    let mut stopped: std::collections::HashMap<String, (std::time::SystemTime, Vec<PathBuf>)> =
+        std::collections::HashMap::new();
+    for entry in entries {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some((id, rest)) = file_name.to_str().and_then(|n| n.split_once(".log")) else {
+            continue;
+        };
+        let rotated = rest
+            .strip_prefix('.')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if id.is_empty() || !(rest.is_empty() || rotated) || running(id) {
+            continue;
+        }
+        let modified = entry.metadata()?.modified()?;
+        let (last, files) = stopped
+            .entry(id.to_owned())
+            .or_insert((std::time::UNIX_EPOCH, Vec::new()));
+        *last = (*last).max(modified);
+        files.push(entry.path());
+    }
+    let now = std::time::SystemTime::now();
+    let mut stopped: Vec<_> = stopped.into_values().collect();
+    stopped.sort_by_key(|(last, _)| std::cmp::Reverse(*last));
+    let mut deleted = 0;
+    for (rank, (last, files)) in stopped.into_iter().enumerate() {
+        if rank < keep && now.duration_since(last).unwrap_or_default() <= max_age {
+            continue;
+        }
+        for file in files {
+            ignore_not_found(fs::remove_file(file))?;
+        }
+        deleted += 1;
+    }
+    Ok(deleted)
+}
+
 /// Parses one log file line; a line that is not in the log format becomes text only.
 fn parse_line(line: &str) -> LogLine {
     let mut parts = line.splitn(3, ' ');
@@ -589,5 +644,43 @@ mod tests {
         let got = tail.poll([log.clone(), other.clone()]);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0, other);
+    }
+
+    #[test]
+    fn prune_logs_keeps_running_and_the_newest_stopped_instances() {
+        use std::time::{Duration, SystemTime};
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str, age_s: u64| {
+            let path = dir.path().join(name);
+            let file = File::create(&path).unwrap();
+            file.set_modified(SystemTime::now() - Duration::from_secs(age_s))
+                .unwrap();
+            path
+        };
+        // Running: never touched, however old.
+        let running = [at("web-r1-a.log", 90_000), at("web-r1-a.log.1", 90_000)];
+        // Stopped, newest first: b (its rotated file is older, the newest file counts), c, d.
+        let b = [at("web-r2-b.log", 100), at("web-r2-b.log.1", 500)];
+        let c = [at("web-r2-c.log", 200)];
+        let d = [at("web-r1-d.log", 300), at("web-r1-d.log.2", 400)];
+        // Stopped and older than the limit (a day here).
+        let e = [at("web-r1-e.log", 100_000)];
+        let other = [at("notes.txt", 100_000), at("web-r1-x.logfile", 100_000)];
+
+        let is_running = |id: &str| id == "web-r1-a";
+        let day = Duration::from_secs(86_400);
+        assert_eq!(prune_logs(dir.path(), &is_running, 2, day).unwrap(), 2);
+        let exists = |paths: &[PathBuf]| paths.iter().all(|p| p.exists());
+        let gone = |paths: &[PathBuf]| paths.iter().all(|p| !p.exists());
+        assert!(exists(&running) && exists(&b) && exists(&c) && exists(&other));
+        assert!(gone(&d) && gone(&e));
+        // Nothing more to do; keeping none removes every stopped instance's logs.
+        assert_eq!(prune_logs(dir.path(), &is_running, 2, day).unwrap(), 0);
+        assert_eq!(prune_logs(dir.path(), &is_running, 0, day).unwrap(), 2);
+        assert!(exists(&running) && gone(&b) && gone(&c) && exists(&other));
+        assert_eq!(
+            prune_logs(&dir.path().join("missing"), &is_running, 0, day).unwrap(),
+            0
+        );
     }
 }

@@ -82,6 +82,10 @@ enum Command {
         /// (only to compare the two).
         #[arg(long)]
         no_fast_path: bool,
+        /// How many stopped instances of each service keep their logs (the most recent, for at
+        /// most 7 days); the logs of older ones are deleted.
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        keep_logs: usize,
     },
     /// Stop every instance of the app cleanly (the server keeps running).
     Down {
@@ -367,6 +371,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             no_metrics,
             no_fast_path,
+            keep_logs,
         } => {
             slipway_control::run_server(slipway_control::ServerConfig {
                 data_dir: data,
@@ -374,6 +379,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 admin: listen.admin,
                 metrics: !no_metrics,
                 fast_path: !no_fast_path,
+                keep_logs,
             })
             .await?;
             Ok(ExitCode::SUCCESS)

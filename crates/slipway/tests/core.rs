@@ -694,3 +694,71 @@ fn logs_follow_shows_new_lines_of_new_instances_once() {
         assert_eq!(starts, 2, "{version}:\n{}", seen.join("\n"));
     }
 }
+
+/// Only the newest `--keep-logs` stopped instances of a service keep their logs: a service
+/// that deploys often or scales to zero would otherwise fill the disk with them.
+#[test]
+fn logs_of_stopped_instances_beyond_keep_logs_are_deleted() {
+    let s = Slipway::start_with(&["--keep-logs", "2"]);
+    let marker = path_str(s.dir.path());
+    let dir = s.write_app("shop", &spec(&format!("{marker}/shop"), "v1", ""));
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    for version in ["v2", "v3"] {
+        std::fs::write(
+            dir.join("slipway.yaml"),
+            spec(&format!("{marker}/shop"), version, ""),
+        )
+        .unwrap();
+        s.ok(&["deploy", "-f", &path_str(&dir)]);
+        // The previous revision's two instances stop (`keep_previous: 0s`) before the next
+        // deploy, so that their logs are older than the next ones'.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while s.status("shop")["services"][0]["instances"]
+            .as_array()
+            .is_none_or(|i| i.len() != 2)
+        {
+            assert!(Instant::now() < deadline, "the old instances did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // Two instances per revision; the two most recently written stopped ones are v2's, and
+    // v1's logs are gone.
+    let log_files = || -> Vec<String> {
+        let mut names = Vec::new();
+        for app in std::fs::read_dir(s.data.join("logs")).unwrap().flatten() {
+            for file in std::fs::read_dir(app.path().join("api"))
+                .into_iter()
+                .flatten()
+            {
+                names.push(file.unwrap().file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        names
+    };
+    let per_revision = |files: &[String], r: u64| {
+        files
+            .iter()
+            .filter(|f| f.starts_with(&format!("api-r{r}-")))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let files = log_files();
+        if [1, 2, 3].map(|r| per_revision(&files, r)) == [0, 2, 2] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected the logs of v2's and v3's instances only: {files:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logs = s.ok(&["logs", "api", "--app", "shop", "--tail", "1000"]);
+    assert!(
+        logs.contains("app v2 listening")
+            && logs.contains("app v3 listening")
+            && !logs.contains("app v1 listening"),
+        "{logs}"
+    );
+}

@@ -108,6 +108,8 @@ pub struct Slipway {
     pub router: SocketAddr,
     pub admin: SocketAddr,
     server: Option<Child>,
+    /// Flags given to every start of the server.
+    server_args: Vec<String>,
 }
 
 pub fn free_port() -> u16 {
@@ -121,6 +123,11 @@ pub fn free_port() -> u16 {
 impl Slipway {
     /// Starts a server on a fresh data dir.
     pub fn start() -> Slipway {
+        Slipway::start_with(&[])
+    }
+
+    /// Starts a server on a fresh data dir with extra `slipway server` flags.
+    pub fn start_with(server_args: &[&str]) -> Slipway {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let mut s = Slipway {
@@ -129,6 +136,7 @@ impl Slipway {
             admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
             dir,
             server: None,
+            server_args: server_args.iter().map(|a| a.to_string()).collect(),
         };
         s.start_server();
         s
@@ -146,6 +154,7 @@ impl Slipway {
             // One extra server flag for the whole suite, e.g. `--no-fast-path` to run every
             // test against the router's hyper path.
             .args(std::env::var("SLIPWAY_TEST_SERVER_ARG").ok())
+            .args(&self.server_args)
             .arg("--data-dir")
             .arg(&self.data)
             .stdin(Stdio::null())
