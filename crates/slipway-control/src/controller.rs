@@ -1468,25 +1468,19 @@ impl Controller {
     /// any older than `STOPPED_LOGS_MAX_AGE`. Scale to zero starts a new instance (and log)
     /// on every wake-up, so without this the log directory grows for ever.
     fn prune_logs(&self, app: &str, service: &str) {
+        // `starting` first: an instance leaves it only after it is in `live`.
         let mut running: std::collections::HashSet<String> = self
-            .live()
-            .apps
-            .get(app)
-            .and_then(|a| a.get(service))
-            .map(|revisions| {
+            .starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(revisions) = self.live().apps.get(app).and_then(|a| a.get(service)) {
+            running.extend(
                 revisions
                     .values()
-                    .flat_map(|r| r.instances.iter().map(|i| i.instance.id().to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        running.extend(
-            self.starting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .cloned(),
-        );
+                    .flat_map(|r| r.instances.iter().map(|i| i.instance.id().to_owned())),
+            );
+        }
         match slipway_runtime::prune_logs(
             &self.log_dir(app, service),
             &|id| running.contains(id),

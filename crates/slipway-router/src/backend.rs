@@ -61,6 +61,16 @@ impl Upstream {
         self.sender.is_closed()
     }
 
+    /// Whether the connection can take another request right now: it is open and done with
+    /// the last exchange both ways. A request body still being sent after the response ended
+    /// (a backend that answers before reading the whole upload) keeps it busy, and an idle
+    /// connection is not driven by anyone, so such a connection must not be pooled.
+    fn is_reusable(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.poll_conn(&mut cx);
+        matches!(self.sender.poll_ready(&mut cx), Poll::Ready(Ok(())))
+    }
+
     /// Waits until the connection can take a request.
     pub(crate) async fn ready(&mut self) -> hyper::Result<()> {
         std::future::poll_fn(|cx| {
@@ -285,8 +295,10 @@ impl Backend {
     }
 
     /// Returns a connection whose last response was fully read, keeping at most `max` idle.
+    /// One that cannot take another request at once (closed, or still sending the last
+    /// request's body) is dropped, which closes it.
     pub(crate) fn put_idle(&self, mut conn: Upstream, max: usize) {
-        if !self.pooling.load(Ordering::Relaxed) || conn.is_closed() {
+        if !self.pooling.load(Ordering::Relaxed) || !conn.is_reusable() {
             return;
         }
         let mut idle = self.lock_idle();

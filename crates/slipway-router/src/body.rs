@@ -53,14 +53,21 @@ impl Body for UpstreamBody {
 /// backend and, for pooled connections, the connection to give back once the body is complete.
 pub(crate) struct Lease {
     pub(crate) in_flight: InFlight,
+    /// The connection the body comes from, which the body drives (see `Upstream`).
     pub(crate) conn: Option<Upstream>,
+    /// Whether the connection may be pooled once the body is complete (not after the
+    /// backend said `Connection: close`).
+    pub(crate) reuse: bool,
     pub(crate) max_idle: usize,
 }
 
 impl Lease {
-    /// Ends the lease after a complete body: the connection goes back to the idle pool.
+    /// Ends the lease after a complete body: the connection goes back to the idle pool if it
+    /// may and can be reused.
     fn finish(mut self) {
-        if let Some(conn) = self.conn.take() {
+        if let Some(conn) = self.conn.take()
+            && self.reuse
+        {
             self.in_flight.backend().put_idle(conn, self.max_idle);
         }
     }

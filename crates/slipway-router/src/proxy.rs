@@ -560,7 +560,7 @@ impl Router {
         &self,
         route: &Route,
         mut response: Response<Incoming>,
-        mut conn: Option<Upstream>,
+        conn: Option<Upstream>,
         in_flight: InFlight,
         upgrade: Option<OnUpgrade>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -581,15 +581,18 @@ impl Router {
             return Ok(Response::from_parts(parts, ResponseBody::empty()));
         }
         let (mut parts, body) = response.into_parts();
+        let mut reuse = true;
         if parts.headers.keys().any(is_hop_by_hop) {
+            // The connection still delivers this body (it is driven by it), but is not pooled.
             if connection_has_token(&parts.headers, "close") {
-                conn = None;
+                reuse = false;
             }
             strip_hop_by_hop(&mut parts.headers, false);
         }
         let lease = Lease {
             in_flight,
             conn,
+            reuse,
             max_idle: self.config.max_idle_per_backend,
         };
         Ok(Response::from_parts(

@@ -701,6 +701,108 @@ async fn backend_restarted_on_the_same_port_causes_no_client_error() {
     .await;
 }
 
+/// A raw HTTP/1.1 backend that answers the first request on each connection with `answer`,
+/// writing its head and then (`body_after` later) its body, reads and drops whatever the
+/// router sends after that, and never answers again on that connection. Returns its address.
+async fn answer_once_backend(
+    head: &'static str,
+    body: &'static str,
+    body_after: Duration,
+    close: bool,
+) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = read_head(&mut stream).await;
+                let _ = stream.write_all(head.as_bytes()).await;
+                tokio::time::sleep(body_after).await;
+                let _ = stream.write_all(body.as_bytes()).await;
+                if close {
+                    return;
+                }
+                let mut sink = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// An answer with `Connection: close` whose body comes after its head reaches the client
+/// whole on hyper's path (h2c here): the connection is driven by the body until its end, and
+/// only then dropped instead of pooled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_close_answer_is_delivered_whole_and_not_pooled() {
+    bounded(async {
+        let addr = answer_once_backend(
+            "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 10\r\n\r\n",
+            "0123456789",
+            Duration::from_millis(50),
+            true,
+        )
+        .await;
+        let backend = ready_backend(addr, "closer");
+        let proxy = Proxy::with_table(host_table("app.test", vec![backend.clone()])).await;
+        let mut sender = h2_client(proxy.addr).await;
+        for _ in 0..2 {
+            sender.ready().await.expect("h2 ready");
+            let req = with_body(request("GET", "app.test", "/"), "");
+            let reply = read(sender.send_request(req).await.expect("response")).await;
+            assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+            assert_eq!(reply.body, "0123456789");
+        }
+        assert_eq!(backend.idle_connections(), 0);
+    })
+    .await;
+}
+
+/// A backend that answers before it has read the whole upload leaves its connection busy
+/// sending the rest: that connection is not pooled, so the next request does not wait behind
+/// the first client's upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_still_sending_an_upload_is_not_reused() {
+    bounded(async {
+        let addr = answer_once_backend(
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+            "early",
+            Duration::ZERO,
+            false,
+        )
+        .await;
+        let backend = ready_backend(addr, "early");
+        let proxy = Proxy::with_table(host_table("app.test", vec![backend.clone()])).await;
+        let mut sender = h2_client(proxy.addr).await;
+        sender.ready().await.expect("h2 ready");
+        let (req, upload) = with_stream(request("POST", "app.test", "/upload"));
+        let response = sender.send_request(req);
+        upload
+            .send(Bytes::from_static(b"part 1"))
+            .await
+            .expect("send");
+        let reply = read(response.await.expect("early response")).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "early")
+        );
+        // The upload is still open; another request must get its own connection.
+        sender.ready().await.expect("h2 ready");
+        let req = with_body(request("GET", "app.test", "/"), "");
+        let reply = read(sender.send_request(req).await.expect("response")).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "early")
+        );
+        drop(upload);
+    })
+    .await;
+}
+
 /// A raw HTTP/1.1 backend that answers the first request on each connection (`answer on
 /// connection N`, then ` got BODY` if the request had one) and then closes the connection:
 /// after reading the second request, like a keep-alive timeout firing just as a request

@@ -215,7 +215,12 @@ pub fn prune_logs(
         if id.is_empty() || !(rest.is_empty() || rotated) || running(id) {
             continue;
         }
-        let modified = entry.metadata()?.modified()?;
+        // A file deleted meanwhile (by a prune running at the same time) is skipped.
+        let modified = match entry.metadata().and_then(|m| m.modified()) {
+            Ok(modified) => modified,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
         let (last, files) = stopped
             .entry(id.to_owned())
             .or_insert((std::time::UNIX_EPOCH, Vec::new()));

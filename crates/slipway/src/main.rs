@@ -84,8 +84,9 @@ enum Command {
         no_fast_path: bool,
         /// How many stopped instances of each service keep their logs (the most recent, for at
         /// most 7 days); the logs of older ones are deleted.
-        #[arg(long, value_name = "N", default_value_t = 50)]
-        keep_logs: usize,
+        #[arg(long, value_name = "N", default_value_t = 50,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        keep_logs: u32,
     },
     /// Stop every instance of the app cleanly (the server keeps running).
     Down {
@@ -379,7 +380,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 admin: listen.admin,
                 metrics: !no_metrics,
                 fast_path: !no_fast_path,
-                keep_logs,
+                keep_logs: keep_logs as usize,
             })
             .await?;
             Ok(ExitCode::SUCCESS)
