@@ -1461,13 +1461,15 @@ impl Controller {
             }
         }
         drop(live);
-        self.prune_logs(app, service);
+        // Directory I/O stays off the async workers, which also serve the router.
+        tokio::task::spawn_blocking(self.prune_logs(app, service));
     }
 
     /// Deletes the logs of a service's stopped instances beyond the newest `keep_logs` and
     /// any older than `STOPPED_LOGS_MAX_AGE`. Scale to zero starts a new instance (and log)
-    /// on every wake-up, so without this the log directory grows for ever.
-    fn prune_logs(&self, app: &str, service: &str) {
+    /// on every wake-up, so without this the log directory grows for ever. Returns the file
+    /// work to run, which blocks: on a blocking-pool thread from async code.
+    fn prune_logs(&self, app: &str, service: &str) -> impl FnOnce() + Send + 'static {
         // `starting` first: an instance leaves it only after it is in `live`.
         let mut running: std::collections::HashSet<String> = self
             .starting
@@ -1481,17 +1483,21 @@ impl Controller {
                     .flat_map(|r| r.instances.iter().map(|i| i.instance.id().to_owned())),
             );
         }
-        match slipway_runtime::prune_logs(
-            &self.log_dir(app, service),
+        let (dir, keep) = (self.log_dir(app, service), self.config.keep_logs);
+        let (app, service) = (app.to_owned(), service.to_owned());
+        move || match slipway_runtime::prune_logs(
+            &dir,
             &|id| running.contains(id),
-            self.config.keep_logs,
+            keep,
             STOPPED_LOGS_MAX_AGE,
         ) {
             Ok(0) => {}
-            Ok(n) => tracing::debug!(app, service, "deleted the logs of {n} stopped instances"),
+            Ok(n) => {
+                tracing::debug!(%app, %service, "deleted the logs of {n} stopped instances")
+            }
             Err(err) => tracing::warn!(
-                app,
-                service,
+                %app,
+                %service,
                 "could not prune the logs of stopped instances: {err}"
             ),
         }
@@ -1508,7 +1514,7 @@ impl Controller {
             };
             let app = app.file_name().to_string_lossy().into_owned();
             for service in services.flatten() {
-                self.prune_logs(&app, &service.file_name().to_string_lossy());
+                self.prune_logs(&app, &service.file_name().to_string_lossy())();
             }
         }
     }
