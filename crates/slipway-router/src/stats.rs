@@ -421,10 +421,7 @@ impl Measure {
     /// Moves a request that no backend took yet to another revision (its route changed while
     /// it waited), keeping its start time.
     pub(crate) fn retarget(mut self, stats: &Arc<RevisionStats>) -> Measure {
-        if self.serving {
-            self.serving = false;
-            self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.leave_flight();
         Measure {
             stats: stats.clone(),
             started: self.started,
@@ -432,8 +429,19 @@ impl Measure {
         }
     }
 
-    /// Records the request as ended now with `status`; `failed` if its body broke off.
-    pub(crate) fn finish(self, status: StatusCode, failed: bool) {
+    /// Stops counting the request as in flight (once).
+    fn leave_flight(&mut self) {
+        if self.serving {
+            self.serving = false;
+            self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records the request as ended now with `status`; `failed` if its body broke off. It
+    /// leaves `in_flight` before it is counted, so a reader that sees it counted does not
+    /// also see it in flight.
+    pub(crate) fn finish(mut self, status: StatusCode, failed: bool) {
+        self.leave_flight();
         let ended = Instant::now();
         let now_secs = ended
             .saturating_duration_since(self.stats.created)
@@ -446,9 +454,7 @@ impl Measure {
 
 impl Drop for Measure {
     fn drop(&mut self) {
-        if self.serving {
-            self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.leave_flight();
     }
 }
 
