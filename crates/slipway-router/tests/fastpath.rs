@@ -131,16 +131,14 @@ async fn read_until_head_end(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Optio
 }
 
 async fn proxy_to(backend: &Scripted, fast: bool) -> Proxy {
-    let proxy = Proxy::start(RouterConfig {
-        h1_fast_path: fast,
-        ..RouterConfig::default()
-    })
-    .await;
-    proxy.router.publish(host_table(
-        "app.test",
-        vec![ready_backend(backend.addr, "scripted")],
-    ));
-    proxy
+    Proxy::with_config(
+        RouterConfig {
+            h1_fast_path: fast,
+            ..RouterConfig::default()
+        },
+        host_table("app.test", vec![ready_backend(backend.addr, "scripted")]),
+    )
+    .await
 }
 
 /// A scripted backend, a fast-path proxy in front of it, and a raw client connection to the

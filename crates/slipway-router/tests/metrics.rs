@@ -90,12 +90,14 @@ async fn unavailable_and_timed_out_revisions_count_router_errors() {
         );
         // No pool with a positive weight: not a request of any revision.
         table.add_host("off.test", target("off", vec![(0, vec![server.backend()])]));
-        let proxy = Proxy::start(RouterConfig {
-            upstream_timeout: Duration::from_millis(300),
-            ..RouterConfig::default()
-        })
+        let proxy = Proxy::with_config(
+            RouterConfig {
+                upstream_timeout: Duration::from_millis(300),
+                ..RouterConfig::default()
+            },
+            table,
+        )
         .await;
-        proxy.router.publish(table);
         let (down, slow, off) = (
             stats_of(&proxy, "down.test"),
             stats_of(&proxy, "slow.test"),
@@ -307,14 +309,14 @@ async fn metrics_off_records_nothing() {
     bounded(async {
         let server = TestBackend::start("a").await;
         let backend = server.backend();
-        let proxy = Proxy::start(RouterConfig {
-            metrics: false,
-            ..RouterConfig::default()
-        })
+        let proxy = Proxy::with_config(
+            RouterConfig {
+                metrics: false,
+                ..RouterConfig::default()
+            },
+            host_table("app.test", vec![backend.clone()]),
+        )
         .await;
-        proxy
-            .router
-            .publish(host_table("app.test", vec![backend.clone()]));
         let stats = stats_of(&proxy, "app.test");
 
         let addr = proxy.addr;

@@ -153,14 +153,14 @@ async fn slow_backend_gets_504() {
     bounded(async {
         let server = TestBackend::start("slow").await;
         let backend = server.backend();
-        let proxy = Proxy::start(RouterConfig {
-            upstream_timeout: Duration::from_millis(300),
-            ..RouterConfig::default()
-        })
+        let proxy = Proxy::with_config(
+            RouterConfig {
+                upstream_timeout: Duration::from_millis(300),
+                ..RouterConfig::default()
+            },
+            host_table("app.test", vec![backend.clone()]),
+        )
         .await;
-        proxy
-            .router
-            .publish(host_table("app.test", vec![backend.clone()]));
 
         let reply = get(proxy.addr, "app.test", "/slow").await;
         assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
@@ -394,14 +394,14 @@ async fn an_idle_connection_the_backend_closed_is_not_reused() {
         let (addr, connections) = one_answer_per_connection_backend(true).await;
         let backend = ready_backend(addr, "closer");
         // HTTP/1.1 through hyper (the fast path keeps sockets of its own) and h2c.
-        let proxy = Proxy::start(RouterConfig {
-            h1_fast_path: false,
-            ..RouterConfig::default()
-        })
+        let proxy = Proxy::with_config(
+            RouterConfig {
+                h1_fast_path: false,
+                ..RouterConfig::default()
+            },
+            host_table("app.test", vec![backend.clone()]),
+        )
         .await;
-        proxy
-            .router
-            .publish(host_table("app.test", vec![backend.clone()]));
         for proto in ["h1", "h2"] {
             for i in 1..=3 {
                 // Time for the backend's FIN to reach the router's reactor.

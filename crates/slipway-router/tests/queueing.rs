@@ -116,14 +116,14 @@ async fn a_request_waiting_too_long_for_a_slot_gets_503_with_retry_after() {
         let server = TestBackend::start("a").await;
         let backend = server.backend();
         let stats = RevisionStats::new();
-        let proxy = Proxy::start(RouterConfig {
-            queue_timeout: Duration::from_millis(300),
-            ..RouterConfig::default()
-        })
+        let proxy = Proxy::with_config(
+            RouterConfig {
+                queue_timeout: Duration::from_millis(300),
+                ..RouterConfig::default()
+            },
+            table(&stats, vec![backend.clone()], 1),
+        )
         .await;
-        proxy
-            .router
-            .publish(table(&stats, vec![backend.clone()], 1));
 
         let held = spawn_gets(proxy.addr, 1, "/hold").pop().expect("one");
         wait_until("the held request has the only slot", || {
@@ -160,14 +160,14 @@ async fn a_full_queue_answers_503_at_once_and_the_queued_requests_still_succeed(
         let server = TestBackend::start("a").await;
         let backend = server.backend();
         let stats = RevisionStats::new();
-        let proxy = Proxy::start(RouterConfig {
-            queue_limit: 2,
-            ..RouterConfig::default()
-        })
+        let proxy = Proxy::with_config(
+            RouterConfig {
+                queue_limit: 2,
+                ..RouterConfig::default()
+            },
+            table(&stats, vec![backend.clone()], 1),
+        )
         .await;
-        proxy
-            .router
-            .publish(table(&stats, vec![backend.clone()], 1));
 
         let held = spawn_gets(proxy.addr, 1, "/hold").pop().expect("one");
         wait_until("the held request has the only slot", || {
@@ -261,12 +261,14 @@ async fn set_ready_on_a_starting_backend_releases_held_requests() {
 async fn a_cold_revision_that_never_becomes_ready_times_out_and_activates_again_later() {
     bounded(async {
         let stats = RevisionStats::new();
-        let proxy = Proxy::start(RouterConfig {
-            queue_timeout: Duration::from_millis(200),
-            ..RouterConfig::default()
-        })
+        let proxy = Proxy::with_config(
+            RouterConfig {
+                queue_timeout: Duration::from_millis(200),
+                ..RouterConfig::default()
+            },
+            table(&stats, Vec::new(), 0),
+        )
         .await;
-        proxy.router.publish(table(&stats, Vec::new(), 0));
         let (activator, calls) = recording_activator();
         proxy.router.set_activator(activator);
 

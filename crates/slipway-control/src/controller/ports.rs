@@ -39,10 +39,7 @@ impl Ports {
     /// The default range, cut to end below the kernel's ephemeral range (read from `/proc`)
     /// where they overlap.
     pub(crate) fn new() -> Ports {
-        let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok());
-        let range = match ephemeral_start {
+        let range = match ephemeral_start() {
             Some(start) if start <= *DEFAULT.end() && start > *DEFAULT.start() + 1000 => {
                 *DEFAULT.start()..=start - 1
             }
@@ -110,6 +107,13 @@ fn splitmix64(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The first port of the kernel's ephemeral range (`ip_local_port_range`), if readable.
+fn ephemeral_start() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+}
+
 /// Whether a listener could bind `port` on the loopback addresses an app may use.
 fn is_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
@@ -158,9 +162,7 @@ mod tests {
     #[test]
     fn the_default_range_ends_below_the_kernels_ephemeral_ports() {
         let ports = Ports::new();
-        if let Some(start) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        if let Some(start) = ephemeral_start()
             && start > 21_000
         {
             assert!(*ports.range.end() < start, "{:?} vs {start}", ports.range);

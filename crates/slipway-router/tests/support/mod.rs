@@ -370,7 +370,12 @@ impl Proxy {
     }
 
     pub async fn with_table(table: RouteTable) -> Proxy {
-        let proxy = Proxy::start(RouterConfig::default()).await;
+        Proxy::with_config(RouterConfig::default(), table).await
+    }
+
+    /// A proxy with `config`, serving `table`.
+    pub async fn with_config(config: RouterConfig, table: RouteTable) -> Proxy {
+        let proxy = Proxy::start(config).await;
         proxy.router.publish(table);
         proxy
     }
