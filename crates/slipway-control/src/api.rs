@@ -82,6 +82,11 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/apps/{app}/services/{service}/traffic", post(traffic))
         .route("/v1/apps/{app}/services/{service}/promote", post(promote))
+        .route("/v1/apps/{app}/services/{service}/runs", post(run_plan))
+        .route(
+            "/v1/apps/{app}/services/{service}/runs/finished",
+            post(run_finished),
+        )
         .route("/v1/apps/{app}/services/{service}/tags", post(tag))
         .route(
             "/v1/apps/{app}/services/{service}/rollout",
@@ -403,6 +408,29 @@ async fn release_output(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/apps/{app}/services/{service}/runs",
+    params(("app" = String, Path), ("service" = String, Path)), request_body = dto::RunRequest,
+    responses((status = 200, body = dto::RunPlan), (status = 404, body = dto::ApiError)))]
+async fn run_plan(
+    State(s): State<ApiState>,
+    Path((app, service)): Path<(String, String)>,
+    Json(req): Json<dto::RunRequest>,
+) -> ApiResult<Json<dto::RunPlan>> {
+    Ok(Json(s.controller.run_plan(&app, &service, &req).await?))
+}
+
+#[utoipa::path(post, path = "/v1/apps/{app}/services/{service}/runs/finished",
+    params(("app" = String, Path), ("service" = String, Path)), request_body = dto::RunExit,
+    responses((status = 200, description = "recorded"), (status = 404, body = dto::ApiError)))]
+async fn run_finished(
+    State(s): State<ApiState>,
+    Path((app, service)): Path<(String, String)>,
+    Json(req): Json<dto::RunExit>,
+) -> ApiResult<StatusCode> {
+    s.controller.run_finished(&app, &service, &req)?;
+    Ok(StatusCode::OK)
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 struct LogsQuery {
     revision: Option<u64>,
@@ -598,7 +626,9 @@ fn event_info(e: slipway_state::Event) -> dto::EventInfo {
         tag,
         rollout_status,
         rollout_action,
-        promote
+        promote,
+        run_plan,
+        run_finished
     )
 )]
 struct ApiDoc;

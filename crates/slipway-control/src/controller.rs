@@ -33,9 +33,11 @@ use tokio::sync::mpsc;
 use crate::dto::{self, Progress};
 
 mod artifacts;
+mod code;
 mod ports;
 mod progressive;
 mod release;
+mod run;
 mod secrets;
 
 /// How big one instance's log file may grow before it is rotated, and how many old files are kept.
@@ -421,20 +423,18 @@ impl Controller {
         strategy: Option<&str>,
         tx: mpsc::UnboundedSender<Progress>,
     ) -> Result<bool> {
-        let mut spec = self.app_spec(app)?;
-        if let Some(name) = strategy {
-            let strategy: slipway_spec::Strategy = serde_json::from_value(
-                serde_json::Value::String(name.to_owned()),
-            )
-            .map_err(|_| {
-                ControlError::Invalid(format!(
-                    "unknown strategy `{name}`: use blue-green, canary, rolling or recreate"
-                ))
-            })?;
-            for svc in spec.services.values_mut() {
-                svc.deploy.strategy = strategy;
-            }
-        }
+        let spec = self.app_spec(app)?;
+        // A strategy given for one deploy is how this deploy rolls out, not config: it
+        // never enters the revision's digest.
+        let strategy: Option<slipway_spec::Strategy> = strategy
+            .map(|name| {
+                serde_json::from_value(serde_json::Value::String(name.to_owned())).map_err(|_| {
+                    ControlError::Invalid(format!(
+                        "unknown strategy `{name}`: use blue-green, canary, rolling or recreate"
+                    ))
+                })
+            })
+            .transpose()?;
         for s in services {
             if !spec.services.contains_key(s) {
                 return Err(ControlError::NotFound(format!(
@@ -484,7 +484,8 @@ impl Controller {
             let this = self.clone();
             let (app, name, svc, tx) = (app.to_owned(), name.clone(), svc.clone(), tx.clone());
             tasks.push(tokio::spawn(async move {
-                this.deploy_service(&app, &name, svc, force, &tx).await
+                this.deploy_service(&app, &name, svc, force, strategy, &tx)
+                    .await
             }));
         }
         let mut ok = true;
@@ -518,6 +519,7 @@ impl Controller {
         service: &str,
         spec: ServiceSpec,
         force: bool,
+        strategy: Option<slipway_spec::Strategy>,
         tx: &mpsc::UnboundedSender<Progress>,
     ) -> bool {
         let slot = self.slot(app, service);
@@ -532,7 +534,7 @@ impl Controller {
             return false;
         }
         let outcome = self
-            .deploy_service_locked(app, service, spec, force, None, tx)
+            .deploy_service_locked(app, service, spec, force, None, strategy, tx)
             .await;
         self.counters.inc(
             "slipway_deploys",
@@ -556,38 +558,38 @@ impl Controller {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn deploy_service_locked(
         self: &Arc<Self>,
         app: &str,
         service: &str,
         spec: ServiceSpec,
         force: bool,
-        prebuilt: Option<String>,
+        prebuilt: Option<code::Frozen>,
+        strategy: Option<slipway_spec::Strategy>,
         tx: &mpsc::UnboundedSender<Progress>,
     ) -> Result<(), Failure> {
         let started = Instant::now();
-        // Build, test and store the artifact first (or take a promoted one as it is):
-        // nothing about the revision exists until they succeed.
-        let artifact = match prebuilt {
-            Some(digest) => {
-                if !self.artifact_dir(&digest).exists() {
-                    return Err(Failure::msg(format!(
-                        "artifact {digest} is not in the store any more; deploy the source environment again"
-                    )));
-                }
-                Some(digest)
-            }
-            None => self.build_and_store(service, &spec, tx).await?,
+        // Build, test and freeze the code first (or take a promoted revision's code as it
+        // is): nothing about the revision exists until they succeed.
+        let frozen = match prebuilt {
+            Some(frozen) => frozen,
+            None => self.freeze(app, service, &spec, tx).await?,
         };
         let secret_versions = self
             .secret_versions(app, service, &spec)
             .map_err(Failure::msg)?;
-        let stored = secrets::StoredConfig {
+        let mut stored = secrets::StoredConfig {
             spec,
             secret_versions,
-            artifact_digest: artifact,
+            artifact_digest: frozen.artifact_digest,
+            code: frozen.code,
         };
         let digest = stored.digest();
+        if let Some(strategy) = strategy {
+            stored.spec.deploy.strategy = strategy;
+        }
+        let stored = stored;
         let spec = &stored.spec;
         // A new deploy supersedes a canary in progress: its traffic returns to the
         // baseline first, then the new revision goes through its own strategy.
@@ -622,17 +624,69 @@ impl Controller {
             return Ok(());
         }
         let config = serde_json::to_string(&stored).map_err(|e| Failure::msg(e.to_string()))?;
-        let cause = if serving.is_none() {
-            "first deploy"
-        } else if force {
-            "forced deploy"
-        } else {
-            "config changed"
+        let cause = match &serving {
+            None => "first deploy",
+            Some(_) if force => "forced deploy",
+            Some(current) => match serde_json::from_str::<secrets::StoredConfig>(&current.config) {
+                Ok(old)
+                    if old.code == stored.code && old.artifact_digest == stored.artifact_digest =>
+                {
+                    "config changed"
+                }
+                Ok(old) if old.spec.digest() == stored.spec.digest() => "code changed",
+                _ => "code and config changed",
+            },
         };
         let revision = self
             .store
             .create_revision(app, service, &digest, &config, cause)
             .map_err(Failure::from)?;
+        let previous_note = || match &serving {
+            Some(r) => format!("revision {} keeps serving", r.number),
+            None => "nothing was serving before".to_owned(),
+        };
+        // Marks the revision failed with the reason, as the deploy's answer.
+        let failed = |mut failure: Failure, note: String| {
+            let message = format!("{}; {note}", failure.error);
+            if let Err(e) = self.store.set_revision_state(
+                app,
+                service,
+                revision,
+                RevisionState::Failed,
+                &message,
+            ) {
+                tracing::error!(%e, "could not mark a revision failed");
+            }
+            failure.revision = Some(revision);
+            failure.error = format!("revision {revision} failed: {message}");
+            failure
+        };
+        // The release command (migrations) runs in the new revision's code before any of
+        // its instances starts, as Heroku's release phase does: an app whose readiness
+        // needs the migrated schema could never become ready otherwise. If it fails,
+        // nothing of the new revision ran and the serving revision is untouched.
+        let mut released_summary = None;
+        if let Some(command) = &spec.release {
+            let _ = tx.send(Progress::ReleaseStarted {
+                service: service.to_owned(),
+                revision,
+                command: command.join(" "),
+            });
+            match self
+                .run_release(app, service, revision, &stored, command, Some(tx))
+                .await
+            {
+                Ok(released) => {
+                    let _ = tx.send(Progress::ReleaseSucceeded {
+                        service: service.to_owned(),
+                        revision,
+                        summary: released.summary.clone(),
+                    });
+                    released_summary = Some(released.summary);
+                }
+                Err(failure) => return Err(failed(failure, previous_note())),
+            }
+        }
         // The new revision starts with as many instances as the serving one has ready (so
         // a redeploy under load does not switch all traffic onto one instance), within
         // the new config's bounds, and at least one to prove it becomes ready.
@@ -660,83 +714,13 @@ impl Controller {
                 .await
                 .map(|()| None),
         };
-        if let Err(mut failure) = started_new.as_ref().map(|_| ()).map_err(|f| Failure {
-            revision: f.revision,
-            error: f.error.clone(),
-            last_lines: f.last_lines.clone(),
-        }) {
-            failure.revision = Some(revision);
-            let previous = match &serving {
-                Some(r) => format!("revision {} keeps serving", r.number),
-                None => "nothing was serving before".to_owned(),
-            };
-            let message = format!("{}; {previous}", failure.error);
-            if let Err(e) = self.store.set_revision_state(
-                app,
-                service,
-                revision,
-                RevisionState::Failed,
-                &message,
-            ) {
-                tracing::error!(%e, "could not mark a revision failed");
-            }
-            failure.error = format!("revision {revision} failed: {message}");
-            return Err(failure);
-        }
-        // The release command (migrations) runs once the new instances are ready and
-        // before any traffic moves; if it fails, the new revision never serves.
+        let started_new = match started_new {
+            Ok(downtime) => downtime,
+            Err(failure) => return Err(failed(failure, previous_note())),
+        };
         let mut ready_message = format!("all {instances} instance(s) ready");
-        if let Some(command) = &spec.release {
-            let _ = tx.send(Progress::ReleaseStarted {
-                service: service.to_owned(),
-                revision,
-                command: command.join(" "),
-            });
-            match self
-                .run_release(app, service, revision, &stored, command)
-                .await
-            {
-                Ok(released) => {
-                    let _ = tx.send(Progress::ReleaseSucceeded {
-                        service: service.to_owned(),
-                        revision,
-                        summary: released.summary.clone(),
-                    });
-                    ready_message = format!("{ready_message}; {}", released.summary);
-                }
-                Err(mut failure) => {
-                    self.retire_revision(app, service, revision).await;
-                    let previous_note = match (&serving, strategy) {
-                        (Some(r), slipway_spec::Strategy::Recreate) => {
-                            // Recreate stopped the old revision first: bring it back.
-                            let count = self
-                                .revision_spec(app, service, r.number)
-                                .map(|s| s.scaling.min.max(1))
-                                .unwrap_or(1);
-                            let _ = self
-                                .start_revision(app, service, r.number, count, None)
-                                .await;
-                            self.publish_routes();
-                            format!("revision {} was started again", r.number)
-                        }
-                        (Some(r), _) => format!("revision {} keeps serving", r.number),
-                        (None, _) => "nothing was serving before".to_owned(),
-                    };
-                    let message = format!("{}; {previous_note}", failure.error);
-                    if let Err(e) = self.store.set_revision_state(
-                        app,
-                        service,
-                        revision,
-                        RevisionState::Failed,
-                        &message,
-                    ) {
-                        tracing::error!(%e, "could not mark a revision failed");
-                    }
-                    failure.revision = Some(revision);
-                    failure.error = format!("revision {revision} failed: {message}");
-                    return Err(failure);
-                }
-            }
+        if let Some(summary) = released_summary {
+            ready_message = format!("{ready_message}; {summary}");
         }
         let mut committed = self
             .store
@@ -755,7 +739,7 @@ impl Controller {
             if Self::wants_canary(spec, previous) {
                 self.start_canary(app, service, revision, previous.unwrap_or(0), spec, tx)
             } else {
-                if let Ok(Some(downtime)) = &started_new {
+                if let Some(downtime) = &started_new {
                     let _ = tx.send(Progress::Downtime {
                         service: service.to_owned(),
                         downtime_ms: downtime.as_millis() as u64,
@@ -1277,23 +1261,15 @@ impl Controller {
             }
         };
         let id = instance_id(service, revision);
-        let mut env: Vec<(String, String)> = spec
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut env = process_env(app, service, revision, spec);
         env.push(("PORT".into(), port.to_string()));
-        let (app_name, environment) = slipway_state::split_app_key(app);
-        env.push(("SLIPWAY_APP".into(), app_name.to_owned()));
-        env.push(("SLIPWAY_ENVIRONMENT".into(), environment.to_owned()));
-        env.push(("SLIPWAY_SERVICE".into(), service.to_owned()));
-        env.push(("SLIPWAY_REVISION".into(), revision.to_string()));
         env.push(("SLIPWAY_INSTANCE".into(), id.clone()));
         // Secrets are added after `run` is expanded: a value in argv would be visible to
         // every local user (`ps`) and in the instance's log ("spawned pid …: argv").
         let argv = spec.run.iter().map(|a| expand(a, &env)).collect();
-        // A revision built with an artifact runs its stored copy, never the working tree.
-        let (workdir, argv) = self.artifact_layout(stored, argv);
+        // A revision runs its frozen code (snapshot or stored artifact), never the working
+        // tree.
+        let (workdir, argv) = self.layout(app, stored, argv).await?;
         for (name, value) in self.secret_env(app, &stored.secret_versions)? {
             env.push((name, value.as_str().to_owned()));
         }
@@ -2270,6 +2246,28 @@ fn check_name(kind: &str, name: &str) -> Result<()> {
 }
 
 /// Metric labels for a service, plus extra pairs.
+/// The environment every process of a revision gets (instances, its release command,
+/// one-off commands): the spec's `env` and where it runs. Secrets are added after `run`
+/// is expanded: a value in argv would be visible to every local user (`ps`).
+fn process_env(
+    key: &str,
+    service: &str,
+    revision: u64,
+    spec: &ServiceSpec,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let (app, environment) = slipway_state::split_app_key(key);
+    env.push(("SLIPWAY_APP".into(), app.to_owned()));
+    env.push(("SLIPWAY_ENVIRONMENT".into(), environment.to_owned()));
+    env.push(("SLIPWAY_SERVICE".into(), service.to_owned()));
+    env.push(("SLIPWAY_REVISION".into(), revision.to_string()));
+    env
+}
+
 fn labels(app: &str, service: &str, extra: &[(&str, &str)]) -> crate::metrics::Labels {
     let mut l = vec![
         ("app".to_owned(), app.to_owned()),

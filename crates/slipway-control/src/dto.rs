@@ -91,8 +91,8 @@ pub enum Progress {
     /// The recreate strategy stopped the old revision before starting the new one: the
     /// service answered 503 for this long.
     Downtime { service: String, downtime_ms: u64 },
-    /// The new revision's instances are ready; its release command (`release:`) runs
-    /// now, before any traffic moves.
+    /// The new revision's release command (`release:`) runs now, in its code snapshot,
+    /// before any of its instances starts; its output follows as `Output` lines.
     ReleaseStarted {
         service: String,
         revision: u64,
@@ -111,7 +111,7 @@ pub enum Progress {
         step: String,
         command: String,
     },
-    /// One line of a build or test command's output.
+    /// One line of a build, test or release command's output.
     Output { service: String, line: String },
     /// A build or test command succeeded.
     StepDone {
@@ -127,6 +127,23 @@ pub enum Progress {
     },
     /// The artifact was stored under this content digest.
     Artifact { service: String, digest: String },
+    /// The service's folder was frozen as the code snapshot `digest`: `files` files of
+    /// `bytes` in all, of which `new_files` (`new_bytes`) were not stored before.
+    Snapshot {
+        service: String,
+        digest: String,
+        files: u64,
+        bytes: u64,
+        new_files: u64,
+        new_bytes: u64,
+        elapsed_ms: u64,
+    },
+    /// A build or test command did not run, and why (its inputs did not change).
+    StepSkipped {
+        service: String,
+        step: String,
+        reason: String,
+    },
     /// The whole operation is over; `ok` is false when any service failed.
     Done { ok: bool },
 }
@@ -351,6 +368,42 @@ pub struct ReleaseOutput {
     /// Where the server keeps it.
     pub path: String,
     pub lines: Vec<String>,
+}
+
+/// A one-off command to run in a revision's code (`slipway run`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunRequest {
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// The revision whose code, env and secrets it gets; default: the serving one.
+    #[serde(default)]
+    pub revision: Option<u64>,
+    /// The local user running it, for the event log.
+    #[serde(default)]
+    pub user: String,
+}
+
+/// How to run a one-off command: the CLI runs `argv` in `workdir` with `env` added to its
+/// own environment. Holds secret values: served on the Unix socket only.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunPlan {
+    pub id: String,
+    pub revision: u64,
+    pub workdir: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// How a one-off command ended.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunExit {
+    pub id: String,
+    pub revision: u64,
+    /// The exit code, when it exited.
+    pub code: Option<i32>,
+    /// The signal that killed it, when one did (e.g. `SIGKILL`).
+    pub signal: Option<String>,
+    pub elapsed_ms: u64,
 }
 
 /// Deploys the artifact serving in another environment of the same app.

@@ -16,6 +16,8 @@ pub(crate) const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$
 
 /// The regular expression an environment variable name must match.
 pub(crate) const ENV_NAME_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
+/// Volume names: lowercase letters, digits, `-` and `_`, starting with a letter.
+pub(crate) const VOLUME_NAME_PATTERN: &str = "^[a-z][a-z0-9_-]{0,62}$";
 
 /// The regular expression a duration string must match (the exact rules live in `duration.rs`).
 pub(crate) const DURATION_PATTERN: &str = r"^\s*([0-9]+(\.[0-9]+)?\s*(ms|s|m|h|d)\s*)+$";
@@ -129,6 +131,14 @@ pub(crate) struct ServiceFile {
     /// be set in `env`. Default: none.
     #[schemars(inner(regex(pattern = ENV_NAME_PATTERN)))]
     pub secrets: Option<Vec<String>>,
+    /// Persistent folders, by name: `{ data: ./data }`. The path (relative to `workdir`,
+    /// inside it) is left out of the code snapshot, and every revision of the service sees
+    /// the same folder there, so data such as an SQLite database survives deploys and
+    /// rollbacks. In `development` it is that folder of the working tree; in other
+    /// environments a folder of their own under Slipway's data directory, shared by the
+    /// services of the app that name the same volume. Default: none.
+    #[schemars(extend("propertyNames" = { "pattern": VOLUME_NAME_PATTERN }))]
+    pub volumes: Option<BTreeMap<String, String>>,
 }
 
 /// Health checks of a service.

@@ -88,6 +88,11 @@ pub struct ServiceSpec {
     /// (none of them is also in `env`).
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Persistent folders: volume name -> path relative to `workdir` (normalised, inside
+    /// it). Left out of the code snapshot; every revision sees the same folder there.
+    /// Absent from the JSON when empty, so specs without volumes keep their digest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub volumes: BTreeMap<String, PathBuf>,
 }
 
 /// The default of [`ServiceSpec::release_timeout`]: 5 minutes.

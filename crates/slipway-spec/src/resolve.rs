@@ -163,6 +163,12 @@ impl Resolver<'_> {
             release: service.release,
             release_timeout,
             secrets: service.secrets.unwrap_or_default(),
+            volumes: service
+                .volumes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, path)| (name, normalise(Path::new(&path))))
+                .collect(),
         })
     }
 
@@ -306,7 +312,7 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 /// Removes `.` and resolves `..` components lexically (symlinks are not followed).
-fn normalise(path: &Path) -> PathBuf {
+pub(crate) fn normalise(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {

@@ -110,6 +110,9 @@ impl Rules<'_> {
                 service.get("env").and_then(Value::as_object),
             );
         }
+        if let Some(Value::Object(volumes)) = service.get("volumes") {
+            self.volumes(&pointer, volumes);
+        }
         if let Some(timeout) = service.get("release_timeout") {
             self.duration(&format!("{pointer}/release_timeout"), timeout, false);
         }
@@ -186,6 +189,49 @@ impl Rules<'_> {
                     )),
                 );
             }
+        }
+    }
+
+    /// Checks volume paths: relative, inside the service's folder, not the folder itself,
+    /// and not inside one another.
+    fn volumes(&mut self, pointer: &str, volumes: &Map<String, Value>) {
+        let mut seen: Vec<(std::path::PathBuf, &str)> = Vec::new();
+        for (name, path) in volumes {
+            let Value::String(path) = path else {
+                continue;
+            };
+            let at = format!("{pointer}/volumes/{}", escape_pointer(name));
+            let pos = self.tree.value_pos(&at);
+            let normal = crate::resolve::normalise(std::path::Path::new(path));
+            let inside = !path.starts_with('/')
+                && normal
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
+                && normal.components().next().is_some();
+            if !inside {
+                self.out.push(
+                    Diagnostic::at(pos, format!("volume `{name}` must be a folder inside the service's folder, not `{path}`"))
+                        .hint("give a relative path below `workdir`, e.g. `./data`; the code snapshot leaves it out and every revision sees the same folder there"),
+                );
+                continue;
+            }
+            if let Some((other, other_name)) = seen
+                .iter()
+                .find(|(p, _)| p.starts_with(&normal) || normal.starts_with(p))
+            {
+                self.out.push(
+                    Diagnostic::at(
+                        pos,
+                        format!(
+                            "volume `{name}` overlaps volume `{other_name}` ({})",
+                            other.display()
+                        ),
+                    )
+                    .hint("volumes are separate folders; declare one of them"),
+                );
+                continue;
+            }
+            seen.push((normal, name));
         }
     }
 

@@ -218,6 +218,23 @@ enum Command {
         #[command(flatten)]
         app: AppArg,
     },
+    /// Run a one-off command (a data fix, `manage.py createsuperuser`, a shell) in a
+    /// revision's code with its env, secrets and volumes, attached to this terminal; exits
+    /// with the command's exit code.
+    #[command(
+        after_help = "Example: slipway run web -- python manage.py createsuperuser --noinput"
+    )]
+    Run {
+        service: String,
+        /// The revision whose code and config to use; default: the serving one.
+        #[arg(long)]
+        revision: Option<u64>,
+        #[command(flatten)]
+        app: AppArg,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// Print the event log (the audit trail).
     Events {
         #[arg(long)]
@@ -632,6 +649,51 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             println!("{t}");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            service,
+            revision,
+            app,
+            command,
+        } => {
+            let app = resolve_app(&client, &app).await?;
+            check_name("service", &service)?;
+            let plan: dto::RunPlan = client
+                .post(
+                    &format!("/v1/apps/{app}/services/{service}/runs"),
+                    &dto::RunRequest {
+                        command,
+                        revision,
+                        user: local_user(),
+                    },
+                )
+                .await?;
+            let started = Instant::now();
+            let status = tokio::task::spawn_blocking({
+                let plan = plan.clone();
+                move || run_attached(&plan)
+            })
+            .await??;
+            use std::os::unix::process::ExitStatusExt;
+            let signal = status.signal().map(signal_name);
+            let _: serde_json::Value = client
+                .post(
+                    &format!("/v1/apps/{app}/services/{service}/runs/finished"),
+                    &dto::RunExit {
+                        id: plan.id,
+                        revision: plan.revision,
+                        code: status.code(),
+                        signal,
+                        elapsed_ms: started.elapsed().as_millis() as u64,
+                    },
+                )
+                .await?;
+            // A shell's convention: a command killed by signal N exits 128 + N.
+            let code = status
+                .code()
+                .or_else(|| status.signal().map(|s| 128 + s))
+                .unwrap_or(1);
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         Command::Rollback { service, to, app } => {
             let app = resolve_app(&client, &app).await?;
@@ -1245,9 +1307,32 @@ fn print_progress(p: &Progress, started: Instant) -> bool {
             digest,
         } => {
             println!(
-                "{t}  {service:<12} promoting the artifact {} of {from} (no build)",
+                "{t}  {service:<12} promoting the code {} of {from} (no build, nothing read from the working folder)",
                 &digest[..digest.len().min(12)]
             );
+        }
+        Progress::Snapshot {
+            service,
+            digest,
+            files,
+            bytes,
+            new_files,
+            new_bytes,
+            elapsed_ms,
+        } => {
+            println!(
+                "{t}  {service:<12} code snapshot {}: {files} files, {}; {new_files} new ({}) in {elapsed_ms} ms",
+                &digest[..digest.len().min(12)],
+                human_bytes(*bytes),
+                human_bytes(*new_bytes)
+            );
+        }
+        Progress::StepSkipped {
+            service,
+            step,
+            reason,
+        } => {
+            println!("{t}  {service:<12} {step} skipped: {reason}");
         }
         Progress::Downtime {
             service,
@@ -1262,7 +1347,7 @@ fn print_progress(p: &Progress, started: Instant) -> bool {
             revision,
             command,
         } => {
-            println!("{t}  {service:<12} revision {revision} ready; release command: {command}");
+            println!("{t}  {service:<12} revision {revision}: release command: {command}");
         }
         Progress::ReleaseSucceeded {
             service, summary, ..
@@ -1272,6 +1357,76 @@ fn print_progress(p: &Progress, started: Instant) -> bool {
         Progress::Done { ok } => return *ok,
     }
     true
+}
+
+/// Runs a one-off command's plan with this terminal as its stdin, stdout and stderr, and
+/// waits for it. While it runs, Ctrl-C and Ctrl-\\ are the command's to handle (the
+/// terminal sends them to both); this process ignores them, as a shell does.
+fn run_attached(plan: &dto::RunPlan) -> anyhow::Result<std::process::ExitStatus> {
+    let Some((program, args)) = plan.argv.split_first() else {
+        bail!("no command to run");
+    };
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .envs(plan.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&plan.workdir)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "`{program}` could not start in revision {}'s code ({})",
+                plan.revision, plan.workdir
+            )
+        })?;
+    // SAFETY: plain signal-disposition changes; the child was forked before them, so it
+    // keeps the default handling.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+    let status = child.wait();
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+    }
+    Ok(status?)
+}
+
+/// The name of the user running the CLI, for the event log.
+fn local_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        // SAFETY: getuid has no preconditions and cannot fail.
+        .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }))
+}
+
+/// `9` -> `SIGKILL`, for the signals a one-off command usually dies of.
+fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGQUIT => "SIGQUIT".into(),
+        libc::SIGABRT => "SIGABRT".into(),
+        libc::SIGKILL => "SIGKILL".into(),
+        libc::SIGSEGV => "SIGSEGV".into(),
+        libc::SIGPIPE => "SIGPIPE".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        other => format!("signal {other}"),
+    }
+}
+
+/// `1536` -> `1.5 KiB`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 fn print_rollout(r: &dto::RolloutStatus) {

@@ -1,12 +1,12 @@
 //! Build once, run the stored copy: the `build:`, `test:` and `artifact:` keys.
 //!
 //! A deploy runs the service's build command in its working directory, then its test
-//! command (a failure stops the deploy before any revision exists), then copies the
-//! artifact (a file or a directory) into a content-addressed store,
+//! command (a failure stops the deploy before any revision exists; see `code.rs`), then
+//! copies the artifact (a file or a directory) into a content-addressed store,
 //! `<data dir>/artifacts/<sha256>/<name>`. The revision records the digest, and its
 //! instances run from the stored copy, so later edits of the working tree cannot change a
 //! running revision. `slipway promote` creates a revision in another environment from the
-//! exact digest of a serving revision, without building again.
+//! exact code (artifact or snapshot) of a serving revision, without building again.
 //!
 //! How the stored copy is used: for a directory artifact, it becomes the instance's
 //! working directory; for a file artifact, every `run` argument that names the artifact
@@ -57,18 +57,29 @@ impl Controller {
         let stored: StoredConfig = serde_json::from_str(&from.config).map_err(|e| {
             ControlError::Invalid(format!("revision {} cannot be read: {e}", from.number))
         })?;
-        let Some(digest) = stored.artifact_digest else {
+        let frozen = super::code::Frozen {
+            artifact_digest: stored.artifact_digest.clone(),
+            code: stored.code.clone(),
+        };
+        let Some(digest) = frozen
+            .code
+            .clone()
+            .or_else(|| frozen.artifact_digest.clone())
+        else {
             return Err(ControlError::Invalid(format!(
-                "revision {} of {service} in `{from_environment}` has no stored artifact to promote; declare `build:` and `artifact:` for {service}",
+                "revision {} of {service} in `{from_environment}` was made before revisions held their code, so there is nothing frozen to promote; deploy it there again (`slipway deploy --env {from_environment}`), then promote",
                 from.number
             )));
         };
         let spec = self.app_spec(to_key)?;
-        let Some(svc) = spec.services.get(service).cloned() else {
+        let Some(mut svc) = spec.services.get(service).cloned() else {
             return Err(ControlError::NotFound(format!(
                 "environment `{to_environment}` of app {app} has no service `{service}`"
             )));
         };
+        // The code is the source revision's, whatever the target's overlay says: its
+        // artifact path names the stored copy; nothing is read from the working folder.
+        svc.artifact = stored.spec.artifact.clone();
         let slot = self.slot(to_key, service);
         let _guard = slot.lock().await;
         if self.is_down(to_key) {
@@ -82,7 +93,7 @@ impl Controller {
             digest: digest.clone(),
         });
         match self
-            .deploy_service_locked(to_key, service, svc, false, Some(digest), &tx)
+            .deploy_service_locked(to_key, service, svc, false, Some(frozen), None, &tx)
             .await
         {
             Ok(()) => Ok(true),
@@ -103,20 +114,14 @@ impl Controller {
         self.config.data_dir.join("artifacts").join(digest)
     }
 
-    /// Runs `build:` and `test:` and stores `artifact:`; returns the artifact's digest
-    /// (None when the service declares no artifact).
-    pub(super) async fn build_and_store(
+    /// Stores `artifact:` (after the build ran); returns its digest (None when the service
+    /// declares no artifact).
+    pub(super) async fn store_artifact(
         &self,
         service: &str,
         spec: &ServiceSpec,
         tx: &mpsc::UnboundedSender<Progress>,
     ) -> Result<Option<String>, Failure> {
-        if let Some(build) = &spec.build {
-            self.run_step(service, "build", build, spec, tx).await?;
-        }
-        if let Some(test) = &spec.test {
-            self.run_step(service, "test", test, spec, tx).await?;
-        }
         let Some(artifact) = &spec.artifact else {
             return Ok(None);
         };
@@ -139,7 +144,7 @@ impl Controller {
     }
 
     /// Runs one build or test command in the service's workdir, streaming its output.
-    async fn run_step(
+    pub(super) async fn run_step(
         &self,
         service: &str,
         step: &str,

@@ -1,6 +1,7 @@
-//! The release command (`release:`, e.g. database migrations): run once per deploy with
-//! the new revision's environment, secrets and working directory, after its instances
-//! are ready and before any traffic moves to it.
+//! The release command (`release:`, e.g. database migrations): run once per deploy in the
+//! new revision's code snapshot with its environment, secrets and volumes, before any of
+//! its instances starts (so an app whose readiness needs the migrated schema can become
+//! ready), its output streamed to the deploying terminal.
 //!
 //! The command runs in its own process group, bounded by `release_timeout` (then the
 //! whole group is killed). Its stdout and stderr are kept together, in order, with the
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::mpsc;
 
 use super::secrets::StoredConfig;
 use super::{ControlError, Controller, Failure, Result, check_key, check_name, expand};
@@ -88,23 +90,24 @@ impl Controller {
         revision: u64,
         stored: &StoredConfig,
         command: &[String],
+        tx: Option<&mpsc::UnboundedSender<dto::Progress>>,
     ) -> std::result::Result<Released, Failure> {
         let spec = &stored.spec;
         let shown = command.join(" ");
-        let (app, environment) = slipway_state::split_app_key(key);
-        let mut env: Vec<(String, String)> = spec
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        env.push(("SLIPWAY_APP".into(), app.to_owned()));
-        env.push(("SLIPWAY_ENVIRONMENT".into(), environment.to_owned()));
-        env.push(("SLIPWAY_SERVICE".into(), service.to_owned()));
-        env.push(("SLIPWAY_REVISION".into(), revision.to_string()));
+        let env = super::process_env(key, service, revision, spec);
         // As for instances, secrets join the environment only after argv is expanded.
         let argv: Vec<String> = command.iter().map(|a| expand(a, &env)).collect();
-        let (workdir, argv) = self.artifact_layout(stored, argv);
+        let (workdir, argv) = self.layout(key, stored, argv).await?;
         let secrets = self.secret_env(key, &stored.secret_versions)?;
+        // Output lines go to the terminal as they come, with secret values masked.
+        let redact: Arc<Vec<(String, String)>> = Arc::new(
+            secrets
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (format!("[secret {k}]"), v.as_str().to_owned()))
+                .collect(),
+        );
+        let echo = tx.map(|tx| (tx.clone(), service.to_owned()));
         let Some((program, args)) = argv.split_first() else {
             return Err(Failure::msg(format!(
                 "the release command of {service} is empty"
@@ -124,17 +127,22 @@ impl Controller {
         let mut child = cmd.spawn().map_err(|e| {
             Failure::msg(format!(
                 "the release command `{shown}` of {service} could not start in {}: {e}; check `release:` in slipway.yaml",
-                spec.workdir.display()
+                workdir.display()
             ))
         })?;
         let pid = child.id();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
-            readers.push(tokio::spawn(collect(out, lines.clone())));
+            readers.push(tokio::spawn(collect(
+                out,
+                lines.clone(),
+                redact.clone(),
+                echo.clone(),
+            )));
         }
         if let Some(err) = child.stderr.take() {
-            readers.push(tokio::spawn(collect(err, lines.clone())));
+            readers.push(tokio::spawn(collect(err, lines.clone(), redact, echo)));
         }
         let timeout = spec.release_timeout;
         let waited = tokio::time::timeout(timeout, child.wait()).await;
@@ -151,14 +159,7 @@ impl Controller {
             let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
         }
         let elapsed = started.elapsed();
-        let mut output = std::mem::take(&mut *lines.lock().unwrap_or_else(|p| p.into_inner()));
-        for line in &mut output {
-            for (name, value) in &secrets {
-                if !value.is_empty() && line.contains(value.as_str()) {
-                    *line = line.replace(value.as_str(), &format!("[secret {name}]"));
-                }
-            }
-        }
+        let output = std::mem::take(&mut *lines.lock().unwrap_or_else(|p| p.into_inner()));
         let path = self.release_log(key, service, revision);
         let saved = path
             .parent()
@@ -193,8 +194,14 @@ impl Controller {
     }
 }
 
-/// Appends each line read from `stream` to `lines`, keeping the newest `MAX_LINES`.
-async fn collect(stream: impl AsyncRead + Unpin, lines: Arc<Mutex<Vec<String>>>) {
+/// Appends each line read from `stream` to `lines` with secret values masked, keeping the
+/// newest `MAX_LINES`, and echoes it to the deploy's progress stream.
+async fn collect(
+    stream: impl AsyncRead + Unpin,
+    lines: Arc<Mutex<Vec<String>>>,
+    redact: Arc<Vec<(String, String)>>,
+    echo: Option<(mpsc::UnboundedSender<dto::Progress>, String)>,
+) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     loop {
@@ -202,7 +209,18 @@ async fn collect(stream: impl AsyncRead + Unpin, lines: Arc<Mutex<Vec<String>>>)
         match reader.read_until(b'\n', &mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {
-                let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                let mut line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                for (mask, value) in redact.iter() {
+                    if line.contains(value.as_str()) {
+                        line = line.replace(value.as_str(), mask);
+                    }
+                }
+                if let Some((tx, service)) = &echo {
+                    let _ = tx.send(dto::Progress::Output {
+                        service: service.clone(),
+                        line: line.clone(),
+                    });
+                }
                 let mut lines = lines.lock().unwrap_or_else(|p| p.into_inner());
                 if lines.len() >= MAX_LINES {
                     lines.remove(0);

@@ -31,13 +31,18 @@ pub(super) struct StoredConfig {
     /// The digest of the stored build artifact the revision runs, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_digest: Option<String>,
+    /// The digest of the snapshot of the service's folder the revision runs (see
+    /// `code.rs`). Absent in revisions made before revisions held their code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 impl StoredConfig {
     /// The digest that decides whether a deploy creates a revision. Without secrets it is
     /// the spec's own digest, so revisions made before secrets existed keep theirs.
     pub fn digest(&self) -> String {
-        if self.secret_versions.is_empty() && self.artifact_digest.is_none() {
+        if self.secret_versions.is_empty() && self.artifact_digest.is_none() && self.code.is_none()
+        {
             return self.spec.digest();
         }
         let json = serde_json::to_vec(self).unwrap_or_default();

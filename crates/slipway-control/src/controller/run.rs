@@ -1,0 +1,119 @@
+//! One-off commands (`slipway run SERVICE -- CMD …`): a data fix, `createsuperuser`, a
+//! shell, run in a revision's frozen code with its environment, secrets and volumes.
+//!
+//! The server does not run the command itself: it hands the CLI a plan (folder, argv,
+//! environment) over the Unix socket, which only the data directory's owner can open, and
+//! the CLI runs it attached to the user's terminal, so a shell gets a real TTY, Ctrl-C
+//! reaches the command, and its exit code is the CLI's. Start and end are events with the
+//! actor, so the audit trail shows who ran what against which revision.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{ControlError, Controller, Result, check_key, check_name, process_env};
+use crate::dto;
+
+/// Tells runs of one server apart in the event log.
+static RUNS: AtomicU64 = AtomicU64::new(1);
+
+// === impl Controller (one-off commands) ===
+
+impl Controller {
+    /// The plan of a one-off command in `revision` (default: the serving one) of a
+    /// service, recorded as a `run.started` event.
+    pub async fn run_plan(
+        &self,
+        key: &str,
+        service: &str,
+        req: &dto::RunRequest,
+    ) -> Result<dto::RunPlan> {
+        check_key(key)?;
+        check_name("service", service)?;
+        if req.command.first().is_none_or(|p| p.is_empty()) {
+            return Err(ControlError::Invalid(
+                "no command to run; give it after `--`, e.g. `slipway run web -- python manage.py shell`".into(),
+            ));
+        }
+        let (app, environment) = slipway_state::split_app_key(key);
+        let revision = match req.revision {
+            Some(r) => r,
+            None => self
+                .serving_revision(key, service)?
+                .map(|r| r.number)
+                .ok_or_else(|| {
+                    ControlError::NotFound(format!(
+                        "service {service} of app {app} serves nothing in environment `{environment}`; deploy it first, or name a revision with --revision"
+                    ))
+                })?,
+        };
+        let stored = self
+            .stored_config(key, service, revision)
+            .map_err(|f| ControlError::NotFound(f.error))?;
+        let mut env = process_env(key, service, revision, &stored.spec);
+        let (workdir, argv) = self
+            .layout(key, &stored, req.command.clone())
+            .await
+            .map_err(|f| ControlError::Invalid(f.error))?;
+        for (name, value) in self
+            .secret_env(key, &stored.secret_versions)
+            .map_err(|f| ControlError::Invalid(f.error))?
+        {
+            env.push((name, value.as_str().to_owned()));
+        }
+        let id = format!("run-{}", RUNS.fetch_add(1, Ordering::Relaxed));
+        self.event(
+            key,
+            Some(service),
+            Some(revision),
+            "run.started",
+            format!(
+                "one-off command `{}` ({id}) started in revision {revision} by {}",
+                req.command.join(" "),
+                actor(&req.user)
+            ),
+        );
+        Ok(dto::RunPlan {
+            id,
+            revision,
+            workdir: workdir.display().to_string(),
+            argv,
+            env,
+        })
+    }
+
+    /// Records how a one-off command ended.
+    pub fn run_finished(&self, key: &str, service: &str, req: &dto::RunExit) -> Result<()> {
+        check_key(key)?;
+        check_name("service", service)?;
+        let how = match (req.code, &req.signal) {
+            (Some(0), _) => "succeeded".to_owned(),
+            (Some(code), _) => format!("failed with exit code {code}"),
+            (None, Some(signal)) => format!("was killed by {signal}"),
+            (None, None) => "ended".to_owned(),
+        };
+        self.event(
+            key,
+            Some(service),
+            Some(req.revision),
+            if req.code == Some(0) {
+                "run.succeeded"
+            } else {
+                "run.failed"
+            },
+            format!(
+                "one-off command ({}) {how} after {:.1}s",
+                req.id,
+                req.elapsed_ms as f64 / 1000.0
+            ),
+        );
+        Ok(())
+    }
+}
+
+/// Who ran it: the socket is the local administrator's; the CLI says which user it runs as.
+fn actor(user: &str) -> String {
+    if user.is_empty() {
+        "local".to_owned()
+    } else {
+        format!("local user {user}")
+    }
+}
