@@ -63,7 +63,7 @@ fn staging_builds_once_and_production_runs_the_same_artifact() {
         &path_str(&dir),
     ]);
     assert!(
-        out.contains(&format!("promoting the artifact {stored}")),
+        out.contains(&format!("promoting the code {stored}")),
         "{out}"
     );
     assert!(!out.contains("build:"), "promote must not build: {out}");
