@@ -73,7 +73,9 @@ pub struct InstanceConfig {
 pub struct Probe {
     /// What to check.
     pub check: Check,
-    /// The time between two probes once the instance is up (at least 10 ms is used).
+    /// The time between two probes once the instance is up (at least 10 ms is used). While a
+    /// process starts, readiness probes come faster at first and slow down to this interval
+    /// five seconds in (see `instance::next_pause`).
     pub interval: Duration,
     /// How long one probe may take before it counts as failed.
     pub timeout: Duration,
