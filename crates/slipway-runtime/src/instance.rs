@@ -273,6 +273,19 @@ impl Shared {
         self.stop.send_replace(true);
     }
 
+    /// Where the probes connect.
+    fn target(&self) -> probe::Target {
+        let port = self.config.port;
+        probe::Target {
+            port,
+            in_env: self
+                .config
+                .env
+                .iter()
+                .any(|(name, value)| name == "PORT" && value.parse() == Ok(port)),
+        }
+    }
+
     /// Publishes a new state (if it differs) and records it in the log.
     fn set_state(&self, new: InstanceState) {
         let event = describe_state(&new);
@@ -533,7 +546,7 @@ async fn startup(
                 return Err(last);
             }
             let limit = config.ready.timeout.min(left);
-            match probe::run(&config.ready.check, config.port, limit).await {
+            match probe::run(&config.ready.check, shared.target(), limit).await {
                 Ok(()) => return Ok(()),
                 // A probe cut short by the startup deadline says less than the one before it.
                 Err(_) if limit < config.ready.timeout && last.is_some() => {}
@@ -607,7 +620,7 @@ async fn watch_readiness(shared: &Shared) -> Infallible {
     let mut failures = 0u32;
     loop {
         ticker.tick().await;
-        match probe::run(&probe.check, shared.config.port, probe.timeout).await {
+        match probe::run(&probe.check, shared.target(), probe.timeout).await {
             Ok(()) => {
                 failures = 0;
                 shared.set_state(InstanceState::Ready);
@@ -635,7 +648,7 @@ async fn watch_liveness(shared: &Shared) -> String {
     let mut failures = 0u32;
     loop {
         ticker.tick().await;
-        match probe::run(&probe.check, shared.config.port, probe.timeout).await {
+        match probe::run(&probe.check, shared.target(), probe.timeout).await {
             Ok(()) => failures = 0,
             Err(reason) => {
                 failures = failures.saturating_add(1);

@@ -104,7 +104,7 @@ pub enum InstanceState {
     Ready,
     /// The instance was ready, but its readiness probe has now failed `failures` times in a row.
     Unready {
-        /// The last probe failure, such as `readiness probe failed 3 times: GET /ready -> 503 Service Unavailable`.
+        /// The last probe failure, such as `readiness probe failed 3 times: GET http://127.0.0.1:21345/ready -> 503 Service Unavailable`.
         reason: String,
     },
     /// The process exited or was killed by its liveness probe and waits to be restarted.

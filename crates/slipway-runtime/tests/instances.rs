@@ -467,7 +467,10 @@ async fn never_ready_fails_after_the_startup_timeout_and_is_killed() {
         .unwrap_err();
     assert_eq!(
         err.reason,
-        "not ready after 1s: last probe: GET /ready -> 503 Service Unavailable"
+        format!(
+            "not ready after 1s: last probe: GET http://127.0.0.1:{}/ready -> 503 Service Unavailable",
+            f.port
+        )
     );
     assert_dies(pid, "the never-ready process").await;
     // The shell normally forks its grandchild long before the timeout; if it did, it died too.
@@ -491,7 +494,8 @@ async fn a_tcp_probe_that_never_connects_reports_connection_refused() {
     assert_eq!(
         err.reason,
         format!(
-            "not ready after 500ms: last probe: TCP connect to port {}: connection refused",
+            "not ready after 500ms: last probe: TCP connect to 127.0.0.1:{0}: connection refused \
+             (nothing listens on port {0}, the port passed in PORT; does the app listen on $PORT?)",
             f.port
         )
     );
@@ -565,7 +569,10 @@ async fn a_failing_liveness_probe_restarts_the_instance() {
     };
     assert_eq!(
         reason,
-        "liveness probe failed 3 times: GET /health -> 500 Internal Server Error: /health answered 500"
+        format!(
+            "liveness probe failed 3 times: GET http://127.0.0.1:{}/health -> 500 Internal Server Error: /health answered 500",
+            f.port
+        )
     );
     assert_eq!(restarts, 1);
     assert_dies(first_pid, "the unhealthy process").await;
@@ -591,8 +598,10 @@ async fn a_readiness_flap_goes_unready_and_back_without_a_restart() {
     assert_eq!(
         unready,
         InstanceState::Unready {
-            reason: "readiness probe failed 2 times: GET /ready -> 503 Service Unavailable: /ready answered 503"
-                .into()
+            reason: format!(
+                "readiness probe failed 2 times: GET http://127.0.0.1:{}/ready -> 503 Service Unavailable: /ready answered 503",
+                f.port
+            )
         }
     );
 
