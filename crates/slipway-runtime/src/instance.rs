@@ -57,7 +57,8 @@ const MAX_STARTUP_PAUSE: Duration = Duration::from_millis(100);
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 /// How long to wait for a process to disappear after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
-/// How many output lines a [`NotReady`] error carries.
+/// How many of the last output lines a [`NotReady`] error carries (after up to
+/// [`crate::logs::FIRST_ERROR_LINES`] earlier error lines).
 const NOT_READY_LINES: usize = 20;
 
 /// A running service instance. Cloning is cheap; all clones control the same instance.
@@ -106,20 +107,26 @@ struct Slot {
 pub struct NotReady {
     /// Such as `exited with status 1 before becoming ready`.
     pub reason: String,
-    /// The last lines of output, oldest first.
+    /// The output lines that explain it, oldest first: the first error-looking lines of the
+    /// process (up to 10) that came before its last 20 lines, then those last lines, with a
+    /// line such as `… (37 lines not shown)` where lines were left out.
     pub last_lines: Vec<String>,
+    /// The instance's log file, which has all of its output.
+    pub log_file: PathBuf,
+    /// How many lines the instance wrote to its log file (output and the runtime's events).
+    pub log_lines: u64,
 }
 
 impl fmt::Display for NotReady {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.reason)?;
         if !self.last_lines.is_empty() {
-            f.write_str("\nlast output:")?;
+            f.write_str("\noutput:")?;
             for line in &self.last_lines {
                 write!(f, "\n  {line}")?;
             }
         }
-        Ok(())
+        write!(f, "\nall output: {}", self.log_file.display())
     }
 }
 
@@ -221,9 +228,12 @@ impl Instance {
             Ok(InstanceState::Failed { reason }) => reason,
             _ => "the instance was stopped before it became ready".to_string(),
         };
+        let output = &self.shared().output;
         Err(NotReady {
             reason,
-            last_lines: self.last_lines(NOT_READY_LINES),
+            last_lines: output.explaining_lines(NOT_READY_LINES),
+            log_file: self.shared().config.log_file.clone(),
+            log_lines: output.logged_lines(),
         })
     }
 
@@ -317,6 +327,8 @@ impl Shared {
         let ticks = process::proc_stat(pid).map(|stat| stat.start_ticks);
         slot.current = Some((pid, ticks));
         drop(slot);
+        // Before the readers start: the error lines remembered are this process's.
+        self.output.begin_process();
 
         let mut readers = Vec::with_capacity(2);
         if let Some(stdout) = child.stdout.take() {
@@ -823,10 +835,13 @@ mod tests {
         let err = NotReady {
             reason: "exited with status 1 before becoming ready".into(),
             last_lines: vec!["Error: config missing".into()],
+            log_file: "/srv/logs/web-r3-1a2b.log".into(),
+            log_lines: 12,
         };
         assert_eq!(
             err.to_string(),
-            "exited with status 1 before becoming ready\nlast output:\n  Error: config missing"
+            "exited with status 1 before becoming ready\noutput:\n  Error: config missing\n\
+             all output: /srv/logs/web-r3-1a2b.log"
         );
     }
 }

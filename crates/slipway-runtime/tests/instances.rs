@@ -449,6 +449,45 @@ async fn always_503(port: u16) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Like gunicorn with a wrong app name: the cause first, then a long traceback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cause_printed_long_before_the_end_is_kept() {
+    let f = Fixture::new();
+    let config = f.config(&[
+        "sh",
+        "-c",
+        "echo '[INFO] Booting worker'; echo \"Failed to find attribute 'app' in 'mysite.wsgi'.\"; \
+         i=0; while [ $i -lt 40 ]; do echo \"  File arbiter.py, line $i\"; i=$((i+1)); done; \
+         echo 'gunicorn.errors.HaltServer: App failed to load.'; exit 4",
+    ]);
+    let log_file = config.log_file.clone();
+    let instance = start(config).await;
+    let err = tokio::time::timeout(LIMIT, instance.wait_ready())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.reason, "exited with status 4 before becoming ready");
+    // All on stdout: lines of stdout and stderr are read by two tasks, in either order.
+    assert_eq!(
+        err.last_lines[..2],
+        [
+            "Failed to find attribute 'app' in 'mysite.wsgi'.",
+            "… (21 lines not shown)"
+        ],
+        "{err}"
+    );
+    assert_eq!(err.last_lines.len(), 2 + 20, "{err}");
+    assert!(
+        err.last_lines
+            .contains(&"gunicorn.errors.HaltServer: App failed to load.".to_string()),
+        "{err}"
+    );
+    assert_eq!(err.log_file, log_file);
+    // 43 output lines and at least the `spawned` and `exited` events.
+    assert!(err.log_lines >= 45, "{}", err.log_lines);
+    instance.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_ready_fails_after_the_startup_timeout_and_is_killed() {
     let f = Fixture::new();
