@@ -2066,15 +2066,15 @@ impl Controller {
                 .iter()
                 .filter(|i| serving.contains(&i.revision))
                 .count() as u32;
-            // Figures over the last minute, summed over the revisions that serve.
+            // Figures over the last minute, summed over the revisions that serve; the rate
+            // over the last 5 seconds, to show what happens now.
             let mut figures = dto::Figures::default();
             for t in &traffic {
-                let snap = self
-                    .revision_stats(app, &name, t.revision)
-                    .snapshot(Duration::from_secs(60));
+                let stats = self.revision_stats(app, &name, t.revision);
+                let snap = stats.snapshot(Duration::from_secs(60));
                 figures.requests += snap.requests;
                 figures.errors += snap.errors;
-                figures.rps += snap.rps;
+                figures.rps += stats.recent_rps();
                 figures.in_flight += snap.in_flight;
                 let worst = |a: Option<f64>, b: Option<Duration>| match (a, b) {
                     (Some(a), Some(b)) => Some(a.max(b.as_secs_f64() * 1000.0)),
