@@ -1218,11 +1218,9 @@ impl Controller {
                     }
                 }
                 Err(not_ready) if failure.is_none() => {
-                    failure = Some(Failure {
-                        revision: Some(revision),
-                        error: format!("instance {} {}", i.instance.id(), not_ready.reason),
-                        last_lines: not_ready.last_lines.clone(),
-                    });
+                    let id = i.instance.id();
+                    let n = results.len();
+                    failure = Some(Failure::not_ready(app, service, revision, id, not_ready, n));
                 }
                 Err(_) => {}
             }
@@ -2044,15 +2042,15 @@ impl Controller {
                 .iter()
                 .filter(|i| serving.contains(&i.revision))
                 .count() as u32;
-            // Figures over the last minute, summed over the revisions that serve.
+            // Figures over the last minute, summed over the revisions that serve; the rate
+            // over the last 5 seconds, to show what happens now.
             let mut figures = dto::Figures::default();
             for t in &traffic {
-                let snap = self
-                    .revision_stats(app, &name, t.revision)
-                    .snapshot(Duration::from_secs(60));
+                let stats = self.revision_stats(app, &name, t.revision);
+                let snap = stats.snapshot(Duration::from_secs(60));
                 figures.requests += snap.requests;
                 figures.errors += snap.errors;
-                figures.rps += snap.rps;
+                figures.rps += stats.recent_rps();
                 figures.in_flight += snap.in_flight;
                 let worst = |a: Option<f64>, b: Option<Duration>| match (a, b) {
                     (Some(a), Some(b)) => Some(a.max(b.as_secs_f64() * 1000.0)),
@@ -2204,6 +2202,39 @@ impl Failure {
             revision: None,
             error,
             last_lines: Vec::new(),
+        }
+    }
+
+    /// Instance `id` of `revision` (one of `instances` started together) did not become
+    /// ready: why, where to read all its output, and the lines that explain it.
+    fn not_ready(
+        key: &str,
+        service: &str,
+        revision: u64,
+        id: &str,
+        not_ready: &slipway_runtime::NotReady,
+        instances: usize,
+    ) -> Self {
+        // `slipway logs` prints the last 100 lines unless told more. Ask for as many as the
+        // instances started together wrote, counting each as long as this one's log: too
+        // many lines cost nothing, too few would hide the start.
+        let lines = not_ready.log_lines.saturating_mul(instances as u64);
+        let tail = if lines > 100 {
+            format!(" --tail {lines}")
+        } else {
+            String::new()
+        };
+        let env = match slipway_state::split_app_key(key) {
+            (_, slipway_state::DEVELOPMENT) => String::new(),
+            (_, environment) => format!(" --env {environment}"),
+        };
+        Failure {
+            revision: Some(revision),
+            error: format!(
+                "instance {id} {} (see all of it: `slipway logs {service} --revision {revision}{tail}{env}`)",
+                not_ready.reason
+            ),
+            last_lines: not_ready.last_lines.clone(),
         }
     }
 }
@@ -2448,6 +2479,33 @@ mod tests {
         assert_eq!(expand("$$PORT", &env), "$PORT");
         assert_eq!(expand("cost: 5$", &env), "cost: 5$");
         assert_eq!(expand("$SLIPWAY_SURELY_UNSET_VAR!", &env), "!");
+    }
+
+    #[test]
+    fn a_failed_start_says_how_to_read_all_its_output() {
+        let mut not_ready = slipway_runtime::NotReady {
+            reason: "exited with status 4 before becoming ready".into(),
+            last_lines: vec!["Failed to find attribute 'app' in 'mysite.wsgi'.".into()],
+            log_file: "/data/logs/shop/web/web-r3-1a2b.log".into(),
+            log_lines: 60,
+        };
+        let failure = super::Failure::not_ready("shop", "web", 3, "web-r3-1a2b", &not_ready, 2);
+        assert_eq!(
+            failure.error,
+            "instance web-r3-1a2b exited with status 4 before becoming ready \
+             (see all of it: `slipway logs web --revision 3 --tail 120`)"
+        );
+        assert_eq!(failure.last_lines, not_ready.last_lines);
+        not_ready.log_lines = 12;
+        let failure =
+            super::Failure::not_ready("shop@staging", "web", 3, "web-r3-1a2b", &not_ready, 2);
+        assert!(
+            failure
+                .error
+                .ends_with("(see all of it: `slipway logs web --revision 3 --env staging`)"),
+            "{}",
+            failure.error
+        );
     }
 
     #[test]

@@ -201,12 +201,14 @@ pub struct ServiceStatus {
     pub figures: Figures,
 }
 
-/// Request figures over a window, as measured by the router.
+/// Request figures as measured by the router: over the last minute, but `rps`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct Figures {
     pub requests: u64,
     /// 5xx answers and upstream failures.
     pub errors: u64,
+    /// Requests per second over the last 5 seconds (the current second and the 4 before it),
+    /// so that a service that stops getting requests shows 0 within seconds.
     pub rps: f64,
     pub in_flight: u64,
     /// Latency percentiles in milliseconds (absent without requests). With several

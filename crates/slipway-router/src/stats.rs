@@ -6,12 +6,15 @@
 //! long it took until the response body ended. Recording is a handful of relaxed atomic
 //! additions: no lock, no allocation.
 //!
-//! Two views are kept:
+//! Three views are kept:
 //! - exact totals since the stats were created ([`RevisionStats::totals`]), for Prometheus
 //!   counters and histograms;
 //! - a rolling window of the last 15 minutes in 90 slots of 10 seconds
 //!   ([`RevisionStats::snapshot`]), for request rates, error rates and latency quantiles over
-//!   windows from 10 seconds to 15 minutes.
+//!   windows from 10 seconds to 15 minutes;
+//! - request counts of the last few seconds, one per second ([`RevisionStats::recent_rps`]),
+//!   for a rate that shows what happens now: a 10-second slot is too coarse for that, as the
+//!   current one may have just begun.
 //!
 //! The stats also carry the revision's wait queue (see `queue.rs`): requests held because every
 //! ready backend is at its concurrency limit, or because the revision has no ready backend yet.
@@ -38,6 +41,18 @@ pub const SLOT_SECS: u64 = 10;
 /// Slots in the rolling window: 90 slots of 10 seconds are 15 minutes.
 pub const SLOTS: usize = 90;
 
+/// The seconds [`RevisionStats::recent_rps`] covers: the current, partly elapsed second and
+/// the 4 before it, so between 4 and 5 seconds of the most recent time.
+pub const RECENT_SECS: u64 = 5;
+
+/// One-second counters kept: more than [`RECENT_SECS`], so that the seconds of the window
+/// never share a counter.
+const SECONDS: usize = 8;
+
+/// A one-second counter holds the second plus one in its high 32 bits (0: never used) and
+/// the requests counted in it in the low 32 bits.
+const COUNT_MASK: u64 = u32::MAX as u64;
+
 /// log2 of the number of sub-buckets per power of two.
 const SUB_BITS: u32 = 4;
 
@@ -59,17 +74,18 @@ const CLASSES: usize = 5;
 
 // === RevisionStats ===
 
-/// Request measurements of one revision: exact totals since creation and a 15-minute rolling
-/// window at 10-second resolution.
+/// Request measurements of one revision: exact totals since creation, a 15-minute rolling
+/// window at 10-second resolution, and request counts of the last few seconds.
 ///
 /// Create one per revision with [`RevisionStats::new`], keep the `Arc`, and put the same one
 /// into the revision's [`crate::Pool`] in every route table you publish.
 ///
 /// # Guarantees
 ///
-/// - Recording never locks per request: counters are relaxed atomic additions. A mutex is
-///   taken only when a slot of the ring starts a new 10-second period (at most once per slot
-///   per 10 seconds, not per request).
+/// - Recording never locks per request: counters are relaxed atomic additions, and one
+///   compare-and-swap for the current second's request count. A mutex is taken only when a
+///   slot of the ring starts a new 10-second period (at most once per slot per 10 seconds,
+///   not per request).
 /// - Totals are exact: every recorded request is counted once in its class and once in the
 ///   latency histogram, so `totals().requests() == totals().latency_count()` when no request is
 ///   being recorded at the same moment.
@@ -98,6 +114,11 @@ pub struct RevisionStats {
     ring: OnceLock<Box<[Slot]>>,
     /// Serialises resetting a slot for a new period; never taken to count a request.
     rotation: Mutex<()>,
+    /// Requests per second of the last [`SECONDS`] seconds: counter `s % 8` counts second `s`
+    /// (see [`COUNT_MASK`]). Second and count share one atomic, so a counter moves to a new
+    /// second and counts its first request in one compare-and-swap, without a lock, and a
+    /// reader never sees the count of one second under the tag of another.
+    seconds: [AtomicU64; SECONDS],
 }
 
 impl RevisionStats {
@@ -111,6 +132,7 @@ impl RevisionStats {
             queue: Arc::new(RevisionQueue::new()),
             ring: OnceLock::new(),
             rotation: Mutex::new(()),
+            seconds: std::array::from_fn(|_| AtomicU64::new(0)),
         })
     }
 
@@ -136,6 +158,58 @@ impl RevisionStats {
         if let Some(slot) = self.slot_for(now_secs / SLOT_SECS) {
             slot.counts.add(class, error, bucket);
         }
+        self.count_second(now_secs);
+    }
+
+    /// Counts one request in the one-second counter of `second`, unless the counter already
+    /// holds a later second (the request is older than the recent window).
+    fn count_second(&self, second: u64) {
+        let Some(tag) = second.checked_add(1).filter(|tag| *tag <= COUNT_MASK) else {
+            // More than 136 years after the stats were created.
+            return;
+        };
+        let counter = &self.seconds[(second % SECONDS as u64) as usize];
+        let mut held = counter.load(Ordering::Relaxed);
+        loop {
+            let next = match (held >> 32).cmp(&tag) {
+                std::cmp::Ordering::Equal if held & COUNT_MASK == COUNT_MASK => return,
+                std::cmp::Ordering::Equal => held + 1,
+                std::cmp::Ordering::Less => (tag << 32) | 1,
+                std::cmp::Ordering::Greater => return,
+            };
+            match counter.compare_exchange_weak(held, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(current) => held = current,
+            }
+        }
+    }
+
+    /// Requests per second over the last few seconds, now; see
+    /// [`RevisionStats::recent_rps_at`].
+    pub fn recent_rps(&self) -> f64 {
+        self.recent_rps_at(self.created.elapsed())
+    }
+
+    /// Requests per second over the last [`RECENT_SECS`] whole seconds, the current, partly
+    /// elapsed one included, seen at `now` after the stats were created (an injected clock,
+    /// for tests). The requests are divided by the time those seconds cover up to `now` (and
+    /// by at least one second): at `now` = 12.5 s, the requests recorded from 8 s on, over
+    /// 4.5 s. A revision that stopped getting requests shows 0 five seconds later.
+    pub fn recent_rps_at(&self, now: Duration) -> f64 {
+        let now_second = now.as_secs();
+        let first = (now_second + 1).saturating_sub(RECENT_SECS);
+        let requests: u64 = (first..=now_second)
+            .map(|second| {
+                let held = self.seconds[(second % SECONDS as u64) as usize].load(Ordering::Relaxed);
+                if held >> 32 == second + 1 {
+                    held & COUNT_MASK
+                } else {
+                    0
+                }
+            })
+            .sum();
+        let span = now.saturating_sub(Duration::from_secs(first));
+        requests as f64 / span.max(Duration::from_secs(1)).as_secs_f64()
     }
 
     /// Requests of this revision that a backend is serving and whose response has not ended

@@ -26,26 +26,39 @@ use crate::{BACKOFF_RESET_AFTER, InstanceConfig, InstanceState, Probe, probe};
 
 /// The shortest probe interval and restart delay used, whatever the configuration says.
 const MIN_PERIOD: Duration = Duration::from_millis(10);
-/// The pause after the first failed startup probe; it doubles up to `FAST_STARTUP_PAUSE` for
-/// the first `FAST_STARTUP` of a start, then up to `MAX_STARTUP_PAUSE` (or the probe interval,
-/// if shorter). A 2 ms start means an app that listens 4 ms after spawning is seen ready at
-/// about 6 ms (probes at 0, 2, 6 ms), one that listens after 12 ms at 14 ms, and one that
-/// needs 50 ms by 54 ms (probes at 14, 24, 34, 44, 54 ms): a cold start costs little more
-/// than the app's own start.
+/// The pause after the first failed startup probe. It doubles after every failure, capped by
+/// the phase of the start it falls in (see [`next_pause`]):
+///
+/// - for the first `FAST_STARTUP` (1 s), at `FAST_STARTUP_PAUSE` (10 ms);
+/// - then until `SETTLING` (5 s), at `MAX_STARTUP_PAUSE` (100 ms);
+/// - then at the readiness probe's `interval`.
+///
+/// The probe interval caps every phase when it is shorter. A 2 ms start means an app that
+/// listens 4 ms after spawning is seen ready at about 6 ms (probes at 0, 2, 6 ms), one that
+/// listens after 12 ms at 14 ms, and one that needs 50 ms by 54 ms (probes at 14, 24, 34, 44,
+/// 54 ms): a cold start (scale from zero) costs little more than the app's own start.
 const FIRST_PROBE_PAUSE: Duration = Duration::from_millis(2);
 /// How long startup probes stay at most `FAST_STARTUP_PAUSE` apart: about a hundred cheap
 /// probes (a refused connect costs microseconds) while most apps start.
 const FAST_STARTUP: Duration = Duration::from_secs(1);
 /// The longest pause between startup probes during `FAST_STARTUP`.
 const FAST_STARTUP_PAUSE: Duration = Duration::from_millis(10);
-/// The longest pause between startup probes: an app that becomes ready late is still seen
-/// within 100 ms, whatever its steady-state probe interval.
+/// Until when startup probes stay at most `MAX_STARTUP_PAUSE` apart: interpreted frameworks
+/// (Django or Flask under gunicorn, Rails, Node) typically start within a few seconds, and are
+/// seen within 100 ms of it, for about 40 more probes.
+const SETTLING: Duration = Duration::from_secs(5);
+/// The longest pause between startup probes from `FAST_STARTUP` to `SETTLING`. Past
+/// `SETTLING` the pause doubles on up to the probe interval: an app that answers every probe
+/// with a 500 for the whole startup timeout then sees about one probe per interval, not ten a
+/// second (every one of them a line in its access log), and an app that is slow to start is
+/// seen ready within one probe interval, as it is once it runs.
 const MAX_STARTUP_PAUSE: Duration = Duration::from_millis(100);
 /// How long the output of an exited process is drained before the readers are abandoned.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 /// How long to wait for a process to disappear after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
-/// How many output lines a [`NotReady`] error carries.
+/// How many of the last output lines a [`NotReady`] error carries (after up to
+/// [`crate::logs::FIRST_ERROR_LINES`] earlier error lines).
 const NOT_READY_LINES: usize = 20;
 
 /// A running service instance. Cloning is cheap; all clones control the same instance.
@@ -94,20 +107,26 @@ struct Slot {
 pub struct NotReady {
     /// Such as `exited with status 1 before becoming ready`.
     pub reason: String,
-    /// The last lines of output, oldest first.
+    /// The output lines that explain it, oldest first: the first error-looking lines of the
+    /// process (up to 10) that came before its last 20 lines, then those last lines, with a
+    /// line such as `… (37 lines not shown)` where lines were left out.
     pub last_lines: Vec<String>,
+    /// The instance's log file, which has all of its output.
+    pub log_file: PathBuf,
+    /// How many lines the instance wrote to its log file (output and the runtime's events).
+    pub log_lines: u64,
 }
 
 impl fmt::Display for NotReady {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.reason)?;
         if !self.last_lines.is_empty() {
-            f.write_str("\nlast output:")?;
+            f.write_str("\noutput:")?;
             for line in &self.last_lines {
                 write!(f, "\n  {line}")?;
             }
         }
-        Ok(())
+        write!(f, "\nall output: {}", self.log_file.display())
     }
 }
 
@@ -209,9 +228,12 @@ impl Instance {
             Ok(InstanceState::Failed { reason }) => reason,
             _ => "the instance was stopped before it became ready".to_string(),
         };
+        let output = &self.shared().output;
         Err(NotReady {
             reason,
-            last_lines: self.last_lines(NOT_READY_LINES),
+            last_lines: output.explaining_lines(NOT_READY_LINES),
+            log_file: self.shared().config.log_file.clone(),
+            log_lines: output.logged_lines(),
         })
     }
 
@@ -261,6 +283,19 @@ impl Shared {
         self.stop.send_replace(true);
     }
 
+    /// Where the probes connect.
+    fn target(&self) -> probe::Target {
+        let port = self.config.port;
+        probe::Target {
+            port,
+            in_env: self
+                .config
+                .env
+                .iter()
+                .any(|(name, value)| name == "PORT" && value.parse() == Ok(port)),
+        }
+    }
+
     /// Publishes a new state (if it differs) and records it in the log.
     fn set_state(&self, new: InstanceState) {
         let event = describe_state(&new);
@@ -292,6 +327,8 @@ impl Shared {
         let ticks = process::proc_stat(pid).map(|stat| stat.start_ticks);
         slot.current = Some((pid, ticks));
         drop(slot);
+        // Before the readers start: the error lines remembered are this process's.
+        self.output.begin_process();
 
         let mut readers = Vec::with_capacity(2);
         if let Some(stdout) = child.stdout.take() {
@@ -501,8 +538,8 @@ enum Startup {
     Stop,
 }
 
-/// Probes readiness right away, then after 2 ms, doubling up to 100 ms, until
-/// it passes, the process exits, the startup timeout passes, or a stop is requested.
+/// Probes readiness right away, then after pauses given by [`next_pause`], until it passes,
+/// the process exits, the startup timeout passes, or a stop is requested.
 async fn startup(
     shared: &Shared,
     running: &mut Running,
@@ -512,7 +549,7 @@ async fn startup(
     let begun = Instant::now();
     let deadline = begun + config.startup_timeout;
     let probing = async {
-        let interval = config.ready.interval.max(MIN_PERIOD).min(MAX_STARTUP_PAUSE);
+        let interval = config.ready.interval.max(MIN_PERIOD);
         let mut pause = FIRST_PROBE_PAUSE.min(interval);
         let mut last = None;
         loop {
@@ -521,7 +558,7 @@ async fn startup(
                 return Err(last);
             }
             let limit = config.ready.timeout.min(left);
-            match probe::run(&config.ready.check, config.port, limit).await {
+            match probe::run(&config.ready.check, shared.target(), limit).await {
                 Ok(()) => return Ok(()),
                 // A probe cut short by the startup deadline says less than the one before it.
                 Err(_) if limit < config.ready.timeout && last.is_some() => {}
@@ -532,12 +569,7 @@ async fn startup(
                 return Err(last);
             }
             sleep(pause.min(left)).await;
-            let cap = if begun.elapsed() < FAST_STARTUP {
-                FAST_STARTUP_PAUSE.min(interval)
-            } else {
-                interval
-            };
-            pause = pause.saturating_mul(2).min(cap);
+            pause = next_pause(begun.elapsed(), pause, interval);
         }
     };
     tokio::select! {
@@ -549,6 +581,22 @@ async fn startup(
             Err(last) => Startup::TimedOut(last),
         },
     }
+}
+
+/// The pause before the next startup probe, `elapsed` after the process was spawned, when the
+/// pause before the last probe was `previous`: twice that, capped by the phase of the start
+/// (10 ms during `FAST_STARTUP`, 100 ms until `SETTLING`, then `interval`), and by `interval`
+/// (at least `MIN_PERIOD`) throughout.
+fn next_pause(elapsed: Duration, previous: Duration, interval: Duration) -> Duration {
+    let interval = interval.max(MIN_PERIOD);
+    let cap = if elapsed < FAST_STARTUP {
+        FAST_STARTUP_PAUSE.min(interval)
+    } else if elapsed < SETTLING {
+        MAX_STARTUP_PAUSE.min(interval)
+    } else {
+        interval
+    };
+    previous.saturating_mul(2).min(cap)
 }
 
 enum Serve {
@@ -584,7 +632,7 @@ async fn watch_readiness(shared: &Shared) -> Infallible {
     let mut failures = 0u32;
     loop {
         ticker.tick().await;
-        match probe::run(&probe.check, shared.config.port, probe.timeout).await {
+        match probe::run(&probe.check, shared.target(), probe.timeout).await {
             Ok(()) => {
                 failures = 0;
                 shared.set_state(InstanceState::Ready);
@@ -612,7 +660,7 @@ async fn watch_liveness(shared: &Shared) -> String {
     let mut failures = 0u32;
     loop {
         ticker.tick().await;
-        match probe::run(&probe.check, shared.config.port, probe.timeout).await {
+        match probe::run(&probe.check, shared.target(), probe.timeout).await {
             Ok(()) => failures = 0,
             Err(reason) => {
                 failures = failures.saturating_add(1);
@@ -697,15 +745,103 @@ mod tests {
         assert_eq!(fmt_duration(Duration::ZERO), "0ms");
     }
 
+    /// The times of the startup probes within `until`, with probes taking no time.
+    fn probe_times(interval: Duration, until: Duration) -> Vec<Duration> {
+        let mut times = vec![Duration::ZERO];
+        let mut pause = FIRST_PROBE_PAUSE.min(interval.max(MIN_PERIOD));
+        loop {
+            let next = *times.last().unwrap() + pause;
+            if next > until {
+                return times;
+            }
+            times.push(next);
+            pause = next_pause(next, pause, interval);
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn startup_pauses_double_from_2ms_and_stay_at_10ms_for_the_first_second() {
+        let times = probe_times(Duration::from_secs(5), Duration::from_secs(1));
+        assert_eq!(times[..8], [0, 2, 6, 14, 24, 34, 44, 54].map(ms));
+        assert!(times.windows(2).all(|w| w[1] - w[0] <= ms(10)));
+        assert!((95..=105).contains(&times.len()), "{}", times.len());
+    }
+
+    #[test]
+    fn startup_pauses_reach_100ms_after_a_second_then_the_interval_after_five() {
+        let second = Duration::from_secs(1);
+        assert_eq!(next_pause(second, ms(10), Duration::from_secs(5)), ms(20));
+        assert_eq!(next_pause(second, ms(80), Duration::from_secs(5)), ms(100));
+        assert_eq!(
+            next_pause(
+                Duration::from_millis(4_999),
+                ms(100),
+                Duration::from_secs(5)
+            ),
+            ms(100)
+        );
+        let settled = Duration::from_secs(5);
+        let mut pauses = vec![ms(100)];
+        for _ in 0..7 {
+            let last = *pauses.last().unwrap();
+            pauses.push(next_pause(settled, last, Duration::from_secs(5)));
+        }
+        assert_eq!(pauses, [100, 200, 400, 800, 1600, 3200, 5000, 5000].map(ms));
+    }
+
+    #[test]
+    fn a_short_interval_caps_every_phase() {
+        let interval = ms(50);
+        assert_eq!(next_pause(Duration::ZERO, ms(8), interval), ms(10));
+        assert_eq!(next_pause(Duration::from_secs(2), ms(40), interval), ms(50));
+        assert_eq!(
+            next_pause(Duration::from_secs(60), ms(50), interval),
+            ms(50)
+        );
+        assert_eq!(
+            next_pause(Duration::ZERO, ms(2), ms(3)),
+            ms(4),
+            "at least 10 ms"
+        );
+        assert_eq!(next_pause(Duration::from_secs(9), ms(10), ms(1)), ms(10));
+    }
+
+    #[test]
+    fn an_app_that_never_gets_ready_sees_about_one_probe_per_interval_after_five_seconds() {
+        let minute = Duration::from_secs(60);
+        // 100 in the first second, 40 until 5 s, 5 while doubling, then one every 5 s (10).
+        let times = probe_times(Duration::from_secs(5), minute);
+        assert!((150..=160).contains(&times.len()), "{}", times.len());
+        let late = times
+            .iter()
+            .filter(|t| **t >= Duration::from_secs(10))
+            .count();
+        assert_eq!(late, 10);
+        // With the default interval of 1 s: one a second once it is reached.
+        let times = probe_times(Duration::from_secs(1), minute);
+        let late = times
+            .iter()
+            .filter(|t| **t >= Duration::from_secs(10))
+            .count();
+        assert_eq!(late, 50);
+    }
+
     #[test]
     fn not_ready_displays_reason_and_output() {
         let err = NotReady {
             reason: "exited with status 1 before becoming ready".into(),
             last_lines: vec!["Error: config missing".into()],
+            log_file: "/srv/logs/web-r3-1a2b.log".into(),
+            log_lines: 12,
         };
         assert_eq!(
             err.to_string(),
-            "exited with status 1 before becoming ready\nlast output:\n  Error: config missing"
+            "exited with status 1 before becoming ready\noutput:\n  Error: config missing\n\
+             all output: /srv/logs/web-r3-1a2b.log"
         );
     }
 }

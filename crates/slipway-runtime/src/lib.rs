@@ -73,7 +73,9 @@ pub struct InstanceConfig {
 pub struct Probe {
     /// What to check.
     pub check: Check,
-    /// The time between two probes once the instance is up (at least 10 ms is used).
+    /// The time between two probes once the instance is up (at least 10 ms is used). While a
+    /// process starts, readiness probes come faster at first and slow down to this interval
+    /// five seconds in (see `instance::next_pause`).
     pub interval: Duration,
     /// How long one probe may take before it counts as failed.
     pub timeout: Duration,
@@ -102,7 +104,7 @@ pub enum InstanceState {
     Ready,
     /// The instance was ready, but its readiness probe has now failed `failures` times in a row.
     Unready {
-        /// The last probe failure, such as `readiness probe failed 3 times: GET /ready -> 503 Service Unavailable`.
+        /// The last probe failure, such as `readiness probe failed 3 times: GET http://127.0.0.1:21345/ready -> 503 Service Unavailable`.
         reason: String,
     },
     /// The process exited or was killed by its liveness probe and waits to be restarted.

@@ -22,6 +22,60 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024;
 /// How many recent output lines each instance keeps in memory.
 pub const RING_LINES: usize = 200;
 
+/// How many of the first error-looking lines of each process an instance keeps in memory:
+/// the cause of a failed start is often printed long before its last lines (gunicorn prints
+/// `Failed to find attribute 'app' in 'mysite.wsgi'.`, then a traceback of 30 lines).
+pub(crate) const FIRST_ERROR_LINES: usize = 10;
+
+/// Words that make an output line look like an error, matched ignoring ASCII case: `error`
+/// also covers `error:`, `[ERROR]` and Python's `...Error:` exceptions, `failed` gunicorn's
+/// `Failed to find attribute` and `App failed to load`, `critical` its `[CRITICAL]` lines,
+/// `panicked` Rust's panics.
+const ERROR_WORDS: [&str; 7] = [
+    "error",
+    "exception",
+    "traceback",
+    "fatal",
+    "failed",
+    "panicked",
+    "critical",
+];
+
+/// Whether an output line looks like it reports an error.
+fn looks_like_error(line: &str) -> bool {
+    let line = line.as_bytes();
+    ERROR_WORDS.iter().any(|word| {
+        line.windows(word.len())
+            .any(|window| window.eq_ignore_ascii_case(word.as_bytes()))
+    })
+}
+
+/// The output lines that explain a failure: the error-looking lines written before `tail`
+/// (`errors`, each with its number among all output lines, oldest first), then `tail`, the
+/// last lines, whose first has number `tail_start`. Wherever lines are left out, a line such
+/// as `… (37 lines not shown)` says how many. Error lines already in `tail` are not repeated.
+pub(crate) fn explaining_lines(
+    errors: &[(u64, String)],
+    tail: &[String],
+    tail_start: u64,
+) -> Vec<String> {
+    let gap = |n: u64| format!("… ({n} line{} not shown)", if n == 1 { "" } else { "s" });
+    let mut out = Vec::new();
+    let mut next = None;
+    for (number, text) in errors.iter().filter(|(number, _)| *number < tail_start) {
+        if let Some(next) = next.filter(|next| number > next) {
+            out.push(gap(number - next));
+        }
+        out.push(text.clone());
+        next = Some(number + 1);
+    }
+    if let Some(next) = next.filter(|next| tail_start > *next) {
+        out.push(gap(tail_start - next));
+    }
+    out.extend(tail.iter().cloned());
+    out
+}
+
 /// One line of an instance's log file, as read back by [`read_log_lines`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogLine {
@@ -275,7 +329,15 @@ pub(crate) struct Output {
 
 struct OutputInner {
     writer: LogWriter,
+    /// The last [`RING_LINES`] output lines.
     ring: VecDeque<String>,
+    /// How many output lines were recorded: the number of the next one.
+    recorded: u64,
+    /// The first [`FIRST_ERROR_LINES`] error-looking output lines of the current process, with
+    /// their numbers.
+    first_errors: Vec<(u64, String)>,
+    /// How many lines this instance wrote to its log file (output and events).
+    logged: u64,
 }
 
 impl Output {
@@ -285,6 +347,9 @@ impl Output {
             inner: Mutex::new(OutputInner {
                 writer: LogWriter::open(path, max_bytes, keep)?,
                 ring: VecDeque::with_capacity(RING_LINES),
+                recorded: 0,
+                first_errors: Vec::new(),
+                logged: 0,
             }),
         })
     }
@@ -299,15 +364,43 @@ impl Output {
     pub(crate) fn line(&self, stream: &str, text: &str) {
         let mut inner = self.lock();
         inner.writer.write_line(stream, text);
+        inner.logged += 1;
         if inner.ring.len() == RING_LINES {
             inner.ring.pop_front();
         }
         inner.ring.push_back(text.to_string());
+        let number = inner.recorded;
+        inner.recorded += 1;
+        if inner.first_errors.len() < FIRST_ERROR_LINES && looks_like_error(text) {
+            inner.first_errors.push((number, text.to_string()));
+        }
     }
 
     /// Records an event of the runtime about this instance (log file only, not the ring).
     pub(crate) fn event(&self, text: &str) {
-        self.lock().writer.write_line("slipway", text);
+        let mut inner = self.lock();
+        inner.writer.write_line("slipway", text);
+        inner.logged += 1;
+    }
+
+    /// Starts remembering the first error lines of a new process.
+    pub(crate) fn begin_process(&self) {
+        self.lock().first_errors.clear();
+    }
+
+    /// The first error-looking lines of the current process that are older than the last
+    /// `n` lines, then the last `n` lines (see [`explaining_lines`]).
+    pub(crate) fn explaining_lines(&self, n: usize) -> Vec<String> {
+        let inner = self.lock();
+        let skip = inner.ring.len().saturating_sub(n);
+        let tail: Vec<String> = inner.ring.iter().skip(skip).cloned().collect();
+        let tail_start = inner.recorded - tail.len() as u64;
+        explaining_lines(&inner.first_errors, &tail, tail_start)
+    }
+
+    /// How many lines this instance wrote to its log file, output and events.
+    pub(crate) fn logged_lines(&self) -> u64 {
+        self.lock().logged
     }
 
     /// The last `n` output lines, oldest first.
@@ -529,6 +622,95 @@ mod tests {
             ["to stderr"],
             "events stay out of the ring"
         );
+    }
+
+    #[test]
+    fn error_looking_lines() {
+        for line in [
+            "Failed to find attribute 'app' in 'mysite.wsgi'.",
+            "[2026-01-01 00:00:00 +0000] [7] [ERROR] Exception in worker process",
+            "Traceback (most recent call last):",
+            "django.db.utils.OperationalError: no such table: polls_question",
+            "error: could not bind",
+            "FATAL:  password authentication failed for user \"app\"",
+            "thread 'main' panicked at src/main.rs:3:5:",
+            "[CRITICAL] WORKER TIMEOUT (pid:9)",
+        ] {
+            assert!(looks_like_error(line), "{line}");
+        }
+        for line in [
+            "[INFO] Booting worker with pid: 7",
+            "  File \"/app/mysite/wsgi.py\", line 16, in <module>",
+            "Listening at: http://127.0.0.1:21345",
+            "",
+        ] {
+            assert!(!looks_like_error(line), "{line}");
+        }
+    }
+
+    fn owned(lines: &[&str]) -> Vec<String> {
+        lines.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn explaining_lines_put_earlier_errors_before_the_tail_and_count_what_is_left_out() {
+        let errors = vec![
+            (3, "Failed to find attribute 'app'".to_string()),
+            (4, "[ERROR] Worker exited".to_string()),
+            (9, "Traceback (most recent call last):".to_string()),
+            (40, "HaltServer: App failed to load.".to_string()),
+        ];
+        let tail = owned(&["  File \"arbiter.py\"", "HaltServer: App failed to load."]);
+        assert_eq!(
+            explaining_lines(&errors, &tail, 39),
+            owned(&[
+                "Failed to find attribute 'app'",
+                "[ERROR] Worker exited",
+                "… (4 lines not shown)",
+                "Traceback (most recent call last):",
+                "… (29 lines not shown)",
+                "  File \"arbiter.py\"",
+                "HaltServer: App failed to load.",
+            ])
+        );
+        // An error just before the tail needs no marker; one inside it is not repeated.
+        assert_eq!(
+            explaining_lines(&errors[..2], &tail, 5),
+            owned(&[
+                "Failed to find attribute 'app'",
+                "[ERROR] Worker exited",
+                "  File \"arbiter.py\"",
+                "HaltServer: App failed to load.",
+            ])
+        );
+        assert_eq!(explaining_lines(&errors, &tail, 0), tail);
+        assert_eq!(explaining_lines(&[], &tail, 39), tail);
+        assert_eq!(
+            explaining_lines(&errors[..1], &[], 5),
+            owned(&["Failed to find attribute 'app'", "… (1 line not shown)"])
+        );
+    }
+
+    #[test]
+    fn output_remembers_the_first_errors_of_each_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let (output, _) = output_in(dir.path(), 1 << 20, 1);
+        output.line("stderr", "error: from an earlier process");
+        output.begin_process();
+        output.line("stdout", "[INFO] Starting gunicorn");
+        output.line("stderr", "Failed to find attribute 'app' in 'mysite.wsgi'.");
+        for i in 0..(FIRST_ERROR_LINES + 40) {
+            output.line("stderr", &format!("Error {i}"));
+        }
+        output.line("stderr", "last");
+        output.event("pid 7 exited with status 4");
+        let lines = output.explaining_lines(2);
+        assert_eq!(lines.len(), FIRST_ERROR_LINES + 1 + 2, "{lines:#?}");
+        assert_eq!(lines[0], "Failed to find attribute 'app' in 'mysite.wsgi'.");
+        assert_eq!(lines[FIRST_ERROR_LINES - 1], "Error 8");
+        assert_eq!(lines[FIRST_ERROR_LINES], "… (40 lines not shown)");
+        assert_eq!(lines[FIRST_ERROR_LINES + 1..], ["Error 49", "last"]);
+        assert_eq!(output.logged_lines(), 1 + 1 + 1 + 50 + 1 + 1);
     }
 
     #[test]

@@ -449,6 +449,45 @@ async fn always_503(port: u16) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Like gunicorn with a wrong app name: the cause first, then a long traceback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cause_printed_long_before_the_end_is_kept() {
+    let f = Fixture::new();
+    let config = f.config(&[
+        "sh",
+        "-c",
+        "echo '[INFO] Booting worker'; echo \"Failed to find attribute 'app' in 'mysite.wsgi'.\"; \
+         i=0; while [ $i -lt 40 ]; do echo \"  File arbiter.py, line $i\"; i=$((i+1)); done; \
+         echo 'gunicorn.errors.HaltServer: App failed to load.'; exit 4",
+    ]);
+    let log_file = config.log_file.clone();
+    let instance = start(config).await;
+    let err = tokio::time::timeout(LIMIT, instance.wait_ready())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.reason, "exited with status 4 before becoming ready");
+    // All on stdout: lines of stdout and stderr are read by two tasks, in either order.
+    assert_eq!(
+        err.last_lines[..2],
+        [
+            "Failed to find attribute 'app' in 'mysite.wsgi'.",
+            "… (21 lines not shown)"
+        ],
+        "{err}"
+    );
+    assert_eq!(err.last_lines.len(), 2 + 20, "{err}");
+    assert!(
+        err.last_lines
+            .contains(&"gunicorn.errors.HaltServer: App failed to load.".to_string()),
+        "{err}"
+    );
+    assert_eq!(err.log_file, log_file);
+    // 43 output lines and at least the `spawned` and `exited` events.
+    assert!(err.log_lines >= 45, "{}", err.log_lines);
+    instance.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_ready_fails_after_the_startup_timeout_and_is_killed() {
     let f = Fixture::new();
@@ -467,7 +506,10 @@ async fn never_ready_fails_after_the_startup_timeout_and_is_killed() {
         .unwrap_err();
     assert_eq!(
         err.reason,
-        "not ready after 1s: last probe: GET /ready -> 503 Service Unavailable"
+        format!(
+            "not ready after 1s: last probe: GET http://127.0.0.1:{}/ready -> 503 Service Unavailable",
+            f.port
+        )
     );
     assert_dies(pid, "the never-ready process").await;
     // The shell normally forks its grandchild long before the timeout; if it did, it died too.
@@ -491,7 +533,8 @@ async fn a_tcp_probe_that_never_connects_reports_connection_refused() {
     assert_eq!(
         err.reason,
         format!(
-            "not ready after 500ms: last probe: TCP connect to port {}: connection refused",
+            "not ready after 500ms: last probe: TCP connect to 127.0.0.1:{0}: connection refused \
+             (nothing listens on port {0}, the port passed in PORT; does the app listen on $PORT?)",
             f.port
         )
     );
@@ -565,7 +608,10 @@ async fn a_failing_liveness_probe_restarts_the_instance() {
     };
     assert_eq!(
         reason,
-        "liveness probe failed 3 times: GET /health -> 500 Internal Server Error: /health answered 500"
+        format!(
+            "liveness probe failed 3 times: GET http://127.0.0.1:{}/health -> 500 Internal Server Error: /health answered 500",
+            f.port
+        )
     );
     assert_eq!(restarts, 1);
     assert_dies(first_pid, "the unhealthy process").await;
@@ -591,8 +637,10 @@ async fn a_readiness_flap_goes_unready_and_back_without_a_restart() {
     assert_eq!(
         unready,
         InstanceState::Unready {
-            reason: "readiness probe failed 2 times: GET /ready -> 503 Service Unavailable: /ready answered 503"
-                .into()
+            reason: format!(
+                "readiness probe failed 2 times: GET http://127.0.0.1:{}/ready -> 503 Service Unavailable: /ready answered 503",
+                f.port
+            )
         }
     );
 

@@ -1253,7 +1253,7 @@ fn print_progress(p: &Progress, started: Instant) -> bool {
             };
             eprintln!("{t}  error: {who}{error}");
             if !last_lines.is_empty() {
-                eprintln!("         last output:");
+                eprintln!("         output:");
                 for l in last_lines {
                     eprintln!("         | {l}");
                 }

@@ -233,6 +233,53 @@ fn rps_is_taken_over_at_least_one_second() {
 }
 
 #[test]
+fn the_recent_rate_covers_the_current_second_and_the_four_before_it() {
+    let stats = RevisionStats::new();
+    // 100 requests a second from 0 s to 59 s, then none (the service went down).
+    for second in 0..60 {
+        for _ in 0..100 {
+            stats.record_at(second, 200, false, MS);
+        }
+    }
+    // At 59.5 s: seconds 55..=59, 500 requests over 4.5 s.
+    let at = Duration::from_millis(59_500);
+    assert_eq!(stats.recent_rps_at(at), 500.0 / 4.5);
+    // One second later 400 of them over 4.5 s; the minute's snapshot (10 s to 60.5 s) still
+    // shows about 100 a second.
+    let at = Duration::from_millis(60_500);
+    assert_eq!(stats.recent_rps_at(at), 400.0 / 4.5);
+    assert_eq!(
+        stats.snapshot_at(at, Duration::from_secs(60)).rps,
+        5_000.0 / 50.5
+    );
+    // Once second 59 leaves the window (at 64 s) the rate is 0, and it stays 0 while the
+    // counters age.
+    assert_eq!(
+        stats.recent_rps_at(Duration::from_millis(63_500)),
+        100.0 / 4.5
+    );
+    assert_eq!(stats.recent_rps_at(Duration::from_secs(64)), 0.0);
+    assert_eq!(stats.recent_rps_at(Duration::from_secs(1_000)), 0.0);
+}
+
+#[test]
+fn the_recent_rate_starts_over_at_least_one_second_and_ignores_stale_recordings() {
+    let stats = RevisionStats::new();
+    assert_eq!(stats.recent_rps_at(Duration::ZERO), 0.0);
+    for _ in 0..3 {
+        stats.record_at(0, 503, false, MS);
+    }
+    assert_eq!(stats.recent_rps_at(Duration::from_millis(200)), 3.0);
+    assert_eq!(stats.recent_rps_at(Duration::from_secs(2)), 1.5);
+    // A counter reused for second 8 drops what second 0 left in it; a recording for a second
+    // older than the one its counter holds counts in the totals only.
+    stats.record_at(8, 200, false, MS);
+    stats.record_at(0, 200, false, MS);
+    assert_eq!(stats.recent_rps_at(Duration::from_secs(8)), 1.0 / 4.0);
+    assert_eq!(stats.totals().requests(), 5);
+}
+
+#[test]
 fn cumulative_counts_for_prometheus_bounds() {
     let stats = RevisionStats::new();
     for latency in [100, 900, 4_000, 9_999, 250_000] {
@@ -312,4 +359,7 @@ fn concurrent_recording_loses_nothing() {
     let last = stats.snapshot_at(Duration::from_secs(99), Duration::from_secs(10));
     assert_eq!(last.requests, 4_000);
     assert_eq!(last.errors, 400);
+    // The one-second counters of seconds 96..=99 hold 4 × 100 each (no later second came to
+    // take them over): 1 600 requests over the 4 s from 96 s to 100 s.
+    assert_eq!(stats.recent_rps_at(Duration::from_secs(100)), 400.0);
 }
