@@ -206,6 +206,7 @@ fn defaults_apply_to_everything_left_out() {
             release: None,
             release_timeout: Duration::from_secs(300),
             secrets: vec![],
+            volumes: Default::default(),
         }
     );
     assert_eq!(web.health, Health::default());
