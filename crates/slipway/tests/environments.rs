@@ -3,9 +3,7 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sha2::Digest;
@@ -42,26 +40,6 @@ s.serve_forever()
 
 fn sha256(text: &str) -> String {
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
-}
-
-/// Runs the CLI with `input` on its stdin.
-fn cli_with_stdin(s: &Slipway, args: &[&str], input: &str) -> std::process::Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("SLIPWAY_HOME", &s.data)
-        .current_dir(s.dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 fn write_env_app(s: &Slipway, name: &str, spec: &str) -> std::path::PathBuf {
@@ -141,8 +119,7 @@ fn a_secret_reaches_the_process_never_the_disk_or_the_cli_and_versions_follow_re
 
     // The value comes from stdin; a trailing newline is dropped.
     let first = "postgres://u:first-Secret-7f3a@db/one";
-    let out = cli_with_stdin(
-        &s,
+    let out = s.cli_with_stdin(
         &["secret", "set", "DATABASE_URL", "--app", "vault"],
         &format!("{first}\n"),
     );
@@ -165,11 +142,7 @@ fn a_secret_reaches_the_process_never_the_disk_or_the_cli_and_versions_follow_re
 
     // A new value makes `deploy` create a new revision that receives it.
     let second = "postgres://u:second-Secret-91c2@db/two";
-    let out = cli_with_stdin(
-        &s,
-        &["secret", "set", "DATABASE_URL", "--app", "vault"],
-        second,
-    );
+    let out = s.cli_with_stdin(&["secret", "set", "DATABASE_URL", "--app", "vault"], second);
     assert!(
         out.status.success(),
         "{}",
@@ -426,8 +399,7 @@ fn three_environments_run_side_by_side_on_their_own_hosts_with_their_own_config_
     ];
     for (env, ..) in environments {
         let value = format!("postgres://{env}-password-5b1e@db/{env}");
-        let out = cli_with_stdin(
-            &s,
+        let out = s.cli_with_stdin(
             &[
                 "secret",
                 "set",

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod django;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -222,6 +224,26 @@ impl Slipway {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs the CLI with `input` on its stdin.
+    pub fn cli_with_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("SLIPWAY_HOME", &self.data)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     pub fn status(&self, app: &str) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["status", "--json", "--app", app])).unwrap()
     }
@@ -285,12 +307,32 @@ impl Drop for Slipway {
 
 /// A minimal HTTP/1.1 GET with `Connection: close`.
 pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, String), String> {
+    http_request(addr, "GET", host, path, "")
+}
+
+/// A minimal HTTP/1.1 request with `Connection: close` and `body` as `text/plain` (none for an
+/// empty GET).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
     let mut s =
         TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let length = if method == "GET" && body.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "Content-Type: text/plain\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+    };
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{length}\r\n{body}"
     )
     .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
