@@ -108,6 +108,60 @@ fn a_code_only_edit_makes_a_revision_and_a_cold_rollback_runs_the_old_code() {
     s.wait_body("api.frozen.localhost", "/", "v1", Duration::from_secs(10));
 }
 
+#[test]
+fn a_script_of_a_venv_inside_the_folder_runs_the_revisions_packages() {
+    // pip writes the venv's absolute path into its scripts' `#!` line; a revision must still
+    // run its own copy of the venv's packages, not the working folder's.
+    let s = Slipway::start();
+    let dir = s.write_app(
+        "frozen",
+        &PY_SPEC.replace(r#"["python3", "app.py"]"#, r#"["venv/bin/serve"]"#),
+    );
+    let made = Command::new("python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(dir.join("venv"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let site = Command::new(dir.join("venv/bin/python"))
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ])
+        .output()
+        .unwrap();
+    let site = PathBuf::from(String::from_utf8(site.stdout).unwrap().trim());
+    assert!(site.starts_with(&dir), "{}", site.display());
+    let greeting = site.join("greeting.py");
+    std::fs::write(&greeting, "VERSION = 'v1'\n").unwrap();
+    let serve = dir.join("venv/bin/serve");
+    std::fs::write(
+        &serve,
+        format!(
+            "#!{}\nimport os, runpy, greeting\nos.environ['VERSION'] = greeting.VERSION\nrunpy.run_path('app.py', run_name='__main__')\n",
+            path_str(&dir.join("venv/bin/python"))
+        ),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&serve).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&serve, perms).unwrap();
+
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    s.wait_body("api.frozen.localhost", "/", "v1 ", Duration::from_secs(5));
+    std::fs::write(&greeting, "VERSION = 'v2'\n").unwrap();
+    s.ok(&["deploy", "-f", &path_str(&dir)]);
+    s.wait_body("api.frozen.localhost", "/", "v2 ", Duration::from_secs(5));
+    wait_only(&s, "frozen", 2);
+    std::fs::write(&greeting, "VERSION = 'v3-undeployed'\n").unwrap();
+    s.ok(&["rollback", "api", "--to", "1", "--app", "frozen"]);
+    let body = s.wait_body("api.frozen.localhost", "/", "v", Duration::from_secs(5));
+    assert!(
+        body.starts_with("v1 "),
+        "revision 1 runs its own packages: {body}"
+    );
+}
+
 /// App `shop` in staging and production; `production` is the production overlay of `api`.
 fn promote_spec(production: &str) -> String {
     format!(

@@ -17,7 +17,7 @@
 //! (by the same rules) and of the commands is compared with the one recorded after the
 //! last successful build in `<data dir>/builds/<app key>/<service>.json`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -240,8 +240,82 @@ impl Controller {
                 )),
                 other => Failure::msg(format!("cannot check out the code of this revision: {other}")),
             })?;
+        let argv = frozen_interpreter(&dir, &stored.spec.workdir, argv);
         Ok((dir, argv))
     }
+}
+
+/// Keeps a script's interpreter inside the revision's code when the script names one in
+/// the working folder.
+///
+/// The usual Python layout, a virtualenv inside the app's folder with
+/// `run: ["venv/bin/gunicorn", …]`, would otherwise escape the snapshot: pip writes the
+/// venv's absolute path into every script's `#!` line (`#!/home/me/app/venv/bin/python`),
+/// so the kernel would start the working folder's interpreter, which loads the working
+/// folder's packages — today's code, not the revision's. When the program is a file of the
+/// checkout whose interpreter lies in `workdir`, the interpreter's copy in the checkout
+/// runs it instead, as the kernel would: `[interpreter, optional argument, script, args…]`.
+/// pip's form for long paths (`#!/bin/sh`, then `'''exec' "/…/python" "$0" "$@"`) counts
+/// too. Anything else is left as it is.
+pub(super) fn frozen_interpreter(
+    checkout: &Path,
+    workdir: &Path,
+    argv: Vec<String>,
+) -> Vec<String> {
+    let Some(program) = argv.first() else {
+        return argv;
+    };
+    let program_path = Path::new(program);
+    let script = if program_path.is_absolute() {
+        match program_path.strip_prefix(workdir) {
+            Ok(rel) => checkout.join(rel),
+            Err(_) => return argv,
+        }
+    } else if program.contains('/') {
+        checkout.join(program_path)
+    } else {
+        // Found on PATH: not part of the folder.
+        return argv;
+    };
+    let Some((interpreter, argument)) = read_interpreter(&script) else {
+        return argv;
+    };
+    let Ok(rel) = Path::new(&interpreter).strip_prefix(workdir) else {
+        return argv;
+    };
+    let mut frozen = vec![checkout.join(rel).display().to_string()];
+    frozen.extend(argument);
+    frozen.push(script.display().to_string());
+    frozen.extend(argv.into_iter().skip(1));
+    frozen
+}
+
+/// The interpreter (and its one optional argument) a script's `#!` line names; for pip's
+/// `/bin/sh` launcher, the interpreter it execs.
+fn read_interpreter(script: &Path) -> Option<(String, Option<String>)> {
+    use std::io::Read;
+    let mut head = [0u8; 1024];
+    let n = std::fs::File::open(script).ok()?.read(&mut head).ok()?;
+    // The buffer may end inside a multi-byte character; the first lines are enough.
+    let valid = match std::str::from_utf8(&head[..n]) {
+        Ok(_) => n,
+        Err(e) => e.valid_up_to(),
+    };
+    let text = std::str::from_utf8(&head[..valid]).ok()?;
+    let mut lines = text.lines();
+    let first = lines.next()?.strip_prefix("#!")?.trim();
+    let (interpreter, argument) = match first.split_once([' ', '\t']) {
+        Some((i, a)) => (i, Some(a.trim().to_owned()).filter(|a| !a.is_empty())),
+        None => (first, None),
+    };
+    if interpreter == "/bin/sh"
+        && let Some(exec) = lines.next()
+        && let Some(rest) = exec.strip_prefix("'''exec' \"")
+        && let Some((path, _)) = rest.split_once('"')
+    {
+        return Some((path.to_owned(), None));
+    }
+    Some((interpreter.to_owned(), argument))
 }
 
 /// The digest of everything a build reads: the folder's digest, the commands and the env.
@@ -277,5 +351,86 @@ fn snapshot_failure(service: &str, spec: &ServiceSpec, e: SnapshotError) -> Fail
             "cannot snapshot the folder of {service} ({}): {other}",
             spec.workdir.display()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frozen_interpreter;
+    use std::path::Path;
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_venv_script_runs_under_the_checkouts_interpreter() {
+        let checkout = tempfile::tempdir().unwrap();
+        let bin = checkout.path().join("venv/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(
+            bin.join("gunicorn"),
+            "#!/home/me/app/venv/bin/python\nimport gunicorn\n",
+        )
+        .unwrap();
+        std::fs::write(
+            bin.join("long"),
+            "#!/bin/sh\n'''exec' \"/home/me/app/venv/bin/python\" \"$0\" \"$@\"\n' '''\n",
+        )
+        .unwrap();
+        std::fs::write(bin.join("opt"), "#!/home/me/app/venv/bin/python -u\n").unwrap();
+        std::fs::write(bin.join("outside"), "#!/usr/bin/python3\n").unwrap();
+        let work = Path::new("/home/me/app");
+        let c = checkout.path().display().to_string();
+
+        assert_eq!(
+            frozen_interpreter(
+                checkout.path(),
+                work,
+                argv(&["venv/bin/gunicorn", "-b", "x"])
+            ),
+            argv(&[
+                &format!("{c}/venv/bin/python"),
+                &format!("{c}/venv/bin/gunicorn"),
+                "-b",
+                "x"
+            ])
+        );
+        // Named by its absolute path in the working folder: the same.
+        assert_eq!(
+            frozen_interpreter(
+                checkout.path(),
+                work,
+                argv(&["/home/me/app/venv/bin/gunicorn"])
+            ),
+            argv(&[
+                &format!("{c}/venv/bin/python"),
+                &format!("{c}/venv/bin/gunicorn")
+            ])
+        );
+        assert_eq!(
+            frozen_interpreter(checkout.path(), work, argv(&["venv/bin/long", "a"]))[0],
+            format!("{c}/venv/bin/python")
+        );
+        assert_eq!(
+            frozen_interpreter(checkout.path(), work, argv(&["venv/bin/opt"])),
+            argv(&[
+                &format!("{c}/venv/bin/python"),
+                "-u",
+                &format!("{c}/venv/bin/opt")
+            ])
+        );
+        // Interpreters outside the folder, programs on PATH and missing files stay as given.
+        for unchanged in [
+            argv(&["venv/bin/outside", "a"]),
+            argv(&["python3", "app.py"]),
+            argv(&["venv/bin/missing"]),
+            argv(&["/usr/bin/env", "x"]),
+        ] {
+            assert_eq!(
+                frozen_interpreter(checkout.path(), work, unchanged.clone()),
+                unchanged
+            );
+        }
     }
 }
