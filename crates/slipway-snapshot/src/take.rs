@@ -104,7 +104,7 @@ impl CodeStore {
                 }
                 None => {
                     taken.hashed_files += 1;
-                    let (c, added) = self.store_blob(&path, exec, meta.len())?;
+                    let (c, added) = self.store_blob(&path, exec)?;
                     if added {
                         taken.new_files += 1;
                         taken.new_bytes += c.size;
@@ -166,44 +166,14 @@ impl CodeStore {
     /// unless that content is stored already. Copying before knowing the digest means a
     /// file edited meanwhile is stored under the digest of what was actually copied.
     /// Returns the blob and whether it was new.
-    fn store_blob(&self, path: &Path, exec: bool, expected: u64) -> Result<(Cached, bool)> {
+    fn store_blob(&self, path: &Path, exec: bool) -> Result<(Cached, bool)> {
         let tmp_dir = self.root.join("blobs").join("tmp");
         std::fs::create_dir_all(&tmp_dir).map_err(SnapshotError::io(&tmp_dir))?;
         let mut tmp =
             tempfile::NamedTempFile::new_in(&tmp_dir).map_err(SnapshotError::io(&tmp_dir))?;
-        let mut src = std::fs::File::open(path).map_err(SnapshotError::io(path))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![
-            0u8;
-            if expected < 64 * 1024 {
-                64 * 1024
-            } else {
-                1 << 20
-            }
-        ];
-        let mut size = 0u64;
-        let mut head = Vec::with_capacity(16);
-        loop {
-            let n = src.read(&mut buf).map_err(SnapshotError::io(path))?;
-            if n == 0 {
-                break;
-            }
-            if head.len() < 16 {
-                let take = (16 - head.len()).min(n);
-                head.extend_from_slice(&buf[..take]);
-            }
-            hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n])
-                .map_err(SnapshotError::io(tmp.path()))?;
-            size += n as u64;
-        }
-        let blob = hex::encode(hasher.finalize());
-        let cached = Cached {
-            blob: blob.clone(),
-            size,
-            exec,
-            sqlite: head == SQLITE_HEADER,
-        };
+        let tmp_path = tmp.path().to_path_buf();
+        let cached = read_hashing(path, exec, Some((tmp.as_file_mut(), &tmp_path)))?;
+        let blob = cached.blob.clone();
         let target = self.blob_path(&blob, exec);
         if target.is_file() {
             return Ok((cached, false));
@@ -231,6 +201,16 @@ impl CodeStore {
 
 /// Hashes a file without storing it.
 fn hash_file(path: &Path, exec: bool) -> Result<Cached> {
+    read_hashing(path, exec, None)
+}
+
+/// Reads a file once: its SHA-256, size and whether it starts with SQLite's header, and a
+/// copy of its bytes into `copy` (a file and its path, for errors) when given.
+fn read_hashing(
+    path: &Path,
+    exec: bool,
+    mut copy: Option<(&mut std::fs::File, &Path)>,
+) -> Result<Cached> {
     let mut src = std::fs::File::open(path).map_err(SnapshotError::io(path))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
@@ -245,6 +225,9 @@ fn hash_file(path: &Path, exec: bool) -> Result<Cached> {
             head.extend_from_slice(&buf[..(16 - head.len()).min(n)]);
         }
         hasher.update(&buf[..n]);
+        if let Some((file, to)) = copy.as_mut() {
+            file.write_all(&buf[..n]).map_err(SnapshotError::io(to))?;
+        }
         size += n as u64;
     }
     Ok(Cached {
