@@ -1569,12 +1569,15 @@ impl Controller {
     /// Runs the autoscaler every second until the server stops.
     pub fn spawn_autoscaler(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
+        // The router calls the activator on its own threads; starting an instance is the
+        // control plane's work, so it runs here.
+        let control = tokio::runtime::Handle::current();
         self.router.set_activator(Arc::new({
             let weak = weak.clone();
             move |app: &str, service: &str, revision: u64| {
                 if let Some(this) = weak.upgrade() {
                     let (app, service) = (app.to_owned(), service.to_owned());
-                    tokio::spawn(async move { this.activate(&app, &service, revision).await });
+                    control.spawn(async move { this.activate(&app, &service, revision).await });
                 }
             }
         }));
@@ -2148,7 +2151,8 @@ impl Controller {
         }
         let mut lines = Vec::new();
         for (id, path) in self.log_files(app, service, revision) {
-            for l in slipway_runtime::read_log_lines(&path) {
+            // Each file's own last `tail` lines hold the last `tail` of them all.
+            for l in slipway_runtime::read_last_lines(&path, tail) {
                 lines.push(dto::LogLine {
                     ts: l.ts,
                     instance: id.clone(),

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Notify;
 
 pub use controller::{Controller, ControllerConfig};
+pub use slipway_runtime::{GUARD_ARG, guard_main};
 pub use slipway_state::{DEVELOPMENT, app_key, split_app_key};
 
 /// How the daemon is started (`slipway server`).
@@ -58,8 +59,19 @@ pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&config.data_dir)?;
     let store = Arc::new(Store::open(&config.data_dir.join("state.db"))?);
 
-    let listener = bind(config.listen, "--listen", "router").await?;
-    let admin = bind(config.admin, "--admin", "admin API").await?;
+    // The data plane runs on a runtime of its own: its threads serve requests and nothing
+    // else, so a store commit, a fork or a log write of the control plane (this runtime)
+    // never holds up a request. Debug builds check it (`slipway_core::plane`).
+    let data_plane = data_plane_runtime()?;
+    // Jobs start behind this executable in guard mode (see `slipway_runtime::guard_main`);
+    // `/proc/self/exe` still names it after the file is replaced by an upgrade.
+    slipway_runtime::set_guard_program(PathBuf::from("/proc/self/exe"));
+    let listener = {
+        // Registered with the data plane's reactor, so its runtime polls it.
+        let _enter = data_plane.enter();
+        bind(config.listen, "--listen", "router")?
+    };
+    let admin = bind(config.admin, "--admin", "admin API")?;
     let router_addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let sock = socket_path(&config.data_dir);
@@ -105,7 +117,7 @@ pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let router_task = tokio::spawn(router.clone().serve(listener, wait(shutdown_rx.clone())));
+    let router_task = data_plane.spawn(router.clone().serve(listener, wait(shutdown_rx.clone())));
     let admin_task = tokio::spawn(
         axum::serve(admin, admin_app)
             .with_graceful_shutdown(wait(shutdown_rx.clone()))
@@ -140,6 +152,38 @@ pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The router's runtime: one worker per core (as the default runtime has), threads named
+/// `slipway-router` and marked as the data plane.
+fn data_plane_runtime() -> anyhow::Result<DataPlane> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("slipway-router")
+        .on_thread_start(slipway_core::plane::enter_data_plane)
+        .enable_all()
+        .build()
+        .context("cannot start the router's threads")?;
+    Ok(DataPlane(Some(runtime)))
+}
+
+/// The router's runtime, shut down without waiting when dropped: `run_server` is async, and
+/// dropping a runtime there (on any return, early ones included) would block on its threads.
+struct DataPlane(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for DataPlane {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("the runtime is only taken on drop")
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.exists() {
@@ -157,8 +201,16 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         })
 }
 
-async fn bind(addr: SocketAddr, flag: &str, what: &str) -> anyhow::Result<TcpListener> {
-    match TcpListener::bind(addr).await {
+/// Binds a listener on the current runtime's reactor, as `TcpListener::bind` does
+/// (`SO_REUSEADDR`, so a restarted server gets its port back at once; backlog 1024).
+fn bind(addr: SocketAddr, flag: &str, what: &str) -> anyhow::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }?;
+    socket.set_reuseaddr(true)?;
+    match socket.bind(addr).and_then(|()| socket.listen(1024)) {
         Ok(l) => Ok(l),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
             "cannot listen on {addr} for the {what}: the address is in use (another slipway server or another program)\n  hint: stop that program, or pass {flag} 127.0.0.1:PORT with a free port"

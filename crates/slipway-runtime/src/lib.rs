@@ -12,25 +12,33 @@
 //! with `kill -9`. After a crash of the server itself, [`kill_orphan`] removes instances recorded
 //! in the state store, safe against pid reuse.
 //!
+//! One-shot commands (build, test, release) run through [`run_job`], started the same way and
+//! bounded by a timeout.
+//!
 //! # Threads and the parent-death signal
 //!
 //! Linux delivers the parent-death signal (`PR_SET_PDEATHSIG`) when the *thread* that forked the
-//! child exits, not when the process exits. Children are therefore forked only from tokio tasks:
-//! call [`Instance::start`] from async code on a runtime whose threads live as long as the server
-//! (the worker threads of a multi-thread runtime, or the thread driving a current-thread
-//! runtime), and never from `spawn_blocking` or `block_in_place`, whose threads exit when idle and
-//! would take the child with them.
+//! child exits, not when the process exits. Every child is therefore forked by one thread that
+//! never exits (`spawner.rs`), whatever thread asks for it; the caller only needs to be inside a
+//! tokio runtime, which then owns the child's pipes and exit notification.
 
+mod guard;
 mod instance;
+mod job;
 mod logs;
 mod probe;
 mod process;
+mod spawner;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use guard::{GUARD_ARG, guard_main, set_guard_program};
 pub use instance::{Instance, NotReady};
-pub use logs::{LogLine, LogTail, MAX_LINE_BYTES, RING_LINES, prune_logs, read_log_lines};
+pub use job::{Job, JobEnd, JobOutcome, OnLine, run_job};
+pub use logs::{
+    LogLine, LogTail, MAX_LINE_BYTES, RING_LINES, prune_logs, read_last_lines, read_log_lines,
+};
 pub use process::{StartError, kill_orphan};
 
 /// Everything needed to run one instance. The caller has already expanded variables.

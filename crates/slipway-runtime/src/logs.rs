@@ -21,6 +21,9 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024;
 
 /// How many recent output lines each instance keeps in memory.
 pub const RING_LINES: usize = 200;
+/// The buffer in front of each log file: lines are written out when it fills and whenever
+/// the process has nothing more to say for the moment.
+const LOG_BUFFER: usize = 64 * 1024;
 
 /// How many of the first error-looking lines of each process an instance keeps in memory:
 /// the cause of a failed start is often printed long before its last lines (gunicorn prints
@@ -92,6 +95,7 @@ pub struct LogLine {
 /// to `<file>.1`, then the file itself. Missing or unreadable files contribute nothing; bytes
 /// that are not UTF-8 are replaced.
 pub fn read_log_lines(log_file: &Path) -> Vec<LogLine> {
+    slipway_core::plane::assert_control_plane("reading a log file");
     let mut lines = Vec::new();
     for path in rotated_files(log_file)
         .into_iter()
@@ -102,6 +106,64 @@ pub fn read_log_lines(log_file: &Path) -> Vec<LogLine> {
         lines.extend(text.lines().map(parse_line));
     }
     lines
+}
+
+/// The last `n` lines of an instance's log, oldest first, read backwards from the end of the
+/// file (and of `<file>.1`, `<file>.2` … when it holds fewer): the cost depends on `n`, not
+/// on the size of the files.
+pub fn read_last_lines(log_file: &Path, n: usize) -> Vec<LogLine> {
+    slipway_core::plane::assert_control_plane("reading a log file");
+    let mut newest_first = rotated_files(log_file);
+    newest_first.reverse();
+    let mut lines: VecDeque<String> = VecDeque::new();
+    for path in std::iter::once(log_file.to_path_buf()).chain(newest_first) {
+        if lines.len() >= n {
+            break;
+        }
+        for line in last_lines_of(&path, n - lines.len()).into_iter().rev() {
+            lines.push_front(line);
+        }
+    }
+    lines.iter().map(|l| parse_line(l)).collect()
+}
+
+/// The last `n` lines of one file, oldest first (none if it cannot be read).
+fn last_lines_of(path: &Path, n: usize) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const BLOCK: u64 = 64 * 1024;
+    if n == 0 {
+        return Vec::new();
+    }
+    let Ok(mut file) = File::open(path) else {
+        return Vec::new();
+    };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return Vec::new();
+    };
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    let mut newlines = 0;
+    let mut pos = len;
+    // n complete lines need n + 1 newlines before the end (the one that ends the line before
+    // them), unless the file starts within what was read.
+    while pos > 0 && newlines <= n {
+        let start = pos.saturating_sub(BLOCK);
+        let mut block = vec![0; (pos - start) as usize];
+        if file.seek(SeekFrom::Start(start)).is_err() || file.read_exact(&mut block).is_err() {
+            break;
+        }
+        newlines += block.iter().filter(|&&b| b == b'\n').count();
+        blocks.push(block);
+        pos = start;
+    }
+    let bytes: Vec<u8> = blocks.into_iter().rev().flatten().collect();
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if pos > 0 && !lines.is_empty() {
+        // Starts mid-line.
+        lines.remove(0);
+    }
+    let skip = lines.len().saturating_sub(n);
+    lines[skip..].iter().map(|l| (*l).to_owned()).collect()
 }
 
 /// Follows log files by byte offset, for `slipway logs --follow`: each [`LogTail::poll`]
@@ -144,6 +206,7 @@ impl LogTail {
     /// The complete lines appended to `files` since the last call, each with its file, in
     /// file order. Files no longer listed are forgotten.
     pub fn poll(&mut self, files: impl IntoIterator<Item = PathBuf>) -> Vec<(PathBuf, LogLine)> {
+        slipway_core::plane::assert_control_plane("following a log file");
         let mut out = Vec::new();
         let mut listed = std::collections::HashSet::new();
         for path in files {
@@ -376,11 +439,19 @@ impl Output {
         }
     }
 
-    /// Records an event of the runtime about this instance (log file only, not the ring).
+    /// Records an event of the runtime about this instance (log file only, not the ring),
+    /// written out at once.
     pub(crate) fn event(&self, text: &str) {
         let mut inner = self.lock();
         inner.writer.write_line("slipway", text);
+        inner.writer.flush();
         inner.logged += 1;
+    }
+
+    /// Writes out the lines recorded so far (they are buffered: one write per batch of
+    /// output, not per line).
+    pub(crate) fn flush(&self) {
+        self.lock().writer.flush();
     }
 
     /// Starts remembering the first error lines of a new process.
@@ -411,10 +482,11 @@ impl Output {
     }
 }
 
-/// Appends lines to a log file and rotates it by size, keeping `keep` old files.
+/// Appends lines to a log file through a buffer and rotates it by size, keeping `keep` old
+/// files.
 struct LogWriter {
     path: PathBuf,
-    file: Option<File>,
+    file: Option<io::BufWriter<File>>,
     size: u64,
     max_bytes: u64,
     keep: usize,
@@ -431,7 +503,7 @@ impl LogWriter {
         let size = file.metadata()?.len();
         Ok(LogWriter {
             path: path.to_path_buf(),
-            file: Some(file),
+            file: Some(io::BufWriter::with_capacity(LOG_BUFFER, file)),
             size,
             max_bytes,
             keep,
@@ -441,7 +513,20 @@ impl LogWriter {
 
     fn write_line(&mut self, stream: &str, text: &str) {
         let line = format!("{} {stream} {text}\n", timestamp());
-        if let Err(err) = self.try_write(line.as_bytes()) {
+        let written = self.try_write(line.as_bytes());
+        self.report(written);
+    }
+
+    fn flush(&mut self) {
+        if let Some(file) = &mut self.file {
+            let flushed = file.flush();
+            self.report(flushed);
+        }
+    }
+
+    /// Warns of a write failure once, not per line (a full disk).
+    fn report(&mut self, result: io::Result<()>) {
+        if let Err(err) = result {
             if !self.warned {
                 tracing::warn!(path = %self.path.display(), "cannot write instance log: {err}");
                 self.warned = true;
@@ -452,6 +537,7 @@ impl LogWriter {
     }
 
     fn try_write(&mut self, line: &[u8]) -> io::Result<()> {
+        slipway_core::plane::assert_control_plane("writing a log file");
         let len = line.len() as u64;
         if self.size > 0 && self.size.saturating_add(len) > self.max_bytes {
             self.rotate()?;
@@ -464,7 +550,8 @@ impl LogWriter {
                     .append(true)
                     .open(&self.path)?;
                 self.size = file.metadata()?.len();
-                self.file.insert(file)
+                self.file
+                    .insert(io::BufWriter::with_capacity(LOG_BUFFER, file))
             }
         };
         file.write_all(line)?;
@@ -474,7 +561,9 @@ impl LogWriter {
 
     /// Shifts `<file>.N-1` to `<file>.N` … and the file to `<file>.1`, dropping the oldest.
     fn rotate(&mut self) -> io::Result<()> {
-        self.file = None;
+        if let Some(mut file) = self.file.take() {
+            file.flush()?;
+        }
         if self.keep == 0 {
             ignore_not_found(fs::remove_file(&self.path))?;
         } else {
@@ -491,7 +580,7 @@ impl LogWriter {
             .append(true)
             .open(&self.path)?;
         self.size = file.metadata()?.len();
-        self.file = Some(file);
+        self.file = Some(io::BufWriter::with_capacity(LOG_BUFFER, file));
         Ok(())
     }
 }
@@ -513,7 +602,14 @@ fn ignore_not_found(result: io::Result<()>) -> io::Result<()> {
 pub(crate) async fn pump<R: AsyncRead + Unpin>(reader: R, stream: &str, output: &Output) {
     let mut reader = BufReader::with_capacity(16 * 1024, reader);
     let mut line: Vec<u8> = Vec::new();
+    let mut unflushed = false;
     loop {
+        if unflushed && reader.buffer().is_empty() {
+            // All that was read is recorded, and the next read may wait: write it out now,
+            // so that `logs` and `logs -f` see it.
+            output.flush();
+            unflushed = false;
+        }
         let buf = match reader.fill_buf().await {
             Ok([]) | Err(_) => break,
             Ok(buf) => buf,
@@ -527,6 +623,7 @@ pub(crate) async fn pump<R: AsyncRead + Unpin>(reader: R, stream: &str, output: 
                     line.pop();
                 }
                 output.line(stream, &String::from_utf8_lossy(&line));
+                unflushed = true;
                 line.clear();
             }
             _ => {
@@ -536,6 +633,7 @@ pub(crate) async fn pump<R: AsyncRead + Unpin>(reader: R, stream: &str, output: 
                 if line.len() >= MAX_LINE_BYTES {
                     let rest = split_at_char_boundary(&mut line);
                     output.line(stream, &String::from_utf8_lossy(&line));
+                    unflushed = true;
                     line = rest;
                 }
             }
@@ -544,6 +642,7 @@ pub(crate) async fn pump<R: AsyncRead + Unpin>(reader: R, stream: &str, output: 
     if !line.is_empty() {
         output.line(stream, &String::from_utf8_lossy(&line));
     }
+    output.flush();
 }
 
 /// Cuts an incomplete UTF-8 character off the end of `line` and returns it, so that a long line
@@ -720,6 +819,7 @@ mod tests {
         for i in 0..100 {
             output.line("stdout", &format!("line {i}"));
         }
+        output.flush();
         assert!(path.exists() && numbered(&path, 1).exists() && numbered(&path, 2).exists());
         assert!(
             !numbered(&path, 3).exists(),
@@ -745,6 +845,7 @@ mod tests {
         for i in 0..20 {
             output.line("stdout", &format!("line {i}"));
         }
+        output.flush();
         assert!(!numbered(&path, 1).exists());
         let lines = read_log_lines(&path);
         assert_eq!(lines.last().unwrap().text, "line 19");
@@ -759,6 +860,7 @@ mod tests {
         drop(first);
         let (second, _) = output_in(dir.path(), 1 << 20, 1);
         second.line("stdout", "from the second process");
+        second.flush();
         assert_eq!(
             texts(&read_log_lines(&path), "stdout"),
             ["from the first process", "from the second process"]
@@ -792,6 +894,49 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn the_last_lines_come_from_the_end_of_the_file_and_its_rotated_siblings() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("api-r1-x.log");
+        let mut big = String::new();
+        for i in 0..50_000 {
+            big.push_str(&format!(
+                "2026-11-03T12:00:00.000Z stdout line {i} {}\n",
+                "x".repeat(40)
+            ));
+        }
+        fs::write(&log, &big).unwrap();
+        let last = read_last_lines(&log, 3);
+        assert_eq!(
+            texts(&last, "stdout"),
+            (49_997..50_000)
+                .map(|i| format!("line {i} {}", "x".repeat(40)))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(read_last_lines(&log, 0), vec![]);
+        // Too few lines in the file: the rest come from `.1`, then `.2`.
+        fs::write(numbered(&log, 2), "2026-11-03T11:00:00.000Z stdout a\n").unwrap();
+        fs::write(
+            numbered(&log, 1),
+            "2026-11-03T11:00:01.000Z stdout b\n2026-11-03T11:00:02.000Z stdout c\n",
+        )
+        .unwrap();
+        fs::write(
+            &log,
+            "2026-11-03T12:00:00.000Z stdout d\n2026-11-03T12:00:01.000Z stdout e",
+        )
+        .unwrap();
+        assert_eq!(
+            texts(&read_last_lines(&log, 4), "stdout"),
+            ["b", "c", "d", "e"]
+        );
+        assert_eq!(
+            texts(&read_last_lines(&log, 10), "stdout"),
+            ["a", "b", "c", "d", "e"]
+        );
+        assert_eq!(read_last_lines(&dir.path().join("missing.log"), 5), vec![]);
     }
 
     #[test]

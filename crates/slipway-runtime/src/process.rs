@@ -212,18 +212,31 @@ pub(crate) fn spawn_error(config: &InstanceConfig, source: io::Error) -> StartEr
 
 /// Spawns the program in a new process group, with stdin from /dev/null, stdout and stderr
 /// piped, and SIGKILL as its parent-death signal.
-///
-/// This must run on a thread that lives as long as the server (see the crate documentation):
-/// the parent-death signal fires when the forking thread exits.
 pub(crate) fn spawn(config: &InstanceConfig, program: &Path) -> io::Result<Child> {
-    let mut command = Command::new(program);
+    let mut command = command(program, &config.argv, &config.env, &config.workdir);
     if let Some(argv0) = config.argv.first() {
         command.arg0(argv0);
     }
+    crate::spawner::spawn(command)
+}
+
+/// A child process as Slipway starts them all (instances and jobs): `program` with
+/// `argv[1..]`, `env` added to the server's, in `workdir`, stdin from /dev/null, stdout and
+/// stderr piped, in a process group of its own (so a stop reaches its children too), killed
+/// when its handle is dropped, and with SIGKILL as its parent-death signal (it dies with the
+/// server even under `kill -9`). Start it with [`crate::spawner::spawn`], whose thread lives
+/// as long as the server.
+pub(crate) fn command(
+    program: &Path,
+    argv: &[String],
+    env: &[(String, String)],
+    workdir: &Path,
+) -> Command {
+    let mut command = Command::new(program);
     command
-        .args(config.argv.iter().skip(1))
-        .envs(config.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&config.workdir)
+        .args(argv.iter().skip(1))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(workdir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -242,7 +255,7 @@ pub(crate) fn spawn(config: &InstanceConfig, program: &Path) -> io::Result<Child
             Ok(())
         });
     }
-    command.spawn()
+    command
 }
 
 /// Sends `signal` to the process group `pgid`; a group that no longer exists is not an error.

@@ -407,6 +407,7 @@ impl Store {
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
+        slipway_core::plane::assert_control_plane("a store call");
         // A panic while holding the lock cannot leave a transaction half-applied
         // (SQLite rolls it back), so the poisoned connection is still consistent.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())

@@ -297,6 +297,12 @@ enum ServerCommand {
 }
 
 fn main() -> ExitCode {
+    // The server starts its jobs (build, test, release) behind this binary in guard mode,
+    // which takes a job's whole process group down if the server dies.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == slipway_control::GUARD_ARG) {
+        slipway_control::guard_main(args);
+    }
     let cli = Cli::parse();
     // Printing into a closed pipe (`slipway logs -f | head`) ends a CLI command quietly, as
     // for other command-line tools, instead of panicking in `println!`. The server keeps

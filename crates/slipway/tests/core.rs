@@ -762,3 +762,24 @@ fn logs_of_stopped_instances_beyond_keep_logs_are_deleted() {
         "{logs}"
     );
 }
+
+#[test]
+fn the_router_runs_on_threads_of_its_own() {
+    // The data plane's threads are named `slipway-router`; debug builds (these tests) abort
+    // the server if a store call, a process start or log-file I/O ever runs on one of them
+    // (`slipway_core::plane`), so every test here also checks that rule.
+    let s = Slipway::start();
+    let pid = s.server_pid().unwrap();
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect();
+    let router = names.iter().filter(|n| *n == "slipway-router").count();
+    assert!(router >= 1, "no router thread among {names:?}");
+    assert!(
+        names.len() > router,
+        "the control plane has threads of its own too: {names:?}"
+    );
+}

@@ -650,3 +650,69 @@ impl Drop for Tmux {
             .status();
     }
 }
+
+#[test]
+fn a_release_command_dies_with_the_server_under_kill_9() {
+    let mut s = Slipway::start();
+    let pids = s.dir.path().join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    let spec = PY_SPEC.replace(
+        "    run: [\"python3\", \"app.py\"]\n",
+        &format!(
+            "    run: [\"python3\", \"app.py\"]\n    release: [\"sh\", \"release.sh\", \"{}\"]\n    release_timeout: 2m\n",
+            path_str(&pids)
+        ),
+    );
+    let dir = s.write_app("frozen", &spec);
+    // A long migration that started a child of its own.
+    std::fs::write(
+        dir.join("release.sh"),
+        "echo $$ > \"$1/release\"\nsleep 60 &\necho $! > \"$1/child\"\nwait\n",
+    )
+    .unwrap();
+    let mut up = Command::new(BIN)
+        .args(["up", &path_str(&dir), "--detach"])
+        .env("SLIPWAY_HOME", &s.data)
+        .current_dir(s.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let read_pid = |name: &str| -> Option<u32> {
+        std::fs::read_to_string(pids.join(name))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (release, child) = loop {
+        if let (Some(r), Some(c)) = (read_pid("release"), read_pid("child")) {
+            break (r, c);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the release command did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    s.kill9();
+    let _ = up.kill();
+    let _ = up.wait();
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| {
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+            })
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(release) || alive(child) {
+        assert!(
+            Instant::now() < deadline,
+            "survivors of the server: release {release} alive {}, its child {child} alive {}",
+            alive(release),
+            alive(child)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -26,6 +26,13 @@ fn dependencies(krate: &str) -> Vec<String> {
 
 #[test]
 fn leaf_crates_do_not_depend_on_each_other_or_on_control() {
+    // `slipway-core` is the shared base every crate may use; it depends on no other.
+    assert!(
+        dependencies("slipway-core")
+            .iter()
+            .all(|d| !d.starts_with("slipway")),
+        "slipway-core depends on another slipway crate"
+    );
     for leaf in [
         "slipway-spec",
         "slipway-state",
@@ -33,9 +40,13 @@ fn leaf_crates_do_not_depend_on_each_other_or_on_control() {
         "slipway-router",
         "slipway-autoscale",
         "slipway-rollout",
+        "slipway-snapshot",
     ] {
         let deps = dependencies(leaf);
-        let internal: Vec<_> = deps.iter().filter(|d| d.starts_with("slipway")).collect();
+        let internal: Vec<_> = deps
+            .iter()
+            .filter(|d| d.starts_with("slipway") && *d != "slipway-core")
+            .collect();
         assert!(internal.is_empty(), "{leaf} depends on {internal:?}");
     }
 }
@@ -54,7 +65,12 @@ fn only_the_state_crate_talks_to_sqlite_and_spec_is_pure() {
             "{krate} uses rusqlite"
         );
     }
-    for pure in ["slipway-spec", "slipway-autoscale", "slipway-rollout"] {
+    for pure in [
+        "slipway-spec",
+        "slipway-autoscale",
+        "slipway-rollout",
+        "slipway-core",
+    ] {
         let deps = dependencies(pure);
         for io in ["tokio", "hyper", "axum", "rusqlite"] {
             assert!(!deps.contains(&io.to_owned()), "{pure} depends on {io}");

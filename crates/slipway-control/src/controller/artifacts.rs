@@ -14,11 +14,11 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use slipway_runtime::JobEnd;
 use slipway_spec::ServiceSpec;
 use tokio::sync::mpsc;
 
@@ -153,7 +153,7 @@ impl Controller {
         tx: &mpsc::UnboundedSender<Progress>,
     ) -> Result<(), Failure> {
         let shown = command.join(" ");
-        let Some((program, args)) = command.split_first() else {
+        if command.is_empty() {
             return Err(Failure::msg(format!(
                 "the {step} command of {service} is empty"
             )));
@@ -163,90 +163,50 @@ impl Controller {
             step: step.to_owned(),
             command: shown.clone(),
         });
-        let started = Instant::now();
-        let mut child = tokio::process::Command::new(program)
-            .args(args)
-            .envs(spec.env.iter())
-            .current_dir(&spec.workdir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                Failure::msg(format!(
-                    "the {step} command `{shown}` of {service} could not start in {}: {e}; check `{step}:` in slipway.yaml",
-                    spec.workdir.display()
-                ))
-            })?;
-        let pid = child.id();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let mut readers = Vec::new();
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let (lines, tx, service) = (lines.clone(), tx.clone(), service.to_owned());
-            readers.push(tokio::spawn(async move {
-                use tokio::io::AsyncBufReadExt;
-                let mut reader = tokio::io::BufReader::new(stream).lines();
-                while let Ok(Some(line)) = reader.next_line().await {
-                    let _ = tx.send(Progress::Output {
-                        service: service.clone(),
-                        line: line.clone(),
-                    });
-                    let mut lines = lines.lock().unwrap_or_else(|p| p.into_inner());
-                    if lines.len() >= 10_000 {
-                        lines.remove(0);
-                    }
-                    lines.push(line);
-                }
-            }));
-        }
-        let waited = tokio::time::timeout(COMMAND_TIMEOUT, child.wait()).await;
-        if waited.is_err()
-            && let Some(pgid) = pid
-                .and_then(|p| i32::try_from(p).ok())
-                .and_then(rustix::process::Pid::from_raw)
-        {
-            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-            let _ = child.wait().await;
-        }
-        for r in readers {
-            let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
-        }
-        let output = std::mem::take(&mut *lines.lock().unwrap_or_else(|p| p.into_inner()));
-        let failed = |what: String| {
-            let skip = output.len().saturating_sub(SHOWN_LINES);
-            Failure {
-                revision: None,
-                error: format!(
-                    "{step} command `{shown}` of {service} {what}; nothing was deployed"
-                ),
-                last_lines: output[skip..].to_vec(),
+        let echo: slipway_runtime::OnLine = Arc::new({
+            let (tx, service) = (tx.clone(), service.to_owned());
+            move |line: &mut String| {
+                let _ = tx.send(Progress::Output {
+                    service: service.clone(),
+                    line: line.clone(),
+                });
             }
+        });
+        let job = slipway_runtime::Job {
+            argv: command.to_vec(),
+            env: spec
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            workdir: spec.workdir.clone(),
+            timeout: COMMAND_TIMEOUT,
+            keep_lines: SHOWN_LINES,
         };
-        match waited {
-            Err(_) => Err(failed(format!(
+        let outcome = slipway_runtime::run_job(job, echo).await.map_err(|e| {
+            Failure::msg(format!(
+                "the {step} command `{shown}` of {service} could not start in {}: {e}; check `{step}:` in slipway.yaml",
+                spec.workdir.display()
+            ))
+        })?;
+        let failed = |what: String| Failure {
+            revision: None,
+            error: format!("{step} command `{shown}` of {service} {what}; nothing was deployed"),
+            last_lines: outcome.lines.clone(),
+        };
+        match &outcome.end {
+            JobEnd::TimedOut => Err(failed(format!(
                 "did not finish within {COMMAND_TIMEOUT:?} and was killed"
             ))),
-            Ok(Err(e)) => Err(failed(format!("could not be waited for: {e}"))),
-            Ok(Ok(status)) if !status.success() => Err(failed(format!("failed ({status})"))),
-            Ok(Ok(_)) => {
+            JobEnd::Lost(e) => Err(failed(format!("could not be waited for: {e}"))),
+            JobEnd::Exited(status) if !status.success() => {
+                Err(failed(format!("failed ({status})")))
+            }
+            JobEnd::Exited(_) => {
                 let _ = tx.send(Progress::StepDone {
                     service: service.to_owned(),
                     step: step.to_owned(),
-                    elapsed_ms: started.elapsed().as_millis() as u64,
+                    elapsed_ms: outcome.elapsed.as_millis() as u64,
                 });
                 Ok(())
             }

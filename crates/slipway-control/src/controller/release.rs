@@ -10,11 +10,9 @@
 //! and the revision's message point. A non-zero exit or a timeout fails the deploy.
 
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use slipway_runtime::JobEnd;
 use tokio::sync::mpsc;
 
 use super::secrets::StoredConfig;
@@ -108,58 +106,40 @@ impl Controller {
                 .collect(),
         );
         let echo = tx.map(|tx| (tx.clone(), service.to_owned()));
-        let Some((program, args)) = argv.split_first() else {
-            return Err(Failure::msg(format!(
-                "the release command of {service} is empty"
-            )));
+        let on_line: slipway_runtime::OnLine = Arc::new(move |line: &mut String| {
+            for (mask, value) in redact.iter() {
+                if line.contains(value.as_str()) {
+                    *line = line.replace(value.as_str(), mask);
+                }
+            }
+            if let Some((tx, service)) = &echo {
+                let _ = tx.send(dto::Progress::Output {
+                    service: service.clone(),
+                    line: line.clone(),
+                });
+            }
+        });
+        let mut job_env = env;
+        job_env.extend(
+            secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().to_owned())),
+        );
+        let timeout = spec.release_timeout;
+        let job = slipway_runtime::Job {
+            argv,
+            env: job_env,
+            workdir: workdir.clone(),
+            timeout,
+            keep_lines: MAX_LINES,
         };
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .envs(secrets.iter().map(|(k, v)| (k, v.as_str())))
-            .current_dir(&workdir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let started = Instant::now();
-        let mut child = cmd.spawn().map_err(|e| {
+        let outcome = slipway_runtime::run_job(job, on_line).await.map_err(|e| {
             Failure::msg(format!(
                 "the release command `{shown}` of {service} could not start in {}: {e}; check `release:` in slipway.yaml",
                 workdir.display()
             ))
         })?;
-        let pid = child.id();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let mut readers = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            readers.push(tokio::spawn(collect(
-                out,
-                lines.clone(),
-                redact.clone(),
-                echo.clone(),
-            )));
-        }
-        if let Some(err) = child.stderr.take() {
-            readers.push(tokio::spawn(collect(err, lines.clone(), redact, echo)));
-        }
-        let timeout = spec.release_timeout;
-        let waited = tokio::time::timeout(timeout, child.wait()).await;
-        if waited.is_err()
-            && let Some(pgid) = pid
-                .and_then(|p| i32::try_from(p).ok())
-                .and_then(rustix::process::Pid::from_raw)
-        {
-            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-            let _ = child.wait().await;
-        }
-        for r in readers {
-            // The group is gone, so the pipes close; bound the wait all the same.
-            let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
-        }
-        let elapsed = started.elapsed();
-        let output = std::mem::take(&mut *lines.lock().unwrap_or_else(|p| p.into_inner()));
+        let output = outcome.lines;
         let path = self.release_log(key, service, revision);
         let saved = path
             .parent()
@@ -170,7 +150,7 @@ impl Controller {
             Ok(()) => format!("output: {}", path.display()),
             Err(e) => format!("output not saved: {e}"),
         };
-        let secs = elapsed.as_secs_f64();
+        let secs = outcome.elapsed.as_secs_f64();
         let failed = |what: String| {
             let skip = output.len().saturating_sub(SHOWN_LINES);
             Failure {
@@ -179,54 +159,17 @@ impl Controller {
                 last_lines: output[skip..].to_vec(),
             }
         };
-        match waited {
-            Err(_) => Err(failed(format!(
+        match outcome.end {
+            JobEnd::TimedOut => Err(failed(format!(
                 "did not finish within release_timeout {timeout:?} and was killed"
             ))),
-            Ok(Err(e)) => Err(failed(format!("could not be waited for: {e}"))),
-            Ok(Ok(status)) if !status.success() => {
+            JobEnd::Lost(e) => Err(failed(format!("could not be waited for: {e}"))),
+            JobEnd::Exited(status) if !status.success() => {
                 Err(failed(format!("failed after {secs:.1}s ({status})")))
             }
-            Ok(Ok(_)) => Ok(Released {
+            JobEnd::Exited(_) => Ok(Released {
                 summary: format!("release command `{shown}` succeeded in {secs:.1}s ({where_})"),
             }),
-        }
-    }
-}
-
-/// Appends each line read from `stream` to `lines` with secret values masked, keeping the
-/// newest `MAX_LINES`, and echoes it to the deploy's progress stream.
-async fn collect(
-    stream: impl AsyncRead + Unpin,
-    lines: Arc<Mutex<Vec<String>>>,
-    redact: Arc<Vec<(String, String)>>,
-    echo: Option<(mpsc::UnboundedSender<dto::Progress>, String)>,
-) {
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let mut line = String::from_utf8_lossy(&buf).trim_end().to_owned();
-                for (mask, value) in redact.iter() {
-                    if line.contains(value.as_str()) {
-                        line = line.replace(value.as_str(), mask);
-                    }
-                }
-                if let Some((tx, service)) = &echo {
-                    let _ = tx.send(dto::Progress::Output {
-                        service: service.clone(),
-                        line: line.clone(),
-                    });
-                }
-                let mut lines = lines.lock().unwrap_or_else(|p| p.into_inner());
-                if lines.len() >= MAX_LINES {
-                    lines.remove(0);
-                }
-                lines.push(line);
-            }
         }
     }
 }

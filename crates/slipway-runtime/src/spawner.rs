@@ -1,0 +1,61 @@
+//! The one thread that starts every child process: instances, and build, test and release
+//! commands alike.
+//!
+//! Linux sends the parent-death signal (`PR_SET_PDEATHSIG`) when the *thread* that forked a
+//! child exits, not when the process does. A child forked on a tokio blocking-pool thread
+//! (which exits after ten idle seconds) would be killed for no reason, and one forked on a
+//! worker ties its life to that worker. This thread is started once and never exits, so the
+//! signal fires exactly when the server dies. Forking from one place also keeps `fork()` (a
+//! copy of the server's page tables, milliseconds for a large server) off the threads that
+//! run the control plane's other work.
+//!
+//! A caller hands a prepared [`tokio::process::Command`] over and blocks until it is spawned.
+//! The spawn runs inside the caller's tokio runtime (`Handle::enter`), so the child's pipes
+//! and exit notification belong to that runtime.
+
+use std::io;
+use std::sync::OnceLock;
+use std::sync::mpsc;
+
+use tokio::process::{Child, Command};
+
+type Request = (
+    Command,
+    tokio::runtime::Handle,
+    mpsc::SyncSender<io::Result<Child>>,
+);
+
+static SPAWNER: OnceLock<mpsc::Sender<Request>> = OnceLock::new();
+
+fn spawner() -> &'static mpsc::Sender<Request> {
+    SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("slipway-spawner".into())
+            .spawn(move || {
+                for (mut command, runtime, reply) in rx {
+                    let _enter = runtime.enter();
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("cannot start the process spawner thread");
+        tx
+    })
+}
+
+/// Spawns `command` on the spawner thread, registered with the calling tokio runtime.
+///
+/// # Errors
+/// The spawn's own error, or `Other` when called outside a tokio runtime.
+pub(crate) fn spawn(command: Command) -> io::Result<Child> {
+    slipway_core::plane::assert_control_plane("starting a process");
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|e| io::Error::other(format!("no tokio runtime to own the child: {e}")))?;
+    let (reply, answer) = mpsc::sync_channel(1);
+    spawner()
+        .send((command, runtime, reply))
+        .map_err(|_| io::Error::other("the process spawner thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| io::Error::other("the process spawner thread is gone"))?
+}
