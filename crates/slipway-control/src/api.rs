@@ -154,8 +154,10 @@ async fn rollout_action(
     State(s): State<ApiState>,
     Path((app, service, action)): Path<(String, String, String)>,
 ) -> ApiResult<Json<dto::RolloutStatus>> {
+    let action: slipway_core::deploy::RolloutAction =
+        action.parse().map_err(ControlError::Invalid)?;
     Ok(Json(
-        s.controller.rollout_action(&app, &service, &action).await?,
+        s.controller.rollout_action(&app, &service, action).await?,
     ))
 }
 
@@ -318,7 +320,7 @@ async fn deploy(
 ) -> Response {
     let c = s.controller.clone();
     progress_stream(move |tx| async move {
-        c.deploy(&app, &req.services, req.force, req.strategy.as_deref(), tx)
+        c.deploy(&app, &req.services, req.force, req.strategy, tx)
             .await
     })
 }

@@ -420,21 +420,12 @@ impl Controller {
         app: &str,
         services: &[String],
         force: bool,
-        strategy: Option<&str>,
+        // A strategy given for one deploy is how this deploy rolls out, not config: it
+        // never enters the revision's digest.
+        strategy: Option<slipway_spec::Strategy>,
         tx: mpsc::UnboundedSender<Progress>,
     ) -> Result<bool> {
         let spec = self.app_spec(app)?;
-        // A strategy given for one deploy is how this deploy rolls out, not config: it
-        // never enters the revision's digest.
-        let strategy: Option<slipway_spec::Strategy> = strategy
-            .map(|name| {
-                serde_json::from_value(serde_json::Value::String(name.to_owned())).map_err(|_| {
-                    ControlError::Invalid(format!(
-                        "unknown strategy `{name}`: use blue-green, canary, rolling or recreate"
-                    ))
-                })
-            })
-            .transpose()?;
         for s in services {
             if !spec.services.contains_key(s) {
                 return Err(ControlError::NotFound(format!(
@@ -2263,21 +2254,11 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
     check_name("environment", environment)
 }
 
-/// App and service names are DNS labels (the spec enforces it); anything else in an API
-/// path is refused before it can reach a file path.
+/// App, environment and service names follow the one rule of `slipway_core::names` (the
+/// spec enforces it); anything else in an API path is refused before it can reach a file
+/// path.
 fn check_name(kind: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ControlError::NotFound(format!(
-            "`{name}` is not a valid {kind} name (lowercase letters, digits and `-`)"
-        )))
-    }
+    slipway_core::names::check_name(kind, name).map_err(ControlError::NotFound)
 }
 
 /// Metric labels for a service, plus extra pairs.

@@ -31,6 +31,8 @@ pub struct ApplyResponse {
     pub services: Vec<String>,
 }
 
+pub use slipway_core::deploy::{RolloutAction, Strategy};
+
 /// Deploys some or all services of an app from its spec file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct DeployRequest {
@@ -40,7 +42,8 @@ pub struct DeployRequest {
     /// Overrides the spec's `deploy.strategy` for this deploy
     /// (blue-green | canary | rolling | recreate).
     #[serde(default)]
-    pub strategy: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub strategy: Option<slipway_core::deploy::Strategy>,
     /// Create a new revision even when the config did not change.
     #[serde(default)]
     pub force: bool,

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Notify;
 
 pub use controller::{Controller, ControllerConfig};
+pub use slipway_core::names;
 pub use slipway_runtime::{GUARD_ARG, guard_main};
 pub use slipway_state::{DEVELOPMENT, app_key, split_app_key};
 

@@ -11,45 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::duration_ms;
 use crate::format;
 
-/// How a new revision replaces the serving one (`deploy.strategy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Strategy {
-    /// Start the new revision beside the old one, wait until it is ready, then move all
-    /// traffic in one atomic step. No downtime; needs room for both revisions at once.
-    #[default]
-    BlueGreen,
-    /// Move traffic in steps, each judged by the router's live measurements of the new
-    /// revision, with automatic rollback ([`Rollout`](crate::Rollout)).
-    Canary,
-    /// Replace instances one at a time, at most one extra instance and never fewer ready
-    /// instances than before ([`rolling_plan`](crate::rolling_plan)). No downtime.
-    Rolling,
-    /// Stop every old instance, then start the new ones. **This has downtime**: from the
-    /// moment the old instances stop until the first new one is ready, requests get 503.
-    /// Use it only when two revisions must never run at once (an exclusive lock on a file,
-    /// a migration the old code cannot survive).
-    Recreate,
-}
-
-impl Strategy {
-    /// Whether the service stops answering for a while during a deploy: only for
-    /// [`Strategy::Recreate`].
-    pub fn has_downtime(self) -> bool {
-        matches!(self, Strategy::Recreate)
-    }
-}
-
-/// What a failed analysis does (`deploy.on_failure`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnFailure {
-    /// Move all traffic back to the old revision at once. The default.
-    #[default]
-    Rollback,
-    /// Hold the current weights and wait for an operator to resume, promote or abort.
-    Pause,
-}
+pub use slipway_core::deploy::{OnFailure, Strategy};
 
 /// The limits a step's window is judged against (`deploy.analysis`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 
 /// The regular expression a DNS label (the app name and service names) must match.
-pub(crate) const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$";
+pub(crate) const DNS_LABEL_PATTERN: &str = slipway_core::names::NAME_PATTERN;
 
 /// The regular expression an environment variable name must match.
 pub(crate) const ENV_NAME_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";

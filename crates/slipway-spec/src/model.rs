@@ -365,31 +365,7 @@ impl Default for DeploySettings {
     }
 }
 
-/// How a new revision replaces the serving one. Serialized in kebab-case (`"blue-green"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Strategy {
-    /// Start the new revision beside the old one, then move all traffic at once.
-    #[default]
-    BlueGreen,
-    /// Move traffic in steps, each judged by [`Analysis`].
-    Canary,
-    /// Replace instances one at a time.
-    Rolling,
-    /// Stop the old instances, then start the new ones (with downtime).
-    Recreate,
-}
-
-/// What a failed canary step does. Serialized in kebab-case (`"rollback"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnFailure {
-    /// Move all traffic back to the previous revision.
-    #[default]
-    Rollback,
-    /// Keep the current split and wait for an operator.
-    Pause,
-}
+pub use slipway_core::deploy::{OnFailure, Strategy};
 
 /// The limits a canary step is judged against.
 ///

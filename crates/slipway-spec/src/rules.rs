@@ -537,33 +537,7 @@ fn normalise_route(route: &str) -> String {
     }
 }
 
-/// Whether `name` is a DNS label of at most 40 characters: `[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?`.
-pub(crate) fn is_dns_label(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    let edge_ok = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    (1..=40).contains(&bytes.len())
-        && bytes.first().is_some_and(edge_ok)
-        && bytes.last().is_some_and(edge_ok)
-        && bytes.iter().all(|b| edge_ok(b) || *b == b'-')
-}
-
-pub(crate) fn dns_label_hint(name: &str) -> String {
-    let rule = "use lowercase letters, digits and `-` (not at either end), at most 40 characters";
-    let suggestion: String = name
-        .to_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect::<String>()
-        .trim_matches('-')
-        .chars()
-        .take(40)
-        .collect();
-    if is_dns_label(&suggestion) && suggestion != name {
-        format!("{rule}, e.g. `{suggestion}`")
-    } else {
-        rule.to_owned()
-    }
-}
+pub(crate) use slipway_core::names::{is_name as is_dns_label, name_hint as dns_label_hint};
 
 /// Whether `name` is a valid environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
 pub(crate) fn is_env_name(name: &str) -> bool {
@@ -589,20 +563,6 @@ fn env_name_suggestion(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dns_labels() {
-        assert!(is_dns_label("clinic"));
-        assert!(is_dns_label("a"));
-        assert!(is_dns_label("web-2"));
-        assert!(is_dns_label(&"a".repeat(40)));
-        assert!(!is_dns_label(&"a".repeat(41)));
-        assert!(!is_dns_label("-web"));
-        assert!(!is_dns_label("web-"));
-        assert!(!is_dns_label("Web"));
-        assert!(!is_dns_label("my_app"));
-        assert!(!is_dns_label(""));
-    }
 
     #[test]
     fn env_names() {

@@ -114,8 +114,8 @@ enum Command {
         #[arg(long)]
         force: bool,
         /// Override the spec's deploy strategy: blue-green, canary, rolling or recreate.
-        #[arg(long)]
-        strategy: Option<String>,
+        #[arg(long, value_parser = str::parse::<dto::Strategy>)]
+        strategy: Option<dto::Strategy>,
         /// Directory holding slipway.yaml (or the file itself).
         #[arg(long, short = 'f', default_value = ".")]
         file: PathBuf,
@@ -176,6 +176,7 @@ enum Command {
     },
     /// Show or steer a canary rollout: status, promote, pause, resume, abort.
     Rollout {
+        /// `status`, or one of the actions: promote, pause, resume, abort.
         #[arg(value_parser = ["status", "promote", "pause", "resume", "abort"])]
         action: String,
         service: String,
@@ -849,17 +850,9 @@ fn validate_quiet(file: &Path, environment: &str) -> anyhow::Result<Option<usize
     }
 }
 
-/// Names go into API paths: refuse anything that is not a DNS label, with the rule.
+/// Names go into API paths: refuse anything that breaks the one rule, with the rule.
 fn check_name(kind: &str, name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !ok {
-        bail!("`{name}` is not a valid {kind} name: use lowercase letters, digits and `-`");
-    }
-    Ok(())
+    slipway_control::names::check_name(kind, name).map_err(anyhow::Error::msg)
 }
 
 /// The key of the app to act on in the chosen environment (`app` or `app@environment`).
@@ -1191,7 +1184,7 @@ async fn deploy(
     app: &str,
     services: Vec<String>,
     force: bool,
-    strategy: Option<String>,
+    strategy: Option<dto::Strategy>,
 ) -> anyhow::Result<bool> {
     let started = Instant::now();
     let mut ok = true;

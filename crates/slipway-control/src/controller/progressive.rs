@@ -13,9 +13,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use slipway_core::deploy::RolloutAction;
 use slipway_rollout::{Assessment, Decision, Figures, Rollout};
 use slipway_router::Totals;
-use slipway_spec::{OnFailure, ServiceSpec, Strategy};
+use slipway_spec::{ServiceSpec, Strategy};
 use slipway_state::{RevisionState, RolloutRow, TrafficTarget};
 use tokio::sync::mpsc;
 
@@ -73,10 +74,7 @@ pub(super) fn canary_config(spec: &ServiceSpec) -> slipway_rollout::CanaryConfig
             min_requests: d.analysis.min_requests,
             ..slipway_rollout::AnalysisConfig::default()
         },
-        on_failure: match d.on_failure {
-            OnFailure::Rollback => slipway_rollout::OnFailure::Rollback,
-            OnFailure::Pause => slipway_rollout::OnFailure::Pause,
-        },
+        on_failure: d.on_failure,
     }
 }
 
@@ -457,7 +455,7 @@ impl Controller {
         self: &Arc<Self>,
         app: &str,
         service: &str,
-        action: &str,
+        action: RolloutAction,
     ) -> Result<dto::RolloutStatus> {
         let slot = self.slot(app, service);
         let _guard = slot.lock().await;
@@ -474,19 +472,10 @@ impl Controller {
         };
         let now = wall_now();
         let result = match action {
-            "promote" => live.rollout.promote(now),
-            "pause" => live.rollout.pause(now, "paused by the operator"),
-            "resume" => live.rollout.resume(now),
-            "abort" => live.rollout.abort(now, "aborted by the operator"),
-            other => {
-                self.rollouts
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(key, live);
-                return Err(ControlError::Invalid(format!(
-                    "unknown rollout action `{other}`: use promote, pause, resume or abort"
-                )));
-            }
+            RolloutAction::Promote => live.rollout.promote(now),
+            RolloutAction::Pause => live.rollout.pause(now, "paused by the operator"),
+            RolloutAction::Resume => live.rollout.resume(now),
+            RolloutAction::Abort => live.rollout.abort(now, "aborted by the operator"),
         };
         match result {
             Ok(decision) => {
