@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use slipway_router::{Backend, Pool, RevisionStats, RouteTable, Router, Target};
-use slipway_runtime::{Instance, InstanceConfig, InstanceState};
+use slipway_runtime::{Driver, InstanceConfig, InstanceState, RunningInstance};
 use slipway_spec::{Port, ServiceSpec, Spec};
 use slipway_state::{InstanceRow, NewEvent, RevisionRow, RevisionState, Store, TrafficTarget};
 use tokio::sync::mpsc;
@@ -34,10 +34,14 @@ use crate::dto::{self, Progress};
 
 mod artifacts;
 mod code;
+#[cfg(test)]
+mod fake;
 mod ports;
 mod progressive;
 mod release;
 mod run;
+#[cfg(test)]
+mod scenarios;
 mod secrets;
 
 /// How big one instance's log file may grow before it is rotated, and how many old files are kept.
@@ -86,6 +90,8 @@ pub struct ControllerConfig {
 pub struct Controller {
     store: Arc<Store>,
     router: Arc<Router>,
+    /// Runs the instances (native processes in the server).
+    driver: Arc<dyn Driver>,
     config: ControllerConfig,
     live: Mutex<Live>,
     slots: Mutex<HashMap<(String, String), Slot>>,
@@ -181,7 +187,7 @@ struct LiveRevision {
 
 #[derive(Clone)]
 struct LiveInstance {
-    instance: Instance,
+    instance: RunningInstance,
     backend: Arc<Backend>,
     grace: Duration,
 }
@@ -189,10 +195,27 @@ struct LiveInstance {
 // === impl Controller ===
 
 impl Controller {
+    /// A controller whose instances are native processes.
     pub fn new(store: Arc<Store>, router: Arc<Router>, config: ControllerConfig) -> Arc<Self> {
+        Controller::with_driver(
+            store,
+            router,
+            config,
+            Arc::new(slipway_runtime::ProcessDriver),
+        )
+    }
+
+    /// A controller whose instances `driver` runs.
+    pub fn with_driver(
+        store: Arc<Store>,
+        router: Arc<Router>,
+        config: ControllerConfig,
+        driver: Arc<dyn Driver>,
+    ) -> Arc<Self> {
         Arc::new(Controller {
             store,
             router,
+            driver,
             config,
             live: Mutex::new(Live::default()),
             slots: Mutex::new(HashMap::new()),
@@ -266,7 +289,7 @@ impl Controller {
     /// deploys it interrupted as failed, and starts every revision that carries traffic.
     pub async fn recover(self: &Arc<Self>) -> Result<()> {
         for row in self.store.instances()? {
-            if slipway_runtime::kill_orphan(row.pid, row.start_ticks) {
+            if self.driver.remove_orphan(row.pid, row.start_ticks) {
                 self.event(
                     &row.app,
                     Some(&row.service),
@@ -734,6 +757,19 @@ impl Controller {
                     let _ = tx.send(Progress::Downtime {
                         service: service.to_owned(),
                         downtime_ms: downtime.as_millis() as u64,
+                    });
+                }
+                // An instance can crash between becoming ready and the switch: traffic
+                // only moves to a revision that has a ready instance at that moment.
+                if self.ready_count(app, service, revision) == 0 {
+                    let (why, last_lines) = self.not_ready_now(app, service, revision);
+                    return Err(Failure {
+                        revision: Some(revision),
+                        error: format!(
+                            "revision {revision} failed: its instances became ready, then none was ready when traffic was to move ({why}); {}",
+                            previous_note()
+                        ),
+                        last_lines,
                     });
                 }
                 self.switch(app, service, revision, previous, "deploy", tx, started)?;
@@ -1280,7 +1316,9 @@ impl Controller {
         // Counted as running for `prune_logs` from before its log file exists until it is
         // in `live`.
         let _starting = Starting::new(&self.starting, &id);
-        let instance = Instance::start(config)
+        let instance = self
+            .driver
+            .start(config)
             .await
             .map_err(|e| Failure::msg(format!("{service}: {e}")))?;
         let backend = Backend::new(SocketAddr::from(([127, 0, 0, 1], port)), id.clone());
@@ -1359,6 +1397,13 @@ impl Controller {
                 if !kind.is_empty() {
                     this.event(&app, Some(&service), Some(revision), kind, message);
                 }
+                if let InstanceState::Backoff { reason, .. } | InstanceState::Failed { reason } =
+                    &state
+                {
+                    let (this, app, service, reason) =
+                        (this.clone(), app.clone(), service.clone(), reason.clone());
+                    tokio::spawn(this.fail_back_if_dead(app, service, revision, reason));
+                }
                 if matches!(state, InstanceState::Stopped | InstanceState::Failed { .. }) {
                     break;
                 }
@@ -1370,7 +1415,82 @@ impl Controller {
         Ok(live)
     }
 
-    fn record_instance(&self, app: &str, service: &str, revision: u64, instance: &Instance) {
+    /// A revision that takes all traffic and then crashes while the previous one is still
+    /// warm (its `keep_previous` window) gives the traffic back: no instance of it is ready,
+    /// and one of the previous revision is. Otherwise a crash is left to the restarts.
+    ///
+    /// Boxed with its `Send` bound spelled out: it can start instances, whose watchers can
+    /// call it again, and the compiler cannot infer auto traits through that cycle.
+    fn fail_back_if_dead(
+        self: Arc<Self>,
+        app: String,
+        service: String,
+        revision: u64,
+        reason: String,
+    ) -> slipway_runtime::BoxFuture<'static, ()> {
+        Box::pin(async move {
+            self.fail_back_if_dead_inner(&app, &service, revision, &reason)
+                .await;
+        })
+    }
+
+    async fn fail_back_if_dead_inner(
+        self: &Arc<Self>,
+        app: &str,
+        service: &str,
+        revision: u64,
+        reason: &str,
+    ) {
+        let Ok(traffic) = self.store.traffic(app, service) else {
+            return;
+        };
+        if !(traffic.len() == 1 && traffic[0].revision == revision)
+            || self.ready_count(app, service, revision) > 0
+        {
+            return;
+        }
+        let warm: Option<u64> = self
+            .live()
+            .apps
+            .get(app)
+            .and_then(|a| a.get(service))
+            .and_then(|s| {
+                s.iter()
+                    .filter(|(r, _)| **r != revision)
+                    .filter(|(_, live)| {
+                        live.instances
+                            .iter()
+                            .any(|i| *i.instance.state().borrow() == InstanceState::Ready)
+                    })
+                    .map(|(r, _)| *r)
+                    .max()
+            });
+        let Some(previous) = warm else {
+            return;
+        };
+        let message = format!(
+            "revision {revision} crashed right after taking all traffic ({reason}); all traffic back on revision {previous}, which was still warm"
+        );
+        self.event(
+            app,
+            Some(service),
+            Some(revision),
+            "deploy.rolled_back",
+            message.clone(),
+        );
+        let (tx, _rx) = mpsc::unbounded_channel();
+        if let Ok(true) = self.rollback(app, service, Some(previous), tx).await {
+            let _ = self.store.set_revision_state(
+                app,
+                service,
+                revision,
+                RevisionState::Failed,
+                &message,
+            );
+        }
+    }
+
+    fn record_instance(&self, app: &str, service: &str, revision: u64, instance: &RunningInstance) {
         let (Some(pid), Some(start_ticks)) = (instance.pid(), instance.started_at_ticks()) else {
             return;
         };
@@ -1511,6 +1631,31 @@ impl Controller {
             .and_then(|a| a.get(service))
             .and_then(|s| s.get(&revision))
             .map_or(0, |r| r.instances.len())
+    }
+
+    /// Why a revision's first instance is not ready now, and its last output lines.
+    fn not_ready_now(&self, app: &str, service: &str, revision: u64) -> (String, Vec<String>) {
+        let live = self.live();
+        let Some(first) = live
+            .apps
+            .get(app)
+            .and_then(|a| a.get(service))
+            .and_then(|s| s.get(&revision))
+            .and_then(|r| r.instances.first())
+        else {
+            return ("no instance runs".to_owned(), Vec::new());
+        };
+        let state = first.instance.state().borrow().clone();
+        let why = match state {
+            InstanceState::Unready { reason }
+            | InstanceState::Failed { reason }
+            | InstanceState::Backoff { reason, .. } => reason,
+            other => format!("{other:?}").to_lowercase(),
+        };
+        (
+            format!("{}: {why}", first.instance.id()),
+            first.instance.last_lines(20),
+        )
     }
 
     fn ready_count(&self, app: &str, service: &str, revision: u64) -> usize {

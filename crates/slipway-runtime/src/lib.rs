@@ -22,6 +22,7 @@
 //! never exits (`spawner.rs`), whatever thread asks for it; the caller only needs to be inside a
 //! tokio runtime, which then owns the child's pipes and exit notification.
 
+mod driver;
 mod guard;
 mod instance;
 mod job;
@@ -33,6 +34,7 @@ mod spawner;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use driver::{BoxFuture, Driver, InstanceHandle, ProcessDriver, RunningInstance};
 pub use guard::{GUARD_ARG, guard_main, set_guard_program};
 pub use instance::{Instance, NotReady};
 pub use job::{Job, JobEnd, JobOutcome, OnLine, run_job};

@@ -1,0 +1,114 @@
+//! The seam between the controller and whatever runs an instance.
+//!
+//! The controller needs the same few things from every kind of instance: start one from an
+//! [`InstanceConfig`] (with its env and, later, its resources), watch its state, wait for it
+//! to become ready (or learn why it did not, with the output that explains it), read its
+//! last lines, count its restarts, stop it with its grace period, and after a crash of the
+//! server remove what the previous server left running. [`ProcessDriver`] does this for
+//! native processes; a container driver will do it for containers, and the controller's
+//! tests use an in-memory one. The router, the probes' verdicts and the rollouts only ever
+//! see the [`InstanceState`]s and ports that come out of it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::{Instance, InstanceConfig, InstanceState, NotReady, StartError};
+
+/// A boxed future, as trait objects need.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Starts instances and cleans up after a crashed server.
+pub trait Driver: Send + Sync {
+    /// Starts an instance; returns once it runs (in state [`InstanceState::Starting`]), or
+    /// why it cannot.
+    fn start(&self, config: InstanceConfig) -> BoxFuture<'_, Result<RunningInstance, StartError>>;
+
+    /// Removes an instance a previous server left running, identified by its pid and start
+    /// time as recorded then (see [`RunningInstance::started_at_ticks`]); returns whether
+    /// something was removed.
+    fn remove_orphan(&self, pid: u32, started_at_ticks: u64) -> bool;
+}
+
+/// One running instance, whichever driver runs it. Cloning is cheap; all clones control the
+/// same instance.
+pub type RunningInstance = Arc<dyn InstanceHandle>;
+
+/// What the controller can ask of a running instance.
+pub trait InstanceHandle: Send + Sync {
+    /// The instance id from its configuration.
+    fn id(&self) -> &str;
+    /// The loopback port it serves on.
+    fn port(&self) -> u16;
+    /// The pid of its process (group leader), if one runs.
+    fn pid(&self) -> Option<u32>;
+    /// When that process started (clock ticks after boot), to recognise it after a crash.
+    fn started_at_ticks(&self) -> Option<u64>;
+    /// Its state from now on.
+    fn state(&self) -> watch::Receiver<InstanceState>;
+    /// Waits until it is ready, or says why it never will be.
+    fn wait_ready(&self) -> BoxFuture<'_, Result<(), NotReady>>;
+    /// Its last `n` output lines, oldest first.
+    fn last_lines(&self, n: usize) -> Vec<String>;
+    /// How many times it was restarted.
+    fn restarts(&self) -> u32;
+    /// Stops it within its grace period; returns once nothing of it runs.
+    fn stop(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Native processes ([`Instance`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessDriver;
+
+impl Driver for ProcessDriver {
+    fn start(&self, config: InstanceConfig) -> BoxFuture<'_, Result<RunningInstance, StartError>> {
+        Box::pin(async move {
+            let instance = Instance::start(config).await?;
+            Ok(Arc::new(instance) as RunningInstance)
+        })
+    }
+
+    fn remove_orphan(&self, pid: u32, started_at_ticks: u64) -> bool {
+        crate::kill_orphan(pid, started_at_ticks)
+    }
+}
+
+impl InstanceHandle for Instance {
+    fn id(&self) -> &str {
+        Instance::id(self)
+    }
+
+    fn port(&self) -> u16 {
+        Instance::port(self)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        Instance::pid(self)
+    }
+
+    fn started_at_ticks(&self) -> Option<u64> {
+        Instance::started_at_ticks(self)
+    }
+
+    fn state(&self) -> watch::Receiver<InstanceState> {
+        Instance::state(self)
+    }
+
+    fn wait_ready(&self) -> BoxFuture<'_, Result<(), NotReady>> {
+        Box::pin(Instance::wait_ready(self))
+    }
+
+    fn last_lines(&self, n: usize) -> Vec<String> {
+        Instance::last_lines(self, n)
+    }
+
+    fn restarts(&self) -> u32 {
+        Instance::restarts(self)
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Instance::stop(self))
+    }
+}
