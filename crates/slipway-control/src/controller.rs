@@ -190,6 +190,8 @@ struct LiveInstance {
     instance: RunningInstance,
     backend: Arc<Backend>,
     grace: Duration,
+    /// The folder it runs in (its revision's checkout), kept while it runs.
+    workdir: PathBuf,
 }
 
 // === impl Controller ===
@@ -1302,7 +1304,7 @@ impl Controller {
             id: id.clone(),
             argv,
             env,
-            workdir,
+            workdir: workdir.clone(),
             port,
             log_file: self.log_dir(app, service).join(format!("{id}.log")),
             log_max_bytes: LOG_MAX_BYTES,
@@ -1326,6 +1328,7 @@ impl Controller {
             instance: instance.clone(),
             backend: backend.clone(),
             grace: spec.shutdown.grace,
+            workdir,
         };
         self.record_instance(app, service, revision, &instance);
         self.live()
@@ -1589,6 +1592,26 @@ impl Controller {
     }
 
     /// Prunes the logs of every service that has a log directory (see `prune_logs`).
+    /// Removes code checkouts no running instance uses (made more than an hour ago: a
+    /// release or one-off command may be running in a younger one). A later start makes
+    /// its checkout again from the code store.
+    fn prune_checkouts(&self) {
+        let in_use: std::collections::HashSet<PathBuf> = self
+            .live()
+            .apps
+            .values()
+            .flat_map(|services| services.values())
+            .flat_map(|revisions| revisions.values())
+            .flat_map(|r| r.instances.iter().map(|i| i.workdir.clone()))
+            .collect();
+        let removed = self
+            .code_store()
+            .prune_checkouts(&in_use, Duration::from_secs(3600));
+        if removed > 0 {
+            tracing::info!(removed, "removed code checkouts no instance uses");
+        }
+    }
+
     fn prune_all_logs(&self) {
         let Ok(apps) = std::fs::read_dir(self.config.data_dir.join("logs")) else {
             return;
@@ -1737,6 +1760,7 @@ impl Controller {
                     this.rollout_tick();
                     if sweep {
                         this.prune_all_logs();
+                        this.prune_checkouts();
                     }
                 })
                 .await;

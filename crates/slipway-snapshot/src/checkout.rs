@@ -127,3 +127,38 @@ fn ensure_parent(path: &Path) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+impl CodeStore {
+    /// Removes the checkouts that are not in `in_use` and were made more than `min_age`
+    /// ago (a release or one-off command may be about to run in a younger one). Checkouts
+    /// are cheap to make again from the store: only their folders and links cost disk.
+    /// Returns how many were removed.
+    pub fn prune_checkouts(
+        &self,
+        in_use: &std::collections::HashSet<PathBuf>,
+        min_age: std::time::Duration,
+    ) -> usize {
+        let parent = self.root.join("checkouts");
+        let Ok(entries) = std::fs::read_dir(&parent) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let old_enough = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= min_age);
+            if !old_enough || in_use.contains(&path) {
+                continue;
+            }
+            // A half-built one (`.tmp-…`) is as stale as a finished one at this age.
+            if std::fs::remove_dir_all(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+}

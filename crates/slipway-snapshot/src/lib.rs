@@ -3,10 +3,11 @@
 //! A revision must hold its code as well as its config, or a rollback runs today's files.
 //! [`CodeStore::take`] walks a folder (honouring `.slipwayignore` in gitignore syntax and a
 //! few defaults such as `.git`), stores every file once by content (SHA-256) under
-//! `blobs/`, and records the tree — paths, executable bits, symlinks, empty folders — as a
-//! manifest under `trees/<digest>`. The tree's digest names the snapshot: equal folders
-//! give equal digests, so an unchanged folder makes no new revision, and a one-file edit
-//! stores one new blob.
+//! `blobs/`, and records the tree — names, executable bits, symlinks, empty folders — as
+//! one object per folder under `trees/<digest>` (see `tree.rs`). The root folder's digest
+//! names the snapshot: equal folders give equal digests, so an unchanged folder makes no new
+//! revision, and a one-file edit stores one new blob and the objects of the folders on its
+//! path.
 //!
 //! [`CodeStore::checkout`] materialises a snapshot as a folder of hard links to the blobs
 //! (no file content is copied), plus the symlinks that put persistent volumes at their
@@ -27,6 +28,7 @@
 mod cache;
 mod checkout;
 mod take;
+mod tree;
 
 use std::path::{Path, PathBuf};
 
@@ -121,7 +123,8 @@ impl CodeStore {
         &self.root
     }
 
-    /// Whether the snapshot `digest` is stored (its manifest exists).
+    /// Whether the snapshot `digest` is stored (its root folder's object exists; the others
+    /// are written before it).
     pub fn has(&self, digest: &str) -> bool {
         is_digest(digest) && self.tree_path(digest).is_file()
     }
@@ -137,27 +140,6 @@ impl CodeStore {
             blob[2..].to_owned()
         };
         self.root.join("blobs").join(&blob[..2]).join(name)
-    }
-
-    fn manifest(&self, digest: &str) -> Result<Vec<Entry>> {
-        if !is_digest(digest) {
-            return Err(SnapshotError::Missing(digest.to_owned()));
-        }
-        let path = self.tree_path(digest);
-        let text = std::fs::read(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                SnapshotError::Missing(digest.to_owned())
-            } else {
-                SnapshotError::Io {
-                    path: path.clone(),
-                    source: e,
-                }
-            }
-        })?;
-        serde_json::from_slice(&text).map_err(|e| SnapshotError::Walk {
-            path,
-            message: format!("damaged manifest: {e}"),
-        })
     }
 
     /// The number of files and their total size in snapshot `digest`.

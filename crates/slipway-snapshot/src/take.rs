@@ -15,7 +15,7 @@ const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 /// What [`CodeStore::take`] stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Taken {
-    /// The snapshot's name: the digest of its manifest.
+    /// The snapshot's name: the digest of its root folder's object.
     pub digest: String,
     /// Files in the snapshot and their total size.
     pub files: u64,
@@ -128,27 +128,33 @@ impl CodeStore {
                 exec,
             });
         }
-        entries.sort_by(|a, b| a.path().cmp(b.path()));
-        let manifest = serde_json::to_vec(&entries).map_err(|e| SnapshotError::Walk {
-            path: source.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        let mut hasher = Sha256::new();
-        hasher.update(b"slipway-tree-v1\n");
-        hasher.update(&manifest);
-        taken.digest = hex::encode(hasher.finalize());
-        let tree = self.tree_path(&taken.digest);
-        if store && !tree.is_file() {
-            // New blobs reach the disk before the manifest that names them.
-            if taken.new_files > 0 {
+        let folders = crate::tree::folders(&entries);
+        let Some((root, _)) = folders.last() else {
+            unreachable!("the root folder is always there");
+        };
+        taken.digest = root.clone();
+        if store && !self.tree_path(&taken.digest).is_file() {
+            // New blobs and folder objects reach the disk before the root object that makes
+            // the snapshot exist.
+            let mut written = false;
+            for (digest, bytes) in &folders[..folders.len() - 1] {
+                let path = self.tree_path(digest);
+                if !path.is_file() {
+                    crate::write_atomically(&path, bytes, false)?;
+                    written = true;
+                }
+            }
+            if taken.new_files > 0 || written {
                 let blobs = self.root.join("blobs");
+                std::fs::create_dir_all(&blobs).map_err(SnapshotError::io(&blobs))?;
                 let dir = std::fs::File::open(&blobs).map_err(SnapshotError::io(&blobs))?;
                 rustix::fs::syncfs(&dir).map_err(|e| SnapshotError::Io {
                     path: blobs,
                     source: e.into(),
                 })?;
             }
-            crate::write_atomically(&tree, &manifest, true)?;
+            let (_, root_bytes) = &folders[folders.len() - 1];
+            crate::write_atomically(&self.tree_path(&taken.digest), root_bytes, true)?;
         }
         // The cache only saves work; failing to write it costs a re-hash next time.
         let _ = new_cache.save(&cache_path);

@@ -195,3 +195,83 @@ fn a_digest_alone_stores_nothing_and_matches_the_snapshot() {
     write(&src, "db.sqlite3", "SQLite format 3\0");
     assert_ne!(store.digest(&src, &[]).unwrap(), digest);
 }
+
+#[test]
+fn a_one_file_edit_writes_only_the_folders_on_its_path() {
+    let (dir, src, store) = setup();
+    for i in 0..20 {
+        write(&src, &format!("other{i}/file.py"), &format!("N = {i}"));
+    }
+    let trees = |store: &CodeStore| {
+        std::fs::read_dir(store.root().join("trees"))
+            .unwrap()
+            .count()
+    };
+    let first = store.take(&src, &[]).unwrap();
+    // The root, pkg, empty and the 20 others.
+    assert_eq!(trees(&store), 23);
+    write(&src, "pkg/mod.py", "X = 2");
+    let edited = store.take(&src, &[]).unwrap();
+    assert_eq!(
+        trees(&store),
+        25,
+        "pkg's object and the root's, nothing else"
+    );
+    // Both read back whole.
+    for (digest, x) in [(&first.digest, "X = 1"), (&edited.digest, "X = 2")] {
+        let out = store.checkout(digest, &[]).unwrap();
+        assert_eq!(std::fs::read_to_string(out.join("pkg/mod.py")).unwrap(), x);
+        assert_eq!(
+            std::fs::read_to_string(out.join("other7/file.py")).unwrap(),
+            "N = 7"
+        );
+        assert!(out.join("empty").is_dir());
+        assert_eq!(store.size(digest).unwrap().0, 23);
+    }
+    drop(dir);
+}
+
+#[test]
+fn a_snapshot_of_the_first_format_still_checks_out() {
+    let (_dir, src, store) = setup();
+    let taken = store.take(&src, &[]).unwrap();
+    // A flat list of every path, as the first format stored it, under a digest of its own.
+    let flat = store.manifest(&taken.digest).unwrap();
+    let old = "1".repeat(64);
+    std::fs::write(
+        store.root().join("trees").join(&old),
+        serde_json::to_vec(&flat).unwrap(),
+    )
+    .unwrap();
+    let out = store.checkout(&old, &[]).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(out.join("app.py")).unwrap(),
+        "print('v1')"
+    );
+    assert!(out.join("empty").is_dir());
+}
+
+#[test]
+fn unused_checkouts_are_pruned_and_made_again_on_demand() {
+    let (_dir, src, store) = setup();
+    let v1 = store.take(&src, &[]).unwrap();
+    write(&src, "app.py", "print('v2')");
+    let v2 = store.take(&src, &[]).unwrap();
+    let one = store.checkout(&v1.digest, &[]).unwrap();
+    let two = store.checkout(&v2.digest, &[]).unwrap();
+    let in_use = std::collections::HashSet::from([two.clone()]);
+    // Too young to go.
+    assert_eq!(
+        store.prune_checkouts(&in_use, std::time::Duration::from_secs(3600)),
+        0
+    );
+    assert_eq!(store.prune_checkouts(&in_use, std::time::Duration::ZERO), 1);
+    assert!(!one.exists() && two.exists());
+    // The snapshot is still whole: its checkout comes back.
+    let again = store.checkout(&v1.digest, &[]).unwrap();
+    assert_eq!(again, one);
+    assert_eq!(
+        std::fs::read_to_string(again.join("app.py")).unwrap(),
+        "print('v1')"
+    );
+}

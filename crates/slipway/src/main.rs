@@ -309,7 +309,20 @@ fn main() -> ExitCode {
     // for other command-line tools, instead of panicking in `println!`. The server keeps
     // SIGPIPE ignored: a client that hangs up while the router writes to it must cost one
     // connection, not the whole process.
-    if !matches!(cli.command, Command::Server { command: None, .. }) {
+    // Only commands that print what they read (and are piped into `head` or `grep -m`) get
+    // the default; the others keep it ignored, so that a server closing its socket while
+    // one of them writes to it (`server stop` polls a server that is exiting) is an error
+    // they report, not a silent death.
+    if matches!(
+        cli.command,
+        Command::Logs { .. }
+            | Command::Events { .. }
+            | Command::Status { .. }
+            | Command::Revisions { .. }
+            | Command::Top { .. }
+            | Command::Schema
+            | Command::Config { .. }
+    ) {
         // SAFETY: called before the runtime starts, while this is the only thread.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
