@@ -183,6 +183,8 @@ struct LiveRevision {
     /// Identifies the latest scheduled retirement; a timer whose token no longer matches
     /// was superseded (the revision served again, or a newer switch rescheduled it).
     retire_token: u64,
+    /// When the pending retirement (if any) is due.
+    retire_at: Option<tokio::time::Instant>,
 }
 
 #[derive(Clone)]
@@ -933,14 +935,33 @@ impl Controller {
     /// Retires a revision's instances after `keep` (at least `RETIRE_FLOOR`, so requests
     /// that picked an older route table just before a swap still find their instance),
     /// unless it receives traffic again or a newer schedule supersedes this one.
+    ///
+    /// A retirement already due sooner stays as it is: deploys less than `RETIRE_FLOOR`
+    /// apart would otherwise push every older revision's retirement back each time, and
+    /// none would ever stop while they go on.
     fn schedule_retire(self: &Arc<Self>, app: &str, service: &str, revision: u64, keep: Duration) {
-        let Some(token) = self.bump_retire_token(app, service, revision) else {
-            return;
+        let due = tokio::time::Instant::now() + keep.max(RETIRE_FLOOR);
+        let token = {
+            let mut live = self.live();
+            let Some(lr) = live
+                .apps
+                .get_mut(app)
+                .and_then(|a| a.get_mut(service))
+                .and_then(|s| s.get_mut(&revision))
+            else {
+                return;
+            };
+            if lr.retire_at.is_some_and(|at| at <= due) {
+                return;
+            }
+            lr.retire_token = next_retire_token();
+            lr.retire_at = Some(due);
+            lr.retire_token
         };
         let this = self.clone();
         let (app, service) = (app.to_owned(), service.to_owned());
         tokio::spawn(async move {
-            tokio::time::sleep(keep.max(RETIRE_FLOOR)).await;
+            tokio::time::sleep_until(due).await;
             let slot = this.slot(&app, &service);
             let _guard = slot.lock().await;
             let current = this
@@ -963,19 +984,16 @@ impl Controller {
 
     /// Cancels any pending retirement of a revision (it serves again).
     fn cancel_retire(&self, app: &str, service: &str, revision: u64) {
-        self.bump_retire_token(app, service, revision);
-    }
-
-    fn bump_retire_token(&self, app: &str, service: &str, revision: u64) -> Option<u64> {
-        static TOKENS: AtomicU64 = AtomicU64::new(1);
         let mut live = self.live();
-        let lr = live
+        if let Some(lr) = live
             .apps
             .get_mut(app)
             .and_then(|a| a.get_mut(service))
-            .and_then(|s| s.get_mut(&revision))?;
-        lr.retire_token = TOKENS.fetch_add(1, Ordering::Relaxed);
-        Some(lr.retire_token)
+            .and_then(|s| s.get_mut(&revision))
+        {
+            lr.retire_token = next_retire_token();
+            lr.retire_at = None;
+        }
     }
 
     /// Switches a service back to an earlier ready revision (the one before the serving
@@ -1341,6 +1359,7 @@ impl Controller {
             .or_insert_with(|| LiveRevision {
                 instances: Vec::new(),
                 retire_token: 0,
+                retire_at: None,
             })
             .instances
             .push(live.clone());
@@ -2350,6 +2369,12 @@ impl Controller {
             })
             .collect()
     }
+}
+
+/// A fresh token for a pending retirement; an older pending one then does nothing.
+fn next_retire_token() -> u64 {
+    static TOKENS: AtomicU64 = AtomicU64::new(1);
+    TOKENS.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Why starting a revision failed, with the output that explains it.

@@ -296,3 +296,22 @@ async fn a_deploy_the_driver_refuses_fails_with_its_reason_and_starts_nothing() 
     assert!(s.deploy().await.0);
     assert_eq!(s.traffic(), [(2, 100)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn deploys_less_than_a_second_apart_still_retire_the_old_revisions() {
+    let s = Scenario::new("{ keep_previous: 0s }");
+    for n in 1..=10 {
+        s.edit(&format!("v{n}"));
+        assert!(s.deploy().await.0);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Ten revisions in about three seconds: each retires a second after it lost the
+    // traffic, whatever came after it.
+    let running: Vec<String> = s.driver.running();
+    assert!(running.len() <= 5, "old revisions pile up: {running:?}");
+    s.until("only the last revision runs", |s| {
+        s.driver.running().len() == 1
+    })
+    .await;
+    assert_eq!(s.running("api-r10-"), 1);
+}
