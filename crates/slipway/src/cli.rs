@@ -1,0 +1,292 @@
+//! The command line: clap's types for every command and its flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use slipway_control::dto;
+
+#[derive(Parser)]
+#[command(
+    name = "slipway",
+    version,
+    about = "Cloud Run on your own machine: run a multi-service app behind one router, with zero-downtime deploys and instant rollback"
+)]
+pub(crate) struct Cli {
+    /// Where the server keeps its state, logs and API socket.
+    #[arg(long, global = true, env = "SLIPWAY_HOME")]
+    pub(crate) data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct Listen {
+    /// The router's address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(crate) listen: SocketAddr,
+    /// The admin address (API over HTTP; later metrics and the dashboard).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub(crate) admin: SocketAddr,
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct AppArg {
+    /// The app to act on; default: the app of ./slipway.yaml, or the only registered app.
+    #[arg(long)]
+    pub(crate) app: Option<String>,
+    #[command(flatten)]
+    pub(crate) env: EnvArg,
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct EnvArg {
+    /// The environment (declared under `environments:` in slipway.yaml).
+    #[arg(long = "env", env = "SLIPWAY_ENV", default_value = slipway_control::DEVELOPMENT)]
+    pub(crate) environment: String,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Start the server if none is running, deploy every service of DIR/slipway.yaml, print the URLs.
+    Up {
+        /// Directory holding slipway.yaml (or the file itself).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Leave the server running in the background and return.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        listen: Listen,
+        #[command(flatten)]
+        env: EnvArg,
+    },
+    /// Run the server (router, API, reconciler) in the foreground.
+    Server {
+        #[command(subcommand)]
+        command: Option<ServerCommand>,
+        #[command(flatten)]
+        listen: Listen,
+        /// Do not record request figures in the router (only to measure what recording
+        /// costs: status figures, /metrics, canary analysis and autoscaling go blind).
+        #[arg(long)]
+        no_metrics: bool,
+        /// Serve every request through hyper instead of the router's HTTP/1.1 fast path
+        /// (only to compare the two).
+        #[arg(long)]
+        no_fast_path: bool,
+        /// How many stopped instances of each service keep their logs (the most recent, for at
+        /// most 7 days); the logs of older ones are deleted.
+        #[arg(long, value_name = "N", default_value_t = 50,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        keep_logs: u32,
+    },
+    /// Stop every instance of the app cleanly (the server keeps running).
+    Down {
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Show the status table, refreshed every second (Ctrl-C to quit).
+    Top {
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Show services, serving revision, instances and URLs.
+    Status {
+        service: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read the spec and deploy every service whose config changed (or the named ones).
+    Deploy {
+        services: Vec<String>,
+        /// Create a new revision even if nothing changed.
+        #[arg(long)]
+        force: bool,
+        /// Override the spec's deploy strategy: blue-green, canary, rolling or recreate.
+        #[arg(long, value_parser = str::parse::<dto::Strategy>)]
+        strategy: Option<dto::Strategy>,
+        /// Directory holding slipway.yaml (or the file itself).
+        #[arg(long, short = 'f', default_value = ".")]
+        file: PathBuf,
+        #[command(flatten)]
+        env: EnvArg,
+    },
+    /// Deploy to one environment the exact build serving in another (no rebuild).
+    Promote {
+        service: String,
+        /// The environment whose serving revision is promoted.
+        #[arg(long)]
+        from: String,
+        /// The environment to deploy it to.
+        #[arg(long)]
+        to: String,
+        /// Directory holding slipway.yaml (or the file itself).
+        #[arg(long, short = 'f', default_value = ".")]
+        file: PathBuf,
+    },
+    /// Manage the secrets an app's services receive as environment variables.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+    /// Show the spec as it resolves for an environment.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Split a service's traffic between revisions, e.g. `--to-revisions 7=90,8=10`.
+    Traffic {
+        service: String,
+        /// REVISION=PERCENT pairs summing to 100.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            conflicts_with = "to_latest",
+            required_unless_present = "to_latest"
+        )]
+        to_revisions: Vec<String>,
+        /// All traffic to the newest ready revision.
+        #[arg(long)]
+        to_latest: bool,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Name a revision (`green=8`); it is reachable at http://<tag>.<service>.<app>.localhost whatever its share.
+    Tag {
+        service: String,
+        /// TAG=REVISION
+        #[arg(conflicts_with = "remove", required_unless_present = "remove")]
+        assignment: Option<String>,
+        /// Remove this tag.
+        #[arg(long)]
+        remove: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Show or steer a canary rollout: status, promote, pause, resume, abort.
+    Rollout {
+        /// `status`, or one of the actions: promote, pause, resume, abort.
+        #[arg(value_parser = ["status", "promote", "pause", "resume", "abort"])]
+        action: String,
+        service: String,
+        /// With `status`: keep refreshing until the rollout ends.
+        #[arg(short, long)]
+        watch: bool,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// List a service's revisions.
+    Revisions {
+        service: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Switch a service back to the previous (or given) ready revision.
+    Rollback {
+        service: String,
+        /// The revision number to return to.
+        #[arg(long)]
+        to: Option<u64>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Print a service's instance logs, interleaved by time.
+    Logs {
+        service: String,
+        /// Keep printing new lines.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only this revision's instances.
+        #[arg(long)]
+        revision: Option<u64>,
+        /// How many recent lines to print first.
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+        /// Print the output of the release command instead (of --revision, or the newest).
+        #[arg(long, conflicts_with = "follow")]
+        release: bool,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Run a one-off command (a data fix, `manage.py createsuperuser`, a shell) in a
+    /// revision's code with its env, secrets and volumes, attached to this terminal; exits
+    /// with the command's exit code.
+    #[command(
+        after_help = "Example: slipway run web -- python manage.py createsuperuser --noinput"
+    )]
+    Run {
+        service: String,
+        /// The revision whose code and config to use; default: the serving one.
+        #[arg(long)]
+        revision: Option<u64>,
+        #[command(flatten)]
+        app: AppArg,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Print the event log (the audit trail).
+    Events {
+        #[arg(long)]
+        service: Option<String>,
+        /// Keep printing new events as they happen.
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Check a spec file and print every problem with its line and column.
+    Validate {
+        #[arg(default_value = "slipway.yaml")]
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of slipway.yaml (for editors).
+    Schema,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SecretCommand {
+    /// Set a secret (a new version); the value is read from stdin, or asked for without
+    /// echo on a terminal, never taken from the command line.
+    Set {
+        name: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// List the secrets that are set: names, versions and when they changed (never values).
+    List {
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Remove a secret (revisions that use an older version keep it).
+    Rm {
+        name: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Print the fully resolved spec of an environment (secrets by name only).
+    Show {
+        /// Directory holding slipway.yaml (or the file itself).
+        #[arg(long, short = 'f', default_value = ".")]
+        file: PathBuf,
+        #[command(flatten)]
+        env: EnvArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ServerCommand {
+    /// Stop the running server: drain and stop every instance, then exit.
+    Stop,
+}

@@ -1,0 +1,347 @@
+//! What the CLI prints: deploy progress lines, the status and rollout tables, sizes and
+//! signal names.
+
+use std::time::Instant;
+
+use slipway_control::dto::{self, Progress};
+
+/// Prints one progress line; returns false for a failure.
+pub(crate) fn print_progress(p: &Progress, started: Instant) -> bool {
+    let t = format!("{:>7.2}s", started.elapsed().as_secs_f64());
+    match p {
+        Progress::Starting {
+            service,
+            revision,
+            instances,
+        } => {
+            println!(
+                "{t}  {service:<12} starting revision {revision} ({instances} instance{})",
+                if *instances == 1 { "" } else { "s" }
+            );
+        }
+        Progress::Unchanged { service, revision } => {
+            println!("{t}  {service:<12} unchanged, revision {revision} serving");
+        }
+        Progress::InstanceReady {
+            service,
+            instance,
+            elapsed_ms,
+            ..
+        } => {
+            println!("{t}  {service:<12} {instance} ready after {elapsed_ms} ms");
+        }
+        Progress::Switched {
+            service,
+            revision,
+            previous,
+            elapsed_ms,
+        } => match previous {
+            Some(p) => println!(
+                "{t}  {service:<12} traffic switched: revision {p} -> {revision} ({elapsed_ms} ms)"
+            ),
+            None => println!("{t}  {service:<12} serving revision {revision} ({elapsed_ms} ms)"),
+        },
+        Progress::Failed {
+            service,
+            error,
+            last_lines,
+            ..
+        } => {
+            let who = if service.is_empty() {
+                String::new()
+            } else {
+                format!("{service}: ")
+            };
+            eprintln!("{t}  error: {who}{error}");
+            if !last_lines.is_empty() {
+                eprintln!("         output:");
+                for l in last_lines {
+                    eprintln!("         | {l}");
+                }
+            }
+            return false;
+        }
+        Progress::RolloutStarted {
+            service,
+            revision,
+            baseline,
+            percent,
+            steps,
+            interval_ms,
+        } => {
+            println!(
+                "{t}  {service:<12} canary started: {percent}% of traffic on revision {revision}, {}% on {baseline}; steps {steps:?} every {:.0}s, judged on live figures",
+                100 - percent,
+                *interval_ms as f64 / 1000.0
+            );
+            println!("{t}  {service:<12} follow it with `slipway rollout status {service} -w`");
+        }
+        Progress::Step {
+            service,
+            step,
+            command,
+        } => {
+            println!("{t}  {service:<12} {step}: {command}");
+        }
+        Progress::Output { service, line } => {
+            println!("{t}  {service:<12} | {line}");
+        }
+        Progress::StepDone {
+            service,
+            step,
+            elapsed_ms,
+        } => {
+            println!(
+                "{t}  {service:<12} {step} succeeded in {:.1}s",
+                *elapsed_ms as f64 / 1000.0
+            );
+        }
+        Progress::Artifact { service, digest } => {
+            println!(
+                "{t}  {service:<12} artifact stored as {}",
+                &digest[..digest.len().min(12)]
+            );
+        }
+        Progress::Promoting {
+            service,
+            from,
+            digest,
+        } => {
+            println!(
+                "{t}  {service:<12} promoting the code {} of {from} (no build, nothing read from the working folder)",
+                &digest[..digest.len().min(12)]
+            );
+        }
+        Progress::Snapshot {
+            service,
+            digest,
+            files,
+            bytes,
+            new_files,
+            new_bytes,
+            elapsed_ms,
+        } => {
+            println!(
+                "{t}  {service:<12} code snapshot {}: {files} files, {}; {new_files} new ({}) in {elapsed_ms} ms",
+                &digest[..digest.len().min(12)],
+                human_bytes(*bytes),
+                human_bytes(*new_bytes)
+            );
+        }
+        Progress::StepSkipped {
+            service,
+            step,
+            reason,
+        } => {
+            println!("{t}  {service:<12} {step} skipped: {reason}");
+        }
+        Progress::Downtime {
+            service,
+            downtime_ms,
+        } => {
+            println!(
+                "{t}  {service:<12} recreate strategy: no instance served for {downtime_ms} ms"
+            );
+        }
+        Progress::ReleaseStarted {
+            service,
+            revision,
+            command,
+        } => {
+            println!("{t}  {service:<12} revision {revision}: release command: {command}");
+        }
+        Progress::ReleaseSucceeded {
+            service, summary, ..
+        } => {
+            println!("{t}  {service:<12} {summary}");
+        }
+        Progress::Done { ok } => return *ok,
+    }
+    true
+}
+
+/// `1536` -> `1.5 KiB`.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// `9` -> `SIGKILL`, for the signals a one-off command usually dies of.
+pub(crate) fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGQUIT => "SIGQUIT".into(),
+        libc::SIGABRT => "SIGABRT".into(),
+        libc::SIGKILL => "SIGKILL".into(),
+        libc::SIGSEGV => "SIGSEGV".into(),
+        libc::SIGPIPE => "SIGPIPE".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        other => format!("signal {other}"),
+    }
+}
+
+pub(crate) fn print_rollout(r: &dto::RolloutStatus) {
+    let phase = r.state.get("phase").cloned().unwrap_or_default();
+    let phase_name = phase
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or("unknown");
+    let step = r.state.get("step").and_then(|s| s.as_u64()).unwrap_or(0);
+    let steps: Vec<u64> = r
+        .config
+        .get("steps")
+        .and_then(|s| s.as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+        .unwrap_or_default();
+    println!(
+        "canary of {} revision {} against revision {}: {}{}",
+        r.service,
+        r.revision,
+        r.baseline,
+        phase_name,
+        phase
+            .get("reason")
+            .and_then(|v| v.as_str())
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default()
+    );
+    if r.active {
+        println!(
+            "step {} of {} ({}%), steps {steps:?}",
+            step + 1,
+            steps.len(),
+            steps.get(step as usize).copied().unwrap_or(0)
+        );
+    }
+    let split: Vec<String> = r
+        .traffic
+        .iter()
+        .map(|t| format!("revision {} {}%", t.revision, t.percent))
+        .collect();
+    println!("traffic: {}", split.join(", "));
+    let analysis = r.config.get("analysis").cloned().unwrap_or_default();
+    let fmt = |f: &Option<dto::StepFigures>| match f {
+        Some(f) => format!(
+            "{} requests, {} errors ({:.2}%), p95 {}",
+            f.requests,
+            f.errors,
+            if f.requests > 0 {
+                f.errors as f64 * 100.0 / f.requests as f64
+            } else {
+                0.0
+            },
+            f.p95_ms.map_or("-".into(), |p| format!("{p:.1} ms"))
+        ),
+        None => "-".into(),
+    };
+    if r.active {
+        println!("this step, new revision: {}", fmt(&r.canary));
+        println!("this step, old revision: {}", fmt(&r.baseline_figures));
+        println!("thresholds: {analysis}");
+        if let Some(ms) = r.next_check_in_ms {
+            println!("next judgement in {:.1}s", ms as f64 / 1000.0);
+        }
+    }
+    if let Some(history) = r.state.get("history").and_then(|h| h.as_array()) {
+        for h in history {
+            let outcome = h.get("outcome").cloned().unwrap_or_default();
+            let kind = outcome.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
+            let detail = ["summary", "reason"]
+                .iter()
+                .find_map(|k| outcome.get(*k).and_then(|v| v.as_str()))
+                .unwrap_or("");
+            println!(
+                "  {}% step: {kind}{}",
+                h.get("percent").and_then(|p| p.as_u64()).unwrap_or(0),
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — {detail}")
+                }
+            );
+        }
+    }
+}
+
+pub(crate) fn table(header: &[&str]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING);
+    t.set_header(header.to_vec());
+    t
+}
+
+pub(crate) fn print_status(status: &dto::AppStatus, only: Option<&str>) {
+    println!(
+        "app {}{}  (router http://{})",
+        status.app,
+        if status.down { " [down]" } else { "" },
+        status.router
+    );
+    let mut t = table(&[
+        "SERVICE",
+        "REVISION",
+        "INSTANCES",
+        "REQ/S",
+        "ERR%",
+        "P95",
+        "URL",
+    ]);
+    let mut problems = Vec::new();
+    for s in status
+        .services
+        .iter()
+        .filter(|s| only.is_none_or(|o| o == s.name))
+    {
+        let traffic = if s.traffic.is_empty() {
+            "-".to_owned()
+        } else {
+            s.traffic
+                .iter()
+                .map(|t| {
+                    if t.percent == 100 {
+                        t.revision.to_string()
+                    } else {
+                        format!("{}={}%", t.revision, t.percent)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut urls = vec![s.url.clone()];
+        urls.extend(s.route_urls.iter().cloned());
+        let f = &s.figures;
+        t.add_row(vec![
+            s.name.clone(),
+            traffic,
+            format!("{}/{}", s.ready, s.total),
+            format!("{:.1}", f.rps),
+            if f.requests == 0 {
+                "-".into()
+            } else {
+                format!("{:.1}", f.errors as f64 * 100.0 / f.requests as f64)
+            },
+            f.p95_ms.map_or("-".into(), |p| format!("{p:.1}ms")),
+            urls.join("  "),
+        ]);
+        if let Some(p) = &s.problem {
+            problems.push((s.name.clone(), p.clone(), s.problem_lines.clone()));
+        }
+    }
+    println!("{t}");
+    for (name, p, lines) in problems {
+        println!("\n{name}: {p}");
+        for l in lines {
+            println!("  | {l}");
+        }
+    }
+}
