@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use slipway_core::events::EventKind;
 use slipway_router::{Backend, Pool, RevisionStats, RouteTable, Router, Target};
 use slipway_runtime::{Driver, InstanceConfig, InstanceState, RunningInstance};
 use slipway_spec::{Port, ServiceSpec, Spec};
@@ -284,10 +285,10 @@ impl Controller {
         app: &str,
         service: Option<&str>,
         revision: Option<u64>,
-        kind: &str,
+        kind: EventKind,
         message: String,
     ) {
-        tracing::info!(app, service, revision, kind, "{message}");
+        tracing::info!(app, service, revision, kind = kind.as_str(), "{message}");
         if let Err(err) = self.store.add_event(&NewEvent {
             app,
             service,

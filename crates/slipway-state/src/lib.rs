@@ -13,6 +13,7 @@
 //! This crate knows nothing about tokio, HTTP or processes; callers serialise access
 //! through the internal mutex (one writer, short transactions).
 
+use slipway_core::events::EventKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -242,12 +243,12 @@ pub struct Event {
 }
 
 /// An event to append; `ts` and `id` are assigned by the store.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
     pub app: &'a str,
     pub service: Option<&'a str>,
     pub revision: Option<u64>,
-    pub kind: &'a str,
+    pub kind: EventKind,
     pub message: String,
 }
 
@@ -462,11 +463,12 @@ impl Store {
                     tx,
                     &NewEvent {
                         app: key,
-                        kind: "app.registered",
+                        kind: EventKind::AppRegistered,
                         message: format!(
                             "app {key} registered from {spec_path} (environment {environment}, host {host})"
                         ),
-                        ..Default::default()
+                        service: None,
+                        revision: None,
                     },
                 )?;
             }
@@ -517,9 +519,14 @@ impl Store {
                 tx,
                 &NewEvent {
                     app: name,
-                    kind: if down { "app.down" } else { "app.up" },
+                    kind: if down {
+                        EventKind::AppDown
+                    } else {
+                        EventKind::AppUp
+                    },
                     message: format!("app {name} {}", if down { "stopped" } else { "started" }),
-                    ..Default::default()
+                    service: None,
+                    revision: None,
                 },
             )
         })
@@ -553,9 +560,9 @@ impl Store {
                 &NewEvent {
                     app,
                     service: Some(service),
-                    kind: "service.removed",
+                    kind: EventKind::ServiceRemoved,
                     message: format!("service {service} removed from the spec"),
-                    ..Default::default()
+                    revision: None,
                 },
             )
         })
@@ -589,7 +596,7 @@ impl Store {
                     app,
                     service: Some(service),
                     revision: Some(next),
-                    kind: "revision.created",
+                    kind: EventKind::RevisionCreated,
                     message: format!(
                         "revision {next} of {service} created ({cause}, config {})",
                         short(digest)
@@ -626,9 +633,9 @@ impl Store {
                     service: Some(service),
                     revision: Some(number),
                     kind: match state {
-                        RevisionState::Deploying => "revision.deploying",
-                        RevisionState::Ready => "revision.ready",
-                        RevisionState::Failed => "revision.failed",
+                        RevisionState::Deploying => EventKind::RevisionDeploying,
+                        RevisionState::Ready => EventKind::RevisionReady,
+                        RevisionState::Failed => EventKind::RevisionFailed,
                     },
                     message: message.to_owned(),
                 },
@@ -775,7 +782,7 @@ impl Store {
                     app,
                     service: Some(service),
                     revision: Some(revision),
-                    kind: "tag.set",
+                    kind: EventKind::TagSet,
                     message: format!("tag {tag} of {service} now points at revision {revision}"),
                 },
             )
@@ -795,9 +802,9 @@ impl Store {
                     &NewEvent {
                         app,
                         service: Some(service),
-                        kind: "tag.removed",
+                        kind: EventKind::TagRemoved,
                         message: format!("tag {tag} of {service} removed"),
-                        ..Default::default()
+                        revision: None,
                     },
                 )?;
             }
@@ -1113,7 +1120,7 @@ fn replace_traffic(
             app,
             service: Some(service),
             revision: targets.iter().max_by_key(|t| t.percent).map(|t| t.revision),
-            kind: "traffic.changed",
+            kind: EventKind::TrafficChanged,
             message: format!("{message}: {split}"),
         },
     )
@@ -1122,7 +1129,7 @@ fn replace_traffic(
 fn insert_event(tx: &Transaction<'_>, e: &NewEvent<'_>) -> Result<()> {
     tx.execute(
         "INSERT INTO events(ts, app, service, revision, kind, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![now(), e.app, e.service, e.revision, e.kind, e.message],
+        params![now(), e.app, e.service, e.revision, e.kind.as_str(), e.message],
     )?;
     Ok(())
 }

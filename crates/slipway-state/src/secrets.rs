@@ -21,6 +21,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
+use slipway_core::events::EventKind;
 use zeroize::Zeroizing;
 
 use crate::{NewEvent, Result, Store, StoreError, insert_event, now};
@@ -258,11 +259,12 @@ impl Store {
                 tx,
                 &NewEvent {
                     app: event_app,
-                    kind: "secret.set",
+                    kind: EventKind::SecretSet,
                     message: format!(
                         "secret {name} of {app} in {environment} set (version {version})"
                     ),
-                    ..Default::default()
+                    service: None,
+                    revision: None,
                 },
             )?;
             Ok(version)
@@ -292,9 +294,10 @@ impl Store {
                 tx,
                 &NewEvent {
                     app: event_app,
-                    kind: "secret.removed",
+                    kind: EventKind::SecretRemoved,
                     message: format!("secret {name} of {app} in {environment} removed"),
-                    ..Default::default()
+                    service: None,
+                    revision: None,
                 },
             )?;
             Ok(true)

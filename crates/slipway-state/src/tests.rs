@@ -158,9 +158,10 @@ fn events_paginate_with_after_and_limit() {
     for i in 0..10 {
         s.add_event(&NewEvent {
             app: "a",
-            kind: "test",
+            service: None,
+            revision: None,
+            kind: slipway_core::events::EventKind::AppUp,
             message: format!("e{i}"),
-            ..Default::default()
         })
         .unwrap();
     }

@@ -2,6 +2,7 @@
 //! its decider and scales, scale-from-zero activation from the router, and scaling down.
 
 use super::*;
+use slipway_core::events::EventKind;
 
 // === impl Controller (autoscaling) ===
 
@@ -81,7 +82,7 @@ impl Controller {
                     app,
                     Some(service),
                     Some(revision),
-                    "scale.cold_start",
+                    EventKind::ScaleColdStart,
                     format!(
                         "cold start: revision {revision} of {service} had no instance; one was ready in {} ms",
                         started.elapsed().as_millis()
@@ -92,7 +93,7 @@ impl Controller {
                 app,
                 Some(service),
                 Some(revision),
-                "scale.cold_start_failed",
+                EventKind::ScaleColdStartFailed,
                 format!(
                     "cold start of revision {revision} of {service} failed: {}",
                     f.error
@@ -176,7 +177,7 @@ impl Controller {
                     &app,
                     Some(&service),
                     Some(revision),
-                    "scale.decision",
+                    EventKind::ScaleDecision,
                     format!(
                         "{} instance(s) wanted, {running} running{}: {}",
                         decision.desired,
@@ -207,7 +208,7 @@ impl Controller {
                             &app,
                             Some(&service),
                             Some(revision),
-                            "scale.failed",
+                            EventKind::ScaleFailed,
                             format!(
                                 "could not add {add} instance(s) to revision {revision}: {}",
                                 f.error

@@ -4,6 +4,7 @@
 //! the logs and checkouts they leave.
 
 use super::*;
+use slipway_core::events::EventKind;
 
 // === impl Controller (instances) ===
 
@@ -157,7 +158,7 @@ impl Controller {
             app,
             Some(service),
             Some(revision),
-            "instance.started",
+            EventKind::InstanceStarted,
             format!(
                 "instance {id} started (pid {}, port {port})",
                 instance.pid().unwrap_or(0)
@@ -179,9 +180,12 @@ impl Controller {
                 }
                 backend.set_ready(state == InstanceState::Ready);
                 let (kind, message) = match &state {
-                    InstanceState::Ready => ("instance.ready", format!("instance {id} ready")),
+                    InstanceState::Ready => (
+                        Some(EventKind::InstanceReady),
+                        format!("instance {id} ready"),
+                    ),
                     InstanceState::Unready { reason } => (
-                        "instance.unready",
+                        Some(EventKind::InstanceUnready),
                         format!("instance {id} failing readiness, removed from routing: {reason}"),
                     ),
                     InstanceState::Backoff {
@@ -194,19 +198,21 @@ impl Controller {
                             labels(&app, &service, &[("revision", &revision.to_string())]),
                         );
                         (
-                            "instance.crashed",
+                            Some(EventKind::InstanceCrashed),
                             format!("instance {id} {reason}; restart #{restarts} in {retry_in:?}"),
                         )
                     }
-                    InstanceState::Failed { reason } => {
-                        ("instance.failed", format!("instance {id} {reason}"))
-                    }
-                    InstanceState::Starting | InstanceState::Stopping => ("", String::new()),
-                    InstanceState::Stopped => {
-                        ("instance.stopped", format!("instance {id} stopped"))
-                    }
+                    InstanceState::Failed { reason } => (
+                        Some(EventKind::InstanceFailed),
+                        format!("instance {id} {reason}"),
+                    ),
+                    InstanceState::Starting | InstanceState::Stopping => (None, String::new()),
+                    InstanceState::Stopped => (
+                        Some(EventKind::InstanceStopped),
+                        format!("instance {id} stopped"),
+                    ),
                 };
-                if !kind.is_empty() {
+                if let Some(kind) = kind {
                     this.event(&app, Some(&service), Some(revision), kind, message);
                 }
                 if let InstanceState::Backoff { reason, .. } | InstanceState::Failed { reason } =
@@ -287,7 +293,7 @@ impl Controller {
             app,
             Some(service),
             Some(revision),
-            "deploy.rolled_back",
+            EventKind::DeployRolledBack,
             message.clone(),
         );
         let (tx, _rx) = mpsc::unbounded_channel();

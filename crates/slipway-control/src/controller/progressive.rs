@@ -10,6 +10,7 @@
 //! request and error counts are exact and the p95 comes from the histogram buckets
 //! accumulated during the step.
 
+use slipway_core::events::EventKind;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -133,7 +134,7 @@ impl Controller {
             app,
             Some(service),
             Some(revision),
-            "deploy.watching",
+            EventKind::DeployWatching,
             format!(
                 "judging revision {revision} for {}s after the switch while revision {previous} stays warm",
                 window.as_secs_f64()
@@ -160,7 +161,7 @@ impl Controller {
                             &app,
                             Some(&service),
                             Some(revision),
-                            "deploy.rolled_back",
+                            EventKind::DeployRolledBack,
                             message.clone(),
                         );
                         let (tx, _rx) = mpsc::unbounded_channel();
@@ -197,7 +198,7 @@ impl Controller {
                             &app,
                             Some(&service),
                             Some(revision),
-                            "deploy.verified",
+                            EventKind::DeployVerified,
                             text,
                         );
                         return;
@@ -286,27 +287,27 @@ impl Controller {
                 (
                     Some(split(*new_percent)),
                     true,
-                    "rollout.step",
+                    Some(EventKind::RolloutStep),
                     format!("{why}: {new_percent}% of traffic on revision {revision}"),
                 )
             }
-            Decision::Wait { .. } => (None, true, "", String::new()),
+            Decision::Wait { .. } => (None, true, None, String::new()),
             Decision::Pause { reason } => (
                 None,
                 true,
-                "rollout.paused",
+                Some(EventKind::RolloutPaused),
                 format!("canary of revision {revision} paused: {reason}"),
             ),
             Decision::RollBack { reason } => (
                 Some(split(0)),
                 false,
-                "rollout.rolled_back",
+                Some(EventKind::RolloutRolledBack),
                 format!("canary of revision {revision} rolled back: {reason}"),
             ),
             Decision::Complete => (
                 Some(split(100)),
                 false,
-                "rollout.complete",
+                Some(EventKind::RolloutComplete),
                 format!("canary of revision {revision} complete: 100% of traffic"),
             ),
         };
@@ -320,7 +321,10 @@ impl Controller {
             active,
             updated_at: String::new(),
         };
-        let message_for_store = format!("canary {}", kind.trim_start_matches("rollout."));
+        let message_for_store = format!(
+            "canary {}",
+            kind.map_or("", |k| k.as_str().trim_start_matches("rollout."))
+        );
         self.store
             .save_rollout(
                 &row,
@@ -337,7 +341,7 @@ impl Controller {
             ),
             _ => message,
         };
-        if !kind.is_empty() {
+        if let Some(kind) = kind {
             self.event(app, Some(service), Some(revision), kind, message.clone());
         }
         let key = (app.to_owned(), service.to_owned());
@@ -402,7 +406,7 @@ impl Controller {
                     &row.app,
                     Some(&row.service),
                     Some(row.revision),
-                    "rollout.unreadable",
+                    EventKind::RolloutUnreadable,
                     format!("the stored canary of revision {} cannot be resumed ({e}); traffic stays as recorded", row.revision),
                 ),
             }

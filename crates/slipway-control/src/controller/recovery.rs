@@ -2,6 +2,7 @@
 //! interrupted as failed, and start again every revision that carries traffic.
 
 use super::*;
+use slipway_core::events::EventKind;
 
 // === impl Controller (recovery) ===
 
@@ -15,7 +16,7 @@ impl Controller {
                     &row.app,
                     Some(&row.service),
                     Some(row.revision),
-                    "instance.orphan_killed",
+                    EventKind::InstanceOrphanKilled,
                     format!(
                         "killed instance {} (pid {}) left running by a previous server",
                         row.id, row.pid
@@ -95,7 +96,7 @@ impl Controller {
                         app,
                         Some(service),
                         Some(revision),
-                        "revision.start_failed",
+                        EventKind::RevisionStartFailed,
                         format!(
                             "revision {revision} of {service} did not start: {}; retrying in {:?}",
                             failure.error, backoff

@@ -7,6 +7,7 @@
 //! reaches the command, and its exit code is the CLI's. Start and end are events with the
 //! actor, so the audit trail shows who ran what against which revision.
 
+use slipway_core::events::EventKind;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{ControlError, Controller, Result, check_key, check_name, process_env};
@@ -64,7 +65,7 @@ impl Controller {
             key,
             Some(service),
             Some(revision),
-            "run.started",
+            EventKind::RunStarted,
             format!(
                 "one-off command `{}` ({id}) started in revision {revision} by {}",
                 req.command.join(" "),
@@ -95,9 +96,9 @@ impl Controller {
             Some(service),
             Some(req.revision),
             if req.code == Some(0) {
-                "run.succeeded"
+                EventKind::RunSucceeded
             } else {
-                "run.failed"
+                EventKind::RunFailed
             },
             format!(
                 "one-off command ({}) {how} after {:.1}s",

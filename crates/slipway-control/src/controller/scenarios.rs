@@ -2,6 +2,7 @@
 //! route table, with the in-memory driver of `fake.rs` and paused tokio time: no process
 //! starts and no test waits for real, so the whole set runs in about a second.
 
+use slipway_core::events::EventKind;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -215,7 +216,7 @@ async fn a_new_revision_that_crashes_right_after_the_switch_gives_traffic_back()
     assert!(
         s.events()
             .iter()
-            .any(|(kind, _)| kind == "deploy.rolled_back")
+            .any(|(kind, _)| kind == EventKind::DeployRolledBack.as_str())
     );
 }
 
