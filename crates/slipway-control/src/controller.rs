@@ -105,6 +105,11 @@ pub struct Controller {
     router: Arc<Router>,
     /// Runs the instances (native processes in the server).
     driver: Arc<dyn Driver>,
+    /// Every background task the controller starts (instance watchers, retirements, the
+    /// autoscaler, canary steps, recovery): owned here, ended by `shutdown`.
+    tasks: tokio_util::task::TaskTracker,
+    /// Ends the tasks still running at shutdown.
+    cancel: tokio_util::sync::CancellationToken,
     config: ControllerConfig,
     live: Mutex<Live>,
     slots: Mutex<HashMap<(String, String), Slot>>,
@@ -233,6 +238,8 @@ impl Controller {
             store,
             router,
             driver,
+            tasks: tokio_util::task::TaskTracker::new(),
+            cancel: tokio_util::sync::CancellationToken::new(),
             config,
             live: Mutex::new(Live::default()),
             slots: Mutex::new(HashMap::new()),
@@ -255,6 +262,30 @@ impl Controller {
 
     pub fn router_addr(&self) -> SocketAddr {
         self.config.router_addr
+    }
+
+    /// Starts a background task owned by the controller: `shutdown` cancels it if it is
+    /// still running then, and waits for it.
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.spawn_on(&tokio::runtime::Handle::current(), task);
+    }
+
+    /// [`Controller::spawn`] on a given runtime (the control plane's, from a router thread).
+    fn spawn_on(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let cancel = self.cancel.clone();
+        self.tasks.spawn_on(
+            async move {
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    () = task => {}
+                }
+            },
+            runtime,
+        );
     }
 
     fn live(&self) -> MutexGuard<'_, Live> {

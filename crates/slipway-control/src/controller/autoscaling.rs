@@ -18,11 +18,14 @@ impl Controller {
             move |app: &str, service: &str, revision: u64| {
                 if let Some(this) = weak.upgrade() {
                     let (app, service) = (app.to_owned(), service.to_owned());
-                    control.spawn(async move { this.activate(&app, &service, revision).await });
+                    let task = this.clone();
+                    this.spawn_on(&control, async move {
+                        task.activate(&app, &service, revision).await;
+                    });
                 }
             }
         }));
-        tokio::spawn(async move {
+        self.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_sweep = Instant::now();
@@ -190,7 +193,7 @@ impl Controller {
                 continue;
             }
             let this = self.clone();
-            tokio::spawn(async move {
+            self.spawn(async move {
                 let slot = this.slot(&app, &service);
                 // A deploy or rollback in progress owns the service; try again next tick.
                 let Ok(_guard) = slot.try_lock() else { return };

@@ -534,7 +534,7 @@ impl Controller {
         };
         let this = self.clone();
         let (app, service) = (app.to_owned(), service.to_owned());
-        tokio::spawn(async move {
+        self.spawn(async move {
             tokio::time::sleep_until(due).await;
             let slot = this.slot(&app, &service);
             let _guard = slot.lock().await;

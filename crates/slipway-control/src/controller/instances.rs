@@ -167,7 +167,7 @@ impl Controller {
         // Mirror the instance's health into the router and the event log.
         let this = self.clone();
         let (app, service) = (app.to_owned(), service.to_owned());
-        tokio::spawn(async move {
+        self.spawn(async move {
             let mut rx = instance.state();
             let mut recorded_pid = instance.pid();
             loop {
@@ -220,7 +220,10 @@ impl Controller {
                 {
                     let (this, app, service, reason) =
                         (this.clone(), app.clone(), service.clone(), reason.clone());
-                    tokio::spawn(this.fail_back_if_dead(app, service, revision, reason));
+                    this.spawn(
+                        this.clone()
+                            .fail_back_if_dead(app, service, revision, reason),
+                    );
                 }
                 if matches!(state, InstanceState::Stopped | InstanceState::Failed { .. }) {
                     break;

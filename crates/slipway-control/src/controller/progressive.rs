@@ -142,7 +142,7 @@ impl Controller {
         );
         let this = self.clone();
         let (app, service) = (app.to_owned(), service.to_owned());
-        tokio::spawn(async move {
+        self.spawn(async move {
             let deadline = Instant::now() + window;
             loop {
                 tokio::time::sleep(WATCH_TICK).await;
@@ -424,7 +424,7 @@ impl Controller {
             .collect();
         for (app, service) in keys {
             let this = self.clone();
-            tokio::spawn(async move {
+            self.spawn(async move {
                 let slot = this.slot(&app, &service);
                 let Ok(_guard) = slot.try_lock() else { return };
                 let key = (app.clone(), service.clone());

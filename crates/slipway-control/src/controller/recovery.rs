@@ -42,7 +42,7 @@ impl Controller {
                 for t in self.store.traffic(&app.name, &service)? {
                     let this = self.clone();
                     let (app, service) = (app.name.clone(), service.clone());
-                    tokio::spawn(async move {
+                    self.spawn(async move {
                         this.keep_revision_running(&app, &service, t.revision).await;
                     });
                 }

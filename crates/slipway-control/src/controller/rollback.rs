@@ -224,5 +224,18 @@ impl Controller {
         for app in apps {
             self.stop_app_instances(&app).await;
         }
+        // Then the background tasks still running (a retirement not yet due, the
+        // autoscaler, watchers) end; none outlives the controller's shutdown.
+        self.cancel.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.tasks.len(),
+                "background tasks did not end within 5 s of the shutdown"
+            );
+        }
     }
 }

@@ -316,3 +316,25 @@ async fn deploys_less_than_a_second_apart_still_retire_the_old_revisions() {
     .await;
     assert_eq!(s.running("api-r10-"), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_every_instance_and_ends_every_background_task() {
+    let s = Scenario::new("{ keep_previous: 30s }");
+    s.controller.spawn_autoscaler();
+    assert!(s.deploy().await.0);
+    s.edit("v2");
+    assert!(s.deploy().await.0);
+    // Revision 1 waits warm for its retirement, 30 s away; watchers and the autoscaler run.
+    assert!(
+        s.controller.tasks.len() >= 3,
+        "{}",
+        s.controller.tasks.len()
+    );
+    s.controller.shutdown().await;
+    assert!(s.driver.running().is_empty(), "{:?}", s.driver.running());
+    assert!(
+        s.controller.tasks.is_empty(),
+        "{} tasks left",
+        s.controller.tasks.len()
+    );
+}
