@@ -716,3 +716,64 @@ fn a_release_command_dies_with_the_server_under_kill_9() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn django_promote_serves_the_code_staging_runs_whatever_the_working_folder_holds() {
+    let s = Slipway::start();
+    let dir = django_app(&s);
+    let spec = std::fs::read_to_string(dir.join("slipway.yaml")).unwrap();
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        format!(
+            "{spec}environments:\n  staging: {{}}\n  production: {{ host: prod.notes.localhost }}\n"
+        ),
+    )
+    .unwrap();
+    for env in ["staging", "production"] {
+        for (name, value) in [
+            ("DJANGO_SECRET_KEY", "another-test-key-0123456789abcdef"),
+            ("DJANGO_SUPERUSER_PASSWORD", "unused"),
+        ] {
+            let out = s.cli_with_stdin(
+                &["secret", "set", name, "--app", "notes", "--env", env],
+                value,
+            );
+            assert!(out.status.success(), "{out:?}");
+        }
+    }
+    s.ok(&["up", &path_str(&dir), "--env", "staging", "--detach"]);
+    s.wait_body(
+        "web.staging.notes.localhost",
+        "/",
+        "v1 0",
+        Duration::from_secs(10),
+    );
+    std::fs::write(dir.join("version.txt"), "v2\n").unwrap();
+    s.ok(&["up", &path_str(&dir), "--env", "production", "--detach"]);
+    s.wait_body(
+        "web.prod.notes.localhost",
+        "/",
+        "v2 0",
+        Duration::from_secs(10),
+    );
+    std::fs::write(dir.join("version.txt"), "v3-undeployed\n").unwrap();
+
+    let out = s.ok(&[
+        "promote",
+        "web",
+        "--from",
+        "staging",
+        "--to",
+        "production",
+        "-f",
+        &path_str(&dir),
+    ]);
+    assert!(out.contains("promoting the code"), "{out}");
+    // Staging's code, production's own data (a volume per environment) and migrations.
+    s.wait_body(
+        "web.prod.notes.localhost",
+        "/",
+        "v1 0",
+        Duration::from_secs(10),
+    );
+}
