@@ -515,7 +515,29 @@ class Slipway:
                 self.stop()
                 fail(f"slipway server did not start; the end of its log:\n{self.log_tail()}")
             time.sleep(0.05)
+        if os.environ.get("BENCH_PIN_ROUTER_ONLY") == "1":
+            self.pin_router_only()
         return self
+
+    def pin_router_only(self):
+        """Leaves only the router's threads (named `slipway-router`) on PROXY_CORE and moves
+        every other thread of the server (API, controller, probes, log capture, store) to
+        LOAD_CORE; threads they start later inherit that. Set BENCH_PIN_ROUTER_ONLY=1 to
+        measure with one core for the router alone, as the data plane would get it in
+        production."""
+        pinned = {"router": 0, "other": 0}
+        for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+            try:
+                with open(f"/proc/{self.proc.pid}/task/{tid}/comm", encoding="utf-8") as f:
+                    name = f.read().strip()
+            except OSError:
+                continue
+            core = PROXY_CORE if name == "slipway-router" else LOAD_CORE
+            os.sched_setaffinity(int(tid), {core})
+            pinned["router" if core == PROXY_CORE else "other"] += 1
+        if pinned["router"] == 0:
+            fail("BENCH_PIN_ROUTER_ONLY=1, but the server has no thread named slipway-router (an older build?)")
+        self.pinned = pinned
 
     def __exit__(self, *_exc):
         self.stop()
