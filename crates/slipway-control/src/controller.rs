@@ -403,6 +403,16 @@ impl Controller {
         self.store.app(app).ok().flatten().is_none_or(|a| a.down)
     }
 
+    /// The revisions of a service that have live instances, oldest first.
+    fn live_revisions(&self, app: &str, service: &str) -> Vec<u64> {
+        self.live()
+            .apps
+            .get(app)
+            .and_then(|a| a.get(service))
+            .map(|s| s.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
     fn running_count(&self, app: &str, service: &str, revision: u64) -> usize {
         self.live()
             .apps

@@ -86,13 +86,7 @@ impl Controller {
         let _guard = slot.lock().await;
         self.store.remove_service(app, service)?;
         self.publish_routes();
-        let revisions: Vec<u64> = self
-            .live()
-            .apps
-            .get(app)
-            .and_then(|a| a.get(service))
-            .map(|s| s.keys().copied().collect())
-            .unwrap_or_default();
+        let revisions = self.live_revisions(app, service);
         for r in revisions {
             self.retire_revision(app, service, r).await;
         }
@@ -476,13 +470,7 @@ impl Controller {
         });
         // Every other running revision of this service now has no traffic: the previous one
         // stays warm for its keep_previous window; any older one is drained now.
-        let others: Vec<u64> = self
-            .live()
-            .apps
-            .get(app)
-            .and_then(|a| a.get(service))
-            .map(|s| s.keys().copied().collect())
-            .unwrap_or_default();
+        let others = self.live_revisions(app, service);
         for r in others {
             if r == revision {
                 self.cancel_retire(app, service, r);

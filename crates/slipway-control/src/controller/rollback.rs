@@ -174,13 +174,7 @@ impl Controller {
         for service in self.store.services(app)? {
             let slot = self.slot(app, &service);
             let _guard = slot.lock().await;
-            let revisions: Vec<u64> = self
-                .live()
-                .apps
-                .get(app)
-                .and_then(|a| a.get(&service))
-                .map(|s| s.keys().copied().collect())
-                .unwrap_or_default();
+            let revisions = self.live_revisions(app, &service);
             for r in revisions {
                 self.retire_revision(app, &service, r).await;
             }
