@@ -270,22 +270,11 @@ impl Controller {
         {
             return;
         }
-        let warm: Option<u64> = self
-            .live()
-            .apps
-            .get(app)
-            .and_then(|a| a.get(service))
-            .and_then(|s| {
-                s.iter()
-                    .filter(|(r, _)| **r != revision)
-                    .filter(|(_, live)| {
-                        live.instances
-                            .iter()
-                            .any(|i| *i.instance.state().borrow() == InstanceState::Ready)
-                    })
-                    .map(|(r, _)| *r)
-                    .max()
-            });
+        let warm = self
+            .live_revisions(app, service)
+            .into_iter()
+            .filter(|r| *r != revision && self.ready_count(app, service, *r) > 0)
+            .max();
         let Some(previous) = warm else {
             return;
         };
