@@ -5,7 +5,7 @@
 //! made over the admin listener.
 //!
 //! It needs Chromium (`apt-get install -y chromium`) and the script's node packages
-//! (`npm ci --prefix crates/slipway/tests/browser`); `.ci/run` installs both. Without them
+//! (`npm ci --prefix crates/slipway/tests/browser`); `./run-tests` installs both. Without them
 //! the test fails and names the command to run; it never skips silently.
 
 mod support;
@@ -96,7 +96,7 @@ fn require_browser_tools() -> PathBuf {
         PathBuf::from(std::env::var("SLIPWAY_CHROMIUM").unwrap_or("/usr/bin/chromium".into()));
     assert!(
         chromium.is_file(),
-        "the dashboard test needs Chromium at {}\n  hint: install it with `apt-get install -y chromium` (run `apt-get update` first if that fails), or set SLIPWAY_CHROMIUM to a Chromium binary; .ci/run does this",
+        "the dashboard test needs Chromium at {}\n  hint: install it with `apt-get install -y chromium` (run `apt-get update` first if that fails), or set SLIPWAY_CHROMIUM to a Chromium binary; ./run-tests does this",
         chromium.display()
     );
     let node = Command::new("node").arg("--version").output();
@@ -108,7 +108,7 @@ fn require_browser_tools() -> PathBuf {
         Path::new(BROWSER_DIR)
             .join("node_modules/playwright-core/package.json")
             .is_file(),
-        "the dashboard test needs playwright-core in {BROWSER_DIR}/node_modules\n  hint: run `npm ci --prefix crates/slipway/tests/browser` from the repository root; .ci/run does this"
+        "the dashboard test needs playwright-core in {BROWSER_DIR}/node_modules\n  hint: run `npm ci --prefix crates/slipway/tests/browser` from the repository root; ./run-tests does this"
     );
     chromium
 }
