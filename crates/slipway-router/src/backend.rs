@@ -2,6 +2,21 @@
 //! its in-flight request counter and its own small pool of idle keep-alive HTTP/1.1 connections.
 //! A backend also knows the wait queues of the revision pools it is in, so that becoming ready
 //! releases requests held there.
+//!
+//! # New connections wait in the router, not in the kernel
+//!
+//! A connection the instance has not accepted yet sits in its listening socket's accept
+//! queue, whose length the app chose (`listen(2)`'s backlog: 5 for Python's stdlib servers
+//! and Django's `runserver`, 511 for Node, 2048 for gunicorn and uvicorn). When the queue is
+//! full, the kernel drops the next SYN and the client's kernel retries it after 1 s, 3 s,
+//! 7 s: fifty requests released at once onto a freshly started stdlib server waited up to
+//! 8 s. So a backend may bound its *new* connections that have not been answered yet
+//! ([`Backend::limit_new_connections`], set by the control plane from the backlog it reads
+//! from the kernel): such a connection is either in the accept queue or being served, so no
+//! more than the backlog can ever wait in the queue. Requests over the bound wait for a
+//! permit in arrival order, here in the router, where they count as in flight for the
+//! autoscaler; the permit of a connection passes on as soon as its response head arrives.
+//! Reused keep-alive connections were accepted long ago and need no permit.
 
 use std::fmt;
 use std::io;
@@ -17,6 +32,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{TrySendError, http1};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::UpstreamBody;
 use crate::queue::RevisionQueue;
@@ -129,6 +145,9 @@ pub struct Backend {
     /// The queues of the revision pools this backend was put in (when a route table was
     /// built), woken when it becomes ready.
     queues: Mutex<Vec<Weak<RevisionQueue>>>,
+    /// Permits for new connections not answered yet (see the module docs); `None` without
+    /// a bound.
+    new_connections: Mutex<Option<(usize, Arc<Semaphore>)>>,
 }
 
 impl Backend {
@@ -143,7 +162,50 @@ impl Backend {
             idle: Mutex::new(Vec::new()),
             raw_idle: Mutex::new(Vec::new()),
             queues: Mutex::new(Vec::new()),
+            new_connections: Mutex::new(None),
         })
+    }
+
+    /// Bounds the new connections to this backend that have not been answered yet to
+    /// `limit` (at least 1), or lifts the bound with `None` (see the module docs). Setting
+    /// the bound it already has changes nothing; a different one applies to connections
+    /// opened from now on.
+    pub fn limit_new_connections(&self, limit: Option<usize>) {
+        let mut gate = self
+            .new_connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match limit {
+            None => *gate = None,
+            Some(limit) => {
+                let limit = limit.max(1);
+                if gate.as_ref().is_none_or(|(current, _)| *current != limit) {
+                    *gate = Some((limit, Arc::new(Semaphore::new(limit))));
+                }
+            }
+        }
+    }
+
+    /// The bound on new connections not answered yet, if any.
+    pub fn new_connection_limit(&self) -> Option<usize> {
+        self.new_connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(limit, _)| *limit)
+    }
+
+    /// Waits for the right to open a new connection; hold the permit until the response head
+    /// has arrived on it. `None` when new connections are not bounded.
+    pub(crate) async fn new_connection_permit(&self) -> Option<OwnedSemaphorePermit> {
+        let semaphore = self
+            .new_connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(_, semaphore)| semaphore.clone())?;
+        // The semaphore is never closed.
+        semaphore.acquire_owned().await.ok()
     }
 
     /// The address requests are forwarded to.

@@ -290,6 +290,24 @@ async fn send(
         let backend = in_flight.backend().clone();
         let pooled = if fresh { None } else { backend.take_raw() };
         let reused = pooled.is_some();
+        // A new connection's permit is held until its response head has arrived (see
+        // `backend.rs`); the wait for it counts against the upstream timeout.
+        let _permit = match pooled {
+            Some(_) => None,
+            None => {
+                match tokio::time::timeout_at(deadline, backend.new_connection_permit()).await {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        return Err(ProxyError::Timeout {
+                            target: route.target.clone(),
+                            addr: backend.addr(),
+                            after: timeout,
+                        }
+                        .into());
+                    }
+                }
+            }
+        };
         let mut conn = match pooled {
             Some(conn) => conn,
             None => match backend.connect_raw(router.config.connect_timeout).await {

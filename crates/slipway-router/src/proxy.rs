@@ -534,6 +534,8 @@ impl Router {
         req: Request<UpstreamBody>,
         upgrades: bool,
     ) -> Result<(Response<Incoming>, Option<Upstream>), Failure> {
+        // Held until the response head has arrived: the instance has accepted the connection.
+        let _permit = backend.new_connection_permit().await;
         let mut conn = match backend.connect(self.config.connect_timeout, upgrades).await {
             Ok(conn) => conn,
             Err(err) => return Err(Failure::Unreachable(req, err)),

@@ -26,6 +26,7 @@ mod driver;
 mod guard;
 mod instance;
 mod job;
+mod listen;
 mod logs;
 mod probe;
 mod process;
@@ -38,6 +39,7 @@ pub use driver::{BoxFuture, Driver, InstanceHandle, ProcessDriver, RunningInstan
 pub use guard::{GUARD_ARG, guard_main, set_guard_program};
 pub use instance::{Instance, NotReady};
 pub use job::{Job, JobEnd, JobOutcome, OnLine, run_job};
+pub use listen::{ListenQueue, listen_queue};
 pub use logs::{
     LogLine, LogTail, MAX_LINE_BYTES, RING_LINES, prune_logs, read_last_lines, read_log_lines,
 };

@@ -44,7 +44,9 @@ impl Controller {
             match res {
                 Ok(()) => {
                     // The health mirror task may not have run yet; the caller is about to
-                    // route to this instance, so mark it ready now.
+                    // route to this instance, so mark it ready now (its new connections
+                    // bounded first).
+                    limit_new_connections(&i.backend);
                     i.backend.set_ready(true);
                     if let Some(tx) = tx {
                         let _ = tx.send(Progress::InstanceReady {
@@ -178,11 +180,23 @@ impl Controller {
                     recorded_pid = instance.pid();
                     this.record_instance(&app, &service, revision, &instance);
                 }
+                let backlog = if state == InstanceState::Ready {
+                    limit_new_connections(&backend)
+                } else {
+                    None
+                };
                 backend.set_ready(state == InstanceState::Ready);
                 let (kind, message) = match &state {
                     InstanceState::Ready => (
                         Some(EventKind::InstanceReady),
-                        format!("instance {id} ready"),
+                        match backlog {
+                            Some(backlog) if backlog < SMALL_BACKLOG => format!(
+                                "instance {id} ready; it listens with a backlog of {backlog}, so \
+                                 the router opens at most {backlog} new connections to it at once \
+                                 (more requests wait in the router)"
+                            ),
+                            _ => format!("instance {id} ready"),
+                        },
                     ),
                     InstanceState::Unready { reason } => (
                         Some(EventKind::InstanceUnready),
@@ -443,6 +457,32 @@ impl Controller {
             for service in services.flatten() {
                 self.prune_logs(&app, &service.file_name().to_string_lossy())();
             }
+        }
+    }
+}
+
+/// A listen backlog under this is worth a word in the `instance.ready` event: the app takes
+/// fewer new connections at once than a burst may bring (Python's stdlib servers use 5).
+const SMALL_BACKLOG: u32 = 64;
+
+/// Bounds the router's new connections to `backend` by its instance's listen backlog, read
+/// from the kernel now that the instance is ready (see `slipway_router::Backend`). Returns the
+/// backlog; `None` (no bound) when the listening socket cannot be found, e.g. an app that
+/// listens on another address than the one it was given.
+fn limit_new_connections(backend: &Backend) -> Option<u32> {
+    match slipway_runtime::listen_queue(backend.addr()) {
+        Ok(Some(queue)) => {
+            backend.limit_new_connections(Some(queue.backlog as usize));
+            Some(queue.backlog)
+        }
+        Ok(None) => {
+            backend.limit_new_connections(None);
+            None
+        }
+        Err(err) => {
+            tracing::warn!(addr = %backend.addr(), error = %err, "could not read the listen backlog");
+            backend.limit_new_connections(None);
+            None
         }
     }
 }
