@@ -8,7 +8,8 @@
 //!    count is kept while it carries at most `tolerance` over the target and one instance
 //!    fewer would carry more than the target; scaling down lands at the bottom of the band,
 //!    and never below what the panic window still needs.
-//! 3. Panic: when `panic average / target >= panic_threshold x ready`, panic starts
+//! 3. Panic: when `newest / target >= panic_threshold x ready`, where `newest` is the last
+//!    sample or the panic window's average if that is higher, panic starts
 //!    (or goes on); in panic the answer is the largest demand seen since panic started, so
 //!    it only grows. Panic ends a full stable window after the condition last held.
 //! 4. The result is capped at `max`, then the scale-down delay keeps the largest value
@@ -158,6 +159,14 @@ impl Decider {
             .samples
             .average(now, config.panic_window)
             .unwrap_or(0.0);
+        // Scaling up follows the newest evidence: the last sample when it says more than
+        // the panic window's average (the first second of a step from 5 to 100 in flight
+        // averages 20.8 over 6 s, but the last sample is 100).
+        let newest = self
+            .samples
+            .newest(now, config.panic_window)
+            .unwrap_or(0.0)
+            .max(burst);
         let last_active = self.last_active.unwrap_or(now);
         let quiet = now.saturating_sub(last_active);
 
@@ -216,8 +225,9 @@ impl Decider {
         // burst keeps 40 in flight (ceil(4 / 1.1) = 4) the 4 ready instances stay. Knative
         // would shrink to 2 here and panic back up to 4 a few seconds later.
         let burst_demand = burst / config.target;
-        let burst_want = instances(burst_demand);
         let burst_floor = instances(burst_demand / (1.0 + config.tolerance)).min(ready);
+        let newest_demand = newest / config.target;
+        let burst_want = instances(newest_demand);
         if burst_floor > desired {
             desired = burst_floor;
             reason.push_str(&format!(
@@ -231,7 +241,7 @@ impl Decider {
         // average of 60 in flight (demand 6.0 = 2 x 3) starts panic. The demand is compared
         // before rounding up, so that 10.1 in flight on 1 instance (demand 1.01, rounded 2)
         // is not a burst.
-        let over = burst_demand / f64::from(ready.max(1)) >= config.panic_threshold;
+        let over = newest_demand / f64::from(ready.max(1)) >= config.panic_threshold;
         match (&mut self.panic, over) {
             (None, true) => {
                 self.panic = Some(Panic {
@@ -255,9 +265,9 @@ impl Decider {
             desired = desired.max(burst_want).max(panic.most);
             panic.most = desired;
             reason = format!(
-                "panic since {:.1}s: {} avg {burst:.1} in-flight / target {} = \
-                 {burst_demand:.2} ({} {}x {ready} ready) -> {burst_want}; {reason}; never \
-                 down in panic -> {desired}",
+                "panic since {:.1}s: newest {newest:.1} in-flight ({} avg {burst:.1}) / target \
+                 {} = {newest_demand:.2} ({} {}x {ready} ready) -> {burst_want}; {reason}; \
+                 never down in panic -> {desired}",
                 panic.since.as_secs_f64(),
                 show_duration(config.panic_window),
                 config.target,

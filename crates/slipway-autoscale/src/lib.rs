@@ -31,11 +31,13 @@
 //!   instances carry more than 10 % over the target (10 ready stay 10 up to 110 in
 //!   flight), and scaling down lands on the fewest instances within that 10 %, so a load
 //!   hovering around 100 settles at 10 instead of flapping between 10 and 11.
-//! - **Panic mode.** The 6 s average reacts ten times faster. If it asks for at least twice
-//!   the ready instances (1 ready, a 6 s average of 25 is a demand of 2.5 >= 2 x 1) panic
-//!   starts: the answer is the panic demand at once (ceil(2.5) = 3) and never goes down
-//!   until a full 60 s has passed without the condition. A step from 10 to 100 in flight
-//!   reaches 9 instances in 5 s.
+//! - **Panic mode** scales up on the newest evidence: the last sample, or the 6 s average
+//!   when that is higher. If it asks for at least twice the ready instances (1 ready, 100
+//!   in flight is a demand of 10 >= 2 x 1) panic starts: the answer is that demand at once
+//!   (10) and never goes down until a full 60 s has passed without the condition. A step
+//!   from 10 to 100 in flight asks for 10 instances at the first decision after it
+//!   (Knative's KPA, which panics on the 6 s average, climbs 3, 4, 6, 7, 9, 10 over 6 s).
+//!   One noisy sample under twice the ready capacity changes nothing.
 //! - **Scale down** only after the wanted count has stayed lower for `scale_down_delay`
 //!   (30 s), by at most half of the ready instances per decision (10 -> 5 -> 2 -> 1), and
 //!   never below what the 6 s average still needs (a burst of 40 in flight keeps 4).

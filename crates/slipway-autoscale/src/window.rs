@@ -124,6 +124,15 @@ impl SampleWindow {
         (count > 0).then(|| sum / count as f64)
     }
 
+    /// The mean of the newest bucket's samples if that bucket lies within the `window`
+    /// ending at `now`: the newest evidence of the load.
+    pub(crate) fn newest(&self, now: Duration, window: Duration) -> Option<f64> {
+        let now = self.index(now);
+        let bucket = self.buckets.back()?;
+        (now.saturating_sub(bucket.index) < self.buckets_in(window))
+            .then(|| bucket.sum / bucket.count as f64)
+    }
+
     /// How many buckets are held now.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
