@@ -212,19 +212,55 @@ struct LiveInstance {
     grace: Duration,
     /// The folder it runs in (its revision's checkout), kept while it runs.
     workdir: PathBuf,
+    /// What it may use (`resources:` of its revision).
+    limits: slipway_runtime::Limits,
+    /// The cpu time it had used at the last reading, and when: `status` reports the cores
+    /// used since then.
+    cpu_sample: Arc<Mutex<Option<(std::time::Instant, u64)>>>,
+}
+
+impl LiveInstance {
+    /// Memory and cpu in use against the limits, from the instance's cgroup.
+    fn resources(&self) -> Option<dto::InstanceResources> {
+        let usage = self.instance.usage()?;
+        let now = std::time::Instant::now();
+        let mut sample = self.cpu_sample.lock().unwrap_or_else(|p| p.into_inner());
+        let cpu_cores = match *sample {
+            Some((at, nanos)) if now > at => {
+                usage.cpu_nanos.saturating_sub(nanos) as f64 / (now - at).as_nanos() as f64
+            }
+            _ => 0.0,
+        };
+        // Readings closer than a second apart keep the older one, so that a dashboard and
+        // a CLI polling together do not average over a few milliseconds.
+        if sample.is_none_or(|(at, _)| now.duration_since(at) >= Duration::from_secs(1)) {
+            *sample = Some((now, usage.cpu_nanos));
+        }
+        Some(dto::InstanceResources {
+            memory_bytes: usage.memory_bytes,
+            memory_limit_bytes: self.limits.memory_bytes,
+            cpu_cores: (cpu_cores * 1000.0).round() / 1000.0,
+            cpu_limit_cores: self.limits.cpu_millis.map(|m| f64::from(m) / 1000.0),
+            cpu_seconds: usage.cpu_nanos as f64 / 1e9,
+            pids: usage.pids,
+            pids_limit: self.limits.pids,
+            oom_kills: usage.oom_kills,
+        })
+    }
 }
 
 // === impl Controller ===
 
 impl Controller {
-    /// A controller whose instances are native processes.
+    /// A controller whose instances are native processes, each in a cgroup of its own
+    /// under `slipway-<12 hex digits of the data directory's SHA-256>` (one group per data
+    /// directory, so two servers on one machine do not share theirs).
     pub fn new(store: Arc<Store>, router: Arc<Router>, config: ControllerConfig) -> Arc<Self> {
-        Controller::with_driver(
-            store,
-            router,
-            config,
-            Arc::new(slipway_runtime::ProcessDriver),
-        )
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(config.data_dir.as_os_str().as_encoded_bytes());
+        let tag: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let driver = slipway_runtime::ProcessDriver::with_cgroups(&tag);
+        Controller::with_driver(store, router, config, Arc::new(driver))
     }
 
     /// A controller whose instances `driver` runs.
@@ -234,6 +270,14 @@ impl Controller {
         config: ControllerConfig,
         driver: Arc<dyn Driver>,
     ) -> Arc<Self> {
+        if let Some(reason) = driver.limits_unavailable() {
+            tracing::warn!(
+                "resource limits cannot be enforced ({reason}); instances run without `resources:` limits"
+            );
+            eprintln!(
+                "warning: resource limits cannot be enforced: {reason}\n  instances run without their `resources:` limits; run the server as root or in a delegated cgroup to enforce them"
+            );
+        }
         Arc::new(Controller {
             store,
             router,

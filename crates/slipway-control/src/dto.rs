@@ -182,6 +182,10 @@ pub struct AppStatus {
     /// The router's address, for building URLs.
     pub router: String,
     pub services: Vec<ServiceStatus>,
+    /// Why the server cannot enforce `resources:` limits (instances run without them), if
+    /// it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits_unavailable: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -241,6 +245,28 @@ pub struct InstanceStatus {
     pub in_flight: usize,
     /// Whether the router sends new requests to it.
     pub routed: bool,
+    /// Memory and cpu in use against the limits, from the instance's cgroup; absent when it
+    /// runs without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<InstanceResources>,
+}
+
+/// What one instance uses, against its `resources:` limits.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InstanceResources {
+    /// Memory in use now, in bytes (page cache included, as the kernel charges it).
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: Option<u64>,
+    /// Cores used since the previous reading (at least a second before), or 0 on the first.
+    pub cpu_cores: f64,
+    pub cpu_limit_cores: Option<f64>,
+    /// Cpu time used since the instance started.
+    pub cpu_seconds: f64,
+    /// Processes and threads now.
+    pub pids: u64,
+    pub pids_limit: Option<u32>,
+    /// Processes the kernel killed for exceeding the memory limit.
+    pub oom_kills: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

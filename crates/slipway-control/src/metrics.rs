@@ -60,6 +60,9 @@ pub struct Scrape {
     pub revisions: Vec<RevisionSample>,
     /// Instances by (app, service, revision, state).
     pub instances: BTreeMap<Labels, u64>,
+    /// Per instance (app, service, revision, instance): what its cgroup says it uses, and
+    /// its limits.
+    pub usage: Vec<(Labels, slipway_runtime::Usage, slipway_runtime::Limits)>,
     pub counters: BTreeMap<(&'static str, Labels), u64>,
 }
 
@@ -166,6 +169,7 @@ impl Collector for Scrape {
                 ConstGauge::new(*n as i64).encode(m.encode_family(labels)?)?;
             }
         }
+        self.encode_usage(&mut encoder)?;
         for (name, help) in HELP {
             let rows: Vec<_> = self
                 .counters
@@ -193,6 +197,65 @@ impl Collector for Scrape {
             None,
             MetricType::Counter,
         )?)?;
+        Ok(())
+    }
+}
+
+impl Scrape {
+    /// The per-instance resource families, each only when some instance has a value.
+    fn encode_usage(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        type Get = fn(&slipway_runtime::Usage, &slipway_runtime::Limits) -> Option<u64>;
+        let gauges: [(&str, &str, Get); 3] = [
+            (
+                "slipway_instance_memory_bytes",
+                "Memory an instance uses now, from its cgroup.",
+                |u, _| Some(u.memory_bytes),
+            ),
+            (
+                "slipway_instance_memory_limit_bytes",
+                "The memory limit of an instance (`resources.memory`).",
+                |_, l| l.memory_bytes,
+            ),
+            (
+                "slipway_instance_cpu_limit_millicores",
+                "The cpu limit of an instance (`resources.cpu`), in millicores.",
+                |_, l| l.cpu_millis.map(u64::from),
+            ),
+        ];
+        for (name, help, get) in gauges {
+            let rows: Vec<_> = self
+                .usage
+                .iter()
+                .filter_map(|(labels, u, l)| get(u, l).map(|v| (labels, v)))
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (labels, v) in rows {
+                ConstGauge::new(v as i64).encode(m.encode_family(labels)?)?;
+            }
+        }
+        if !self.usage.is_empty() {
+            let mut m = encoder.encode_descriptor(
+                "slipway_instance_cpu_seconds",
+                "Cpu time an instance has used, from its cgroup.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (labels, u, _) in &self.usage {
+                ConstCounter::new(u.cpu_nanos as f64 / 1e9).encode(m.encode_family(labels)?)?;
+            }
+            let mut m = encoder.encode_descriptor(
+                "slipway_instance_oom_kills",
+                "Processes of an instance the kernel killed for exceeding its memory limit.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (labels, u, _) in &self.usage {
+                ConstCounter::new(u.oom_kills).encode(m.encode_family(labels)?)?;
+            }
+        }
         Ok(())
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::{Instance, InstanceConfig, InstanceState, NotReady, StartError};
+use crate::{Cgroups, Instance, InstanceConfig, InstanceState, NotReady, StartError};
 
 /// A boxed future, as trait objects need.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -30,6 +30,12 @@ pub trait Driver: Send + Sync {
     /// time as recorded then (see [`RunningInstance::started_at_ticks`]); returns whether
     /// something was removed.
     fn remove_orphan(&self, pid: u32, started_at_ticks: u64) -> bool;
+
+    /// Why instances run without their resource limits, if they do (said once at start,
+    /// and in `status`).
+    fn limits_unavailable(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One running instance, whichever driver runs it. Cloning is cheap; all clones control the
@@ -56,22 +62,70 @@ pub trait InstanceHandle: Send + Sync {
     fn restarts(&self) -> u32;
     /// Stops it within its grace period; returns once nothing of it runs.
     fn stop(&self) -> BoxFuture<'_, ()>;
+
+    /// What the instance has used (memory, cpu time, out-of-memory kills), when its driver
+    /// can tell.
+    fn usage(&self) -> Option<crate::Usage> {
+        None
+    }
 }
 
 /// Native processes ([`Instance`]).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ProcessDriver;
+#[derive(Debug, Default)]
+pub struct ProcessDriver {
+    /// Where instances' cgroups are made, or why they cannot be; `None`: not asked for.
+    cgroups: Option<Result<Arc<Cgroups>, String>>,
+}
+
+impl ProcessDriver {
+    /// A driver whose instances each run in a cgroup of their own under
+    /// `slipway-<tag>` (see [`Cgroups::setup`]); when cgroups cannot be used, instances run
+    /// without limits and [`Driver::limits_unavailable`] says why.
+    pub fn with_cgroups(tag: &str) -> ProcessDriver {
+        let cgroups = Cgroups::setup(tag).map(Arc::new);
+        if let Ok(cgroups) = &cgroups {
+            cgroups.remove_empty();
+        }
+        ProcessDriver {
+            cgroups: Some(cgroups),
+        }
+    }
+}
 
 impl Driver for ProcessDriver {
     fn start(&self, config: InstanceConfig) -> BoxFuture<'_, Result<RunningInstance, StartError>> {
         Box::pin(async move {
-            let instance = Instance::start(config).await?;
+            let cgroup = match &self.cgroups {
+                Some(Ok(cgroups)) => match cgroups.create(&config.id, &config.limits) {
+                    Ok(cgroup) => Some(cgroup),
+                    // Without limits to enforce, the cgroup only measures: run without it.
+                    Err(err) if config.limits == crate::Limits::default() => {
+                        tracing::warn!(id = %config.id, error = %err, "instance runs outside a cgroup");
+                        None
+                    }
+                    Err(source) => {
+                        return Err(StartError::Cgroup {
+                            id: config.id.clone(),
+                            source,
+                        });
+                    }
+                },
+                _ => None,
+            };
+            let instance = Instance::start_in(config, cgroup).await?;
             Ok(Arc::new(instance) as RunningInstance)
         })
     }
 
     fn remove_orphan(&self, pid: u32, started_at_ticks: u64) -> bool {
         crate::kill_orphan(pid, started_at_ticks)
+    }
+
+    fn limits_unavailable(&self) -> Option<String> {
+        match &self.cgroups {
+            Some(Err(reason)) => Some(reason.clone()),
+            _ => None,
+        }
     }
 }
 
@@ -110,5 +164,9 @@ impl InstanceHandle for Instance {
 
     fn stop(&self) -> BoxFuture<'_, ()> {
         Box::pin(Instance::stop(self))
+    }
+
+    fn usage(&self) -> Option<crate::Usage> {
+        Instance::usage(self)
     }
 }

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,7 +22,9 @@ use tokio::time::{Instant, MissedTickBehavior, sleep, timeout};
 
 use crate::logs::{Output, pump};
 use crate::process::{self, StartError, describe_exit, signal_group};
-use crate::{BACKOFF_RESET_AFTER, InstanceConfig, InstanceState, Probe, probe};
+use crate::{
+    BACKOFF_RESET_AFTER, InstanceCgroup, InstanceConfig, InstanceState, Probe, Usage, probe,
+};
 
 /// The shortest probe interval and restart delay used, whatever the configuration says.
 const MIN_PERIOD: Duration = Duration::from_millis(10);
@@ -91,6 +93,21 @@ struct Shared {
     slot: Mutex<Slot>,
     output: Output,
     restarts: AtomicU32,
+    /// The instance's cgroup (limits and usage), when the driver has cgroups.
+    cgroup: Option<InstanceCgroup>,
+    /// The cgroup's count of out-of-memory kills as of the last exit.
+    oom_kills: AtomicU64,
+    /// Whether the last process to exit was killed for memory.
+    last_exit_oom: AtomicBool,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The supervisor and every handle are gone, and with them the processes.
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.remove();
+        }
+    }
 }
 
 /// The current process, and whether spawning is still allowed. Spawning happens under this
@@ -139,6 +156,16 @@ impl Instance {
     /// Must be called from a tokio task on a runtime thread that lives as long as the server,
     /// never from `spawn_blocking` (see the crate documentation on the parent-death signal).
     pub async fn start(config: InstanceConfig) -> Result<Instance, StartError> {
+        Instance::start_in(config, None).await
+    }
+
+    /// Like [`Instance::start`], with every process of the instance in `cgroup` (its limits
+    /// apply from the first instruction, and [`Instance::usage`] reads it). The cgroup is
+    /// removed when the instance is gone.
+    pub async fn start_in(
+        config: InstanceConfig,
+        cgroup: Option<InstanceCgroup>,
+    ) -> Result<Instance, StartError> {
         let program = process::resolve(&config)?;
         let output = Output::open(&config.log_file, config.log_max_bytes, config.log_keep)
             .map_err(|source| StartError::LogFile {
@@ -154,6 +181,9 @@ impl Instance {
             slot: Mutex::new(Slot::default()),
             output,
             restarts: AtomicU32::new(0),
+            oom_kills: AtomicU64::new(cgroup.as_ref().map_or(0, |c| c.usage().oom_kills)),
+            cgroup,
+            last_exit_oom: AtomicBool::new(false),
         });
         let first = match shared.spawn_process() {
             Ok(Some(running)) => running,
@@ -248,6 +278,11 @@ impl Instance {
         self.shared().restarts.load(Ordering::SeqCst)
     }
 
+    /// What the instance's processes have used, from its cgroup; `None` without one.
+    pub fn usage(&self) -> Option<Usage> {
+        self.shared().cgroup.as_ref().map(InstanceCgroup::usage)
+    }
+
     /// Stops the instance: SIGTERM to the process group, up to `grace` for the process to
     /// exit, then SIGKILL to the group; returns in state [`InstanceState::Stopped`]. No restart
     /// happens afterwards. Calling it again, or concurrently, is harmless.
@@ -312,13 +347,30 @@ impl Shared {
         }
     }
 
+    /// How the last process ended, in words: `OOMKilled: …` when the kernel killed it for
+    /// exceeding its memory limit (told apart from a SIGKILL Slipway sent by the cgroup's
+    /// count of out-of-memory kills), else as [`describe_exit`] says.
+    fn exit_reason(&self, status: &Result<ExitStatus, String>) -> String {
+        if !self.last_exit_oom.load(Ordering::SeqCst) {
+            return describe_exit(status);
+        }
+        let limit = self.config.limits.memory_bytes.map_or_else(
+            || "its memory limit".to_owned(),
+            |b| format!("its memory limit of {}", show_bytes(b)),
+        );
+        format!(
+            "OOMKilled: used more than {limit} ({})",
+            describe_exit(status)
+        )
+    }
+
     /// Spawns a process with its reaper and output readers; `None` once a stop was requested.
     fn spawn_process(self: &Arc<Self>) -> std::io::Result<Option<Running>> {
         let mut slot = self.lock_slot();
         if slot.stopping {
             return Ok(None);
         }
-        let mut child = process::spawn(&self.config, &self.program)?;
+        let mut child = process::spawn(&self.config, &self.program, self.cgroup.as_ref())?;
         let Some(pid) = child.id() else {
             return Err(std::io::Error::other(
                 "the process ended before its pid could be read",
@@ -463,9 +515,14 @@ async fn reap(
             reader.abort();
         }
     }
+    if let Some(cgroup) = &shared.cgroup {
+        let kills = cgroup.usage().oom_kills;
+        let before = shared.oom_kills.swap(kills, Ordering::SeqCst);
+        shared.last_exit_oom.store(kills > before, Ordering::SeqCst);
+    }
     shared
         .output
-        .event(&format!("pid {pid} {}", describe_exit(&status)));
+        .event(&format!("pid {pid} {}", shared.exit_reason(&status)));
     let _ = exit.send(status);
 }
 
@@ -487,7 +544,7 @@ async fn supervise(shared: Arc<Shared>, mut running: Running) {
         let reason = match startup(&shared, &mut running, &mut stop).await {
             Startup::Stop => return terminate(&shared, &mut running).await,
             Startup::Exited(status) => {
-                let reason = format!("{} before becoming ready", describe_exit(&status));
+                let reason = format!("{} before becoming ready", shared.exit_reason(&status));
                 if first_start {
                     return fail(&shared, reason, &mut stop).await;
                 }
@@ -515,7 +572,7 @@ async fn supervise(shared: Arc<Shared>, mut running: Running) {
                 }
                 match outcome {
                     Serve::Stop => return terminate(&shared, &mut running).await,
-                    Serve::Exited(status) => describe_exit(&status),
+                    Serve::Exited(status) => shared.exit_reason(&status),
                     Serve::LivenessFailed(reason) => {
                         running.kill().await;
                         reason
@@ -731,6 +788,16 @@ async fn terminate(shared: &Shared, running: &mut Running) {
         running.kill().await;
     }
     shared.set_state(InstanceState::Stopped);
+}
+
+/// Bytes in the largest binary unit that divides them, as the spec writes them: `64Mi`.
+fn show_bytes(bytes: u64) -> String {
+    for (suffix, shift) in [("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    format!("{bytes} bytes")
 }
 
 #[cfg(test)]

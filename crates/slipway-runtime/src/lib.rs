@@ -22,6 +22,7 @@
 //! never exits (`spawner.rs`), whatever thread asks for it; the caller only needs to be inside a
 //! tokio runtime, which then owns the child's pipes and exit notification.
 
+mod cgroup;
 mod driver;
 mod guard;
 mod instance;
@@ -35,6 +36,7 @@ mod spawner;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use cgroup::{Cgroups, InstanceCgroup, Limits, Usage, Version as CgroupVersion, limit_files};
 pub use driver::{BoxFuture, Driver, InstanceHandle, ProcessDriver, RunningInstance};
 pub use guard::{GUARD_ARG, guard_main, set_guard_program};
 pub use instance::{Instance, NotReady};
@@ -74,6 +76,9 @@ pub struct InstanceConfig {
     pub startup_timeout: Duration,
     /// How long a stopping process gets between SIGTERM and SIGKILL.
     pub grace: Duration,
+    /// What the instance may use (cpu, memory, pids), enforced through its cgroup when the
+    /// driver has cgroups (see [`Cgroups`]).
+    pub limits: Limits,
     /// The initial and maximum delay before a restart; the delay doubles after each restart
     /// and falls back to the initial value once an instance has stayed up for
     /// [`BACKOFF_RESET_AFTER`].

@@ -19,6 +19,16 @@ use crate::InstanceConfig;
 /// working directory, and says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The instance's cgroup could not be made or given its limits.
+    #[error(
+        "cannot start instance {id}: its cgroup could not be set up: {source}; check that the server may write under /sys/fs/cgroup, or remove `resources:` from the service"
+    )]
+    Cgroup {
+        /// The instance id.
+        id: String,
+        /// What failed.
+        source: std::io::Error,
+    },
     /// `argv` is empty.
     #[error(
         "cannot start instance {id}: the command is empty; set the service's `command` in slipway.yaml"
@@ -212,12 +222,38 @@ pub(crate) fn spawn_error(config: &InstanceConfig, source: io::Error) -> StartEr
 
 /// Spawns the program in a new process group, with stdin from /dev/null, stdout and stderr
 /// piped, and SIGKILL as its parent-death signal.
-pub(crate) fn spawn(config: &InstanceConfig, program: &Path) -> io::Result<Child> {
+/// With `cgroup`, the child joins it between fork and exec.
+pub(crate) fn spawn(
+    config: &InstanceConfig,
+    program: &Path,
+    cgroup: Option<&crate::InstanceCgroup>,
+) -> io::Result<Child> {
     let mut command = command(program, &config.argv, &config.env, &config.workdir);
     if let Some(argv0) = config.argv.first() {
         command.arg0(argv0);
     }
+    if let Some(cgroup) = cgroup {
+        join_cgroup(&mut command, cgroup.procs_files()?);
+    }
     crate::spawner::spawn(command)
+}
+
+/// Makes the child move itself into the cgroups whose `cgroup.procs` files are `procs`
+/// before it executes the program, so none of the program runs outside its limits. The
+/// descriptors were opened by the parent with close-on-exec.
+pub(crate) fn join_cgroup(command: &mut Command, procs: Vec<std::os::fd::OwnedFd>) {
+    // SAFETY: the closure runs in the forked child before exec and only makes raw `write`
+    // system calls on descriptors it owns, without allocating or taking locks, which is
+    // async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            for fd in &procs {
+                // "0" is the writing process itself, in v1 and v2 alike.
+                rustix::io::write(fd, b"0")?;
+            }
+            Ok(())
+        });
+    }
 }
 
 /// A child process as Slipway starts them all (instances and jobs): `program` with

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use slipway_runtime::{
-    Check, Instance, InstanceConfig, InstanceState, LogLine, Probe, StartError, kill_orphan,
-    read_log_lines,
+    Check, Instance, InstanceConfig, InstanceState, Limits, LogLine, Probe, StartError,
+    kill_orphan, read_log_lines,
 };
 
 /// The upper bound for anything a test waits for.
@@ -124,6 +124,7 @@ impl Fixture {
             live: None,
             startup_timeout: LIMIT,
             grace: Duration::from_secs(10),
+            limits: Limits::default(),
             restart_backoff: (Duration::from_millis(500), Duration::from_secs(2)),
         }
     }

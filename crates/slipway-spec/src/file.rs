@@ -95,6 +95,8 @@ pub(crate) struct ServiceFile {
     pub health: Option<HealthFile>,
     /// How many instances to run. Default: `{ min: 1, max: 1 }`.
     pub scaling: Option<ScalingFile>,
+    /// Limits each instance gets: `{ cpu: 0.5, memory: 512Mi, pids: 256 }`. Default: none.
+    pub resources: Option<ResourcesFile>,
     /// Path prefixes on the app's host that go to this service, e.g. `["/api"]`. Each prefix
     /// must start with `/` and belong to one service only. Default: none (own host only).
     pub routes: Option<Vec<String>>,
@@ -201,6 +203,43 @@ pub(crate) struct ScalingFile {
     /// The short window that detects bursts and scales up at once; it must be shorter than
     /// `stable_window`. Default: `6s`.
     pub panic_window: Option<DurationText>,
+}
+
+/// What each instance of a service may use, enforced by the kernel (a cgroup per instance).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResourcesFile {
+    /// Cores, in Kubernetes notation: `0.5` or `500m` is half a core, `2` two cores. A busy
+    /// instance is throttled to this share of cpu time.
+    pub cpu: Option<QuantityText>,
+    /// Memory, in Kubernetes notation: `512Mi`, `1Gi`, `128M`, or bytes. An instance that
+    /// needs more is killed by the kernel (reported as `OOMKilled`) and restarted.
+    pub memory: Option<QuantityText>,
+    /// The most processes and threads an instance may have at once; a fork bomb stops there.
+    #[schemars(range(min = 1, max = 4_294_967_295u32))]
+    pub pids: Option<u32>,
+}
+
+/// A cpu or memory quantity: a string such as `250m` or `512Mi`, or a number.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct QuantityText(pub serde_json::Value);
+
+impl JsonSchema for QuantityText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Quantity".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                { "type": "string", "pattern": "^\\s*[0-9]*\\.?[0-9]+(m|k|M|G|T|Ki|Mi|Gi|Ti)?\\s*$" },
+                { "type": "number", "exclusiveMinimum": 0 },
+            ],
+            "description": "A Kubernetes quantity: cpu as cores (`0.5`, `2`) or millicores (`250m`); memory as bytes with a suffix (`512Mi`, `1Gi`, `128M`) or without.",
+            "examples": ["250m", "0.5", "512Mi", "1Gi"],
+        })
+    }
 }
 
 /// How a service is stopped.

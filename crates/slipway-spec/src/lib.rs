@@ -29,6 +29,7 @@ mod environments;
 mod file;
 mod model;
 mod percent;
+mod quantity;
 mod render;
 mod resolve;
 mod rules;
@@ -41,9 +42,10 @@ use std::path::{Path, PathBuf};
 pub use diagnostic::Diagnostic;
 use diagnostic::Pos;
 pub use model::{
-    Analysis, Check, DeploySettings, Health, OnFailure, Port, Probe, Scaling, ServiceSpec,
-    Shutdown, Spec, Strategy, TrafficSettings, duration_ms,
+    Analysis, Check, DeploySettings, Health, OnFailure, Port, Probe, Resources, Scaling,
+    ServiceSpec, Shutdown, Spec, Strategy, TrafficSettings, duration_ms,
 };
+pub use quantity::{show_cpu, show_memory};
 pub use render::render;
 use tree::Tree;
 

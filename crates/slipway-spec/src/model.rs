@@ -60,6 +60,10 @@ pub struct ServiceSpec {
     pub health: Health,
     /// The number of instances.
     pub scaling: Scaling,
+    /// Limits each instance gets. Absent from the JSON when none is set, so specs without
+    /// limits keep their digest.
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
     /// Path prefixes on the app host routed to this service (may be empty).
     pub routes: Vec<String>,
     /// How instances are stopped.
@@ -93,6 +97,42 @@ pub struct ServiceSpec {
     /// Absent from the JSON when empty, so specs without volumes keep their digest.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub volumes: BTreeMap<String, PathBuf>,
+}
+
+/// What each instance may use (`resources:`); `None` is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Cpu time in millicores: 500 is half a core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u32>,
+    /// Memory in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Processes and threads at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u32>,
+}
+
+impl Resources {
+    /// Whether no limit is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Resources::default()
+    }
+
+    /// `cpu 500m, memory 64Mi, pids 256`, naming the limits that are set.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(cpu) = self.cpu_millis {
+            parts.push(format!("cpu {}", crate::quantity::show_cpu(cpu)));
+        }
+        if let Some(memory) = self.memory_bytes {
+            parts.push(format!("memory {}", crate::quantity::show_memory(memory)));
+        }
+        if let Some(pids) = self.pids {
+            parts.push(format!("pids {pids}"));
+        }
+        parts.join(", ")
+    }
 }
 
 /// The default of [`ServiceSpec::release_timeout`]: 5 minutes.

@@ -16,11 +16,11 @@ use crate::file::{
     SpecFile, StrategyFile,
 };
 use crate::model::{
-    Analysis, Check, DeploySettings, Health, OnFailure, Port, Probe, Scaling, ServiceSpec,
-    Shutdown, Spec, Strategy, TrafficSettings, default_release_timeout,
+    Analysis, Check, DeploySettings, Health, OnFailure, Port, Probe, Resources, Scaling,
+    ServiceSpec, Shutdown, Spec, Strategy, TrafficSettings, default_release_timeout,
 };
 use crate::tree::{Tree, escape_pointer};
-use crate::{duration, percent};
+use crate::{duration, percent, quantity};
 
 /// The environment a spec is resolved for.
 pub(crate) struct Environment {
@@ -122,6 +122,27 @@ impl Resolver<'_> {
             None => Scaling::default(),
             Some(scaling) => self.scaling(scaling)?,
         };
+        let resources = match service.resources {
+            None => Resources::default(),
+            Some(resources) => Resources {
+                cpu_millis: match resources.cpu {
+                    None => None,
+                    Some(text) => Some(
+                        quantity::parse_cpu(&quantity_text(&text.0))
+                            .map_err(|_| self.internal("resources/cpu", "bad cpu quantity"))?,
+                    ),
+                },
+                memory_bytes: match resources.memory {
+                    None => None,
+                    Some(text) => Some(
+                        quantity::parse_memory(&quantity_text(&text.0)).map_err(|_| {
+                            self.internal("resources/memory", "bad memory quantity")
+                        })?,
+                    ),
+                },
+                pids: resources.pids,
+            },
+        };
         let shutdown = Shutdown {
             grace: self.duration(
                 service.shutdown.and_then(|s| s.grace),
@@ -153,6 +174,7 @@ impl Resolver<'_> {
             port,
             health,
             scaling,
+            resources,
             routes: service.routes.unwrap_or_default(),
             shutdown,
             deploy,
@@ -329,6 +351,14 @@ pub(crate) fn normalise(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// The text of a quantity as written: a string as is, a number in its JSON form.
+pub(crate) fn quantity_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]

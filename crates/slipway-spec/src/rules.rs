@@ -11,6 +11,7 @@
 //! (see `environments.rs`); the environments section itself is checked there.
 
 mod deploy;
+mod resources;
 mod scaling;
 
 use std::collections::{HashMap, HashSet};
@@ -137,6 +138,9 @@ impl Rules<'_> {
                 Diagnostic::at(port_pos, message)
                     .hint("two instances cannot share a port; use `port: auto`"),
             );
+        }
+        if let Some(Value::Object(resources)) = service.get("resources") {
+            self.resources(&format!("{pointer}/resources"), resources);
         }
         if let Some(Value::Array(routes)) = service.get("routes") {
             self.routes(name, &format!("{pointer}/routes"), routes);

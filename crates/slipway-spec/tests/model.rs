@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use slipway_spec::{
-    Analysis, Check, DeploySettings, Health, LoadError, OnFailure, Port, Probe, Scaling,
+    Analysis, Check, DeploySettings, Health, LoadError, OnFailure, Port, Probe, Resources, Scaling,
     ServiceSpec, Shutdown, Spec, Strategy, TrafficSettings, json_schema, load, load_env, parse,
     parse_env, render,
 };
@@ -179,6 +179,7 @@ fn defaults_apply_to_everything_left_out() {
                 stable_window: Duration::from_secs(60),
                 panic_window: Duration::from_secs(6),
             },
+            resources: Resources::default(),
             routes: vec![],
             shutdown: Shutdown {
                 grace: Duration::from_secs(10)

@@ -338,10 +338,74 @@ pub(crate) fn print_status(status: &dto::AppStatus, only: Option<&str>) {
         }
     }
     println!("{t}");
+    if let Some(reason) = &status.limits_unavailable {
+        println!("\nwarning: resource limits are not enforced on this server: {reason}");
+    }
+    if let Some(service) = only.and_then(|o| status.services.iter().find(|s| s.name == o))
+        && !service.instances.is_empty()
+    {
+        println!();
+        println!("{}", instance_table(&service.instances));
+    }
     for (name, p, lines) in problems {
         println!("\n{name}: {p}");
         for l in lines {
             println!("  | {l}");
         }
+    }
+}
+
+/// One row per instance: state, restarts, and cpu, memory and pids against the limits.
+fn instance_table(instances: &[dto::InstanceStatus]) -> comfy_table::Table {
+    let mut t = table(&[
+        "INSTANCE", "REV", "STATE", "RESTARTS", "CPU", "MEMORY", "PIDS", "OOM",
+    ]);
+    for i in instances {
+        let (cpu, memory, pids, oom) = match &i.resources {
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+            Some(r) => (
+                against(
+                    format!("{:.2}", r.cpu_cores),
+                    r.cpu_limit_cores.map(|c| format!("{c}")),
+                ),
+                against(
+                    show_bytes(r.memory_bytes),
+                    r.memory_limit_bytes.map(show_bytes),
+                ),
+                against(r.pids.to_string(), r.pids_limit.map(|p| p.to_string())),
+                r.oom_kills.to_string(),
+            ),
+        };
+        t.add_row(vec![
+            i.id.clone(),
+            i.revision.to_string(),
+            i.state.clone(),
+            i.restarts.to_string(),
+            cpu,
+            memory,
+            pids,
+            oom,
+        ]);
+    }
+    t
+}
+
+/// `used/limit`, or `used` without a limit.
+fn against(used: String, limit: Option<String>) -> String {
+    match limit {
+        Some(limit) => format!("{used}/{limit}"),
+        None => used,
+    }
+}
+
+/// Bytes for people: `48.2Mi`, `1.5Gi`, `512Ki`.
+fn show_bytes(bytes: u64) -> String {
+    let b = bytes as f64;
+    if bytes >= 1 << 30 {
+        format!("{:.1}Gi", b / f64::from(1u32 << 30))
+    } else if bytes >= 1 << 20 {
+        format!("{:.1}Mi", b / f64::from(1u32 << 20))
+    } else {
+        format!("{:.0}Ki", b / 1024.0)
     }
 }

@@ -111,6 +111,11 @@ impl Controller {
         for (name, value) in self.secret_env(app, &stored.secret_versions)? {
             env.push((name, value.as_str().to_owned()));
         }
+        let config_limits = slipway_runtime::Limits {
+            cpu_millis: spec.resources.cpu_millis,
+            memory_bytes: spec.resources.memory_bytes,
+            pids: spec.resources.pids,
+        };
         let config = InstanceConfig {
             id: id.clone(),
             argv,
@@ -124,6 +129,7 @@ impl Controller {
             live: spec.health.live.as_ref().map(probe),
             startup_timeout: spec.health.startup_timeout,
             grace: spec.shutdown.grace,
+            limits: config_limits,
             restart_backoff: (Duration::from_millis(200), Duration::from_secs(30)),
         };
         // Counted as running for `prune_logs` from before its log file exists until it is
@@ -140,6 +146,8 @@ impl Controller {
             backend: backend.clone(),
             grace: spec.shutdown.grace,
             workdir,
+            limits: config_limits,
+            cpu_sample: Arc::default(),
         };
         self.record_instance(app, service, revision, &instance);
         self.live()

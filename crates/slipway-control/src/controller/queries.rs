@@ -36,6 +36,17 @@ impl Controller {
                             &[("revision", &revision.to_string()), ("state", name)],
                         );
                         *scrape.instances.entry(key).or_default() += 1;
+                        if let Some(usage) = i.instance.usage() {
+                            let key = labels(
+                                app,
+                                service,
+                                &[
+                                    ("revision", &revision.to_string()),
+                                    ("instance", i.instance.id()),
+                                ],
+                            );
+                            scrape.usage.push((key, usage, i.limits));
+                        }
                     }
                 }
             }
@@ -88,6 +99,7 @@ impl Controller {
                                 restarts: i.instance.restarts(),
                                 in_flight: i.backend.in_flight(),
                                 routed: routed && i.backend.is_ready(),
+                                resources: i.resources(),
                             });
                         }
                     }
@@ -159,6 +171,7 @@ impl Controller {
             down: row.down,
             router: self.config.router_addr.to_string(),
             services,
+            limits_unavailable: self.driver.limits_unavailable(),
         })
     }
 
