@@ -8,14 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, State};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use tokio::sync::{Notify, mpsc};
 use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
 use crate::controller::{ControlError, Controller};
 use crate::dto::{self, Progress};
@@ -53,6 +56,8 @@ pub fn read_only_router(state: ApiState) -> Router {
         .route("/v1/events/stream", get(events_stream))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
+        .fallback(no_public_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -100,16 +105,35 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/events/stream", get(events_stream))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
-#[utoipa::path(post, path = "/v1/apps/{app}/services/{service}/traffic",
-    params(("app" = String, Path), ("service" = String, Path)), request_body = dto::TrafficRequest,
-    responses((status = 200, body = Vec<dto::TrafficShare>), (status = 409, body = dto::ApiError)))]
+#[utoipa::path(
+    post, path = "/v1/apps/{app}/services/{service}/traffic",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("service" = String, Path),
+    ),
+    request_body = dto::TrafficRequest,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "the new traffic split", body = Vec<dto::TrafficShare>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = StoreFailed)
+    )
+)]
 async fn traffic(
     State(s): State<ApiState>,
     Path((app, service)): Path<(String, String)>,
-    Json(req): Json<dto::TrafficRequest>,
+    ApiJson(req): ApiJson<dto::TrafficRequest>,
 ) -> ApiResult<Json<Vec<dto::TrafficShare>>> {
     let targets = req
         .targets
@@ -123,13 +147,30 @@ async fn traffic(
     ))
 }
 
-#[utoipa::path(post, path = "/v1/apps/{app}/services/{service}/tags",
-    params(("app" = String, Path), ("service" = String, Path)), request_body = dto::TagRequest,
-    responses((status = 200, description = "tag set or removed"), (status = 404, body = dto::ApiError)))]
+#[utoipa::path(
+    post, path = "/v1/apps/{app}/services/{service}/tags",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("service" = String, Path),
+    ),
+    request_body = dto::TagRequest,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "tag set or removed"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = StoreFailed)
+    )
+)]
 async fn tag(
     State(s): State<ApiState>,
     Path((app, service)): Path<(String, String)>,
-    Json(req): Json<dto::TagRequest>,
+    ApiJson(req): ApiJson<dto::TagRequest>,
 ) -> ApiResult<StatusCode> {
     s.controller
         .set_tag(&app, &service, &req.tag, req.revision)
@@ -137,9 +178,21 @@ async fn tag(
     Ok(StatusCode::OK)
 }
 
-#[utoipa::path(get, path = "/v1/apps/{app}/services/{service}/rollout",
-    params(("app" = String, Path), ("service" = String, Path)),
-    responses((status = 200, body = dto::RolloutStatus), (status = 404, body = dto::ApiError)))]
+#[utoipa::path(
+    get, path = "/v1/apps/{app}/services/{service}/rollout",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("service" = String, Path),
+    ),
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "the service's rollout", body = dto::RolloutStatus),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = StoreFailed)
+    )
+)]
 async fn rollout_status(
     State(s): State<ApiState>,
     Path((app, service)): Path<(String, String)>,
@@ -147,28 +200,56 @@ async fn rollout_status(
     Ok(Json(s.controller.rollout_status(&app, &service)?))
 }
 
-#[utoipa::path(post, path = "/v1/apps/{app}/services/{service}/rollout/{action}",
-    params(("app" = String, Path), ("service" = String, Path), ("action" = String, Path, description = "promote | pause | resume | abort")),
-    responses((status = 200, body = dto::RolloutStatus), (status = 409, body = dto::ApiError)))]
+#[utoipa::path(
+    post, path = "/v1/apps/{app}/services/{service}/rollout/{action}",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("service" = String, Path),
+        ("action" = RolloutActionName, Path),
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "the rollout after the action", body = dto::RolloutStatus),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = StoreFailed)
+    )
+)]
 async fn rollout_action(
     State(s): State<ApiState>,
     Path((app, service, action)): Path<(String, String, String)>,
 ) -> ApiResult<Json<dto::RolloutStatus>> {
-    let action: slipway_core::deploy::RolloutAction =
-        action.parse().map_err(ControlError::Invalid)?;
+    let action: slipway_core::deploy::RolloutAction = action
+        .parse()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     Ok(Json(
         s.controller.rollout_action(&app, &service, action).await?,
     ))
 }
 
-#[utoipa::path(post, path = "/v1/apps/{app}/services/{service}/promote",
-    params(("app" = String, Path, description = "the target: app or app@environment"), ("service" = String, Path)),
+#[utoipa::path(
+    post, path = "/v1/apps/{app}/services/{service}/promote",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("service" = String, Path),
+    ),
     request_body = dto::PromoteRequest,
-    responses((status = 200, description = "newline-delimited JSON stream of Progress", body = dto::Progress)))]
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "a stream of newline-delimited `Progress` objects, the last one `done`; a failure, even an unknown app or service, is a `failed` line", content_type = "application/x-ndjson", body = dto::Progress),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity)
+    )
+)]
 async fn promote(
     State(s): State<ApiState>,
     Path((app, service)): Path<(String, String)>,
-    Json(req): Json<dto::PromoteRequest>,
+    ApiJson(req): ApiJson<dto::PromoteRequest>,
 ) -> Response {
     let c = s.controller.clone();
     progress_stream(move |tx| async move { c.promote(&app, &service, &req.from, tx).await })
@@ -207,26 +288,117 @@ impl From<slipway_state::StoreError> for ApiError {
     }
 }
 
+// A request the extractors cannot read (a body that is not JSON or not of the declared shape, a
+// query parameter of the wrong type, a path segment that is not UTF-8) gets axum's status code
+// (400, 413, 415 or 422) and message, in the same JSON body as every other error.
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        ApiError(e.status(), e.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError(e.status(), e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError(e.status(), e.body_text())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(dto::ApiError { error: self.1 })).into_response()
     }
 }
 
+/// `axum::Json` whose rejection is an [`ApiError`].
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+struct ApiJson<T>(T);
+
+/// `axum::extract::Path` whose rejection is an [`ApiError`].
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+struct Path<T>(T);
+
+/// `axum::extract::Query` whose rejection is an [`ApiError`].
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+struct Query<T>(T);
+
+/// A request to a path and method of no operation of the API.
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!(
+            "{method} {} is no operation of this server's API (slipway {}); /v1/openapi.json lists the ones it has",
+            uri.path(),
+            env!("CARGO_PKG_VERSION")
+        ),
+    )
+}
+
+/// Like [`no_route`], for the read-only API that the admin listener serves without a token.
+async fn no_public_route(method: Method, uri: Uri) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!(
+            "{method} {} is no operation that the admin listener serves without the admin token (slipway {}); /v1/openapi.json lists the operations, and `Authorization: Bearer <token>` opens all of them",
+            uri.path(),
+            env!("CARGO_PKG_VERSION")
+        ),
+    )
+}
+
+/// A request with a method that its path does not take; axum adds the `Allow` header.
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} does not take {method}; the Allow header names the methods it takes",
+            uri.path()
+        ),
+    )
+}
+
 type ApiResult<T> = Result<T, ApiError>;
 
-#[utoipa::path(get, path = "/v1/server", responses((status = 200, body = dto::ServerInfo)))]
+#[utoipa::path(
+    get, path = "/v1/server", security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "the server's version, process and addresses", body = dto::ServerInfo),
+        (status = 401, response = Unauthorized)
+    )
+)]
 async fn server_info(State(s): State<ApiState>) -> Json<dto::ServerInfo> {
     Json(s.info.clone())
 }
 
-#[utoipa::path(post, path = "/v1/server/stop", responses((status = 202, description = "the server stops its instances and exits")))]
+#[utoipa::path(
+    post, path = "/v1/server/stop", security(("admin_token" = [])),
+    responses(
+        (status = 202, description = "the server stops its instances and exits"),
+        (status = 401, response = Unauthorized)
+    )
+)]
 async fn server_stop(State(s): State<ApiState>) -> StatusCode {
     s.stop.notify_one();
     StatusCode::ACCEPTED
 }
 
-#[utoipa::path(get, path = "/v1/apps", responses((status = 200, body = Vec<dto::AppSummary>)))]
+#[utoipa::path(
+    get, path = "/v1/apps", security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "every registered app", body = Vec<dto::AppSummary>),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = StoreFailed)
+    )
+)]
 async fn list_apps(State(s): State<ApiState>) -> ApiResult<Json<Vec<dto::AppSummary>>> {
     let apps = s.controller.store().apps()?;
     Ok(Json(
@@ -242,11 +414,23 @@ async fn list_apps(State(s): State<ApiState>) -> ApiResult<Json<Vec<dto::AppSumm
     ))
 }
 
-#[utoipa::path(post, path = "/v1/apps", request_body = dto::ApplyRequest,
-    responses((status = 200, body = dto::ApplyResponse), (status = 422, body = dto::ApiError)))]
+#[utoipa::path(
+    post, path = "/v1/apps", request_body = dto::ApplyRequest, security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "the app is registered from its spec", body = dto::ApplyResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = StoreFailed)
+    )
+)]
 async fn apply(
     State(s): State<ApiState>,
-    Json(req): Json<dto::ApplyRequest>,
+    ApiJson(req): ApiJson<dto::ApplyRequest>,
 ) -> ApiResult<Json<dto::ApplyResponse>> {
     let environment = req
         .environment
@@ -263,8 +447,21 @@ async fn apply(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/apps/{app}", params(("app" = String, Path)),
-    responses((status = 200, body = dto::AppStatus), (status = 404, body = dto::ApiError)))]
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+    ),
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "the app's services, revisions and instances", body = dto::AppStatus),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = StoreFailed)
+    )
+)]
 async fn app_status(
     State(s): State<ApiState>,
     Path(app): Path<String>,
@@ -311,12 +508,27 @@ fn ndjson<T: serde::Serialize + Send + 'static>(rx: mpsc::UnboundedReceiver<T>) 
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-#[utoipa::path(post, path = "/v1/apps/{app}/deploy", params(("app" = String, Path)), request_body = dto::DeployRequest,
-    responses((status = 200, description = "newline-delimited JSON stream of Progress", body = dto::Progress)))]
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/deploy",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+    ),
+    request_body = dto::DeployRequest,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "a stream of newline-delimited `Progress` objects, the last one `done`; a failure, even an unknown app or service, is a `failed` line", content_type = "application/x-ndjson", body = dto::Progress),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity)
+    )
+)]
 async fn deploy(
     State(s): State<ApiState>,
     Path(app): Path<String>,
-    Json(req): Json<dto::DeployRequest>,
+    ApiJson(req): ApiJson<dto::DeployRequest>,
 ) -> Response {
     let c = s.controller.clone();
     progress_stream(move |tx| async move {
@@ -325,27 +537,67 @@ async fn deploy(
     })
 }
 
-#[utoipa::path(post, path = "/v1/apps/{app}/services/{service}/rollback",
-    params(("app" = String, Path), ("service" = String, Path)), request_body = dto::RollbackRequest,
-    responses((status = 200, description = "newline-delimited JSON stream of Progress", body = dto::Progress)))]
+#[utoipa::path(
+    post, path = "/v1/apps/{app}/services/{service}/rollback",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("service" = String, Path),
+    ),
+    request_body = dto::RollbackRequest,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "a stream of newline-delimited `Progress` objects, the last one `done`; a failure, even an unknown app or service, is a `failed` line", content_type = "application/x-ndjson", body = dto::Progress),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity)
+    )
+)]
 async fn rollback(
     State(s): State<ApiState>,
     Path((app, service)): Path<(String, String)>,
-    Json(req): Json<dto::RollbackRequest>,
+    ApiJson(req): ApiJson<dto::RollbackRequest>,
 ) -> Response {
     let c = s.controller.clone();
     progress_stream(move |tx| async move { c.rollback(&app, &service, req.to, tx).await })
 }
 
-#[utoipa::path(post, path = "/v1/apps/{app}/down", params(("app" = String, Path)),
-    responses((status = 200, description = "every instance stopped")))]
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/down",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "every instance stopped"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = StoreFailed)
+    )
+)]
 async fn down(State(s): State<ApiState>, Path(app): Path<String>) -> ApiResult<StatusCode> {
     s.controller.down(&app).await?;
     Ok(StatusCode::OK)
 }
 
-#[utoipa::path(get, path = "/v1/apps/{app}/secrets", params(("app" = String, Path, description = "the app, or `app@environment`")),
-    responses((status = 200, body = Vec<dto::SecretInfo>)))]
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/secrets",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "the app's secrets: names and versions, never values", body = Vec<dto::SecretInfo>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = StoreFailed)
+    )
+)]
 async fn list_secrets(
     State(s): State<ApiState>,
     Path(app): Path<String>,
@@ -353,14 +605,29 @@ async fn list_secrets(
     Ok(Json(s.controller.secrets(&app)?))
 }
 
-#[utoipa::path(put, path = "/v1/apps/{app}/secrets/{name}",
-    params(("app" = String, Path, description = "the app, or `app@environment`"), ("name" = String, Path)),
-    request_body = dto::SetSecretRequest,
-    responses((status = 200, body = dto::SecretInfo), (status = 409, body = dto::ApiError)))]
+#[utoipa::path(
+    put, path = "/v1/apps/{app}/secrets/{name}",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("name" = String, Path, description = "letters, digits and `_`, not starting with a digit"),
+    ),
+    request_body = dto::SetSecretRequest, security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "the secret's new version", body = dto::SecretInfo),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = StoreFailed)
+    )
+)]
 async fn set_secret(
     State(s): State<ApiState>,
     Path((app, name)): Path<(String, String)>,
-    Json(req): Json<dto::SetSecretRequest>,
+    ApiJson(req): ApiJson<dto::SetSecretRequest>,
 ) -> ApiResult<Json<dto::SecretInfo>> {
     let version = s.controller.set_secret(&app, &name, req.value.as_bytes())?;
     Ok(Json(dto::SecretInfo {
@@ -370,9 +637,22 @@ async fn set_secret(
     }))
 }
 
-#[utoipa::path(delete, path = "/v1/apps/{app}/secrets/{name}",
-    params(("app" = String, Path, description = "the app, or `app@environment`"), ("name" = String, Path)),
-    responses((status = 200, description = "removed"), (status = 404, body = dto::ApiError)))]
+#[utoipa::path(
+    delete, path = "/v1/apps/{app}/secrets/{name}",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("name" = String, Path),
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "removed"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = StoreFailed)
+    )
+)]
 async fn remove_secret(
     State(s): State<ApiState>,
     Path((app, name)): Path<(String, String)>,
@@ -381,9 +661,21 @@ async fn remove_secret(
     Ok(StatusCode::OK)
 }
 
-#[utoipa::path(get, path = "/v1/apps/{app}/services/{service}/revisions",
-    params(("app" = String, Path), ("service" = String, Path)),
-    responses((status = 200, body = Vec<dto::RevisionInfo>)))]
+#[utoipa::path(
+    get, path = "/v1/apps/{app}/services/{service}/revisions",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("service" = String, Path),
+    ),
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "the service's revisions, oldest first", body = Vec<dto::RevisionInfo>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = StoreFailed)
+    )
+)]
 async fn revisions(
     State(s): State<ApiState>,
     Path((app, service)): Path<(String, String)>,
@@ -394,12 +686,41 @@ async fn revisions(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 struct ReleaseQuery {
     /// Default: the newest revision that ran a release command.
+    #[serde(default, deserialize_with = "revision_number")]
+    #[param(minimum = 0)]
     revision: Option<u64>,
 }
 
-#[utoipa::path(get, path = "/v1/apps/{app}/services/{service}/release",
-    params(("app" = String, Path), ("service" = String, Path), ReleaseQuery),
-    responses((status = 200, body = dto::ReleaseOutput), (status = 404, body = dto::ApiError)))]
+/// A revision number in a query: what `u64` reads, up to `i64::MAX` as the document says
+/// (`format: int64`). Larger numbers are refused (400) rather than read as a revision that
+/// cannot exist.
+fn revision_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let n = Option::<u64>::deserialize(d)?;
+    match n {
+        Some(n) if i64::try_from(n).is_err() => Err(serde::de::Error::custom(format!(
+            "revision {n} is larger than the largest revision number, {}",
+            i64::MAX
+        ))),
+        n => Ok(n),
+    }
+}
+
+#[utoipa::path(
+    get, path = "/v1/apps/{app}/services/{service}/release",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("service" = String, Path),
+        ReleaseQuery,
+    ),
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "the output of the revision's release command", body = dto::ReleaseOutput),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = StoreFailed)
+    )
+)]
 async fn release_output(
     State(s): State<ApiState>,
     Path((app, service)): Path<(String, String)>,
@@ -410,24 +731,58 @@ async fn release_output(
     ))
 }
 
-#[utoipa::path(post, path = "/v1/apps/{app}/services/{service}/runs",
-    params(("app" = String, Path), ("service" = String, Path)), request_body = dto::RunRequest,
-    responses((status = 200, body = dto::RunPlan), (status = 404, body = dto::ApiError)))]
+#[utoipa::path(
+    post, path = "/v1/apps/{app}/services/{service}/runs",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("service" = String, Path),
+    ),
+    request_body = dto::RunRequest,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "how to run the command", body = dto::RunPlan),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = StoreFailed)
+    )
+)]
 async fn run_plan(
     State(s): State<ApiState>,
     Path((app, service)): Path<(String, String)>,
-    Json(req): Json<dto::RunRequest>,
+    ApiJson(req): ApiJson<dto::RunRequest>,
 ) -> ApiResult<Json<dto::RunPlan>> {
     Ok(Json(s.controller.run_plan(&app, &service, &req).await?))
 }
 
-#[utoipa::path(post, path = "/v1/apps/{app}/services/{service}/runs/finished",
-    params(("app" = String, Path), ("service" = String, Path)), request_body = dto::RunExit,
-    responses((status = 200, description = "recorded"), (status = 404, body = dto::ApiError)))]
+#[utoipa::path(
+    post, path = "/v1/apps/{app}/services/{service}/runs/finished",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("service" = String, Path),
+    ),
+    request_body = dto::RunExit,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "recorded"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = StoreFailed)
+    )
+)]
 async fn run_finished(
     State(s): State<ApiState>,
     Path((app, service)): Path<(String, String)>,
-    Json(req): Json<dto::RunExit>,
+    ApiJson(req): ApiJson<dto::RunExit>,
 ) -> ApiResult<StatusCode> {
     s.controller.run_finished(&app, &service, &req)?;
     Ok(StatusCode::OK)
@@ -435,23 +790,39 @@ async fn run_finished(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 struct LogsQuery {
+    #[serde(default, deserialize_with = "revision_number")]
+    #[param(minimum = 0)]
     revision: Option<u64>,
     /// How many of the latest lines to send first (default 100).
-    tail: Option<usize>,
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
+    tail: Option<u32>,
     /// Keep the answer open and send new lines as they are written.
     #[serde(default)]
     follow: bool,
 }
 
-#[utoipa::path(get, path = "/v1/apps/{app}/services/{service}/logs",
-    params(("app" = String, Path), ("service" = String, Path), LogsQuery),
-    responses((status = 200, description = "newline-delimited JSON stream of LogLine", body = dto::LogLine)))]
+#[utoipa::path(
+    get, path = "/v1/apps/{app}/services/{service}/logs",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("service" = String, Path),
+        LogsQuery,
+    ),
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "a stream of newline-delimited `LogLine` objects; with `follow`, it stays open", content_type = "application/x-ndjson", body = dto::LogLine),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = StoreFailed)
+    )
+)]
 async fn logs(
     State(s): State<ApiState>,
     Path((app, service)): Path<(String, String)>,
     Query(q): Query<LogsQuery>,
 ) -> ApiResult<Response> {
-    let tail = q.tail.unwrap_or(100);
+    let tail = q.tail.map_or(100, |t| t as usize);
     // Where following starts: the files' ends before the first lines are read, so that a
     // line written in between is sent twice at worst, never lost.
     let follow = q.follow.then(|| {
@@ -510,10 +881,23 @@ struct EventsQuery {
     service: Option<String>,
     /// Only events with a greater id (for paging forward).
     after: Option<i64>,
+    /// At most this many events.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/v1/events", params(EventsQuery), responses((status = 200, body = Vec<dto::EventInfo>)))]
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    params(EventsQuery),
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "stored events, oldest first", body = Vec<dto::EventInfo>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = StoreFailed)
+    )
+)]
 async fn events(
     State(s): State<ApiState>,
     Query(q): Query<EventsQuery>,
@@ -527,8 +911,17 @@ async fn events(
     Ok(Json(events.into_iter().map(event_info).collect()))
 }
 
-#[utoipa::path(get, path = "/v1/events/stream", params(EventsQuery),
-    responses((status = 200, description = "server-sent events: one `event` per stored event (JSON EventInfo), ids are event ids; resumes after `after` or Last-Event-ID")))]
+#[utoipa::path(
+    get,
+    path = "/v1/events/stream",
+    params(EventsQuery),
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "server-sent events: one `event` per stored event (JSON `EventInfo`), ids are event ids; resumes after `after` or `Last-Event-ID`, and stays open", content_type = "text/event-stream", body = String),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized)
+    )
+)]
 async fn events_stream(
     State(s): State<ApiState>,
     Query(q): Query<EventsQuery>,
@@ -601,6 +994,68 @@ fn event_info(e: slipway_state::Event) -> dto::EventInfo {
     }
 }
 
+/// The error answers of the document: each is an [`dto::ApiError`] body with a description
+/// of when it happens. Operations list the ones they can give.
+macro_rules! error_responses {
+    ($($name:ident => $description:literal,)*) => {$(
+        struct $name;
+
+        impl<'r> utoipa::ToResponse<'r> for $name {
+            fn response() -> (&'r str, RefOr<utoipa::openapi::Response>) {
+                let body = ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ApiError")))
+                    .build();
+                let response = ResponseBuilder::new()
+                    .description($description)
+                    .content("application/json", body)
+                    .build();
+                (stringify!($name), response.into())
+            }
+        }
+    )*};
+}
+
+error_responses! {
+    BadRequest => "The request cannot be read: a path segment that is not UTF-8, a query parameter of the wrong type, a body that is not JSON, or a value the operation does not take.",
+    Unauthorized => "On the admin listener: a request that changes state without the admin token (`Authorization: Bearer <token>`, the token in `<data dir>/admin.token`), or any request with a token that is not the server's current one. The Unix socket needs no token.",
+    NotFound => "No such app, service, revision or secret, or a name that no app, service or environment can have. For `POST /v1/apps`: no spec file at that path.",
+    Conflict => "The request cannot be carried out in the current state, e.g. a traffic split that does not add up to 100, a revision that is not ready, or a secret name or value the server does not take.",
+    PayloadTooLarge => "The request body is larger than the server reads (2 MiB).",
+    UnsupportedMediaType => "The request body is not sent as `Content-Type: application/json`.",
+    UnprocessableEntity => "The body is JSON but not of the operation's shape (a missing field, a wrong type), or the spec file is not a valid spec.",
+    StoreFailed => "The server could not read or write its state store.",
+}
+
+/// What to do with a canary rollout.
+// The names of `slipway_core::deploy::RolloutAction` for the document; that type has no schema.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+enum RolloutActionName {
+    Promote,
+    Pause,
+    Resume,
+    Abort,
+}
+
+/// Adds the admin token's security scheme (`admin_token`), which the operations name.
+struct AdminTokenScheme;
+
+impl utoipa::Modify for AdminTokenScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "The admin listener (TCP) serves reads to everyone and needs this token for every change; the server writes a new token to `<data dir>/admin.token` at each start. The Unix socket, which only the data directory's owner can open, needs no token.",
+            ))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("admin_token", SecurityScheme::Http(scheme));
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -631,7 +1086,21 @@ fn event_info(e: slipway_state::Event) -> dto::EventInfo {
         promote,
         run_plan,
         run_finished
-    )
+    ),
+    components(
+        schemas(dto::ApiError, RolloutActionName),
+        responses(
+            BadRequest,
+            Unauthorized,
+            NotFound,
+            Conflict,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            UnprocessableEntity,
+            StoreFailed
+        )
+    ),
+    modifiers(&AdminTokenScheme)
 )]
 struct ApiDoc;
 

@@ -382,9 +382,11 @@ impl Controller {
     /// host. Returns the key and the resolved spec.
     ///
     /// # Errors
-    /// An invalid spec, an environment the file does not declare, or a host that another
-    /// running app or environment already serves.
+    /// A relative path or one where no file is ([`ControlError::NotFound`]), an invalid spec,
+    /// an environment the file does not declare, or a host that another running app or
+    /// environment already serves.
     pub fn apply(&self, spec_path: &Path, environment: &str) -> Result<(String, Spec)> {
+        check_spec_path(spec_path)?;
         let spec = load_spec(spec_path, environment)?;
         let key = slipway_state::app_key(&spec.app, &spec.environment);
         for other in self.store.apps()? {
@@ -672,6 +674,31 @@ fn app_host(row: &slipway_state::AppRow) -> String {
         format!("{}.localhost", slipway_state::split_app_key(&row.name).0)
     } else {
         row.host.clone()
+    }
+}
+
+/// A spec path given to the API must name a file by its absolute path: the server's working
+/// directory is not the client's, so a relative path would name another file than the client
+/// means.
+fn check_spec_path(path: &Path) -> Result<()> {
+    if !path.is_absolute() {
+        return Err(ControlError::Spec(format!(
+            "the spec path `{}` is relative; give the absolute path of the slipway.yaml file (the server's working directory is not yours)",
+            path.display()
+        )));
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(ControlError::NotFound(format!(
+            "{} is a directory; give the path of the slipway.yaml file in it",
+            path.display()
+        ))),
+        Ok(_) => Ok(()),
+        // Reading it says why (permissions, most likely) in the spec error.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(()),
+        Err(_) => Err(ControlError::NotFound(format!(
+            "there is no spec file at {}",
+            path.display()
+        ))),
     }
 }
 

@@ -89,8 +89,37 @@ pub fn dashboard_url(admin: SocketAddr, token: &AdminToken) -> String {
 /// everyone, and the full API to requests that carry the admin token.
 pub fn admin_router(state: ApiState, token: AdminToken, token_path: PathBuf) -> Router {
     let full = api::router(state.clone()).merge(assets());
-    let public = api::read_only_router(state).merge(assets());
+    let path = token_path.clone();
+    let public = api::read_only_router(state)
+        .merge(assets())
+        // The one read that only the full API serves (secret names and versions): without
+        // the token it gets the 401 that changes get, not the 404 of an unknown path.
+        .route(
+            "/v1/apps/{app}/secrets",
+            get(move |method: Method, uri: axum::http::Uri| async move {
+                unauthorized(needs_token(&method, uri.path(), "lists secrets", &path))
+            }),
+        );
     Gate::new(token, token_path, full, public).into_router()
+}
+
+/// The error of a request that needs the admin token and came without one.
+/// `what` says what the request does (`changes state`).
+fn needs_token(method: &Method, path: &str, what: &str, token_path: &Path) -> String {
+    format!(
+        "{method} {path} {what}, and on the admin listener that needs the admin token\n  hint: send `Authorization: Bearer <token>` with the token from {} (only the data directory's owner can read it), open the dashboard URL the server printed at start (it ends in #token=…), or use the slipway CLI, which talks to the Unix socket",
+        token_path.display()
+    )
+}
+
+/// A 401 answer with a JSON error and the `WWW-Authenticate` header.
+fn unauthorized(error: String) -> Response {
+    let mut response = (StatusCode::UNAUTHORIZED, Json(dto::ApiError { error })).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"slipway admin\""),
+    );
+    response
 }
 
 /// The dashboard's static files: `/` and `/dashboard/{app.js,style.css}`.
@@ -290,27 +319,17 @@ impl Gate {
             Access::Anonymous if matches!(*req.method(), Method::GET | Method::HEAD) => {
                 self.public.clone().call(req, ()).await
             }
-            Access::Anonymous => self.unauthorized(format!(
-                "{} {} changes state, and on the admin listener that needs the admin token\n  hint: send `Authorization: Bearer <token>` with the token from {} (only the data directory's owner can read it), open the dashboard URL the server printed at start (it ends in #token=…), or use the slipway CLI, which talks to the Unix socket",
+            Access::Anonymous => unauthorized(needs_token(
                 req.method(),
                 req.uri().path(),
-                self.token_path.display()
+                "changes state",
+                &self.token_path,
             )),
-            Access::WrongToken => self.unauthorized(format!(
+            Access::WrongToken => unauthorized(format!(
                 "the bearer token is not this server's admin token (the server makes a new one at every start)\n  hint: read the current one from {}, or open the dashboard URL the server printed at its last start",
                 self.token_path.display()
             )),
         }
-    }
-
-    fn unauthorized(&self, error: String) -> Response {
-        let mut response =
-            (StatusCode::UNAUTHORIZED, Json(dto::ApiError { error })).into_response();
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"slipway admin\""),
-        );
-        response
     }
 }
 

@@ -11,7 +11,8 @@ use utoipa::ToSchema;
 /// Registers an app from a spec file on the server's machine, or re-reads it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ApplyRequest {
-    /// Absolute path of the `slipway.yaml` file.
+    /// Absolute path of the `slipway.yaml` file, on the server's machine.
+    #[schema(pattern = "^/")]
     pub spec_path: String,
     /// The environment to resolve the spec for; default `development`.
     #[serde(default)]
@@ -39,14 +40,25 @@ pub struct DeployRequest {
     /// Services to deploy; empty means every service in the spec.
     #[serde(default)]
     pub services: Vec<String>,
-    /// Overrides the spec's `deploy.strategy` for this deploy
-    /// (blue-green | canary | rolling | recreate).
+    /// Overrides the spec's `deploy.strategy` for this deploy.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<StrategyName>)]
     pub strategy: Option<slipway_core::deploy::Strategy>,
     /// Create a new revision even when the config did not change.
     #[serde(default)]
     pub force: bool,
+}
+
+/// A deploy strategy.
+// The names of `slipway_core::deploy::Strategy` for the document; that type has no schema.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "kebab-case")]
+pub enum StrategyName {
+    BlueGreen,
+    Canary,
+    Rolling,
+    Recreate,
 }
 
 /// One line of the newline-delimited JSON stream answered by deploy and rollback.
@@ -154,6 +166,7 @@ pub enum Progress {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct RollbackRequest {
     /// Revision to return to; default: the ready revision before the serving one.
+    #[serde(default, deserialize_with = "whole::optional")]
     pub to: Option<u64>,
 }
 
@@ -227,7 +240,9 @@ pub struct Figures {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TrafficShare {
+    #[serde(deserialize_with = "whole::required")]
     pub revision: u64,
+    #[serde(deserialize_with = "whole::required")]
     pub percent: u32,
 }
 
@@ -332,6 +347,7 @@ pub struct TrafficRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TagRequest {
     pub tag: String,
+    #[serde(default, deserialize_with = "whole::optional")]
     pub revision: Option<u64>,
 }
 
@@ -407,7 +423,7 @@ pub struct RunRequest {
     /// The program and its arguments.
     pub command: Vec<String>,
     /// The revision whose code, env and secrets it gets; default: the serving one.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::optional")]
     pub revision: Option<u64>,
     /// The local user running it, for the event log.
     #[serde(default)]
@@ -429,11 +445,14 @@ pub struct RunPlan {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunExit {
     pub id: String,
+    #[serde(deserialize_with = "whole::required")]
     pub revision: u64,
     /// The exit code, when it exited.
+    #[serde(default, deserialize_with = "whole::optional")]
     pub code: Option<i32>,
     /// The signal that killed it, when one did (e.g. `SIGKILL`).
     pub signal: Option<String>,
+    #[serde(deserialize_with = "whole::required")]
     pub elapsed_ms: u64,
 }
 
@@ -442,4 +461,128 @@ pub struct RunExit {
 pub struct PromoteRequest {
     /// The environment whose serving revision is promoted, e.g. `staging`.
     pub from: String,
+}
+
+/// Reads the integer fields of request bodies. JSON has one kind of number, and JSON Schema
+/// counts `3.0` as the integer 3, so a field declared `integer` takes any number without a
+/// fractional part. The range is what the document declares for the field's Rust type, read
+/// through `i64` (`format: int64` ends at `i64::MAX`, also for `u64` fields); a number outside
+/// it, or with a fractional part, is refused with a message that says which.
+mod whole {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::Deserializer;
+    use serde::de::{self, Visitor};
+
+    struct Whole<T>(PhantomData<T>);
+
+    impl<T: TryFrom<i64>> Visitor<'_> for Whole<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "a whole number that fits {}", std::any::type_name::<T>())
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+            i64::try_from(v)
+                .ok()
+                .and_then(|v| T::try_from(v).ok())
+                .ok_or_else(|| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+            // `i64::MIN as f64` is exact, and `i64::MAX as f64` is 2^63, the first float out
+            // of range.
+            let whole = v.fract() == 0.0 && v >= i64::MIN as f64 && v < i64::MAX as f64;
+            if !whole {
+                return Err(E::invalid_value(de::Unexpected::Float(v), &self));
+            }
+            self.visit_i64(v as i64)
+        }
+    }
+
+    struct Optional<T>(PhantomData<T>);
+
+    impl<'de, T: TryFrom<i64>> Visitor<'de> for Optional<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(
+                f,
+                "null or a whole number that fits {}",
+                std::any::type_name::<T>()
+            )
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+            required(d).map(Some)
+        }
+    }
+
+    pub fn required<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<T, D::Error> {
+        d.deserialize_any(Whole(PhantomData))
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>, T: TryFrom<i64>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        d.deserialize_option(Optional(PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_fields_take_whole_numbers_written_as_floats() {
+        let exit: RunExit = serde_json::from_str(
+            r#"{"id": "r1", "revision": 3.0, "code": -1.0, "elapsed_ms": 1080}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (exit.revision, exit.code, exit.elapsed_ms),
+            (3, Some(-1), 1080)
+        );
+        let tag: TagRequest = serde_json::from_str(r#"{"tag": "v1"}"#).unwrap();
+        assert_eq!(tag.revision, None, "a missing optional number is none");
+        let tag: TagRequest = serde_json::from_str(r#"{"tag": "v1", "revision": null}"#).unwrap();
+        assert_eq!(tag.revision, None);
+        let back: RollbackRequest = serde_json::from_str(r#"{"to": 2.0}"#).unwrap();
+        assert_eq!(back.to, Some(2));
+    }
+
+    #[test]
+    fn integer_fields_refuse_fractions_and_numbers_out_of_the_declared_range() {
+        for (json, why) in [
+            (r#"{"to": 2.5}"#, "a fraction"),
+            (r#"{"to": -1}"#, "below a u64's range"),
+            // `format: int64`: the document's range ends at i64::MAX, for u64 fields too.
+            (r#"{"to": 9223372036854775808}"#, "above i64::MAX"),
+            (r#"{"to": 9223372036854775808.0}"#, "a float above i64::MAX"),
+            (r#"{"to": "2"}"#, "a string"),
+        ] {
+            let err = serde_json::from_str::<RollbackRequest>(json)
+                .err()
+                .unwrap_or_else(|| panic!("{why} ({json}) was taken"));
+            assert!(err.to_string().contains("whole number"), "{why}: {err}");
+        }
+        let code = serde_json::from_str::<RunExit>(
+            r#"{"id": "r1", "revision": 1, "code": 2147483648, "elapsed_ms": 0}"#,
+        );
+        assert!(code.is_err(), "an exit code above i32::MAX was taken");
+    }
 }

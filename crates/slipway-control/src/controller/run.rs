@@ -10,7 +10,7 @@
 use slipway_core::events::EventKind;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{ControlError, Controller, Result, check_key, check_name, process_env};
+use super::{ControlError, Controller, Result, check_key, check_name, process_env, unknown_app};
 use crate::dto;
 
 /// Tells runs of one server apart in the event log.
@@ -85,6 +85,10 @@ impl Controller {
     pub fn run_finished(&self, key: &str, service: &str, req: &dto::RunExit) -> Result<()> {
         check_key(key)?;
         check_name("service", service)?;
+        // The event log is about registered apps; a report for another is a mistake.
+        if self.store.app(key)?.is_none() {
+            return Err(ControlError::NotFound(unknown_app(key)));
+        }
         let how = match (req.code, &req.signal) {
             (Some(0), _) => "succeeded".to_owned(),
             (Some(code), _) => format!("failed with exit code {code}"),

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod django;
+pub mod venv;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -159,6 +160,9 @@ impl Slipway {
             .args(&self.server_args)
             .arg("--data-dir")
             .arg(&self.data)
+            // A test server keeps its master key in its own temporary data dir, never in a
+            // file named by the environment the tests run in.
+            .env_remove("SLIPWAY_MASTER_KEY_FILE")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
