@@ -129,6 +129,9 @@ async function poll() {
 function render(st) {
   if (st.app !== ui.app) return; // The user picked another app while this answer was on its way.
   ui.status = st;
+  $('limits').hidden = !st.limits_unavailable;
+  $('limits').textContent = st.limits_unavailable
+    ? `Resource limits are not enforced on this server: ${st.limits_unavailable}` : '';
   const names = st.services.map((s) => s.name);
   for (const [name, c] of ui.cards) {
     if (!names.includes(name)) { c.el.remove(); ui.cards.delete(name); ui.series.delete(name); }
@@ -205,7 +208,7 @@ function makeCard(name) {
     c.problem, c.traffic,
     h('div', { class: 'charts' }, Object.values(c.charts).map((ch) => ch.el)),
     h('table', { class: 'instances' },
-      head('instance', 'rev', 'state', 'detail', 'restarts', 'in flight', 'routed'), c.instances),
+      head('instance', 'rev', 'state', 'detail', 'restarts', 'in flight', 'routed', 'cpu', 'memory', 'oom kills'), c.instances),
     h('table', { class: 'revisions' },
       head('revision', 'state', 'traffic', 'instances', 'created', 'message', ''), c.revisions),
     h('div', { class: 'actions' }, c.rollback,
@@ -237,10 +240,25 @@ function updateCard(c, s, list) {
   draw(c.charts.lat, list, 1, `${ms(f.p50_ms)} / ${ms(f.p95_ms)} / ${ms(f.p99_ms)}`);
   c.instances.replaceChildren(...s.instances.map((i) => h('tr', { 'data-instance': i.id },
     h('td', { class: 'mono' }, i.id), h('td', {}, `r${i.revision}`), h('td', { class: `state-${i.state}` }, i.state),
-    h('td', {}, i.detail ?? ''), h('td', {}, i.restarts), h('td', {}, i.in_flight), h('td', {}, i.routed ? 'yes' : 'no'))));
+    h('td', {}, i.detail ?? ''), h('td', {}, i.restarts), h('td', {}, i.in_flight), h('td', {}, i.routed ? 'yes' : 'no'),
+    ...usageCells(i.resources))));
   // The revisions table changes only with a deploy, a traffic switch or an instance change.
   const key = `${s.latest_revision} ${split} ${s.instances.map((i) => i.revision).join()}`;
   if (c.revKey !== key) { c.revKey = key; loadRevisions(c); }
+}
+
+/** Cells for an instance's cpu, memory (against their limits) and out-of-memory kills. */
+function usageCells(r) {
+  if (!r) return [h('td', {}, '–'), h('td', {}, '–'), h('td', {}, '–')];
+  const mib = (b) => `${(b / 1048576).toFixed(1)} MiB`;
+  const near = (used, limit) => (limit && used > 0.9 * limit ? 'usage near-limit' : 'usage');
+  return [
+    h('td', { class: near(r.cpu_cores, r.cpu_limit_cores) },
+      r.cpu_limit_cores ? `${r.cpu_cores.toFixed(2)} / ${r.cpu_limit_cores}` : r.cpu_cores.toFixed(2)),
+    h('td', { class: near(r.memory_bytes, r.memory_limit_bytes) },
+      r.memory_limit_bytes ? `${mib(r.memory_bytes)} / ${mib(r.memory_limit_bytes)}` : mib(r.memory_bytes)),
+    h('td', { class: r.oom_kills > 0 ? 'usage oom' : 'usage' }, r.oom_kills > 0 ? `${r.oom_kills} OOMKilled` : '0'),
+  ];
 }
 
 /** Reloads a card's revisions table soon; several calls in a row make one request. */

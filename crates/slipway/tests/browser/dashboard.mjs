@@ -100,6 +100,8 @@ try {
   await page.waitForFunction(() => document.querySelector('article[data-service="api"] .traffic').dataset.split === '2:100');
   await api.locator('.instances tbody tr').first().waitFor();
   await api.locator('.revisions tr[data-revision="1"]').waitFor();
+  const memory = await api.locator('.instances tbody tr td.usage').nth(1).textContent();
+  check(/^\d+\.\d MiB/.test(memory), `the instance's memory cell reads "${memory}", not its usage from the cgroup`);
 
   step('record the req/s chart before any traffic');
   await page.waitForFunction(() => (document.querySelector('article[data-service="api"] figure[data-metric="rps"] svg')
