@@ -145,6 +145,14 @@ impl Slipway {
     }
 
     pub fn start_server(&mut self) {
+        if let Err(log) = self.try_start_server() {
+            panic!("server did not start: {log}");
+        }
+    }
+
+    /// Starts the server and waits until it answers; on failure (it exited, or did not answer
+    /// within 20 s) returns its log.
+    pub fn try_start_server(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -169,19 +177,27 @@ impl Slipway {
         // Both listeners are bound before the server recovers its state, so once they
         // accept, requests queue until it serves them.
         while TcpStream::connect(self.router).is_err() || !self.api_answers() {
-            assert!(
-                Instant::now() < deadline,
-                "server did not start: {}",
-                self.server_log()
-            );
+            let exited = self
+                .server
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                self.server = None;
+                return Err(format!("it exited ({status}):\n{}", self.server_log()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no answer within 20 s:\n{}", self.server_log()));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
-    /// Whether the API answers on the socket (any answer but "no server").
+    /// Whether the API answers on the socket: the status of an app (registered or not),
+    /// not "no server", nor a connection cut by a server that is dying.
     fn api_answers(&self) -> bool {
-        let out = self.cli(&["status", "--json", "--app", "_"]);
-        !String::from_utf8_lossy(&out.stderr).contains("no slipway server is running")
+        let out = self.cli(&["status", "--json", "--app", "probe"]);
+        out.status.success() || String::from_utf8_lossy(&out.stderr).contains("no app named")
     }
 
     pub fn server_log(&self) -> String {
@@ -194,6 +210,24 @@ impl Slipway {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Sends `kill -9` to the server and starts a new one at once, before the killed one is
+    /// reaped (as a shell's `kill -9 $pid; slipway server` does); returns the new server's
+    /// start, then reaps the old one.
+    pub fn kill9_and_restart_at_once(&mut self) -> Result<(), String> {
+        let old = self.server.take();
+        if let Some(c) = &old {
+            // SAFETY: kill(2) on our own child, which is not reaped yet (its pid is not reused).
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        let started = self.try_start_server();
+        if let Some(mut c) = old {
+            let _ = c.wait();
+        }
+        started
     }
 
     pub fn server_pid(&self) -> Option<u32> {
