@@ -339,9 +339,15 @@ impl Controller {
     /// host. Returns the key and the resolved spec.
     ///
     /// # Errors
-    /// An invalid spec, an environment the file does not declare, or a host that another
-    /// running app or environment already serves.
+    /// A relative spec path, an invalid spec, an environment the file does not declare, or a
+    /// host that another running app or environment already serves.
     pub fn apply(&self, spec_path: &Path, environment: &str) -> Result<(String, Spec)> {
+        if !spec_path.is_absolute() {
+            return Err(ControlError::Invalid(format!(
+                "spec_path `{}` is relative; send an absolute path (the server works in its data directory, not in yours)",
+                spec_path.display()
+            )));
+        }
         let spec = load_spec(spec_path, environment)?;
         let key = slipway_state::app_key(&spec.app, &spec.environment);
         for other in self.store.apps()? {

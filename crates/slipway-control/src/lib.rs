@@ -54,10 +54,24 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 /// # Errors
 /// A data dir that is in use by another server, a foreign state database, or a listener
 /// address that is taken: each with a message saying what to do.
-pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
+pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
+    config.data_dir = std::path::absolute(&config.data_dir).with_context(|| {
+        format!(
+            "cannot resolve the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     // The data dir holds the API socket: only its owner may reach it.
     create_private_dir(&config.data_dir)?;
     let _lock = lock::lock_data_dir(&config.data_dir).await?;
+    // A server works in its data directory, not in whatever folder it was started from (an
+    // app's folder, which may be moved or unmounted): every path it is given is absolute.
+    std::env::set_current_dir(&config.data_dir).with_context(|| {
+        format!(
+            "cannot change to the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let store = Arc::new(Store::open(&config.data_dir.join("state.db"))?);
 
     // The data plane runs on a runtime of its own: its threads serve requests and nothing

@@ -587,10 +587,8 @@ fn a_server_started_right_after_kill_9_during_a_deploy_starts_every_time() {
     let (mut refused, mut mid_spawn) = (Vec::new(), 0);
     for i in 1..=iterations {
         rewrite(&dir, &format!("v{i}"), "", "{ min: 3, max: 3 }", &rest);
-        let mut deploy = std::process::Command::new(BIN)
-            .args(["deploy", "-f", &path_str(&dir)])
-            .env("SLIPWAY_HOME", &s.data)
-            .current_dir(s.dir.path())
+        let mut deploy = s
+            .command(&["deploy", "-f", &path_str(&dir)])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -944,10 +942,9 @@ fn random_commands_interrupted_by_kill_9_leave_a_consistent_state() {
             args[0].clone()
         };
         *ran.entry(kind).or_default() += 1;
-        let mut command = std::process::Command::new(BIN)
-            .args(&args)
-            .env("SLIPWAY_HOME", &s.data)
-            .current_dir(s.dir.path())
+        let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut command = s
+            .command(&args_ref)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

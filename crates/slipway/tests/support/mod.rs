@@ -234,14 +234,22 @@ impl Slipway {
         self.server.as_ref().map(|c| c.id())
     }
 
-    /// Runs the CLI against this server (cwd: the temp dir).
-    pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
+    /// The CLI with `args` against this server (cwd: the temp dir). It never starts a server
+    /// of its own: tests kill and restart this one, and a command that ran meanwhile must not
+    /// take the data directory.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
             .args(args)
             .env("SLIPWAY_HOME", &self.data)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
+            .env("SLIPWAY_NO_AUTOSTART", "1")
+            .current_dir(self.dir.path());
+        command
+    }
+
+    /// Runs the CLI against this server (cwd: the temp dir).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
     }
 
     /// Runs the CLI and asserts success; returns stdout.
@@ -260,10 +268,8 @@ impl Slipway {
 
     /// Runs the CLI with `input` on its stdin.
     pub fn cli_with_stdin(&self, args: &[&str], input: &str) -> Output {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env("SLIPWAY_HOME", &self.data)
-            .current_dir(self.dir.path())
+        let mut child = self
+            .command(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
