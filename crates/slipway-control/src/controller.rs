@@ -147,8 +147,9 @@ struct Scaler {
     decider: slipway_autoscale::Decider,
     /// The revision's request total at the previous sample, to count arrivals.
     last_requests: u64,
-    /// The last decision, to record only changes as events.
-    last_desired: Option<u32>,
+    /// The instance count last decided (at first, the count the revision has, at least its
+    /// `min`, as a deploy or a restart starts it), to record only decisions that change it.
+    last_desired: u32,
 }
 
 /// What a service's serving revision decides about its routes.

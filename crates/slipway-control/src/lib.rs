@@ -6,10 +6,10 @@ pub mod api;
 pub mod controller;
 pub mod dashboard;
 pub mod dto;
+mod lock;
 pub mod metrics;
 
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -54,10 +54,24 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 /// # Errors
 /// A data dir that is in use by another server, a foreign state database, or a listener
 /// address that is taken: each with a message saying what to do.
-pub async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
+pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
+    config.data_dir = std::path::absolute(&config.data_dir).with_context(|| {
+        format!(
+            "cannot resolve the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     // The data dir holds the API socket: only its owner may reach it.
     create_private_dir(&config.data_dir)?;
-    let _lock = lock_data_dir(&config.data_dir)?;
+    let _lock = lock::lock_data_dir(&config.data_dir).await?;
+    // A server works in its data directory, not in whatever folder it was started from (an
+    // app's folder, which may be moved or unmounted): every path it is given is absolute.
+    std::env::set_current_dir(&config.data_dir).with_context(|| {
+        format!(
+            "cannot change to the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let store = Arc::new(Store::open(&config.data_dir.join("state.db"))?);
 
     // The data plane runs on a runtime of its own: its threads serve requests and nothing
@@ -202,16 +216,33 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         })
 }
 
+/// How long a taken address is retried: a child the previous server forked just before it
+/// was killed holds copies of its listening sockets until the child dies of its
+/// parent-death signal, milliseconds later.
+const ADDR_IN_USE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Binds a listener on the current runtime's reactor, as `TcpListener::bind` does
 /// (`SO_REUSEADDR`, so a restarted server gets its port back at once; backlog 1024).
 fn bind(addr: SocketAddr, flag: &str, what: &str) -> anyhow::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()
-    } else {
-        tokio::net::TcpSocket::new_v6()
-    }?;
-    socket.set_reuseaddr(true)?;
-    match socket.bind(addr).and_then(|()| socket.listen(1024)) {
+    let started = std::time::Instant::now();
+    let bound = loop {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }?;
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(1024)) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && started.elapsed() < ADDR_IN_USE_RETRY =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other,
+        }
+    };
+    match bound {
         Ok(l) => Ok(l),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
             "cannot listen on {addr} for the {what}: the address is in use (another slipway server or another program)\n  hint: stop that program, or pass {flag} 127.0.0.1:PORT with a free port"
@@ -220,36 +251,4 @@ fn bind(addr: SocketAddr, flag: &str, what: &str) -> anyhow::Result<TcpListener>
             "cannot listen on {addr} for the {what}: {e}\n  hint: pass {flag} with another address"
         ),
     }
-}
-
-/// Holds an exclusive lock on `<data_dir>/server.lock` for the server's lifetime, so two
-/// servers never share one data dir.
-fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
-    use std::io::{Read, Seek, Write};
-    let path = data_dir.join("server.lock");
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    if rustix::fs::flock(
-        file.as_fd(),
-        rustix::fs::FlockOperation::NonBlockingLockExclusive,
-    )
-    .is_err()
-    {
-        let mut pid = String::new();
-        let _ = file.read_to_string(&mut pid);
-        bail!(
-            "another slipway server (pid {}) is already using the data directory {}\n  hint: talk to it with the slipway CLI, stop it with `slipway server stop`, or pass --data-dir",
-            pid.trim(),
-            data_dir.display()
-        );
-    }
-    file.set_len(0)?;
-    file.rewind()?;
-    write!(file, "{}", std::process::id())?;
-    Ok(file)
 }

@@ -24,11 +24,31 @@ pub(crate) struct Cli {
 #[derive(clap::Args, Clone)]
 pub(crate) struct Listen {
     /// The router's address.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "SLIPWAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub(crate) listen: SocketAddr,
     /// The admin address (API over HTTP; later metrics and the dashboard).
-    #[arg(long, default_value = "127.0.0.1:8081")]
+    #[arg(long, env = "SLIPWAY_ADMIN", default_value = "127.0.0.1:8081")]
     pub(crate) admin: SocketAddr,
+}
+
+impl Listen {
+    /// The addresses for a server started by a command without `--listen` and `--admin`:
+    /// `SLIPWAY_LISTEN` and `SLIPWAY_ADMIN`, or the defaults.
+    pub(crate) fn from_env() -> anyhow::Result<Listen> {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            listen: Listen,
+        }
+        Only::try_parse_from(["slipway"])
+            .map(|only| only.listen)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}\n  hint: SLIPWAY_LISTEN and SLIPWAY_ADMIN take an address such as 127.0.0.1:8080",
+                    e.to_string().trim_end()
+                )
+            })
+    }
 }
 
 #[derive(clap::Args, Clone)]

@@ -41,7 +41,7 @@ impl Client {
     ) -> anyhow::Result<Response<Incoming>> {
         let stream = UnixStream::connect(&self.socket).await.with_context(|| {
             format!(
-                "no slipway server is running for this data directory (socket {})\n  hint: start one with `slipway up` or `slipway server`, or pass the right --data-dir / SLIPWAY_HOME",
+                "no slipway server is running for this data directory (socket {})\n  hint: start one with `slipway up` or `slipway server` (commands that change something, such as `deploy` or `secret set`, start one themselves), or pass the right --data-dir / SLIPWAY_HOME",
                 self.socket.display()
             )
         })?;

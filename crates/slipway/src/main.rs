@@ -84,7 +84,8 @@ fn data_dir(cli: &Option<PathBuf>) -> PathBuf {
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/tmp"));
-    home.join(".local/share/slipway")
+    // Absolute: the server works in it, and paths sent to it must not depend on a cwd.
+    absolute(&home.join(".local/share/slipway"))
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -119,10 +120,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let info: dto::ServerInfo = client.get("/v1/server").await?;
             let _: () = client.post("/v1/server/stop", &()).await?;
-            // Wait until the server has drained its instances and exited.
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while client.is_up().await && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            // Wait until the server has drained its instances and exited (its API stops
+            // answering at once), so that a server started next finds the data dir free.
+            if !wait_exited(info.pid, Duration::from_secs(120)).await {
+                bail!(
+                    "the slipway server (pid {}) is still stopping after 120s; see {}",
+                    info.pid,
+                    data.join("server.log").display()
+                );
             }
             println!("slipway server (pid {}) stopped", info.pid);
             Ok(ExitCode::SUCCESS)
@@ -172,6 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if validate_quiet(&file, &env.environment)?.is_some() {
                 return Ok(ExitCode::FAILURE);
             }
+            ensure_server(&client, &data).await?;
             let applied: dto::ApplyResponse = client
                 .post(
                     "/v1/apps",
@@ -199,6 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if validate_quiet(&file, &to)?.is_some() {
                 return Ok(ExitCode::FAILURE);
             }
+            ensure_server(&client, &data).await?;
             let applied: dto::ApplyResponse = client
                 .post(
                     "/v1/apps",
@@ -224,11 +231,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Secret { command } => secret(&client, command).await,
+        Command::Secret { command } => secret(&client, &data, command).await,
         Command::Config {
             command: ConfigCommand::Show { file, env },
         } => config_show(&spec_file(&file), &env.environment),
         Command::Down { app } => {
+            ensure_server(&client, &data).await?;
             let app = resolve_app(&client, &app).await?;
             let _: () = client.post(&format!("/v1/apps/{app}/down"), &()).await?;
             println!(
@@ -252,8 +260,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             to_latest,
             app,
         } => {
-            let app = resolve_app(&client, &app).await?;
             check_name("service", &service)?;
+            ensure_server(&client, &data).await?;
+            let app = resolve_app(&client, &app).await?;
             let mut targets = Vec::new();
             for pair in &to_revisions {
                 let parsed = pair.split_once('=').and_then(|(r, p)| {
@@ -289,8 +298,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             remove,
             app,
         } => {
-            let app = resolve_app(&client, &app).await?;
             check_name("service", &service)?;
+            ensure_server(&client, &data).await?;
+            let app = resolve_app(&client, &app).await?;
             let (tag, revision) = match (assignment, remove) {
                 (_, Some(tag)) => (tag, None),
                 (Some(a), None) => {
@@ -336,8 +346,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             watch,
             app,
         } => {
-            let app = resolve_app(&client, &app).await?;
             check_name("service", &service)?;
+            if action != "status" {
+                ensure_server(&client, &data).await?;
+            }
+            let app = resolve_app(&client, &app).await?;
             let path = format!("/v1/apps/{app}/services/{service}/rollout");
             if action != "status" {
                 let status: dto::RolloutStatus =
@@ -439,8 +452,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         Command::Rollback { service, to, app } => {
-            let app = resolve_app(&client, &app).await?;
             check_name("service", &service)?;
+            ensure_server(&client, &data).await?;
+            let app = resolve_app(&client, &app).await?;
             let started = Instant::now();
             let mut ok = true;
             client
@@ -626,8 +640,8 @@ async fn resolve_app(client: &Client, arg: &AppArg) -> anyhow::Result<String> {
     }
 }
 
-/// `slipway secret set|list|rm`.
-async fn secret(client: &Client, command: SecretCommand) -> anyhow::Result<ExitCode> {
+/// `slipway secret set|list|rm`; `set` and `rm` start a server when none runs.
+async fn secret(client: &Client, data: &Path, command: SecretCommand) -> anyhow::Result<ExitCode> {
     if let SecretCommand::Set { name, .. } | SecretCommand::Rm { name, .. } = &command {
         let mut chars = name.chars();
         let ok = chars
@@ -642,6 +656,7 @@ async fn secret(client: &Client, command: SecretCommand) -> anyhow::Result<ExitC
     }
     match command {
         SecretCommand::Set { name, app } => {
+            ensure_server(client, data).await?;
             let key = resolve_app(client, &app).await?;
             let value = read_secret_value(&name)?;
             if value.is_empty() {
@@ -674,6 +689,7 @@ async fn secret(client: &Client, command: SecretCommand) -> anyhow::Result<ExitC
             Ok(ExitCode::SUCCESS)
         }
         SecretCommand::Rm { name, app } => {
+            ensure_server(client, data).await?;
             let key = resolve_app(client, &app).await?;
             let _: () = client
                 .call("DELETE", &format!("/v1/apps/{key}/secrets/{name}"), &())
@@ -766,16 +782,13 @@ async fn up(
     }
     if started_server {
         println!("\nstopping the server and its instances…");
+        let info: dto::ServerInfo = client.get("/v1/server").await?;
         let _: () = client.post("/v1/server/stop", &()).await?;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while client.is_up().await {
-            if Instant::now() > deadline {
-                bail!(
-                    "the server is still running after 120s; see {}",
-                    data.join("server.log").display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if !wait_exited(info.pid, Duration::from_secs(120)).await {
+            bail!(
+                "the server is still running after 120s; see {}",
+                data.join("server.log").display()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -193,3 +193,66 @@ fn max_concurrency_one_never_puts_two_requests_on_one_instance() {
         );
     }
 }
+
+/// The `scale.decision` events of app `shop`.
+fn decisions(s: &Slipway) -> Vec<String> {
+    s.ok(&["events", "--app", "shop", "--limit", "200"])
+        .lines()
+        .filter(|l| l.contains("scale.decision"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The audit trail records decisions that change something: a service at its minimum with
+/// no traffic gets no `scale.decision` event, neither after its deploy nor after server
+/// restarts, while scaling to zero (a change) is still recorded.
+#[test]
+fn a_decision_that_changes_no_instance_count_is_not_recorded() {
+    let mut s = Slipway::start();
+    let marker = path_str(s.dir.path());
+    let dir = s.write_app(
+        "shop",
+        &spec(&marker, "{ min: 1, max: 3, concurrency: 10 }"),
+    );
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    // Several autoscaler ticks (one a second), after the deploy and after two restarts.
+    std::thread::sleep(Duration::from_millis(2500));
+    for _ in 0..2 {
+        s.kill9();
+        s.start_server();
+        s.wait_body("api.shop.localhost", "/", "v1", Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    let recorded = decisions(&s);
+    assert!(recorded.is_empty(), "{recorded:#?}");
+
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        spec(&marker, "{ min: 0, max: 3, concurrency: 10, idle: 1s }"),
+    )
+    .unwrap();
+    s.ok(&["deploy", "-f", &path_str(&dir)]);
+    // The new revision scales to zero (the previous one is kept warm, unrouted).
+    wait_for(
+        &s,
+        "a decision to scale to zero",
+        Duration::from_secs(20),
+        |s| {
+            decisions(s)
+                .iter()
+                .any(|d| d.contains("0 instance(s) wanted, 1 running"))
+        },
+    );
+    let recorded = decisions(&s);
+    for d in &recorded {
+        let counts: Vec<&str> = d
+            .split_whitespace()
+            .skip_while(|w| *w != "scale.decision")
+            .collect();
+        // `scale.decision api N instance(s) wanted, M running…`
+        assert!(
+            counts.len() > 5 && counts[2] != counts[5],
+            "a decision that changes nothing: {d}"
+        );
+    }
+}

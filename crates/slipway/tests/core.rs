@@ -305,9 +305,8 @@ fn kill_9_during_deploys_keeps_state_consistent_20_times() {
             ),
         )
         .unwrap();
-        let mut deploy = std::process::Command::new(BIN)
-            .args(["deploy", "-f", &path_str(&dir)])
-            .env("SLIPWAY_HOME", &s.data)
+        let mut deploy = s
+            .command(&["deploy", "-f", &path_str(&dir)])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -782,4 +781,180 @@ fn the_router_runs_on_threads_of_its_own() {
         names.len() > router,
         "the control plane has threads of its own too: {names:?}"
     );
+}
+
+/// A data directory no server has used yet, and free ports for the server that commands
+/// start there (`SLIPWAY_LISTEN`, `SLIPWAY_ADMIN`); stops that server when dropped.
+struct Fresh {
+    dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+}
+
+impl Fresh {
+    fn new() -> Fresh {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let port = || std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        Fresh {
+            data,
+            listen: port(),
+            admin: port(),
+            dir,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(BIN);
+        command
+            .args(args)
+            .env("SLIPWAY_HOME", &self.data)
+            .env("SLIPWAY_LISTEN", self.listen.to_string())
+            .env("SLIPWAY_ADMIN", self.admin.to_string())
+            .current_dir(self.dir.path());
+        command
+    }
+
+    fn run(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        let mut child = self
+            .command(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        let _ = self
+            .command(&["server", "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// The pid in `started slipway server (pid N)`, wherever the command printed it.
+fn started_pid(out: &std::process::Output) -> Option<u32> {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rest = &text[text.find("started slipway server (pid ")? + 28..];
+    rest[..rest.find(')')?].parse().ok()
+}
+
+fn describe(out: &std::process::Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A new user's natural order: set the secret the app needs, then deploy it, with no server
+/// running before either. Each starts one in the background and says so on stderr; a
+/// read-only command with no server says none runs, with a hint, and starts nothing.
+#[test]
+fn secret_set_and_deploy_before_any_server_start_one_in_the_background() {
+    let f = Fresh::new();
+    let app = f.dir.path().join("shop");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("app.py"), PY_APP).unwrap();
+    let text = spec(&path_str(&app), "v1", "")
+        .replace("    routes:", "    secrets: [API_KEY]\n    routes:");
+    std::fs::write(app.join("slipway.yaml"), text).unwrap();
+
+    let out = f.run(&["secret", "set", "API_KEY", "--app", "shop"], "s3cret");
+    assert!(out.status.success(), "{}\n{}", describe(&out), f.log());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("started slipway server (pid "),
+        "{}",
+        describe(&out)
+    );
+    assert!(started_pid(&out).is_some(), "{}", describe(&out));
+    let list = f.run(&["secret", "list", "--app", "shop"], "");
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("API_KEY"),
+        "{}",
+        describe(&list)
+    );
+
+    let stop = f.run(&["server", "stop"], "");
+    assert!(stop.status.success(), "{}", describe(&stop));
+    let status = f.run(&["status", "--app", "shop"], "");
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        !status.status.success()
+            && stderr.contains("no slipway server is running")
+            && stderr.contains("hint:"),
+        "{}",
+        describe(&status)
+    );
+    assert!(
+        !f.data.join("slipway.sock").exists(),
+        "a read-only command started a server"
+    );
+
+    // The secret was kept: the deploy (which starts the server again) passes its check.
+    let out = f.run(&["deploy", "-f", &path_str(&app)], "");
+    assert!(out.status.success(), "{}\n{}", describe(&out), f.log());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("started slipway server (pid "),
+        "{}",
+        describe(&out)
+    );
+    let (code, body) = http_get(f.listen, "api.shop.localhost", "/api").unwrap();
+    assert_eq!((code, body.starts_with("v1")), (200, true), "{body}");
+}
+
+/// `slipway up --detach` run in the app's folder, with a relative app folder and a relative
+/// data directory: the server it leaves running works in its data directory (not in the
+/// folder it was started from, which may be moved or unmounted), and the relative paths
+/// were resolved by the CLI.
+#[test]
+fn a_server_started_by_up_detach_works_in_its_data_directory() {
+    let f = Fresh::new();
+    let app = f.dir.path().join("shop");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("app.py"), PY_APP).unwrap();
+    std::fs::write(app.join("slipway.yaml"), spec(&path_str(&app), "v1", "")).unwrap();
+    let out = f
+        .command(&[
+            "up",
+            ".",
+            "--detach",
+            "--listen",
+            &f.listen.to_string(),
+            "--admin",
+            &f.admin.to_string(),
+        ])
+        .env("SLIPWAY_HOME", "../data")
+        .current_dir(&app)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", describe(&out), f.log());
+    let pid = started_pid(&out).unwrap_or_else(|| panic!("{}", describe(&out)));
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    assert_eq!(cwd, f.data.canonicalize().unwrap(), "{}", describe(&out));
+    let (code, body) = http_get(f.listen, "api.shop.localhost", "/api").unwrap();
+    assert_eq!((code, body.starts_with("v1")), (200, true), "{body}");
 }

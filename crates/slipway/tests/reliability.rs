@@ -526,6 +526,118 @@ fn kill_9_of_the_server_under_load_fails_requests_only_while_none_listens() {
     );
 }
 
+/// Whether a child of the server `pid` is forked but has not executed its program yet (its
+/// command line is still `cmdline`, the server's): such a child holds copies of every file
+/// descriptor of the server until its `exec`.
+fn child_between_fork_and_exec(pid: u32, cmdline: &[u8]) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        children.split_whitespace().any(|child| {
+            std::fs::read(format!("/proc/{child}/cmdline")).is_ok_and(|c| c == cmdline)
+        })
+    })
+}
+
+/// The processes that have `file` open: `pid (state) command line`.
+fn holders_of(file: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == file))
+        {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let state = stat.rsplit_once(") ").map_or("?", |(_, r)| &r[..1]);
+            let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            found.push(format!("{pid} ({state}) {}", cmd.trim()));
+        }
+    }
+    found
+}
+
+/// Expected: a server started the moment the previous one got `kill -9` in the middle of a
+/// deploy (while it starts instances, test and release commands) starts every time, whether
+/// the killed server was reaped first (as a supervisor does) or not (`kill -9 $pid; slipway
+/// server`): no process but the server ever holds the data directory's lock (a child forked
+/// but not yet executing its program does not), and a server that is still exiting is
+/// waited for. The kills aim at moments when the server has a child between fork and exec.
+#[test]
+fn a_server_started_right_after_kill_9_during_a_deploy_starts_every_time() {
+    let iterations = if std::env::var_os("SLIPWAY_SOAK").is_some() {
+        60
+    } else {
+        16
+    };
+    let jobs = "    test: [\"true\"]\n    release: [\"true\"]\n";
+    let rest = format!("{QUICK}{jobs}");
+    let mut s = Slipway::start();
+    let dir = up(&s, "v0", "", "{ min: 3, max: 3 }", &rest);
+    let lock = s.data.join("server.lock");
+    let mut rng = Rng::new(15);
+    let (mut refused, mut mid_spawn) = (Vec::new(), 0);
+    for i in 1..=iterations {
+        rewrite(&dir, &format!("v{i}"), "", "{ min: 3, max: 3 }", &rest);
+        let mut deploy = s
+            .command(&["deploy", "-f", &path_str(&dir)])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the CLI");
+        let server = s.server_pid().expect("a server runs");
+        let cmdline = std::fs::read(format!("/proc/{server}/cmdline")).unwrap_or_default();
+        let until = Instant::now() + Duration::from_millis(rng.below(1500));
+        while Instant::now() < until {
+            if child_between_fork_and_exec(server, &cmdline) {
+                mid_spawn += 1;
+                break;
+            }
+        }
+        let reap_first = i % 2 == 0;
+        let started = if reap_first {
+            s.kill9();
+            s.try_start_server()
+        } else {
+            s.kill9_and_restart_at_once()
+        };
+        let _ = deploy.wait();
+        if let Err(log) = started {
+            let holders = holders_of(&lock);
+            let last: Vec<&str> = log.lines().rev().take(3).collect();
+            refused.push(format!(
+                "restart {i} ({}): server.lock held by {holders:?}; {last:?}",
+                if reap_first {
+                    "killed server reaped first"
+                } else {
+                    "at once"
+                }
+            ));
+            // The next iterations need a server: retry until the lock is free.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while s.try_start_server().is_err() {
+                assert!(Instant::now() < deadline, "no server starts any more");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        s.wait_body(HOST, "/", "v", Duration::from_secs(15));
+    }
+    let waited = s.server_log().matches("is still exiting").count();
+    eprintln!(
+        "scenario restart right after kill -9: {iterations} restarts ({mid_spawn} killed with a child between fork and exec; the new server waited for the killed one {waited} times), refused {}",
+        refused.len()
+    );
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
+}
+
 /// What happened around a SIGSTOP of one instance for 2 s under load.
 struct Stopped {
     s: Slipway,
@@ -830,10 +942,9 @@ fn random_commands_interrupted_by_kill_9_leave_a_consistent_state() {
             args[0].clone()
         };
         *ran.entry(kind).or_default() += 1;
-        let mut command = std::process::Command::new(BIN)
-            .args(&args)
-            .env("SLIPWAY_HOME", &s.data)
-            .current_dir(s.dir.path())
+        let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut command = s
+            .command(&args_ref)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -153,10 +153,13 @@ impl Controller {
                         if *tag_only {
                             config.min = 0;
                         }
+                        // After a restart the instances may still be starting: the count
+                        // they are started with is `min`, and no decision to record.
+                        let running = self.running_count(app, service, *revision) as u32;
                         entry.insert(Scaler {
+                            last_desired: running.max(config.min),
                             decider: slipway_autoscale::Decider::new(config),
                             last_requests: total,
-                            last_desired: None,
                         })
                     }
                 };
@@ -168,8 +171,8 @@ impl Controller {
                 scaler.last_requests = total;
                 let ready = self.ready_count(app, service, *revision) as u32;
                 let decision = scaler.decider.scale(now, ready);
-                let changed = scaler.last_desired != Some(decision.desired);
-                scaler.last_desired = Some(decision.desired);
+                let changed = scaler.last_desired != decision.desired;
+                scaler.last_desired = decision.desired;
                 decisions.push((app.clone(), service.clone(), *revision, decision, changed));
             }
         }

@@ -146,6 +146,14 @@ impl Slipway {
     }
 
     pub fn start_server(&mut self) {
+        if let Err(log) = self.try_start_server() {
+            panic!("server did not start: {log}");
+        }
+    }
+
+    /// Starts the server and waits until it answers; on failure (it exited, or did not answer
+    /// within 20 s) returns its log.
+    pub fn try_start_server(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -173,19 +181,27 @@ impl Slipway {
         // Both listeners are bound before the server recovers its state, so once they
         // accept, requests queue until it serves them.
         while TcpStream::connect(self.router).is_err() || !self.api_answers() {
-            assert!(
-                Instant::now() < deadline,
-                "server did not start: {}",
-                self.server_log()
-            );
+            let exited = self
+                .server
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                self.server = None;
+                return Err(format!("it exited ({status}):\n{}", self.server_log()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no answer within 20 s:\n{}", self.server_log()));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
-    /// Whether the API answers on the socket (any answer but "no server").
+    /// Whether the API answers on the socket: the status of an app (registered or not),
+    /// not "no server", nor a connection cut by a server that is dying.
     fn api_answers(&self) -> bool {
-        let out = self.cli(&["status", "--json", "--app", "_"]);
-        !String::from_utf8_lossy(&out.stderr).contains("no slipway server is running")
+        let out = self.cli(&["status", "--json", "--app", "probe"]);
+        out.status.success() || String::from_utf8_lossy(&out.stderr).contains("no app named")
     }
 
     pub fn server_log(&self) -> String {
@@ -200,18 +216,44 @@ impl Slipway {
         }
     }
 
+    /// Sends `kill -9` to the server and starts a new one at once, before the killed one is
+    /// reaped (as a shell's `kill -9 $pid; slipway server` does); returns the new server's
+    /// start, then reaps the old one.
+    pub fn kill9_and_restart_at_once(&mut self) -> Result<(), String> {
+        let old = self.server.take();
+        if let Some(c) = &old {
+            // SAFETY: kill(2) on our own child, which is not reaped yet (its pid is not reused).
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        let started = self.try_start_server();
+        if let Some(mut c) = old {
+            let _ = c.wait();
+        }
+        started
+    }
+
     pub fn server_pid(&self) -> Option<u32> {
         self.server.as_ref().map(|c| c.id())
     }
 
-    /// Runs the CLI against this server (cwd: the temp dir).
-    pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
+    /// The CLI with `args` against this server (cwd: the temp dir). It never starts a server
+    /// of its own: tests kill and restart this one, and a command that ran meanwhile must not
+    /// take the data directory.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
             .args(args)
             .env("SLIPWAY_HOME", &self.data)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
+            .env("SLIPWAY_NO_AUTOSTART", "1")
+            .current_dir(self.dir.path());
+        command
+    }
+
+    /// Runs the CLI against this server (cwd: the temp dir).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
     }
 
     /// Runs the CLI and asserts success; returns stdout.
@@ -230,10 +272,8 @@ impl Slipway {
 
     /// Runs the CLI with `input` on its stdin.
     pub fn cli_with_stdin(&self, args: &[&str], input: &str) -> Output {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env("SLIPWAY_HOME", &self.data)
-            .current_dir(self.dir.path())
+        let mut child = self
+            .command(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
