@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use slipway_spec::{
-    Analysis, Check, DeploySettings, Health, LoadError, OnFailure, Port, Probe, Scaling,
+    Analysis, Check, DeploySettings, Health, Limits, LoadError, OnFailure, Port, Probe, Scaling,
     ServiceSpec, Shutdown, Spec, Strategy, TrafficSettings, json_schema, load, load_env, parse,
     parse_env, render,
 };
@@ -207,6 +207,9 @@ fn defaults_apply_to_everything_left_out() {
             release_timeout: Duration::from_secs(300),
             secrets: vec![],
             volumes: Default::default(),
+            limits: Limits {
+                body: Some(100 * 1024 * 1024),
+            },
         }
     );
     assert_eq!(web.health, Health::default());
