@@ -232,6 +232,7 @@ impl Router {
             .max_buf_size(max_head.saturating_add(8 * 1024).max(HYPER_MAX_BUF));
         let protocols = Arc::new((http1, hyper_timer));
         let head_timeout = config.head_timeout;
+        let h2_max_head = u32::try_from(max_head).unwrap_or(u32::MAX);
         let connections = Arc::new(Connections::default());
         let mut shutdown = pin!(shutdown);
         loop {
@@ -295,10 +296,13 @@ impl Router {
                     let mut http2 = hyper::server::conn::http2::Builder::new(streams.clone());
                     // A client that stops answering pings (one that sent the preface and
                     // went silent, say) is disconnected.
+                    // Its request heads are held to the same limit as HTTP/1's (h2 answers
+                    // 431 itself).
                     http2
                         .timer(hyper_timer.clone())
                         .keep_alive_interval(head_timeout)
-                        .keep_alive_timeout(H2_PING_TIMEOUT);
+                        .keep_alive_timeout(H2_PING_TIMEOUT)
+                        .max_header_list_size(h2_max_head);
                     let conn = http2.serve_connection(io, service);
                     h2::serve(conn, streams, &guard.signal, |conn| {
                         conn.graceful_shutdown()

@@ -190,6 +190,16 @@ async fn heads_over_the_limits_get_431_and_reach_no_backend() {
             assert_eq!(answer.status, Some(200), "{answer:?}");
             assert_eq!(backend.requests(), 1);
         }
+        // HTTP/2 heads have the same room (h2's own default is 16 KiB).
+        let (proxy, backend) = setup(config(true), None).await;
+        let mut h2 = h2_client(proxy.addr).await;
+        let req = with_body(
+            request("GET", "app.test", "http://app.test/").header("x-big", "a".repeat(40_000)),
+            "",
+        );
+        let reply = read(h2.send_request(req).await.expect("h2 response")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        assert_eq!(backend.requests(), 1);
     })
     .await;
 }
