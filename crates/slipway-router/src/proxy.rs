@@ -45,7 +45,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Hyper's default read buffer limit (`8192 + 4096 * 100` bytes).
 const HYPER_MAX_BUF: usize = 8192 + 4096 * 100;
 
-/// How long an HTTP/2 client may take to answer a ping.
+/// How long an HTTP/2 client may take to answer a ping (less if the head timeout is shorter).
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// An idempotent body-less request sent on a reused connection is replayed on a fresh
@@ -301,7 +301,7 @@ impl Router {
                     http2
                         .timer(hyper_timer.clone())
                         .keep_alive_interval(head_timeout)
-                        .keep_alive_timeout(H2_PING_TIMEOUT)
+                        .keep_alive_timeout(head_timeout.min(H2_PING_TIMEOUT))
                         .max_header_list_size(h2_max_head);
                     let conn = http2.serve_connection(io, service);
                     h2::serve(conn, streams, &guard.signal, |conn| {

@@ -100,6 +100,8 @@ struct Answer {
     closed: bool,
     /// When the first byte or the close came, from the moment the request was written.
     after: Duration,
+    /// When the reading ended (the close, or the end of the quiet wait).
+    ended: Duration,
 }
 
 impl Answer {
@@ -143,6 +145,7 @@ async fn read_answer(stream: &mut TcpStream, quiet: Duration) -> Answer {
         body: body.to_owned(),
         closed,
         after: after.unwrap_or_else(|| started.elapsed()),
+        ended: started.elapsed(),
     }
 }
 
@@ -352,6 +355,7 @@ async fn read_head_and_body(stream: &mut TcpStream) -> Answer {
         body: String::from_utf8_lossy(&body).into_owned(),
         closed: false,
         after: Duration::ZERO,
+        ended: Duration::ZERO,
     }
 }
 
@@ -422,6 +426,17 @@ async fn slow_heads_and_half_prefaces_are_cut_at_the_head_timeout() {
                     "{cut:?}"
                 );
             }
+            // The whole preface and then silence: HTTP/2 pings go unanswered.
+            let silent = send(
+                proxy.addr,
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+                Duration::from_secs(8),
+            )
+            .await;
+            assert!(
+                silent.closed && silent.ended < Duration::from_secs(6),
+                "{silent:?}"
+            );
             assert_eq!(backend.requests(), 0);
         }
     })
