@@ -159,6 +159,8 @@ struct RouteSettings {
     header_override: bool,
     max_concurrency: u32,
     routes: Vec<String>,
+    /// The longest request body (`limits.body`); `None`: no limit.
+    max_body: Option<u64>,
 }
 
 /// Marks an instance id as being started for as long as it lives.

@@ -41,6 +41,14 @@ pub struct ServerConfig {
     pub fast_path: bool,
     /// How many stopped instances of each service keep their logs.
     pub keep_logs: usize,
+    /// The longest HTTP/1 request head the router takes, in bytes (see [`RouterConfig`]).
+    pub max_head_bytes: usize,
+    /// The most header fields an HTTP/1 request may have.
+    pub max_headers: usize,
+    /// How long a client may take to send a request head.
+    pub head_timeout: std::time::Duration,
+    /// The longest pause allowed while a client sends a request body.
+    pub body_timeout: std::time::Duration,
 }
 
 /// The Unix socket of the API inside a data dir.
@@ -98,6 +106,10 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
     let router = Router::new(RouterConfig {
         metrics: config.metrics,
         h1_fast_path: config.fast_path,
+        max_head_bytes: config.max_head_bytes,
+        max_headers: config.max_headers,
+        head_timeout: config.head_timeout,
+        body_timeout: config.body_timeout,
         ..RouterConfig::default()
     });
     let controller = Controller::new(

@@ -53,19 +53,29 @@ pub(crate) struct Admitted<'t> {
 }
 
 impl Router {
-    /// Routes a request for `host` and `path` and gets it a backend slot, waiting in the
-    /// revision's queue when it must.
+    /// Routes a request for `host` and `path` whose body is said to be `body_len` bytes long
+    /// (0 if it does not say) and gets it a backend slot, waiting in the revision's queue
+    /// when it must.
     pub(crate) async fn admit<'t>(
         &self,
         table: &'t RouteTable,
         host: &str,
         path: &str,
         headers: &HeaderMap,
+        body_len: u64,
         outcome: &mut Outcome,
     ) -> Result<Admitted<'t>, ProxyError> {
         let route = table
             .route(host, path)
             .ok_or_else(|| no_route(host, path))?;
+        if let Some(limit) = route.target.max_body
+            && body_len > limit
+        {
+            return Err(ProxyError::BodyTooLarge {
+                target: route.target.clone(),
+                limit,
+            });
+        }
         let choice = route.choose(headers)?;
         self.note(route, &choice, outcome);
         let pool = choice.pool;

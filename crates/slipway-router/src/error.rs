@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS};
+use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::body::ResponseBody;
@@ -69,6 +69,29 @@ pub(crate) enum ProxyError {
     BadRequestBody {
         error: Box<dyn StdError + Send + Sync>,
     },
+    /// The request head was longer than `limit` bytes.
+    HeadTooLarge {
+        limit: usize,
+    },
+    /// The request head had more than `limit` header fields.
+    TooManyHeaders {
+        limit: usize,
+    },
+    /// An HTTP/1.1 request without a `Host` header, or with more than one (RFC 9112,
+    /// section 3.2).
+    BadHost {
+        count: usize,
+    },
+    /// The request body is (or grew) longer than the service allows.
+    BodyTooLarge {
+        target: Arc<Target>,
+        limit: u64,
+    },
+    /// The client sent nothing of its request `what` (head or body) for `after`.
+    RequestTimeout {
+        what: &'static str,
+        after: Duration,
+    },
 }
 
 impl ProxyError {
@@ -84,8 +107,26 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::BadRequestBody { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequestBody { .. } | ProxyError::BadHost { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::HeadTooLarge { .. } | ProxyError::TooManyHeaders { .. } => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         }
+    }
+
+    /// Whether the answer ends the connection: the rest of the request cannot be read (a
+    /// head over the limits, a client that stopped sending) or is not worth reading.
+    pub(crate) fn closes(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::HeadTooLarge { .. }
+                | ProxyError::TooManyHeaders { .. }
+                | ProxyError::RequestTimeout { .. }
+        )
     }
 
     /// The value of the `x-slipway-error` header.
@@ -100,6 +141,11 @@ impl ProxyError {
             ProxyError::Timeout { .. } => "upstream-timeout",
             ProxyError::UpstreamFailed { .. } => "upstream-failed",
             ProxyError::BadRequestBody { .. } => "bad-request-body",
+            ProxyError::HeadTooLarge { .. } => "head-too-large",
+            ProxyError::TooManyHeaders { .. } => "too-many-headers",
+            ProxyError::BadHost { .. } => "bad-host",
+            ProxyError::BodyTooLarge { .. } => "body-too-large",
+            ProxyError::RequestTimeout { .. } => "request-timeout",
         }
     }
 }
@@ -185,6 +231,36 @@ impl fmt::Display for ProxyError {
                 }
                 Ok(())
             }
+            ProxyError::HeadTooLarge { limit } => write!(
+                f,
+                "the request head (request line and headers) is longer than {}, the most \
+                 this server takes",
+                bytes(*limit as u64)
+            ),
+            ProxyError::TooManyHeaders { limit } => write!(
+                f,
+                "the request has more than {limit} header fields, the most this server takes"
+            ),
+            ProxyError::BadHost { count: 0 } => {
+                f.write_str("an HTTP/1.1 request must name the host it is for in a Host header")
+            }
+            ProxyError::BadHost { count } => write!(
+                f,
+                "the request has {count} Host headers; an HTTP/1.1 request has exactly one"
+            ),
+            ProxyError::BodyTooLarge { target, limit } => write!(
+                f,
+                "service {} of app {} takes request bodies of at most {} (`limits.body` in \
+                 slipway.yaml)",
+                target.service,
+                target.app,
+                bytes(*limit)
+            ),
+            ProxyError::RequestTimeout { what, after } => write!(
+                f,
+                "the client sent no more of the request {what} for {}",
+                human(*after)
+            ),
             ProxyError::UpstreamFailed {
                 target,
                 addr,
@@ -224,6 +300,9 @@ pub(crate) fn error_response(error: &ProxyError) -> Response<ResponseBody> {
     if error.status() == StatusCode::SERVICE_UNAVAILABLE {
         headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    if error.closes() {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 
@@ -252,11 +331,77 @@ impl fmt::Display for Shortened<'_> {
     }
 }
 
+/// Formats a byte count in the largest binary unit that divides it, e.g. `64 KiB`.
+fn bytes(n: u64) -> String {
+    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if n >= size && n.is_multiple_of(size) {
+            return format!("{} {unit}", n / size);
+        }
+    }
+    format!("{n} bytes")
+}
+
 /// Formats a duration as whole seconds when it is one, else as milliseconds.
 fn human(duration: Duration) -> String {
     if duration.subsec_millis() == 0 && duration.as_secs() > 0 {
         format!("{}s", duration.as_secs())
     } else {
         format!("{}ms", duration.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_read_in_the_largest_unit_that_divides_them() {
+        assert_eq!(bytes(64 * 1024), "64 KiB");
+        assert_eq!(bytes(100 << 20), "100 MiB");
+        assert_eq!(bytes(3 << 30), "3 GiB");
+        assert_eq!(bytes(1000), "1000 bytes");
+        assert_eq!(bytes(1536), "1536 bytes");
+    }
+
+    #[test]
+    fn refusals_of_the_client_have_their_status_and_kind() {
+        let cases = [
+            (
+                ProxyError::HeadTooLarge { limit: 65536 },
+                431,
+                "head-too-large",
+                true,
+            ),
+            (
+                ProxyError::TooManyHeaders { limit: 100 },
+                431,
+                "too-many-headers",
+                true,
+            ),
+            (ProxyError::BadHost { count: 0 }, 400, "bad-host", false),
+            (
+                ProxyError::RequestTimeout {
+                    what: "head",
+                    after: Duration::from_secs(30),
+                },
+                408,
+                "request-timeout",
+                true,
+            ),
+        ];
+        for (error, status, kind, closes) in cases {
+            let response = error_response(&error);
+            assert_eq!(response.status().as_u16(), status, "{error}");
+            assert_eq!(response.headers()[ERROR_HEADER], kind);
+            assert_eq!(
+                response.headers().contains_key(CONNECTION),
+                closes,
+                "{error}"
+            );
+        }
+        assert_eq!(
+            ProxyError::HeadTooLarge { limit: 65536 }.to_string(),
+            "the request head (request line and headers) is longer than 64 KiB, the most this server takes"
+        );
     }
 }

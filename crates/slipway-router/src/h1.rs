@@ -11,8 +11,11 @@
 //! and one write on each side for a small response.
 //!
 //! Anything that is not plain — HTTP/2, HTTP/1.0, a chunked or large request body, an
-//! upgrade, `Expect`, a head `httparse` refuses or one over 16 KiB — hands the connection with its unread bytes to
-//! hyper ([`Handoff::Hyper`]), which serves it from then on with the full rules. Routing,
+//! upgrade, `Expect`, a head `httparse` refuses or one over 16 KiB — hands the connection with
+//! its unread bytes to hyper ([`Handoff::Hyper`]), which serves it from then on with the full
+//! rules. A head over the router's limits ([`crate::RouterConfig::max_head_bytes`] and
+//! `max_headers`) is answered 431 here, before hyper would see it, and one that does not come
+//! within the head timeout 408: both with the router's own error format. Routing,
 //! admission (queues, scale from zero), failover to the next backend, the replay of an
 //! idempotent request whose reused connection died, the upstream timeout, the router's own
 //! error answers and the per-revision measurements are the same as on hyper's path.
@@ -28,7 +31,7 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, ready};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,7 +42,7 @@ use crate::admit::{Admitted, Outcome};
 use crate::backend::{InFlight, RawConn};
 use crate::conn::Signal;
 use crate::error::{ProxyError, error_response};
-use crate::proxy::{Client, HEADER_READ_TIMEOUT, Router};
+use crate::proxy::{Client, MIN_HEAD_BYTES, Router};
 use crate::table::{Route, normalize_host};
 use chunked::ChunkedEnd;
 use request::{Additions, Parsed, RequestHead};
@@ -80,38 +83,78 @@ pub(crate) async fn serve(
     let additions = Additions {
         client_addr: client.addr.as_bytes(),
     };
+    let config = router.config();
+    let limits = Limits {
+        head: config.max_head_bytes.max(MIN_HEAD_BYTES),
+        headers: config.max_headers.max(1),
+    };
+    // Heads up to this size are parsed as they come; longer ones are only checked against the
+    // limits (see `Limits::judge`) and go to hyper.
+    let fast_head = MAX_FAST_HEAD.min(limits.head);
     loop {
         // The next request head, within the header timeout.
-        let deadline = Instant::now() + HEADER_READ_TIMEOUT;
+        let deadline = Instant::now() + config.head_timeout;
+        // Once set, the head goes to hyper if it keeps within the limits: where the search for
+        // its end stands.
+        let mut scanned: Option<usize> = None;
         let head = loop {
             if !buf.is_empty() {
-                let n = buf.len().min(H2_PREFACE.len());
-                let parsed = if buf[..n] == H2_PREFACE[..n] {
-                    if n == H2_PREFACE.len() {
-                        return Handoff::Hyper {
-                            stream,
-                            buf,
-                            h2: true,
-                        };
+                if scanned.is_none() {
+                    let n = buf.len().min(H2_PREFACE.len());
+                    if buf[..n] == H2_PREFACE[..n] {
+                        if n == H2_PREFACE.len() {
+                            return Handoff::Hyper {
+                                stream,
+                                buf,
+                                h2: true,
+                            };
+                        }
+                    } else {
+                        match request::parse(
+                            &buf,
+                            limits.headers,
+                            &additions,
+                            || router.ids.next_text(),
+                            &mut upstream_head,
+                        ) {
+                            Parsed::Plain(head) if head.len <= limits.head => break head,
+                            Parsed::Plain(_) => {
+                                let err = ProxyError::HeadTooLarge { limit: limits.head };
+                                return refuse(router, stream, buf, &err, None, &mut clock).await;
+                            }
+                            Parsed::Partial if buf.len() < fast_head => {}
+                            Parsed::Partial | Parsed::Crowded => scanned = Some(0),
+                            // A head the fast path does not take, complete or refused by
+                            // `httparse`: hyper has the final word, within the limits.
+                            Parsed::Fallback => match limits.judge(&buf, &mut 0) {
+                                Judged::Incomplete | Judged::Within => {
+                                    return Handoff::Hyper {
+                                        stream,
+                                        buf,
+                                        h2: false,
+                                    };
+                                }
+                                Judged::Over(err) => {
+                                    return refuse(router, stream, buf, &err, None, &mut clock)
+                                        .await;
+                                }
+                            },
+                        }
                     }
-                    Parsed::Partial
-                } else {
-                    request::parse(
-                        &buf,
-                        &additions,
-                        || router.ids.next_text(),
-                        &mut upstream_head,
-                    )
-                };
-                match parsed {
-                    Parsed::Plain(head) => break head,
-                    Parsed::Partial if buf.len() < MAX_FAST_HEAD => {}
-                    Parsed::Partial | Parsed::Fallback => {
-                        return Handoff::Hyper {
-                            stream,
-                            buf,
-                            h2: false,
-                        };
+                }
+                if let Some(scanned) = &mut scanned {
+                    match limits.judge(&buf, scanned) {
+                        Judged::Incomplete => {}
+                        Judged::Within => {
+                            return Handoff::Hyper {
+                                stream,
+                                buf,
+                                h2: false,
+                            };
+                        }
+                        Judged::Over(err) => {
+                            return refuse(router, stream, buf, &err, None, &mut clock).await;
+                        }
                     }
                 }
             }
@@ -119,15 +162,38 @@ pub(crate) async fn serve(
             let watch = buf.is_empty().then_some(signal);
             match read_more(&mut stream, &mut buf, Some((&mut clock, deadline)), watch).await {
                 Read::Data => {}
+                // A client that sent part of a request head gets a 408; an idle one, or one
+                // that sent part of the HTTP/2 preface, is simply disconnected.
+                Read::TimedOut
+                    if !buf.is_empty()
+                        && buf[..buf.len().min(H2_PREFACE.len())]
+                            != H2_PREFACE[..buf.len().min(H2_PREFACE.len())] =>
+                {
+                    let err = ProxyError::RequestTimeout {
+                        what: "head",
+                        after: config.head_timeout,
+                    };
+                    return refuse(router, stream, buf, &err, None, &mut clock).await;
+                }
                 Read::Eof | Read::Failed | Read::TimedOut | Read::Closing => return Handoff::Done,
             }
         };
-        // A small body is read whole (see `h1/request.rs`) and sent with the head.
+        // A small body is read whole (see `h1/request.rs`) and sent with the head; each piece
+        // of it may take up to the body timeout.
         let end = head.len + head.body_len;
         while buf.len() < end {
+            let deadline = Instant::now() + config.body_timeout;
             match read_more(&mut stream, &mut buf, Some((&mut clock, deadline)), None).await {
                 Read::Data => {}
-                Read::Eof | Read::Failed | Read::TimedOut | Read::Closing => return Handoff::Done,
+                Read::TimedOut => {
+                    let err = ProxyError::RequestTimeout {
+                        what: "body",
+                        after: config.body_timeout,
+                    };
+                    let id = head.id.bytes(&buf).to_vec();
+                    return refuse(router, stream, buf, &err, Some(&id), &mut clock).await;
+                }
+                Read::Eof | Read::Failed | Read::Closing => return Handoff::Done,
             }
         }
         upstream_head.extend_from_slice(&buf[head.len..end]);
@@ -174,7 +240,14 @@ async fn exchange(
     let table = router.table.load_full();
     let mut outcome = Outcome::default();
     let admitted = router
-        .admit(&table, &host, path, &head.choice, &mut outcome)
+        .admit(
+            &table,
+            &host,
+            path,
+            &head.choice,
+            head.body_len as u64,
+            &mut outcome,
+        )
         .await;
     let date = http_date();
     let answer = match admitted {
@@ -210,7 +283,7 @@ async fn exchange(
                 measure.finish(status, false);
             }
             written?;
-            return Ok(!head.close);
+            return Ok(!head.close && !err.closes());
         }
     };
     let Answer {
@@ -632,12 +705,133 @@ fn write_error(
     request::put_header(out, b"x-request-id", request_id);
     request::put_header(out, b"date", date);
     request::put_header(out, b"content-length", body.len().to_string().as_bytes());
-    if close {
+    // Some errors close the connection whatever the client asked (and say so already).
+    if close && !err.closes() {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
     status
+}
+
+/// The limits every HTTP/1 request head is held to.
+#[derive(Clone, Copy)]
+struct Limits {
+    /// The longest head, in bytes.
+    head: usize,
+    /// The most header fields.
+    headers: usize,
+}
+
+/// What [`Limits::judge`] found.
+enum Judged {
+    /// The head is not complete yet, and within the size limit so far.
+    Incomplete,
+    /// A complete head within both limits.
+    Within,
+    /// A head over a limit: the answer to give.
+    Over(ProxyError),
+}
+
+impl Limits {
+    /// Checks the head at the start of `buf` against the limits without parsing it: finds its
+    /// end (the first empty line), looking from `scanned` on (where the last look stopped),
+    /// and counts its lines. For heads the fast path does not parse itself, which hyper then
+    /// reads, so that an oversized head gets the router's own 431.
+    fn judge(&self, buf: &[u8], scanned: &mut usize) -> Judged {
+        match head_end(buf, scanned) {
+            Some(end) if end > self.head => {
+                Judged::Over(ProxyError::HeadTooLarge { limit: self.head })
+            }
+            Some(end) => {
+                // The request line and the empty line end with a line feed too.
+                let lines = buf[..end].iter().filter(|&&b| b == b'\n').count();
+                if lines.saturating_sub(2) > self.headers {
+                    Judged::Over(ProxyError::TooManyHeaders {
+                        limit: self.headers,
+                    })
+                } else {
+                    Judged::Within
+                }
+            }
+            None if buf.len() >= self.head => {
+                Judged::Over(ProxyError::HeadTooLarge { limit: self.head })
+            }
+            None => Judged::Incomplete,
+        }
+    }
+}
+
+/// Where the head at the start of `buf` ends (just past its empty line, `CRLF` or a bare
+/// `LF`), if it does. The search starts at `*scanned` and leaves there where the next one
+/// should start, so a head that arrives in many pieces is scanned once.
+fn head_end(buf: &[u8], scanned: &mut usize) -> Option<usize> {
+    let mut at = (*scanned).min(buf.len());
+    while let Some(offset) = buf[at..].iter().position(|&b| b == b'\n') {
+        let lf = at + offset;
+        match &buf[lf + 1..] {
+            [b'\n', ..] => return Some(lf + 2),
+            [b'\r', b'\n', ..] => return Some(lf + 3),
+            [] | [b'\r'] => {
+                // The next line has not come yet: look at this line feed again.
+                *scanned = lf;
+                return None;
+            }
+            _ => at = lf + 1,
+        }
+    }
+    *scanned = buf.len();
+    None
+}
+
+/// How long a refused client's remaining bytes are read and thrown away after the answer.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Answers a request the router will not take (`err`: a head over the limits, a client too
+/// slow) and closes the connection. The client may still be sending its request: what it
+/// sends is read and thrown away for a moment (until it closes its side, or for [`LINGER`]),
+/// so that it reads the answer instead of a connection reset.
+async fn refuse(
+    router: &Router,
+    mut stream: TcpStream,
+    mut buf: BytesMut,
+    err: &ProxyError,
+    request_id: Option<&[u8]>,
+    clock: &mut Clock,
+) -> Handoff {
+    let id = router.ids.next_text();
+    let mut out = Vec::with_capacity(512);
+    write_error(err, request_id.unwrap_or(&id), &http_date(), true, &mut out);
+    if stream.write_all(&out).await.is_err() || stream.shutdown().await.is_err() {
+        return Handoff::Done;
+    }
+    let until = Instant::now() + LINGER;
+    loop {
+        buf.clear();
+        match read_more(&mut stream, &mut buf, Some((&mut *clock, until)), None).await {
+            Read::Data => {}
+            _ => return Handoff::Done,
+        }
+    }
+}
+
+/// Reads the start of a connection hyper is to serve until it shows whether it is HTTP/2 with
+/// prior knowledge (the whole preface came) or not (a byte differs from it). `None` if the
+/// client closed first.
+pub(crate) async fn sniff(stream: &mut TcpStream, buf: &mut BytesMut) -> Option<bool> {
+    loop {
+        match stream.read_buf(buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        let n = buf.len().min(H2_PREFACE.len());
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+    }
 }
 
 /// The current time as an HTTP date, formatted once a second per thread.
@@ -732,5 +926,72 @@ impl Clock {
             sleep.as_mut().reset(deadline);
             *armed = deadline;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_of_a_head_is_its_first_empty_line() {
+        let mut scanned = 0;
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /next";
+        assert_eq!(head_end(raw, &mut scanned), Some(raw.len() - 9));
+        let mut scanned = 0;
+        assert_eq!(
+            head_end(b"GET / HTTP/1.1\nHost: a\n\nbody", &mut scanned),
+            Some(24)
+        );
+    }
+
+    #[test]
+    fn a_head_arriving_in_pieces_is_scanned_once() {
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n";
+        let mut scanned = 0;
+        let mut found = None;
+        for end in 1..=raw.len() {
+            let before = scanned;
+            found = head_end(&raw[..end], &mut scanned);
+            if found.is_some() {
+                assert_eq!(end, raw.len());
+                break;
+            }
+            // The search never goes back more than to the last line feed.
+            assert!(scanned >= before, "{scanned} < {before}");
+        }
+        assert_eq!(found, Some(raw.len()));
+    }
+
+    #[test]
+    fn heads_are_judged_by_their_size_and_their_lines() {
+        let limits = Limits {
+            head: 64,
+            headers: 2,
+        };
+        let judge = |raw: &[u8]| limits.judge(raw, &mut 0);
+        assert!(matches!(
+            judge(b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n"),
+            Judged::Within
+        ));
+        assert!(matches!(
+            judge(b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nY: 2\r\n\r\n"),
+            Judged::Over(ProxyError::TooManyHeaders { limit: 2 })
+        ));
+        assert!(matches!(
+            judge(b"GET / HTTP/1.1\r\nHost: a\r\n"),
+            Judged::Incomplete
+        ));
+        let long = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "a".repeat(40));
+        assert!(matches!(
+            judge(long.as_bytes()),
+            Judged::Over(ProxyError::HeadTooLarge { limit: 64 })
+        ));
+        // No end within the limit: too large, whatever follows.
+        let unfinished = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(60));
+        assert!(matches!(
+            judge(unfinished.as_bytes()),
+            Judged::Over(ProxyError::HeadTooLarge { .. })
+        ));
     }
 }

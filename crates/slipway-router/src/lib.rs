@@ -11,7 +11,10 @@
 //! request waits in the revision's bounded FIFO queue. Upstream connections are
 //! HTTP/1.1, kept alive in a small idle pool per backend; bodies stream both ways, and
 //! `Upgrade` requests (WebSocket) become byte tunnels. Failures the proxy answers itself carry
-//! an `x-slipway-error` header naming their kind. Every request routed to a revision's pool is
+//! an `x-slipway-error` header naming their kind. Clients are held to limits: the size and
+//! header count of a request head (431), one `Host` per HTTP/1.1 request (400), a service's
+//! [`Target::max_body`] (413), and how slowly a head or body may come (408, see
+//! [`RouterConfig`]). Every request routed to a revision's pool is
 //! measured in that revision's [`RevisionStats`] (status class, errors, latency until the
 //! response body ended), unless [`RouterConfig::metrics`] is off.
 

@@ -24,7 +24,7 @@ use http::header::{
 use http::{
     Extensions, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version,
 };
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 
 use crate::admit::{Admitted, Outcome};
 use crate::backend::{Backend, InFlight, Upstream};
-use crate::body::{Lease, ResponseBody, UpstreamBody};
+use crate::body::{self, Guarded, Lease, Refused, ResponseBody, UpstreamBody};
 use crate::conn::{Connections, Rewind, Signal};
 use crate::error::{ProxyError, error_response};
 use crate::table::{REVISION_HEADER, Route, RouteTable, normalize_host};
@@ -42,8 +42,11 @@ use crate::{h1, h2};
 /// How long `serve` waits for open requests after shutdown was requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// How long a client may take to send a request head.
-pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Hyper's default read buffer limit (`8192 + 4096 * 100` bytes).
+const HYPER_MAX_BUF: usize = 8192 + 4096 * 100;
+
+/// How long an HTTP/2 client may take to answer a ping (less if the head timeout is shorter).
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// An idempotent body-less request sent on a reused connection is replayed on a fresh
 /// connection if the old one dies before answering. That covers a backend's keep-alive
@@ -79,7 +82,23 @@ pub struct RouterConfig {
     /// Whether plain HTTP/1.1 requests take the router's own forwarding path (see `h1.rs`)
     /// instead of hyper's. Off, every connection is served by hyper (to compare the two).
     pub h1_fast_path: bool,
+    /// The longest HTTP/1 request head (request line and header fields) taken, in bytes; a
+    /// longer one is answered 431 and the connection closed. At least 1 KiB.
+    pub max_head_bytes: usize,
+    /// The most header fields an HTTP/1 request may have; more are answered 431.
+    pub max_headers: usize,
+    /// How long a client may take to send a request head, counted from the connection's
+    /// start or the end of the previous answer (so it also bounds an idle keep-alive
+    /// connection). A client that sent part of a head by then gets a 408; an idle one, or one
+    /// that sent part of the HTTP/2 preface, is disconnected.
+    pub head_timeout: Duration,
+    /// The longest pause allowed while a client sends a request body; after it, the client
+    /// gets a 408 (if the answer has not started) and the connection is closed.
+    pub body_timeout: Duration,
 }
+
+/// The smallest [`RouterConfig::max_head_bytes`]: room for a request line and a few headers.
+pub const MIN_HEAD_BYTES: usize = 1024;
 
 impl Default for RouterConfig {
     fn default() -> Self {
@@ -91,6 +110,10 @@ impl Default for RouterConfig {
             queue_timeout: Duration::from_secs(30),
             queue_limit: 1000,
             h1_fast_path: true,
+            max_head_bytes: 64 * 1024,
+            max_headers: 100,
+            head_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -197,11 +220,19 @@ impl Router {
         // deadlines, which is the cheap case.
         let hyper_timer = HyperTimer(Arc::new(Timers::default()));
         let upstream_timers = Arc::new(Timers::default());
+        let config = &self.config;
+        let max_head = config.max_head_bytes.max(MIN_HEAD_BYTES);
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1
             .timer(hyper_timer.clone())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+            .header_read_timeout(config.head_timeout)
+            .max_header_size(max_head)
+            .max_headers(config.max_headers.max(1))
+            // Hyper's read buffer (about 400 KiB by default) must hold the longest head.
+            .max_buf_size(max_head.saturating_add(8 * 1024).max(HYPER_MAX_BUF));
         let protocols = Arc::new((http1, hyper_timer));
+        let head_timeout = config.head_timeout;
+        let h2_max_head = u32::try_from(max_head).unwrap_or(u32::MAX);
         let connections = Arc::new(Connections::default());
         let mut shutdown = pin!(shutdown);
         loop {
@@ -233,20 +264,16 @@ impl Router {
                     h1::serve(&router, stream, &client, &guard.signal).await
                 } else {
                     // Without the fast path, hyper reads from the first byte; the fast path's
-                    // wait for the first request head also bounds a client that sends nothing.
-                    let mut first = [0u8; 1];
-                    match tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)).await {
-                        Ok(Ok(n)) if n > 0 => {}
-                        _ => return,
-                    }
-                    let mut preface = [0u8; 24];
-                    let is_h2 = matches!(stream.peek(&mut preface).await, Ok(24))
-                        && preface[..] == *h1::H2_PREFACE;
-                    h1::Handoff::Hyper {
-                        stream,
-                        buf: bytes::BytesMut::new(),
-                        h2: is_h2,
-                    }
+                    // wait for the first request head also bounds a client that sends nothing,
+                    // or only part of the HTTP/2 preface.
+                    let mut stream = stream;
+                    let mut buf = bytes::BytesMut::with_capacity(1024);
+                    let sniffed =
+                        tokio::time::timeout(head_timeout, h1::sniff(&mut stream, &mut buf));
+                    let Ok(Some(h2)) = sniffed.await else {
+                        return;
+                    };
+                    h1::Handoff::Hyper { stream, buf, h2 }
                 };
                 let h1::Handoff::Hyper {
                     stream,
@@ -267,7 +294,15 @@ impl Router {
                     // Each connection gets its own executor: its streams run in this task.
                     let streams = h2::Streams::default();
                     let mut http2 = hyper::server::conn::http2::Builder::new(streams.clone());
-                    http2.timer(hyper_timer.clone());
+                    // A client that stops answering pings (one that sent the preface and
+                    // went silent, say) is disconnected.
+                    // Its request heads are held to the same limit as HTTP/1's (h2 answers
+                    // 431 itself).
+                    http2
+                        .timer(hyper_timer.clone())
+                        .keep_alive_interval(head_timeout)
+                        .keep_alive_timeout(head_timeout.min(H2_PING_TIMEOUT))
+                        .max_header_list_size(h2_max_head);
                     let conn = http2.serve_connection(io, service);
                     h2::serve(conn, streams, &guard.signal, |conn| {
                         conn.graceful_shutdown()
@@ -350,19 +385,47 @@ impl Router {
             }
             None => (req.headers().get(HOST).cloned(), false),
         };
+        if req.version() == Version::HTTP_11 {
+            // RFC 9112, section 3.2: exactly one Host header, even with a host in the URI.
+            let mut hosts = req.headers().get_all(HOST).iter();
+            if hosts.next().is_none() || hosts.next().is_some() {
+                let count = req.headers().get_all(HOST).iter().count();
+                return Err(ProxyError::BadHost { count });
+            }
+        }
         let host_text = host_value
             .as_ref()
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         let host = normalize_host(host_text);
+        let body_len = req.body().size_hint().exact().unwrap_or(0);
+        let admitted = self
+            .admit(
+                &table,
+                &host,
+                req.uri().path(),
+                req.headers(),
+                body_len,
+                outcome,
+            )
+            .await;
         let Admitted {
             route,
             pool,
             index,
             in_flight,
-        } = self
-            .admit(&table, &host, req.uri().path(), req.headers(), outcome)
-            .await?;
+        } = match admitted {
+            Ok(admitted) => admitted,
+            Err(err) => {
+                if matches!(err, ProxyError::BodyTooLarge { .. })
+                    && !req.headers().contains_key(EXPECT)
+                {
+                    // The client may be sending the body before it reads the answer.
+                    body::drain(req.into_body());
+                }
+                return Err(err);
+            }
+        };
         let target = &route.target;
 
         let upgrade = is_upgrade_request(&req).then(|| hyper::upgrade::on(&mut req));
@@ -401,7 +464,17 @@ impl Router {
         }
         parts.version = Version::HTTP_11;
         parts.extensions = Extensions::new();
-        let req = Request::from_parts(parts, UpstreamBody::Incoming(body));
+        let body = if body.is_end_stream() {
+            UpstreamBody::Incoming(body)
+        } else {
+            UpstreamBody::Guarded(Guarded::new(
+                body,
+                target.max_body,
+                self.config.body_timeout,
+                client.timers.clone(),
+            ))
+        };
+        let req = Request::from_parts(parts, body);
 
         let mut current = in_flight.backend().addr();
         let timeout = self.config.upstream_timeout;
@@ -466,11 +539,22 @@ impl Router {
                     req = back;
                 }
                 // The client's own request body broke (a malformed chunk, a hang-up
-                // mid-upload): that is the client's fault, not the revision's, so it is
-                // answered 400 and does not count against the revision's error rate.
+                // mid-upload) or was refused (too long, too slow): that is the client's
+                // doing, not the revision's, so it is answered 400, 413 or 408 and does not
+                // count against the revision's error rate.
                 Err(Failure::Failed(error)) if error.is_user() => {
-                    return Err(ProxyError::BadRequestBody {
-                        error: Box::new(error),
+                    return Err(match Refused::behind(&error) {
+                        Some(Refused::TooLarge { limit }) => ProxyError::BodyTooLarge {
+                            target: route.target.clone(),
+                            limit,
+                        },
+                        Some(Refused::Stalled { after }) => ProxyError::RequestTimeout {
+                            what: "body",
+                            after,
+                        },
+                        None => ProxyError::BadRequestBody {
+                            error: Box::new(error),
+                        },
                     });
                 }
                 Err(Failure::Failed(error)) => {
@@ -650,7 +734,6 @@ async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade, in_flight: InFlight)
 
 /// A body-less copy of an idempotent request without a body, for a replay.
 fn replay_copy(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
-    use hyper::body::Body;
     if !req.method().is_idempotent() || !req.body().is_end_stream() {
         return None;
     }

@@ -87,6 +87,10 @@ pub struct Target {
     /// Most requests one backend serves at once (0: no limit). Requests over the limit wait
     /// in the revision's queue for a slot.
     pub max_concurrency: u32,
+    /// The longest request body the service takes, in bytes (`None`: no limit). A longer one
+    /// is answered 413: at once when its `Content-Length` says so, else when it grows past
+    /// the limit while it streams.
+    pub max_body: Option<u64>,
 }
 
 /// The name of the cookie that keeps a client on one revision of `service` (for a

@@ -601,7 +601,7 @@ async fn pipelined_requests_are_answered_in_order_and_a_bad_one_ends_the_connect
 /// How many slow clients the slowloris test opens.
 const SLOW_CLIENTS: usize = 16;
 
-/// The router's header read timeout (`HEADER_READ_TIMEOUT` in `proxy.rs`).
+/// The router's header read timeout (the default `RouterConfig::head_timeout`).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,10 @@ pub(crate) const DURATION_PATTERN: &str = r"^\s*([0-9]+(\.[0-9]+)?\s*(ms|s|m|h|d
 /// The regular expression a percentage (`1%`, `0.5%`) must match; the range is checked in `percent.rs`.
 pub(crate) const PERCENT_PATTERN: &str = r"^\s*[0-9]+(\.[0-9]+)?\s*%\s*$";
 
+/// The regular expression a size must match (the exact rules live in `size.rs`).
+pub(crate) const SIZE_PATTERN: &str =
+    r"^\s*([0-9]+\s*([KkMmGgTt]([Ii][Bb]?|[Bb])|[Bb])|[Uu][Nn][Ll][Ii][Mm][Ii][Tt][Ee][Dd])\s*$";
+
 /// The name of the environment that always exists, and that [`crate::parse`] resolves.
 pub(crate) const DEVELOPMENT: &str = "development";
 
@@ -141,6 +145,9 @@ pub(crate) struct ServiceFile {
     /// services of the app that name the same volume. Default: none.
     #[schemars(extend("propertyNames" = { "pattern": VOLUME_NAME_PATTERN }))]
     pub volumes: Option<BTreeMap<String, String>>,
+    /// What the router lets through to the service, e.g. `{ body: 10MiB }`. Default: request
+    /// bodies up to `100MiB`.
+    pub limits: Option<LimitsFile>,
 }
 
 /// Health checks of a service.
@@ -319,6 +326,17 @@ pub(crate) struct AnalysisFile {
     pub min_requests: Option<u64>,
 }
 
+/// What the router lets through to the service.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitsFile {
+    /// The longest request body the router passes on, e.g. `10MiB`, `512KiB` or `1GB`, or
+    /// `unlimited`. A longer body is answered 413 Payload Too Large without reaching the
+    /// service: at once when its `Content-Length` says so, else as soon as it grows past the
+    /// limit. Default: `100MiB`.
+    pub body: Option<SizeText>,
+}
+
 /// How the router treats clients while two revisions of a service share traffic.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -347,6 +365,26 @@ impl JsonSchema for PercentText {
             "pattern": PERCENT_PATTERN,
             "description": "A percentage from 0% to 100%, written with a `%` sign, e.g. `1%` or `0.5%`.",
             "examples": ["1%", "0.5%"],
+        })
+    }
+}
+
+/// A byte size written with a unit, e.g. `10MiB`, or `unlimited`.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct SizeText(pub String);
+
+impl JsonSchema for SizeText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Size".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": SIZE_PATTERN,
+            "description": "A size: a whole number followed by a unit (B, kB, MB, GB, TB, or KiB, MiB, GiB, TiB for powers of 1024), e.g. `10MiB`; or `unlimited`.",
+            "examples": ["10MiB", "512KiB", "1GB", "unlimited"],
         })
     }
 }

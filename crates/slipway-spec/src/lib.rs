@@ -8,7 +8,7 @@
 //! How it works, in passes over one parse of the file:
 //! 1. `tree`: YAML -> a spanned generic tree -> JSON, remembering the position of every
 //!    key and value by JSON pointer (YAML syntax errors stop here, as one diagnostic).
-//! 2. `rules`: value formats (names, durations, ports, routes, percentages) and
+//! 2. `rules`: value formats (names, durations, sizes, ports, routes, percentages) and
 //!    cross-field rules (`min <= max`, a route or fixed port used twice, canary steps,
 //!    scaling windows), each run whenever the values it needs are individually well-formed.
 //!    `environments` checks the `environments:` section itself.
@@ -33,6 +33,7 @@ mod quantity;
 mod render;
 mod resolve;
 mod rules;
+mod size;
 mod structure;
 mod tree;
 
@@ -42,7 +43,7 @@ use std::path::{Path, PathBuf};
 pub use diagnostic::Diagnostic;
 use diagnostic::Pos;
 pub use model::{
-    Analysis, Check, DeploySettings, Health, OnFailure, Port, Probe, Resources, Scaling,
+    Analysis, Check, DeploySettings, Health, Limits, OnFailure, Port, Probe, Resources, Scaling,
     ServiceSpec, Shutdown, Spec, Strategy, TrafficSettings, duration_ms,
 };
 pub use quantity::{show_cpu, show_memory};
@@ -226,6 +227,37 @@ pub enum LoadError {
         /// Every problem found, sorted by position.
         diagnostics: Vec<Diagnostic>,
     },
+}
+
+/// Parses a byte size written as in `slipway.yaml` (`64KiB`, `10MB`; `unlimited` is `None`),
+/// for command-line flags; the error says what is wrong.
+pub fn parse_size(text: &str) -> Result<Option<u64>, String> {
+    size::parse(text).map_err(|err| {
+        let text = text.trim();
+        match err {
+            size::SizeError::MissingUnit(number) => {
+                format!("bad size `{text}`: add a unit, e.g. `{number}KiB`")
+            }
+            size::SizeError::UnknownUnit(unit) => format!(
+                "bad size `{text}`: unknown unit `{unit}` (units are B, kB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ),
+            size::SizeError::TooLarge => format!("bad size `{text}`: too large"),
+            size::SizeError::Malformed => {
+                format!("bad size `{text}`: write a whole number and a unit, e.g. `64KiB`")
+            }
+        }
+    })
+}
+
+/// Parses a duration written as in `slipway.yaml` (`500ms`, `30s`, `1m30s`), for
+/// command-line flags; the error says what is wrong.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    duration::parse(text).map_err(|_| {
+        format!(
+            "bad duration `{}`: write a number and a unit (ms, s, m, h, d), e.g. `30s`",
+            text.trim()
+        )
+    })
 }
 
 /// The JSON Schema (draft 7) of `slipway.yaml`, with descriptions, for editors such as

@@ -97,6 +97,39 @@ pub struct ServiceSpec {
     /// Absent from the JSON when empty, so specs without volumes keep their digest.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub volumes: BTreeMap<String, PathBuf>,
+    /// What the router lets through to the service. Absent from the JSON when all default,
+    /// so specs written before it existed keep their digest.
+    #[serde(default, skip_serializing_if = "Limits::is_default")]
+    pub limits: Limits,
+}
+
+/// What the router lets through to a service.
+///
+/// Fields missing from stored JSON take the values of [`Limits::default`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// The longest request body passed on, in bytes; `None` means no limit. A longer body
+    /// is answered 413 by the router.
+    pub body: Option<u64>,
+}
+
+impl Limits {
+    /// The default body limit: 100 MiB.
+    pub const DEFAULT_BODY: u64 = 100 * 1024 * 1024;
+
+    fn is_default(&self) -> bool {
+        *self == Limits::default()
+    }
+}
+
+impl Default for Limits {
+    /// Request bodies up to 100 MiB.
+    fn default() -> Self {
+        Limits {
+            body: Some(Limits::DEFAULT_BODY),
+        }
+    }
 }
 
 /// What each instance may use (`resources:`); `None` is no limit.

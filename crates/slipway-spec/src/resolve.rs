@@ -16,11 +16,11 @@ use crate::file::{
     SpecFile, StrategyFile,
 };
 use crate::model::{
-    Analysis, Check, DeploySettings, Health, OnFailure, Port, Probe, Resources, Scaling,
+    Analysis, Check, DeploySettings, Health, Limits, OnFailure, Port, Probe, Resources, Scaling,
     ServiceSpec, Shutdown, Spec, Strategy, TrafficSettings, default_release_timeout,
 };
 use crate::tree::{Tree, escape_pointer};
-use crate::{duration, percent, quantity};
+use crate::{duration, percent, quantity, size};
 
 /// The environment a spec is resolved for.
 pub(crate) struct Environment {
@@ -161,6 +161,13 @@ impl Resolver<'_> {
                 header_override: t.header_override.unwrap_or(defaults.header_override),
             }
         });
+        let limits = match service.limits.and_then(|l| l.body) {
+            None => Limits::default(),
+            Some(text) => Limits {
+                body: size::parse(&text.0)
+                    .map_err(|_| self.internal("limits/body", &format!("bad size `{}`", text.0)))?,
+            },
+        };
         let artifact = service.artifact.map(|path| normalise(&workdir.join(path)));
         let release_timeout = self.duration(
             service.release_timeout,
@@ -191,6 +198,7 @@ impl Resolver<'_> {
                 .into_iter()
                 .map(|(name, path)| (name, normalise(Path::new(&path))))
                 .collect(),
+            limits,
         })
     }
 

@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 
 use crate::diagnostic::{Diagnostic, Pos};
 use crate::duration::{self, DurationError};
+use crate::size::{self, SizeError};
 use crate::structure::value_kind;
 use crate::tree::{Tree, display_path, escape_pointer};
 
@@ -153,6 +154,65 @@ impl Rules<'_> {
         if let Some(Value::Object(deploy)) = service.get("deploy") {
             self.deploy(&format!("{pointer}/deploy"), deploy);
         }
+        if let Some(Value::Object(limits)) = service.get("limits")
+            && let Some(body) = limits.get("body")
+        {
+            self.size(&format!("{pointer}/limits/body"), body);
+        }
+    }
+
+    /// Checks a size value such as `10MiB` (or `unlimited`).
+    fn size(&mut self, pointer: &str, value: &Value) {
+        self.owned.insert(pointer.to_owned());
+        let pos = self.tree.value_pos(pointer);
+        let units = "units are B, kB, MB, GB, TB and KiB, MiB, GiB, TiB (powers of 1024); \
+                     or write `unlimited`";
+        let text = match value {
+            Value::String(text) => text.clone(),
+            Value::Number(_) => self
+                .tree
+                .scalar_text
+                .get(pointer)
+                .cloned()
+                .unwrap_or_else(|| value.to_string()),
+            other => {
+                self.out.push(
+                    Diagnostic::at(
+                        pos,
+                        format!(
+                            "`{}` must be a size such as `10MiB`, not {}",
+                            display_path(pointer),
+                            value_kind(other)
+                        ),
+                    )
+                    .hint(units),
+                );
+                return;
+            }
+        };
+        let problem = match size::parse(&text) {
+            Ok(_) => return,
+            Err(SizeError::MissingUnit(number)) => Diagnostic::at(
+                pos,
+                format!("bad size `{}`: add a unit, e.g. `{number}MiB`", text.trim()),
+            )
+            .hint(units),
+            Err(SizeError::UnknownUnit(unit)) => Diagnostic::at(
+                pos,
+                format!("bad size `{}`: unknown unit `{unit}`", text.trim()),
+            )
+            .hint(units),
+            Err(SizeError::TooLarge) => {
+                Diagnostic::at(pos, format!("bad size `{}`: too large", text.trim()))
+                    .hint("write `unlimited` for no limit")
+            }
+            Err(SizeError::Malformed) => {
+                Diagnostic::at(pos, format!("bad size `{}`", text.trim())).hint(
+                    "write a whole number followed by a unit, e.g. `512KiB` or `10MiB`, or `unlimited`",
+                )
+            }
+        };
+        self.out.push(problem);
     }
 
     /// Checks secret names: well-formed, listed once, and not also set in `env`.

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use slipway_spec::{
-    Analysis, Check, DeploySettings, Health, LoadError, OnFailure, Port, Probe, Resources, Scaling,
-    ServiceSpec, Shutdown, Spec, Strategy, TrafficSettings, json_schema, load, load_env, parse,
-    parse_env, render,
+    Analysis, Check, DeploySettings, Health, Limits, LoadError, OnFailure, Port, Probe, Resources,
+    Scaling, ServiceSpec, Shutdown, Spec, Strategy, TrafficSettings, json_schema, load, load_env,
+    parse, parse_env, render,
 };
 
 const EXAMPLE: &str = include_str!("fixtures/slipway.yaml");
@@ -208,6 +208,9 @@ fn defaults_apply_to_everything_left_out() {
             release_timeout: Duration::from_secs(300),
             secrets: vec![],
             volumes: Default::default(),
+            limits: Limits {
+                body: Some(100 * 1024 * 1024),
+            },
         }
     );
     assert_eq!(web.health, Health::default());

@@ -255,6 +255,40 @@ fn durations_need_a_unit_and_a_sensible_value() {
 }
 
 #[test]
+fn body_limits_are_sizes_with_a_unit() {
+    let service =
+        |limits: &str| format!("app: a\nservices:\n  web:\n    run: [x]\n    limits: {limits}\n");
+    let d = single(&service("{ body: 10 }"), 5, 21);
+    assert_eq!(d.message, "bad size `10`: add a unit, e.g. `10MiB`");
+    let d = single(&service("{ body: 10 bits }"), 5, 21);
+    assert_eq!(d.message, "bad size `10 bits`: unknown unit `bits`");
+    let d = single(&service("{ body: 1.5MiB }"), 5, 21);
+    assert_eq!(d.message, "bad size `1.5MiB`");
+    assert!(hint(&d).contains("whole number"), "{d:?}");
+    let d = single(&service("{ body: 99999999999TiB }"), 5, 21);
+    assert_eq!(d.message, "bad size `99999999999TiB`: too large");
+    let d = single(&service("{ body: [1MiB] }"), 5, 21);
+    assert_eq!(
+        d.message,
+        "`services.web.limits.body` must be a size such as `10MiB`, not a list"
+    );
+    let d = single(&service("{ bdy: 1MiB }"), 5, 15);
+    assert!(d.message.contains("bdy"), "{d:?}");
+
+    let body = |limits: &str| {
+        parse(&service(limits), Path::new("/srv"))
+            .expect("valid")
+            .services["web"]
+            .limits
+            .body
+    };
+    assert_eq!(body("{ body: 10MiB }"), Some(10 << 20));
+    assert_eq!(body("{ body: 512kB }"), Some(512_000));
+    assert_eq!(body("{ body: unlimited }"), None);
+    assert_eq!(body("{}"), Some(100 << 20));
+}
+
+#[test]
 fn app_and_service_names_are_dns_labels() {
     let d = single("app: My_Shop\nservices: { web: { run: [x] } }\n", 1, 6);
     assert_eq!(d.message, "bad app name `My_Shop`");

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -101,6 +102,22 @@ pub(crate) enum Command {
         #[arg(long, value_name = "N", default_value_t = 50,
               value_parser = clap::value_parser!(u32).range(1..))]
         keep_logs: u32,
+        /// The longest HTTP/1 request head (request line and headers) the router takes; a
+        /// longer one is answered 431. From 1KiB to 16MiB.
+        #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = head_size)]
+        max_request_head: usize,
+        /// The most header fields a request may have; more are answered 431.
+        #[arg(long, value_name = "N", default_value_t = 100,
+              value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        max_request_headers: u32,
+        /// How long a client may take to send a request head (also how long an idle
+        /// keep-alive connection stays open); a partly sent head is answered 408.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = timeout)]
+        request_head_timeout: Duration,
+        /// The longest pause allowed while a client sends a request body; then the request
+        /// is answered 408.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = timeout)]
+        request_body_timeout: Duration,
     },
     /// Stop every instance of the app cleanly (the server keeps running).
     Down {
@@ -309,4 +326,24 @@ pub(crate) enum ConfigCommand {
 pub(crate) enum ServerCommand {
     /// Stop the running server: drain and stop every instance, then exit.
     Stop,
+}
+
+/// A `--max-request-head` value: a size from 1 KiB to 16 MiB.
+fn head_size(text: &str) -> Result<usize, String> {
+    const MAX: u64 = 16 << 20;
+    match slipway_spec::parse_size(text)? {
+        Some(size) if (1024..=MAX).contains(&size) => Ok(size as usize),
+        _ => Err(format!(
+            "`{}` is not a size from 1KiB to 16MiB",
+            text.trim()
+        )),
+    }
+}
+
+/// A timeout flag's value: a duration longer than 0.
+fn timeout(text: &str) -> Result<Duration, String> {
+    match slipway_spec::parse_duration(text)? {
+        d if d.is_zero() => Err("the timeout must be longer than 0".to_owned()),
+        d => Ok(d),
+    }
 }

@@ -138,6 +138,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_metrics,
             no_fast_path,
             keep_logs,
+            max_request_head,
+            max_request_headers,
+            request_head_timeout,
+            request_body_timeout,
         } => {
             slipway_control::run_server(slipway_control::ServerConfig {
                 data_dir: data,
@@ -146,6 +150,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 metrics: !no_metrics,
                 fast_path: !no_fast_path,
                 keep_logs: keep_logs as usize,
+                max_head_bytes: max_request_head,
+                max_headers: max_request_headers as usize,
+                head_timeout: request_head_timeout,
+                body_timeout: request_body_timeout,
             })
             .await?;
             Ok(ExitCode::SUCCESS)

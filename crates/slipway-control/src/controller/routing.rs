@@ -61,6 +61,7 @@ impl Controller {
                             header_override: s.traffic.header_override,
                             max_concurrency: s.scaling.max_concurrency,
                             routes: s.routes,
+                            max_body: s.limits.body,
                         })
                         .unwrap_or_default(),
                 ),
@@ -85,6 +86,7 @@ impl Controller {
                 header_override: settings.header_override,
                 sticky: settings.sticky,
                 max_concurrency: settings.max_concurrency,
+                max_body: settings.max_body,
             });
             table.add_host(&format!("{service}.{host}"), target.clone());
             for prefix in &settings.routes {
@@ -101,6 +103,7 @@ impl Controller {
                     header_override: false,
                     sticky: false,
                     max_concurrency: settings.max_concurrency,
+                    max_body: settings.max_body,
                 });
                 table.add_host(&format!("{tag}.{service}.{host}"), tagged);
             }

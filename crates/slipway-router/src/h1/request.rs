@@ -24,7 +24,8 @@ use http::{HeaderMap, HeaderValue};
 
 use crate::table::REVISION_HEADER;
 
-/// Header fields read at most; a head with more goes to hyper (which allows 100).
+/// Header fields read at most; a head with more is only checked against the router's limit
+/// (`RouterConfig::max_headers`) and goes to hyper.
 pub(crate) const MAX_HEADERS: usize = 100;
 
 /// The longest request body the fast path takes (64 KiB); longer ones stream through hyper.
@@ -36,6 +37,9 @@ pub(crate) enum Parsed {
     Plain(RequestHead),
     /// The head is not complete yet.
     Partial,
+    /// The head has more header fields than the fast path reads (or the router allows), and
+    /// may not be complete yet.
+    Crowded,
     /// Not for the fast path: hyper takes the connection from here.
     Fallback,
 }
@@ -94,20 +98,22 @@ enum Role {
     Revision,
 }
 
-/// Parses the request head at the start of `buf`. For a plain request, writes the head to
-/// send upstream into `upstream` (replacing what it held); `next_id` makes a request id when
-/// the client sent none.
+/// Parses the request head at the start of `buf`, reading at most `max_headers` header
+/// fields. For a plain request, writes the head to send upstream into `upstream` (replacing
+/// what it held); `next_id` makes a request id when the client sent none.
 pub(crate) fn parse(
     buf: &[u8],
+    max_headers: usize,
     additions: &Additions<'_>,
     next_id: impl FnOnce() -> [u8; 36],
     upstream: &mut Vec<u8>,
 ) -> Parsed {
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut storage);
+    let mut request = httparse::Request::new(&mut storage[..max_headers.min(MAX_HEADERS)]);
     let len = match request.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Crowded,
         Err(_) => return Parsed::Fallback,
     };
     let (Some(method), Some(path), Some(1)) = (request.method, request.path, request.version)
@@ -333,16 +339,17 @@ mod tests {
 
     fn plain(raw: &str) -> (RequestHead, String) {
         let mut upstream = Vec::new();
-        match parse(raw.as_bytes(), &CLIENT, || ID, &mut upstream) {
+        match parse(raw.as_bytes(), MAX_HEADERS, &CLIENT, || ID, &mut upstream) {
             Parsed::Plain(head) => (head, String::from_utf8(upstream).expect("ascii")),
             Parsed::Partial => panic!("partial: {raw:?}"),
+            Parsed::Crowded => panic!("crowded: {raw:?}"),
             Parsed::Fallback => panic!("fallback: {raw:?}"),
         }
     }
 
     fn falls_back(raw: &str) -> bool {
         matches!(
-            parse(raw.as_bytes(), &CLIENT, || ID, &mut Vec::new()),
+            parse(raw.as_bytes(), MAX_HEADERS, &CLIENT, || ID, &mut Vec::new()),
             Parsed::Fallback
         )
     }
@@ -387,7 +394,7 @@ mod tests {
         let mut upstream = Vec::new();
         for raw in ["", "GET / HTTP/1.1\r\nHost: a\r\n", "GET / HT"] {
             assert!(matches!(
-                parse(raw.as_bytes(), &CLIENT, || ID, &mut upstream),
+                parse(raw.as_bytes(), MAX_HEADERS, &CLIENT, || ID, &mut upstream),
                 Parsed::Partial
             ));
         }
@@ -420,6 +427,19 @@ mod tests {
         ] {
             assert!(falls_back(raw), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn heads_with_more_headers_than_allowed_are_crowded() {
+        let raw = "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nY: 2\r\n\r\n";
+        let parsed = parse(raw.as_bytes(), 2, &CLIENT, || ID, &mut Vec::new());
+        assert!(matches!(parsed, Parsed::Crowded));
+        let parsed = parse(raw.as_bytes(), 3, &CLIENT, || ID, &mut Vec::new());
+        assert!(matches!(parsed, Parsed::Plain(_)));
+        // Crowded before the head is complete too: the count is known early.
+        let unfinished = "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nY: 2\r\n";
+        let parsed = parse(unfinished.as_bytes(), 2, &CLIENT, || ID, &mut Vec::new());
+        assert!(matches!(parsed, Parsed::Crowded));
     }
 
     #[test]
