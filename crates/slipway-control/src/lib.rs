@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod dto;
 mod lock;
 pub mod metrics;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,11 @@ pub struct ServerConfig {
     pub head_timeout: std::time::Duration,
     /// The longest pause allowed while a client sends a request body.
     pub body_timeout: std::time::Duration,
+    /// The router's HTTPS listener, if any (see [`tls`]).
+    pub tls_listen: Option<SocketAddr>,
+    /// Where the HTTPS listener's certificates are (`<host>.crt` + `<host>.key`); default
+    /// `<data dir>/tls`.
+    pub tls_dir: Option<PathBuf>,
 }
 
 /// The Unix socket of the API inside a data dir.
@@ -93,6 +99,13 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
         // Registered with the data plane's reactor, so its runtime polls it.
         let _enter = data_plane.enter();
         bind(config.listen, "--listen", "router")?
+    };
+    let tls_listener = match config.tls_listen {
+        Some(addr) => {
+            let _enter = data_plane.enter();
+            Some(bind(addr, "--tls-listen", "HTTPS router")?)
+        }
+        None => None,
     };
     let admin = bind(config.admin, "--admin", "admin API")?;
     let router_addr = listener.local_addr()?;
@@ -145,6 +158,40 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
         let _ = rx.wait_for(|v| *v).await;
     };
     let router_task = data_plane.spawn(router.clone().serve(listener, wait(shutdown_rx.clone())));
+    let tls_cancel = tokio_util::sync::CancellationToken::new();
+    let tls_task = match tls_listener {
+        Some(tls_listener) => {
+            let certs = slipway_router::tls::TlsCerts::new();
+            let dir = config
+                .tls_dir
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("tls"));
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create the TLS directory {}", dir.display()))?;
+            // The first load before the first handshake; then the watcher keeps it current.
+            let (loaded, problems) = tls::load_dir(&dir);
+            for problem in problems {
+                eprintln!("warning: {problem}");
+            }
+            certs.publish(loaded);
+            tokio::spawn(tls::watch(certs.clone(), dir.clone(), tls_cancel.clone()));
+            let addr = tls_listener.local_addr()?;
+            println!(
+                "slipway HTTPS router: https://{addr} with the certificates in {} ({} host(s))",
+                dir.display(),
+                certs.hosts().len()
+            );
+            let config = slipway_router::tls::server_config(certs);
+            Some(
+                data_plane.spawn(router.clone().serve_tls(
+                    tls_listener,
+                    config,
+                    wait(shutdown_rx.clone()),
+                )),
+            )
+        }
+        None => None,
+    };
     let admin_task = tokio::spawn(
         axum::serve(admin, admin_app)
             .with_graceful_shutdown(wait(shutdown_rx.clone()))
@@ -172,6 +219,10 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
     // instances behind it stop, so no request is cut off or answered 404 on the way out.
     let _ = shutdown_tx.send(true);
     let _ = router_task.await;
+    if let Some(tls_task) = tls_task {
+        let _ = tls_task.await;
+    }
+    tls_cancel.cancel();
     controller.shutdown().await;
     let _ = admin_task.await;
     let _ = unix_task.await;

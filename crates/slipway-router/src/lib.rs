@@ -30,6 +30,7 @@ mod queue;
 mod stats;
 mod table;
 mod timer;
+pub mod tls;
 
 pub use backend::Backend;
 pub use error::ERROR_HEADER;

@@ -142,6 +142,8 @@ pub(crate) struct Client {
     pub(crate) addr: HeaderValue,
     /// The recycled upstream timeouts of the `serve` call that accepted the connection.
     timers: Arc<Timers>,
+    /// Whether the client connected over TLS (`X-Forwarded-Proto: https`).
+    https: bool,
 }
 
 /// The outcome of one attempt to send a request to one backend, when it failed.
@@ -255,6 +257,7 @@ impl Router {
                 addr: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
                 timers: upstream_timers.clone(),
+                https: false,
             });
             let router = self.clone();
             let protocols = protocols.clone();
@@ -329,6 +332,114 @@ impl Router {
         {
             tracing::warn!(
                 "client connections still open {}s after shutdown; returning anyway",
+                SHUTDOWN_GRACE.as_secs()
+            );
+        }
+        Ok(())
+    }
+
+    /// Serves HTTPS clients accepted on `listener` with `tls` (see [`crate::tls`]) until
+    /// `shutdown` completes, like [`Router::serve`] does plain ones: HTTP/2 when the client
+    /// chose it over ALPN, else HTTP/1.1 (hyper's path; the fast path reads plain sockets).
+    /// A handshake must finish within the head timeout.
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let hyper_timer = HyperTimer(Arc::new(Timers::default()));
+        let upstream_timers = Arc::new(Timers::default());
+        let config = &self.config;
+        let max_head = config.max_head_bytes.max(MIN_HEAD_BYTES);
+        let head_timeout = config.head_timeout;
+        let h2_max_head = u32::try_from(max_head).unwrap_or(u32::MAX);
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(hyper_timer.clone())
+            .header_read_timeout(head_timeout)
+            .max_header_size(max_head)
+            .max_headers(config.max_headers.max(1))
+            .max_buf_size(max_head.saturating_add(8 * 1024).max(HYPER_MAX_BUF));
+        let protocols = Arc::new((http1, hyper_timer));
+        let connections = Arc::new(Connections::default());
+        let mut shutdown = pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "accepting a TLS client connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let client = Arc::new(Client {
+                addr: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+                timers: upstream_timers.clone(),
+                https: true,
+            });
+            let router = self.clone();
+            let protocols = protocols.clone();
+            let acceptor = acceptor.clone();
+            let guard = connections.open();
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(err)) => {
+                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let io = TokioIo::new(tls);
+                let service = service_fn(move |req| {
+                    let router = router.clone();
+                    let client = client.clone();
+                    async move { Ok::<_, Infallible>(router.handle(req, &client).await) }
+                });
+                let (http1, hyper_timer) = &*protocols;
+                let result = if is_h2 {
+                    let streams = h2::Streams::default();
+                    let mut http2 = hyper::server::conn::http2::Builder::new(streams.clone());
+                    http2
+                        .timer(hyper_timer.clone())
+                        .keep_alive_interval(head_timeout)
+                        .keep_alive_timeout(head_timeout.min(H2_PING_TIMEOUT))
+                        .max_header_list_size(h2_max_head);
+                    let conn = http2.serve_connection(io, service);
+                    h2::serve(conn, streams, &guard.signal, |conn| {
+                        conn.graceful_shutdown()
+                    })
+                    .await
+                } else {
+                    until_closed(
+                        http1.serve_connection(io, service).with_upgrades(),
+                        &guard.signal,
+                        |conn| conn.graceful_shutdown(),
+                    )
+                    .await
+                };
+                if let Err(err) = result {
+                    tracing::debug!(%peer, error = %err, "TLS client connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        connections.close_all();
+        if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait_closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "TLS client connections still open {}s after shutdown; returning anyway",
                 SHUTDOWN_GRACE.as_secs()
             );
         }
@@ -450,9 +561,10 @@ impl Router {
             merge_cookies(&mut parts.headers);
         }
         append_forwarded_for(&mut parts.headers, &client.addr);
-        parts
-            .headers
-            .insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        parts.headers.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if client.https { "https" } else { "http" }),
+        );
         if let Some(host) = host_value {
             parts.headers.insert(X_FORWARDED_HOST, host);
         }

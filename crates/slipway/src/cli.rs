@@ -118,6 +118,15 @@ pub(crate) enum Command {
         /// is answered 408.
         #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = timeout)]
         request_body_timeout: Duration,
+        /// Also serve HTTPS on this address (e.g. 0.0.0.0:443), with the certificates in
+        /// --tls-dir chosen by SNI.
+        #[arg(long, value_name = "ADDR")]
+        tls_listen: Option<std::net::SocketAddr>,
+        /// Where the HTTPS certificates are: `<host>.crt` (the chain, PEM) and `<host>.key`
+        /// per host (`*.example.com.crt` for a wildcard), reloaded when they change.
+        /// Default: `<data dir>/tls`.
+        #[arg(long, value_name = "DIR")]
+        tls_dir: Option<std::path::PathBuf>,
     },
     /// Stop every instance of the app cleanly (the server keeps running).
     Down {

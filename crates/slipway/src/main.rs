@@ -142,6 +142,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_request_headers,
             request_head_timeout,
             request_body_timeout,
+            tls_listen,
+            tls_dir,
         } => {
             slipway_control::run_server(slipway_control::ServerConfig {
                 data_dir: data,
@@ -154,6 +156,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_headers: max_request_headers as usize,
                 head_timeout: request_head_timeout,
                 body_timeout: request_body_timeout,
+                tls_listen,
+                tls_dir: tls_dir.map(|d| std::path::absolute(&d).unwrap_or(d)),
             })
             .await?;
             Ok(ExitCode::SUCCESS)

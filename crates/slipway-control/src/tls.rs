@@ -1,0 +1,138 @@
+//! Certificates for the router's TLS listener, from files: `<host>.crt` (or `.pem`, the
+//! certificate chain) and `<host>.key` (its private key) in the TLS directory (by default
+//! `<data dir>/tls`; `*.example.com.crt` is a wildcard). The directory is read again every
+//! [`RELOAD_EVERY`] and, when a file's size or modification time changed, every certificate
+//! is loaded anew and published to the router at once: a renewed certificate copied over
+//! the old one is served without a restart. A pair that cannot be used is skipped with a
+//! warning that names the file and says why, and the host keeps the certificate it had.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use slipway_router::tls::{TlsCerts, certified_key};
+
+/// How often the TLS directory is looked at for changes.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
+
+/// What the directory held at the last look: file name -> (size, modification time).
+type Signature = Vec<(String, u64, Option<SystemTime>)>;
+
+fn signature(dir: &Path) -> Signature {
+    let mut files: Signature = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let meta = entry.metadata().ok()?;
+            meta.is_file().then(|| {
+                (
+                    entry.file_name().to_string_lossy().into_owned(),
+                    meta.len(),
+                    meta.modified().ok(),
+                )
+            })
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Loads every certificate pair in `dir`. Returns the certificates by host and one message
+/// per pair that could not be used.
+pub fn load_dir(
+    dir: &Path,
+) -> (
+    HashMap<String, Arc<rustls::sign::CertifiedKey>>,
+    Vec<String>,
+) {
+    let mut certs = HashMap::new();
+    let mut problems = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (certs, problems);
+    };
+    let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    names.sort();
+    for cert_path in names {
+        let Some(file) = cert_path.file_name().and_then(|f| f.to_str()) else {
+            continue;
+        };
+        let Some(host) = file
+            .strip_suffix(".crt")
+            .or_else(|| file.strip_suffix(".pem"))
+        else {
+            continue;
+        };
+        let key_path = dir.join(format!("{host}.key"));
+        let loaded = std::fs::read(&cert_path)
+            .map_err(|e| format!("cannot read it: {e}"))
+            .and_then(|cert| {
+                let key = std::fs::read(&key_path)
+                    .map_err(|e| format!("cannot read its key {}: {e}", key_path.display()))?;
+                certified_key(&cert, &key)
+            });
+        match loaded {
+            Ok(key) => {
+                certs.insert(host.to_ascii_lowercase(), Arc::new(key));
+            }
+            Err(why) => problems.push(format!(
+                "TLS certificate {} not used: {why}",
+                cert_path.display()
+            )),
+        }
+    }
+    (certs, problems)
+}
+
+/// Loads `dir` into `certs` now, then again whenever its files change, until `cancel`.
+/// A host whose new files cannot be used keeps its previous certificate.
+pub async fn watch(
+    certs: Arc<TlsCerts>,
+    dir: PathBuf,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut last: Option<Signature> = None;
+    let mut current: HashMap<String, Arc<rustls::sign::CertifiedKey>> = HashMap::new();
+    loop {
+        let now = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || signature(&dir)
+        })
+        .await
+        .unwrap_or_default();
+        if last.as_ref() != Some(&now) {
+            let (loaded, problems) = tokio::task::spawn_blocking({
+                let dir = dir.clone();
+                move || load_dir(&dir)
+            })
+            .await
+            .unwrap_or_default();
+            for problem in &problems {
+                tracing::warn!("{problem}");
+                eprintln!("warning: {problem}");
+            }
+            // Hosts whose files broke keep what they had; removed files remove the host.
+            let names: Vec<&str> = now.iter().map(|(name, _, _)| name.as_str()).collect();
+            let mut next = loaded;
+            for (host, key) in &current {
+                let still_there = names.iter().any(|n| {
+                    n.strip_suffix(".crt")
+                        .or_else(|| n.strip_suffix(".pem"))
+                        .is_some_and(|h| h.eq_ignore_ascii_case(host))
+                });
+                if still_there && !next.contains_key(host) {
+                    next.insert(host.clone(), key.clone());
+                }
+            }
+            certs.publish(next.clone());
+            tracing::info!(hosts = ?certs.hosts(), "TLS certificates loaded");
+            current = next;
+            last = Some(now);
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(RELOAD_EVERY) => {}
+        }
+    }
+}
