@@ -5,7 +5,8 @@
 //! can replace the whole map (a certificate file changed on disk, a host added) while
 //! handshakes go on; rustls's built-in SNI resolver cannot change after it is built. A name
 //! without a certificate of its own may use a wildcard one (`*.example.com` covers
-//! `a.example.com`, not `a.b.example.com`). The server speaks TLS 1.3 and 1.2 with rustls's
+//! `a.example.com`, not `a.b.example.com`); a client without SNI, or with a name that has no
+//! certificate, gets the one published as [`DEFAULT_HOST`] if any. The server speaks TLS 1.3 and 1.2 with rustls's
 //! default (modern, forward-secret, AEAD-only) cipher suites, and offers HTTP/2 and HTTP/1.1
 //! over ALPN.
 
@@ -61,10 +62,18 @@ impl TlsCerts {
 
 impl ResolvesServerCert for TlsCerts {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        // A client that sends no SNI (an IP address in the URL) gets no certificate.
-        self.lookup(hello.server_name()?)
+        // A client that sends no SNI (an IP address in the URL) or a name without a
+        // certificate gets the `default` one, if there is one (nginx's default server);
+        // without it the handshake fails.
+        hello
+            .server_name()
+            .and_then(|name| self.lookup(name))
+            .or_else(|| self.by_host.load().get(DEFAULT_HOST).cloned())
     }
 }
+
+/// The host name of the certificate served to clients without SNI or with an unknown name.
+pub const DEFAULT_HOST: &str = "default";
 
 /// Reads a PEM certificate chain and its PEM private key (PKCS#8, PKCS#1 or SEC1) into a
 /// certified key, checking that the key belongs to the certificate. The error says what is

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,10 @@ fn make_ca(dir: &Path) {
             "2",
             "-subj",
             "/CN=slipway test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
         ],
     );
 }
@@ -50,7 +54,14 @@ fn make_ca(dir: &Path) {
 /// `<out>.crt` and `<out>.key` for `host`, signed by the CA in `dir`, with `org` in the subject.
 fn make_cert(dir: &Path, host: &str, org: &str, out: &Path) {
     let ext = dir.join(format!("{host}.ext"));
-    std::fs::write(&ext, format!("subjectAltName=DNS:{host}\n")).unwrap();
+    std::fs::write(
+        &ext,
+        format!(
+            "subjectAltName=DNS:{host}\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .unwrap();
     let key = dir.join(format!("{host}.new.key"));
     let csr = dir.join(format!("{host}.csr"));
     let crt = dir.join(format!("{host}.new.crt"));
@@ -182,7 +193,10 @@ fn two_hosts_get_their_certificates_by_sni_and_a_replaced_one_is_served_without_
             assert!(text.ends_with("404 2"), "{text}");
             break;
         }
-        assert!(Instant::now() < deadline, "the wildcard was not used: {text}");
+        assert!(
+            Instant::now() < deadline,
+            "the wildcard was not used: {text}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // rustls implements no protocol below TLS 1.2; this only shows that a client asking for
@@ -218,4 +232,61 @@ fn two_hosts_get_their_certificates_by_sni_and_a_replaced_one_is_served_without_
     assert!(ok && text.starts_with("alpha"), "{text}");
     // The other host kept its certificate.
     assert!(served_subject(tls_port, "web.beta.localhost").contains("O = first"));
+}
+
+#[test]
+fn the_tls_listener_complies_with_mozillas_intermediate_configuration() {
+    let sslyze = support::venv::venv(
+        "sslyze",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls/requirements.txt"),
+    )
+    .join("bin/sslyze");
+    let tls_port = free_port();
+    let s = Slipway::start_with(&["--tls-listen", &format!("127.0.0.1:{tls_port}")]);
+    let certs: PathBuf = s.data.join("tls");
+    let work = s.dir.path().join("pki");
+    std::fs::create_dir_all(&work).unwrap();
+    make_ca(&work);
+    make_cert(&work, "web.alpha.localhost", "first", &certs);
+    // sslyze also connects without SNI: those clients get the default certificate.
+    std::fs::copy(
+        certs.join("web.alpha.localhost.crt"),
+        certs.join("default.crt"),
+    )
+    .unwrap();
+    std::fs::copy(
+        certs.join("web.alpha.localhost.key"),
+        certs.join("default.key"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !served_subject(tls_port, "web.alpha.localhost").contains("web.alpha.localhost") {
+        assert!(Instant::now() < deadline, "the certificate was not loaded");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = Command::new(&sslyze)
+        .args(["--mozilla_config=intermediate", "--certinfo_ca_file"])
+        .arg(work.join("ca.crt"))
+        .arg(format!("web.alpha.localhost:{tls_port}{{127.0.0.1}}"))
+        .output()
+        .expect("sslyze runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && report.contains("OK - Compliant"),
+        "sslyze:\n{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for old in ["SSL 2.0", "SSL 3.0", "TLS 1.0", "TLS 1.1"] {
+        let section = report
+            .split(&format!("* {old} Cipher Suites:"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {old} section:\n{report}"));
+        assert!(
+            section
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.contains("rejected all cipher suites")),
+            "{old} is accepted:\n{report}"
+        );
+    }
 }
