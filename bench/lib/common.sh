@@ -224,9 +224,13 @@ measure() {
     sampler=$!
   fi
   local ok=1
-  if [ "$proto" = h1 ]; then
+  if [ "$proto" = h1 ] || [ "$proto" = https ] || [ "$proto" = https-new ]; then
+    # https: HTTPS keep-alive; https-new: a new connection (and TLS handshake) per request.
+    local scheme=http extra=()
+    if [ "$proto" != h1 ]; then scheme=https; fi
+    if [ "$proto" = https-new ]; then extra=(-H "Connection: close"); fi
     figures=$(timeout $((DURATION + 30)) taskset -c "$LOAD_CORE" \
-      wrk -t1 -c50 -d"${DURATION}s" --latency -H "Host: $HOST" "http://127.0.0.1:$port/" |
+      wrk -t1 -c50 -d"${DURATION}s" --latency -H "Host: $HOST" "${extra[@]}" "$scheme://127.0.0.1:$port/" |
       python3 "$BENCH_LIB" wrk) || ok=0
   else
     rm -f "$WORK/h2load.log"
