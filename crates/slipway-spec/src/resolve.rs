@@ -168,7 +168,9 @@ impl Resolver<'_> {
             default_release_timeout(),
         )?;
         Ok(ServiceSpec {
-            run: service.run,
+            run: service.run.unwrap_or_default(),
+            image: service.image,
+            command: service.command,
             workdir,
             env,
             port,
