@@ -409,7 +409,7 @@ impl Shared {
     }
 }
 
-fn describe_state(state: &InstanceState) -> String {
+pub(crate) fn describe_state(state: &InstanceState) -> String {
     match state {
         InstanceState::Starting => "starting".into(),
         InstanceState::Ready => "ready".into(),
@@ -429,7 +429,7 @@ fn describe_state(state: &InstanceState) -> String {
 }
 
 /// Formats a duration for messages: `30s`, `250ms`, `1.5s`.
-fn fmt_duration(d: Duration) -> String {
+pub(crate) fn fmt_duration(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{}ms", d.as_millis())
     } else if d.subsec_millis() == 0 {
@@ -644,7 +644,7 @@ async fn startup(
 /// pause before the last probe was `previous`: twice that, capped by the phase of the start
 /// (10 ms during `FAST_STARTUP`, 100 ms until `SETTLING`, then `interval`), and by `interval`
 /// (at least `MIN_PERIOD`) throughout.
-fn next_pause(elapsed: Duration, previous: Duration, interval: Duration) -> Duration {
+pub(crate) fn next_pause(elapsed: Duration, previous: Duration, interval: Duration) -> Duration {
     let interval = interval.max(MIN_PERIOD);
     let cap = if elapsed < FAST_STARTUP {
         FAST_STARTUP_PAUSE.min(interval)
@@ -791,7 +791,7 @@ async fn terminate(shared: &Shared, running: &mut Running) {
 }
 
 /// Bytes in the largest binary unit that divides them, as the spec writes them: `64Mi`.
-fn show_bytes(bytes: u64) -> String {
+pub(crate) fn show_bytes(bytes: u64) -> String {
     for (suffix, shift) in [("Gi", 30), ("Mi", 20), ("Ki", 10)] {
         if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{}{suffix}", bytes >> shift);

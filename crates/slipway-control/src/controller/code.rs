@@ -36,6 +36,9 @@ use crate::dto::Progress;
 pub(super) struct Frozen {
     pub artifact_digest: Option<String>,
     pub code: Option<String>,
+    /// The id of the image a container service runs, resolved at deploy time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
 }
 
 /// What the last successful build of a service read and produced.
@@ -72,6 +75,19 @@ impl Controller {
         spec: &ServiceSpec,
         tx: &mpsc::UnboundedSender<Progress>,
     ) -> Result<Frozen, Failure> {
+        if let Some(image) = &spec.image {
+            // A container service's code is its image: the revision records the image's
+            // id, so a retag makes a new revision and a rollback runs the same image.
+            let id = self
+                .containers
+                .resolve_image(image)
+                .await
+                .map_err(|e| Failure::msg(format!("{service}: {e}")))?;
+            return Ok(Frozen {
+                image_id: Some(id),
+                ..Frozen::default()
+            });
+        }
         let builds = spec.build.is_some() || spec.test.is_some();
         let record_path = self.build_record_path(key, service);
         let mut before = None;
@@ -109,11 +125,13 @@ impl Controller {
             Frozen {
                 artifact_digest: self.store_artifact(service, spec, tx).await?,
                 code: None,
+                image_id: None,
             }
         } else {
             Frozen {
                 artifact_digest: None,
                 code: Some(self.snapshot(service, spec, tx).await?),
+                image_id: None,
             }
         };
         if let Some(before) = before {
