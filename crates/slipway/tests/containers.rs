@@ -229,6 +229,58 @@ fn a_container_over_its_memory_limit_is_reported_oom_killed_and_restarted() {
 }
 
 #[test]
+fn a_containers_cpu_and_pids_limits_hold_a_busy_loop_and_a_fork_bomb() {
+    docker::engine();
+    let s = Slipway::start();
+    let app = app_name("ctr-limits");
+    let _cleanup = Cleanup(app.clone());
+    let image = format!("slipway-test/{app}:1");
+    build_image(&image, "ok\n");
+    let spec = format!(
+        "app: {app}\nservices:\n  busy:\n    image: {image}\n    command: [sh, -c, 'httpd -p $PORT -h /www; while :; do :; done']\n    resources: {{ cpu: 0.5 }}\n    shutdown: {{ grace: 1s }}\n  bomb:\n    image: {image}\n    command: [sh, -c, 'httpd -p $PORT -h /www; sleep 1; f() {{ f | f & }}; f; sleep 600']\n    resources: {{ cpu: 200m, pids: 64 }}\n    shutdown: {{ grace: 1s }}\n"
+    );
+    let dir = s.write_app(&app, &spec);
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    let busy = containers("slipway.service", "busy")
+        .into_iter()
+        .find(|id| containers("slipway.app", &app).contains(id))
+        .unwrap();
+    let bomb = containers("slipway.service", "bomb")
+        .into_iter()
+        .find(|id| containers("slipway.app", &app).contains(id))
+        .unwrap();
+
+    // Half a core, measured from the container's cgroup over 5 s.
+    let before = (Instant::now(), docker::cpu_nanos(&busy));
+    std::thread::sleep(Duration::from_secs(5));
+    let cores = (docker::cpu_nanos(&busy) - before.1) as f64 / before.0.elapsed().as_nanos() as f64;
+    let throttled = docker::cpu_throttled(&busy);
+    eprintln!("busy loop under cpu: 0.5 used {cores:.3} cores, throttled {throttled} times");
+    // Never more than the quota, and held to it by throttling. It gets less than its half
+    // core only when the machine's two cores are busy with other work (0.449 was seen
+    // under a load average of 4.5), so the floor here is looser than 0.45.
+    assert!(cores <= 0.55, "{cores:.3} cores");
+    assert!(cores >= 0.3, "{cores:.3} cores");
+    assert!(throttled > 0);
+
+    // The fork bomb hits its 64 processes (the kernel refuses its forks) and never has more.
+    let refused = eventually(Duration::from_secs(10), "no fork refused", || {
+        let refused = docker::pids_refused(&bomb);
+        (refused > 0, refused)
+    });
+    eprintln!("fork bomb under pids: 64: {refused} forks refused");
+    for _ in 0..10 {
+        let pids = docker::pids(&bomb);
+        assert!(pids <= 64, "{pids} processes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logs = s.ok(&["logs", "bomb", "--app", &app]);
+    assert!(logs.contains("can't fork"), "{logs}");
+    s.ok(&["down", "--app", &app]);
+    assert_eq!(containers("slipway.app", &app), Vec::<String>::new());
+}
+
+#[test]
 fn after_kill_9_the_server_adopts_its_containers_and_removes_a_retired_revisions() {
     docker::engine();
     let mut s = Slipway::start();

@@ -93,7 +93,10 @@ pub fn build_image(name: &str, index: &str) {
         .stdin(tar.stdout.take().unwrap())
         .output()
         .unwrap();
-    assert!(tar.wait().unwrap().success(), "tar of the image's root failed");
+    assert!(
+        tar.wait().unwrap().success(),
+        "tar of the image's root failed"
+    );
     assert!(
         out.status.success(),
         "docker import failed: {}",
@@ -141,4 +144,61 @@ pub fn remove_app(app: &str) {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// The file `name` of a container's cgroup for `controller` (v1), or of its unified cgroup (v2).
+fn cgroup_file(container: &str, controller: &str, v1: &str, v2: &str) -> String {
+    let pid = inspect(container, "{{.State.Pid}}");
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (
+            parts.next(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        if controllers.split(',').any(|c| c == controller) {
+            return std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}{path}/{v1}"))
+                .unwrap();
+        }
+        if controllers.is_empty() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            return std::fs::read_to_string(format!("/sys/fs/cgroup{path}/{v2}")).unwrap();
+        }
+    }
+    panic!("no {controller} cgroup for container {container} in:\n{cgroups}");
+}
+
+/// The cpu time a container has used, in nanoseconds, from its cgroup.
+pub fn cpu_nanos(container: &str) -> u64 {
+    let text = cgroup_file(container, "cpuacct", "cpuacct.usage", "cpu.stat");
+    match text.lines().find_map(|l| l.strip_prefix("usage_usec ")) {
+        Some(usec) => usec.trim().parse::<u64>().unwrap() * 1000,
+        None => text.trim().parse().unwrap(),
+    }
+}
+
+/// The processes and threads in a container now, from its cgroup.
+pub fn pids(container: &str) -> u64 {
+    cgroup_file(container, "pids", "pids.current", "pids.current")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// How many forks a container's pids limit refused, from its cgroup's `pids.events`.
+pub fn pids_refused(container: &str) -> u64 {
+    cgroup_file(container, "pids", "pids.events", "pids.events")
+        .lines()
+        .find_map(|l| l.strip_prefix("max "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// How many periods a container's cpu quota throttled it, from its cgroup's `cpu.stat`.
+pub fn cpu_throttled(container: &str) -> u64 {
+    cgroup_file(container, "cpu", "cpu.stat", "cpu.stat")
+        .lines()
+        .find_map(|l| l.strip_prefix("nr_throttled "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
