@@ -35,10 +35,13 @@ use tokio::sync::{OnceCell, watch};
 use tokio::time::{Instant, sleep, timeout};
 
 use crate::driver::{BoxFuture, Driver, InstanceHandle, Leftover, RunningInstance};
-use crate::instance::{describe_state, fmt_duration, next_pause, show_bytes};
+use crate::instance::{
+    Probed, describe_state, fmt_duration, probe_until_ready, show_bytes, watch_liveness,
+    watch_readiness,
+};
 use crate::logs::{Output, pump};
+use crate::probe;
 use crate::{BACKOFF_RESET_AFTER, InstanceConfig, InstanceState, NotReady, StartError, Usage};
-use crate::{Probe, probe};
 
 /// The label naming the server a container belongs to (its data directory).
 pub const SERVER_LABEL: &str = "slipway.server";
@@ -51,8 +54,6 @@ pub const PORT_LABEL: &str = "slipway.port";
 const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 /// The shortest probe interval and restart delay used.
 const MIN_PERIOD: Duration = Duration::from_millis(10);
-/// The pause after the first failed startup probe (see `instance.rs`).
-const FIRST_PROBE_PAUSE: Duration = Duration::from_millis(2);
 /// How many output lines a [`NotReady`] carries.
 const NOT_READY_LINES: usize = 20;
 /// How often the engine's stats are read for [`InstanceHandle::usage`].
@@ -398,7 +399,8 @@ struct Shared {
     usage: Mutex<Option<Usage>>,
 }
 
-/// How a container's process ended.
+/// How a container's process ended, as the engine reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Exit {
     code: i64,
     oom_killed: bool,
@@ -472,14 +474,7 @@ impl Shared {
         }
     }
 
-    fn probe_target(&self) -> probe::Target {
-        probe::Target {
-            port: self.config.port,
-            in_env: true,
-        }
-    }
-
-    fn set_state(&self, new: InstanceState) {
+    fn publish(&self, new: InstanceState) {
         let event = describe_state(&new);
         let changed = self.state.send_if_modified(|state| {
             if *state == new {
@@ -536,25 +531,8 @@ impl Shared {
         }
     }
 
-    /// How the container's process ended, in words, as for processes: `OOMKilled: …` when
-    /// the kernel killed it for memory (the engine tells it apart from a kill of ours,
-    /// which it also reports as 137).
     fn exit_reason(&self, exit: &Exit) -> String {
-        let status = match exit.code {
-            -1 => "ended (the engine lost track of it)".to_owned(),
-            code if code > 128 && code < 160 => {
-                format!("was killed by signal {} (status {code})", code - 128)
-            }
-            code => format!("exited with status {code}"),
-        };
-        if !exit.oom_killed {
-            return status;
-        }
-        let limit = self.config.limits.memory_bytes.map_or_else(
-            || "its memory limit".to_owned(),
-            |b| format!("its memory limit of {}", show_bytes(b)),
-        );
-        format!("OOMKilled: used more than {limit} ({status})")
+        describe_exit(exit, self.config.limits.memory_bytes)
     }
 
     /// SIGKILLs the container's process (its restart or removal follows).
@@ -639,6 +617,23 @@ impl Shared {
             oom_kills: 0,
             pids: stats.pids_stats.and_then(|p| p.current).unwrap_or(0),
         })
+    }
+}
+
+impl Probed for Shared {
+    fn config(&self) -> &InstanceConfig {
+        &self.config
+    }
+
+    fn target(&self) -> probe::Target {
+        probe::Target {
+            port: self.config.port,
+            in_env: true,
+        }
+    }
+
+    fn set_state(&self, state: InstanceState) {
+        self.publish(state);
     }
 }
 
@@ -775,7 +770,7 @@ async fn supervise(shared: Arc<Shared>) {
                 }
                 reason
             }
-            result = startup(&shared) => match result {
+            result = probe_until_ready(shared.as_ref()) => match result {
                 Ok(()) => {
                     first_start = false;
                     shared.set_state(InstanceState::Ready);
@@ -787,11 +782,11 @@ async fn supervise(shared: Arc<Shared>) {
                             exited = true;
                             shared.note_exit(&ended)
                         }
-                        reason = watch_liveness(&shared) => {
+                        reason = watch_liveness(shared.as_ref()) => {
                             shared.kill().await;
                             reason
                         }
-                        never = watch_readiness(&shared) => match never {},
+                        never = watch_readiness(shared.as_ref()) => match never {},
                     };
                     if since.elapsed() >= BACKOFF_RESET_AFTER {
                         delay = initial;
@@ -853,90 +848,66 @@ impl Shared {
     }
 }
 
-/// Probes readiness until it passes or the startup timeout passes (then the last failure).
-async fn startup(shared: &Shared) -> Result<(), Option<String>> {
-    let config = &shared.config;
-    let begun = Instant::now();
-    let deadline = begun + config.startup_timeout;
-    let interval = config.ready.interval.max(MIN_PERIOD);
-    let mut pause = FIRST_PROBE_PAUSE.min(interval);
-    let mut last = None;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(last);
-        }
-        let limit = config.ready.timeout.min(left);
-        match probe::run(&config.ready.check, shared.probe_target(), limit).await {
-            Ok(()) => return Ok(()),
-            Err(_) if limit < config.ready.timeout && last.is_some() => {}
-            Err(reason) => last = Some(reason),
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(last);
-        }
-        sleep(pause.min(left)).await;
-        pause = next_pause(begun.elapsed(), pause, interval);
-    }
-}
-
-fn ticker(probe: &Probe) -> tokio::time::Interval {
-    let period = probe.interval.max(MIN_PERIOD);
-    let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker
-}
-
-async fn watch_readiness(shared: &Shared) -> std::convert::Infallible {
-    let probe = &shared.config.ready;
-    let threshold = probe.failures.max(1);
-    let mut ticker = ticker(probe);
-    let mut failures = 0u32;
-    loop {
-        ticker.tick().await;
-        match probe::run(&probe.check, shared.probe_target(), probe.timeout).await {
-            Ok(()) => {
-                failures = 0;
-                shared.set_state(InstanceState::Ready);
-            }
-            Err(reason) => {
-                failures = failures.saturating_add(1);
-                if failures >= threshold {
-                    shared.set_state(InstanceState::Unready {
-                        reason: format!("readiness probe failed {threshold} times: {reason}"),
-                    });
-                }
-            }
-        }
-    }
-}
-
-async fn watch_liveness(shared: &Shared) -> String {
-    let Some(probe) = &shared.config.live else {
-        return std::future::pending().await;
-    };
-    let threshold = probe.failures.max(1);
-    let mut ticker = ticker(probe);
-    let mut failures = 0u32;
-    loop {
-        ticker.tick().await;
-        match probe::run(&probe.check, shared.probe_target(), probe.timeout).await {
-            Ok(()) => failures = 0,
-            Err(reason) => {
-                failures = failures.saturating_add(1);
-                if failures >= threshold {
-                    return format!("liveness probe failed {threshold} times: {reason}");
-                }
-            }
-        }
-    }
-}
-
 /// Marks the instance Failed, removes its container and waits for the stop request.
 async fn fail(shared: &Shared, reason: String, stop: &mut watch::Receiver<bool>) {
     shared.set_state(InstanceState::Failed { reason });
     shared.remove().await;
     stopped(stop).await;
     shared.set_state(InstanceState::Stopped);
+}
+
+/// How a container's process ended, in words, as for processes: `OOMKilled: …` with the
+/// limit when the kernel killed it for memory (the engine tells that apart from a kill of
+/// ours, which it also reports as 137).
+fn describe_exit(exit: &Exit, memory_limit: Option<u64>) -> String {
+    let status = match exit.code {
+        -1 => "ended (the engine lost track of it)".to_owned(),
+        code if code > 128 && code < 160 => {
+            let signal = crate::process::signal_name(i32::try_from(code - 128).unwrap_or(0));
+            format!("killed by signal {signal} (status {code})")
+        }
+        code => format!("exited with status {code}"),
+    };
+    if !exit.oom_killed {
+        return status;
+    }
+    let limit = memory_limit.map_or_else(
+        || "its memory limit".to_owned(),
+        |b| format!("its memory limit of {}", show_bytes(b)),
+    );
+    format!("OOMKilled: used more than {limit} ({status})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_out_of_memory_kill_is_told_apart_from_a_kill_with_the_same_status() {
+        let killed = Exit {
+            code: 137,
+            oom_killed: false,
+        };
+        assert_eq!(
+            describe_exit(&killed, Some(64 << 20)),
+            "killed by signal SIGKILL (status 137)"
+        );
+        let oom = Exit {
+            oom_killed: true,
+            ..killed
+        };
+        assert_eq!(
+            describe_exit(&oom, Some(64 << 20)),
+            "OOMKilled: used more than its memory limit of 64Mi (killed by signal SIGKILL (status 137))"
+        );
+        assert_eq!(
+            describe_exit(&oom, None),
+            "OOMKilled: used more than its memory limit (killed by signal SIGKILL (status 137))"
+        );
+        let exited = Exit {
+            code: 3,
+            oom_killed: false,
+        };
+        assert_eq!(describe_exit(&exited, None), "exited with status 3");
+    }
 }

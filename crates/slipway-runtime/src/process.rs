@@ -392,7 +392,7 @@ pub(crate) fn describe_exit(status: &Result<ExitStatus, String>) -> String {
     }
 }
 
-fn signal_name(signal: i32) -> String {
+pub(crate) fn signal_name(signal: i32) -> String {
     const NAMES: [(i32, &str); 15] = [
         (1, "SIGHUP"),
         (2, "SIGINT"),
