@@ -308,8 +308,15 @@ fn after_kill_9_the_server_adopts_its_containers_and_removes_a_retired_revisions
     assert_eq!(containers("slipway.app", &app).len(), 4);
 
     s.kill9();
+    // While the server is down its router is too, but the containers keep running.
+    assert_eq!(inspect(&serving[0], "{{.State.Running}}"), "true");
     s.start_server();
-    s.wait_body(&host, "/", "v2", Duration::from_secs(20));
+    // The first request after the restart is answered (it waits in the router while the
+    // containers are adopted).
+    assert_eq!(
+        s.get(&host, "/").map(|(code, body)| (code, body.trim().to_owned())),
+        Ok((200, "v2".to_owned()))
+    );
     // The serving revision's containers were adopted (same ids, none added); the retired
     // revision's were removed.
     let after = eventually(Duration::from_secs(20), "containers not sorted", || {
