@@ -26,9 +26,9 @@ use bollard::Docker;
 use bollard::errors::Error as EngineError;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateImageOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
+    StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tokio::sync::{OnceCell, watch};
@@ -263,6 +263,85 @@ impl Driver for ContainerDriver {
         })
     }
 
+    fn build_image(
+        &self,
+        dockerfile: &Path,
+        tag: &str,
+        on_line: crate::OnLine,
+    ) -> BoxFuture<'_, Result<String, String>> {
+        let (dockerfile, tag) = (dockerfile.to_owned(), tag.to_owned());
+        Box::pin(async move {
+            let docker = self.engine.get().await?;
+            let (Some(context), Some(name)) = (dockerfile.parent(), dockerfile.file_name()) else {
+                return Err(format!("{} is not a file", dockerfile.display()));
+            };
+            if !dockerfile.is_file() {
+                return Err(format!(
+                    "Dockerfile {} does not exist; fix `dockerfile:` in slipway.yaml",
+                    dockerfile.display()
+                ));
+            }
+            let context = context.to_owned();
+            let archive = tokio::task::spawn_blocking(move || context_archive(&context))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| {
+                    format!(
+                        "cannot pack the build context {}: {e}",
+                        dockerfile.parent().unwrap_or(&dockerfile).display()
+                    )
+                })?;
+            let options = BuildImageOptionsBuilder::default()
+                .dockerfile(&name.to_string_lossy())
+                .t(&tag)
+                .rm(true)
+                .forcerm(true)
+                .build();
+            let mut build = docker.build_image(
+                options,
+                None,
+                Some(bollard::body_full(bytes::Bytes::from(archive))),
+            );
+            let mut id = None;
+            while let Some(step) = build.next().await {
+                let info = match step {
+                    Ok(info) => info,
+                    Err(err) => {
+                        return Err(format!(
+                            "building {} failed: {}",
+                            dockerfile.display(),
+                            engine_message(&err)
+                        ));
+                    }
+                };
+                if let Some(error) = info.error_detail.and_then(|d| d.message) {
+                    return Err(format!(
+                        "building {} failed: {}",
+                        dockerfile.display(),
+                        error.trim_end()
+                    ));
+                }
+                for line in info.stream.iter().flat_map(|s| s.lines()) {
+                    if !line.trim().is_empty() {
+                        on_line(&mut line.to_owned());
+                    }
+                }
+                if let Some(built) = info.aux.and_then(|aux| aux.id) {
+                    id = Some(built);
+                }
+            }
+            match id {
+                Some(id) => Ok(id),
+                None => docker
+                    .inspect_image(&tag)
+                    .await
+                    .map_err(|e| engine_message(&e))?
+                    .id
+                    .ok_or_else(|| format!("the engine gave no id for the image built as `{tag}`")),
+            }
+        })
+    }
+
     fn leftovers(&self) -> BoxFuture<'_, Result<Vec<Leftover>, String>> {
         Box::pin(async move {
             let docker = match self.engine.get().await {
@@ -356,6 +435,14 @@ impl Engine {
             .await
             .cloned()
     }
+}
+
+/// The build context of a Dockerfile: its folder as an uncompressed tar archive.
+fn context_archive(folder: &Path) -> std::io::Result<Vec<u8>> {
+    let mut archive = tar::Builder::new(Vec::new());
+    archive.follow_symlinks(false);
+    archive.append_dir_all(".", folder)?;
+    archive.into_inner()
 }
 
 /// The engine's own message for an error, without bollard's wrapping.

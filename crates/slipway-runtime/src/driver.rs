@@ -44,6 +44,23 @@ pub trait Driver: Send + Sync {
         Box::pin(async move { Err(message) })
     }
 
+    /// Builds the image of the Dockerfile at `dockerfile` (its folder is the context),
+    /// tags it `tag` and returns its id; every line of the build's output goes to
+    /// `on_line`. A driver that runs no containers says so.
+    fn build_image(
+        &self,
+        dockerfile: &std::path::Path,
+        tag: &str,
+        on_line: crate::OnLine,
+    ) -> BoxFuture<'_, Result<String, String>> {
+        let _ = on_line;
+        let message = format!(
+            "cannot build {} as `{tag}`: this server runs no containers",
+            dockerfile.display()
+        );
+        Box::pin(async move { Err(message) })
+    }
+
     /// What a previous server of the same data directory left running that this driver
     /// can adopt or remove (containers; processes are found by pid instead, see
     /// [`Driver::remove_orphan`]).

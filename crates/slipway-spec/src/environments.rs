@@ -243,6 +243,7 @@ pub(crate) fn apply(base: &Tree, environment: &str) -> Tree {
             if overlay.get("run").is_some() {
                 forget(&mut view, &service, "image");
                 forget(&mut view, &service, "command");
+                forget(&mut view, &service, "dockerfile");
             }
         }
         merge_map(&mut view, base, "/services", &source, &known);

@@ -94,6 +94,12 @@ pub(crate) struct ServiceFile {
     /// `run`. Default: the image's command.
     #[schemars(length(min = 1))]
     pub command: Option<Vec<String>>,
+    /// With `image`: a Dockerfile (relative to the directory of `slipway.yaml`, or absolute)
+    /// to build the image from at each deploy, tagged `image`; its folder is the build
+    /// context. The revision records the id built, so rollback and `promote` reuse that
+    /// image without building again. Default: none (the image must exist or be pullable).
+    #[schemars(length(min = 1))]
+    pub dockerfile: Option<String>,
     /// The working directory, relative to the directory of `slipway.yaml` (or absolute).
     /// Default: the directory of `slipway.yaml`.
     #[schemars(length(min = 1))]

@@ -59,6 +59,10 @@ pub struct ServiceSpec {
     /// The command a container service's containers run instead of the image's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
+    /// The absolute path of the Dockerfile a container service's image is built from at
+    /// deploy time, if it is built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dockerfile: Option<PathBuf>,
     /// The absolute working directory.
     pub workdir: PathBuf,
     /// Extra environment variables.

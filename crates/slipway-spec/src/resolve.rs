@@ -171,6 +171,9 @@ impl Resolver<'_> {
             run: service.run.unwrap_or_default(),
             image: service.image,
             command: service.command,
+            dockerfile: service
+                .dockerfile
+                .map(|path| normalise(&workdir.join(path))),
             workdir,
             env,
             port,

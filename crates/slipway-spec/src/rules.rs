@@ -203,14 +203,27 @@ impl Rules<'_> {
                     );
                 }
             }
-        } else if service.contains_key("command") {
-            self.out.push(
-                Diagnostic::at(
-                    self.tree.key_pos(&key("command")),
-                    format!("`command` applies to container services (`image`), not to `{name}`"),
-                )
-                .hint("for a native process, the program and its arguments go in `run`"),
-            );
+        } else {
+            if service.contains_key("command") {
+                self.out.push(
+                    Diagnostic::at(
+                        self.tree.key_pos(&key("command")),
+                        format!(
+                            "`command` applies to container services (`image`), not to `{name}`"
+                        ),
+                    )
+                    .hint("for a native process, the program and its arguments go in `run`"),
+                );
+            }
+            if service.contains_key("dockerfile") {
+                self.out.push(
+                    Diagnostic::at(
+                        self.tree.key_pos(&key("dockerfile")),
+                        format!("`dockerfile` applies to container services (`image`), not to `{name}`"),
+                    )
+                    .hint("add `image: name:tag` to build and run the Dockerfile's image as a container, or use `build:` for a native process"),
+                );
+            }
         }
     }
 

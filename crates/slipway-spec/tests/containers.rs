@@ -93,3 +93,22 @@ fn an_environment_can_run_a_process_service_as_a_container_and_back() {
     assert_eq!(development.services["api"].image, None);
     assert_eq!(development.services["api"].command, None);
 }
+
+#[test]
+fn an_image_can_be_built_from_a_dockerfile_at_deploy_time() {
+    let spec =
+        valid("app: a\nservices:\n  api:\n    image: api:dev\n    dockerfile: api/Dockerfile\n");
+    assert_eq!(
+        spec.services["api"].dockerfile.as_deref(),
+        Some(std::path::Path::new("/srv/shop/api/Dockerfile"))
+    );
+    let d = single(
+        "app: a\nservices:\n  web:\n    run: [x]\n    dockerfile: Dockerfile\n",
+        5,
+        5,
+    );
+    assert_eq!(
+        d.message,
+        "`dockerfile` applies to container services (`image`), not to `web`"
+    );
+}

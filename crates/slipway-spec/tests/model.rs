@@ -159,6 +159,7 @@ fn defaults_apply_to_everything_left_out() {
             run: vec!["./server".into()],
             image: None,
             command: None,
+            dockerfile: None,
             workdir: PathBuf::from("/srv/shop"),
             env: BTreeMap::new(),
             port: Port::Auto,

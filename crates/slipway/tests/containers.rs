@@ -314,7 +314,8 @@ fn after_kill_9_the_server_adopts_its_containers_and_removes_a_retired_revisions
     // The first request after the restart is answered (it waits in the router while the
     // containers are adopted).
     assert_eq!(
-        s.get(&host, "/").map(|(code, body)| (code, body.trim().to_owned())),
+        s.get(&host, "/")
+            .map(|(code, body)| (code, body.trim().to_owned())),
         Ok((200, "v2".to_owned()))
     );
     // The serving revision's containers were adopted (same ids, none added); the retired
@@ -333,6 +334,64 @@ fn after_kill_9_the_server_adopts_its_containers_and_removes_a_retired_revisions
     // Still the same containers a moment later: nothing started beside them.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(containers("slipway.app", &app), serving);
+}
+
+#[test]
+fn an_image_built_from_a_dockerfile_is_recorded_by_id_and_promoted_without_a_rebuild() {
+    docker::engine();
+    let s = Slipway::start();
+    let app = app_name("ctr-build");
+    let _cleanup = Cleanup(app.clone());
+    let base = format!("slipway-test/{app}-base:1");
+    build_image(&base, "base\n");
+    let image = format!("slipway-test/{app}:dev");
+    let spec = format!(
+        "{}    dockerfile: Dockerfile\nenvironments:\n  production: {{}}\n",
+        image_spec(&app, &image, "")
+    );
+    let dir = s.write_app(&app, &spec);
+    std::fs::write(
+        dir.join("Dockerfile"),
+        format!("FROM {base}\nCOPY index.html /www/index.html\nCMD httpd -f -p $PORT -h /www\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("index.html"), "built v1\n").unwrap();
+    let out = s.ok(&["up", &path_str(&dir), "--detach"]);
+    assert!(out.contains("docker build"), "{out}");
+    let host = format!("web.{app}.localhost");
+    s.wait_body(&host, "/", "built v1", Duration::from_secs(20));
+
+    std::fs::write(dir.join("index.html"), "built v2\n").unwrap();
+    let out = s.ok(&["deploy", "-f", &path_str(&dir)]);
+    assert!(out.contains("traffic switched: revision 1 -> 2"), "{out}");
+    s.wait_body(&host, "/", "built v2", Duration::from_secs(20));
+
+    // The working folder moves on; production gets the image development runs, unbuilt.
+    std::fs::write(dir.join("index.html"), "built v3, never deployed\n").unwrap();
+    let out = s.ok(&[
+        "promote",
+        "web",
+        "--from",
+        "development",
+        "--to",
+        "production",
+        "-f",
+        &path_str(&dir),
+    ]);
+    assert!(
+        !out.contains("docker build"),
+        "promote must not build: {out}"
+    );
+    let image_id = inspect(&image, "{{.Id}}");
+    assert!(out.contains(&image_id["sha256:".len()..][..12]), "{out}");
+    s.wait_body(
+        &format!("web.production.{app}.localhost"),
+        "/",
+        "built v2",
+        Duration::from_secs(20),
+    );
+    s.ok(&["rollback", "web", "--app", &app]);
+    s.wait_body(&host, "/", "built v1", Duration::from_secs(20));
 }
 
 #[test]

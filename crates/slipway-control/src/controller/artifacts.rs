@@ -66,7 +66,10 @@ impl Controller {
             .code
             .clone()
             .or_else(|| frozen.artifact_digest.clone())
-            .or_else(|| frozen.image_id.clone())
+            .or_else(|| {
+                let image = frozen.image_id.as_deref()?;
+                Some(image.trim_start_matches("sha256:").to_owned())
+            })
         else {
             return Err(ControlError::Invalid(format!(
                 "revision {} of {service} in `{from_environment}` was made before revisions held their code, so there is nothing frozen to promote; deploy it there again (`slipway deploy --env {from_environment}`), then promote",

@@ -18,6 +18,7 @@
 //! last successful build in `<data dir>/builds/<app key>/<service>.json`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -78,11 +79,14 @@ impl Controller {
         if let Some(image) = &spec.image {
             // A container service's code is its image: the revision records the image's
             // id, so a retag makes a new revision and a rollback runs the same image.
-            let id = self
-                .containers
-                .resolve_image(image)
-                .await
-                .map_err(|e| Failure::msg(format!("{service}: {e}")))?;
+            let id = match &spec.dockerfile {
+                Some(dockerfile) => self.build_image(service, image, dockerfile, tx).await?,
+                None => self
+                    .containers
+                    .resolve_image(image)
+                    .await
+                    .map_err(|e| Failure::msg(format!("{service}: {e}")))?,
+            };
             return Ok(Frozen {
                 image_id: Some(id),
                 ..Frozen::default()
@@ -157,6 +161,43 @@ impl Controller {
                 });
         }
         Ok(frozen)
+    }
+
+    /// Builds a container service's image from its Dockerfile, its output streamed as a
+    /// `build` step; returns the image's id.
+    async fn build_image(
+        &self,
+        service: &str,
+        image: &str,
+        dockerfile: &Path,
+        tx: &mpsc::UnboundedSender<Progress>,
+    ) -> Result<String, Failure> {
+        let started = Instant::now();
+        let _ = tx.send(Progress::Step {
+            service: service.to_owned(),
+            step: "build".to_owned(),
+            command: format!("docker build -t {image} -f {}", dockerfile.display()),
+        });
+        let echo: slipway_runtime::OnLine = Arc::new({
+            let (tx, service) = (tx.clone(), service.to_owned());
+            move |line: &mut String| {
+                let _ = tx.send(Progress::Output {
+                    service: service.clone(),
+                    line: line.clone(),
+                });
+            }
+        });
+        let id = self
+            .containers
+            .build_image(dockerfile, image, echo)
+            .await
+            .map_err(|e| Failure::msg(format!("{service}: {e}; nothing was deployed")))?;
+        let _ = tx.send(Progress::StepDone {
+            service: service.to_owned(),
+            step: "build".to_owned(),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        });
+        Ok(id)
     }
 
     fn is_stored(&self, frozen: &Frozen) -> bool {
