@@ -27,8 +27,8 @@ use bollard::errors::Error as EngineError;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateImageOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
-    StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StatsOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tokio::sync::{OnceCell, watch};
@@ -190,6 +190,13 @@ impl Driver for ContainerDriver {
                     (id, config, false)
                 }
             };
+            // When the instance's log was last written: an adopted container's output is
+            // followed from then on.
+            let since = std::fs::metadata(&config.log_file)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs() as i64);
             let output = Output::open(&config.log_file, config.log_max_bytes, config.log_keep)
                 .map_err(|source| StartError::LogFile {
                     id: config.id.clone(),
@@ -212,7 +219,7 @@ impl Driver for ContainerDriver {
                 shared.output.event(&format!(
                     "adopted container {short} left running by a previous server"
                 ));
-                shared.attach_output().await;
+                shared.follow_output_since(since);
             } else if let Err(err) = shared.run().await {
                 shared.output.event(&format!("cannot start: {err}"));
                 shared.remove().await;
@@ -536,9 +543,35 @@ impl Shared {
                 ));
             }
         };
+        self.record_output(attached.output);
+    }
+
+    /// Follows an adopted container's output from `since` (seconds after the epoch: when
+    /// its log file was last written), so what it wrote while no server ran is not lost
+    /// (lines of that same second may be recorded twice).
+    fn follow_output_since(self: &Arc<Self>, since: i64) {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(true)
+            .since(i32::try_from(since).unwrap_or(0))
+            .build();
+        let stream = self.docker.logs(&self.container, Some(options));
+        self.record_output(Box::pin(stream));
+    }
+
+    /// Feeds a stream of the container's output into the instance's log, line by line.
+    fn record_output(
+        self: &Arc<Self>,
+        mut stream: std::pin::Pin<
+            Box<
+                dyn futures_util::Stream<Item = Result<bollard::container::LogOutput, EngineError>>
+                    + Send,
+            >,
+        >,
+    ) {
         let (mut stdout, stdout_reader) = tokio::io::duplex(64 * 1024);
         let (mut stderr, stderr_reader) = tokio::io::duplex(64 * 1024);
-        let mut stream = attached.output;
         tokio::spawn(async move {
             use bollard::container::LogOutput;
             use tokio::io::AsyncWriteExt;

@@ -291,7 +291,7 @@ fn after_kill_9_the_server_adopts_its_containers_and_removes_a_retired_revisions
     let spec = image_spec(
         &app,
         &image,
-        "    command: [httpd, -f, -p, $PORT, -h, /www]\n    scaling: { min: 2, max: 2 }\n    deploy: { keep_previous: 5m }\n",
+        "    command: [httpd, -f, -vv, -p, $PORT, -h, /www]\n    scaling: { min: 2, max: 2 }\n    deploy: { keep_previous: 5m }\n",
     );
     let dir = s.write_app(&app, &spec);
     s.ok(&["up", &path_str(&dir), "--detach"]);
@@ -308,8 +308,14 @@ fn after_kill_9_the_server_adopts_its_containers_and_removes_a_retired_revisions
     assert_eq!(containers("slipway.app", &app).len(), 4);
 
     s.kill9();
-    // While the server is down its router is too, but the containers keep running.
+    // While the server is down its router is too, but the containers keep running (and
+    // what they write then reaches the log once they are adopted).
     assert_eq!(inspect(&serving[0], "{{.State.Running}}"), "true");
+    let port: u16 = inspect(&serving[0], "{{index .Config.Labels \"slipway.port\"}}")
+        .parse()
+        .unwrap();
+    let direct = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(http_get(direct, "x", "/while-down").unwrap().0, 404);
     s.start_server();
     // The first request after the restart is answered (it waits in the router while the
     // containers are adopted).
@@ -329,6 +335,14 @@ fn after_kill_9_the_server_adopts_its_containers_and_removes_a_retired_revisions
     let instances = status["services"][0]["instances"].as_array().unwrap();
     assert_eq!(instances.len(), 2, "{status:#}");
     assert!(instances.iter().all(|i| i["revision"] == 2), "{status:#}");
+    eventually(
+        Duration::from_secs(10),
+        "no output of the server's downtime",
+        || {
+            let logs = s.ok(&["logs", "web", "--app", &app, "--tail", "5000"]);
+            (logs.contains("url:/while-down"), logs.len())
+        },
+    );
     let events = s.ok(&["events", "--app", &app, "--limit", "100"]);
     assert!(events.contains("its revision no longer serves"), "{events}");
     // Still the same containers a moment later: nothing started beside them.
