@@ -12,7 +12,7 @@
 //!
 //! Containers carry labels naming the server (`slipway.server`: its data directory), the
 //! app, environment, service, revision, instance and port. After a crash of the server,
-//! [`ContainerDriver::leftovers`] lists the ones it left running; the controller keeps those
+//! [`Driver::leftovers`] lists the ones it left running; the controller keeps those
 //! of serving revisions, and [`Driver::start`] of the same revision adopts one of them
 //! (same container, same port, same log file) instead of creating a new one.
 
@@ -44,11 +44,11 @@ use crate::probe;
 use crate::{BACKOFF_RESET_AFTER, InstanceConfig, InstanceState, NotReady, StartError, Usage};
 
 /// The label naming the server a container belongs to (its data directory).
-pub const SERVER_LABEL: &str = "slipway.server";
+pub(crate) const SERVER_LABEL: &str = "slipway.server";
 /// The label naming the instance a container is.
-pub const INSTANCE_LABEL: &str = "slipway.instance";
+pub(crate) const INSTANCE_LABEL: &str = "slipway.instance";
 /// The label holding the loopback port the container is published on.
-pub const PORT_LABEL: &str = "slipway.port";
+pub(crate) const PORT_LABEL: &str = "slipway.port";
 
 /// Where the engine listens unless `DOCKER_HOST` says otherwise.
 const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
