@@ -103,8 +103,10 @@ pub struct ControllerConfig {
 pub struct Controller {
     store: Arc<Store>,
     router: Arc<Router>,
-    /// Runs the instances (native processes in the server).
+    /// Runs the instances of `run:` services (native processes in the server).
     driver: Arc<dyn Driver>,
+    /// Runs the instances of `image:` services (containers in the server).
+    containers: Arc<dyn Driver>,
     /// Every background task the controller starts (instance watchers, retirements, the
     /// autoscaler, canary steps, recovery): owned here, ended by `shutdown`.
     tasks: tokio_util::task::TaskTracker,
@@ -263,15 +265,34 @@ impl Controller {
         let digest = sha2::Sha256::digest(config.data_dir.as_os_str().as_encoded_bytes());
         let tag: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
         let driver = slipway_runtime::ProcessDriver::with_cgroups(&tag);
-        Controller::with_driver(store, router, config, Arc::new(driver))
+        let containers = slipway_runtime::ContainerDriver::new(&config.data_dir);
+        Controller::with_drivers(
+            store,
+            router,
+            config,
+            Arc::new(driver),
+            Arc::new(containers),
+        )
     }
 
-    /// A controller whose instances `driver` runs.
+    /// A controller whose instances, processes and containers alike, `driver` runs.
     pub fn with_driver(
         store: Arc<Store>,
         router: Arc<Router>,
         config: ControllerConfig,
         driver: Arc<dyn Driver>,
+    ) -> Arc<Self> {
+        Controller::with_drivers(store, router, config, driver.clone(), driver)
+    }
+
+    /// A controller whose `run:` services `driver` runs and whose `image:` services
+    /// `containers` runs.
+    pub fn with_drivers(
+        store: Arc<Store>,
+        router: Arc<Router>,
+        config: ControllerConfig,
+        driver: Arc<dyn Driver>,
+        containers: Arc<dyn Driver>,
     ) -> Arc<Self> {
         if let Some(reason) = driver.limits_unavailable() {
             tracing::warn!(
@@ -285,6 +306,7 @@ impl Controller {
             store,
             router,
             driver,
+            containers,
             tasks: tokio_util::task::TaskTracker::new(),
             cancel: tokio_util::sync::CancellationToken::new(),
             config,

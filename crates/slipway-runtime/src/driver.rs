@@ -36,6 +36,66 @@ pub trait Driver: Send + Sync {
     fn limits_unavailable(&self) -> Option<String> {
         None
     }
+
+    /// The id of the container image `image` names (`sha256:…`), pulling it if it is not
+    /// here; a driver that runs no containers says so.
+    fn resolve_image(&self, image: &str) -> BoxFuture<'_, Result<String, String>> {
+        let message = format!("cannot run image `{image}`: this server runs no containers");
+        Box::pin(async move { Err(message) })
+    }
+
+    /// Builds the image of the Dockerfile at `dockerfile` (its folder is the context),
+    /// tags it `tag` and returns its id; every line of the build's output goes to
+    /// `on_line`. A driver that runs no containers says so.
+    fn build_image(
+        &self,
+        dockerfile: &std::path::Path,
+        tag: &str,
+        on_line: crate::OnLine,
+    ) -> BoxFuture<'_, Result<String, String>> {
+        let _ = on_line;
+        let message = format!(
+            "cannot build {} as `{tag}`: this server runs no containers",
+            dockerfile.display()
+        );
+        Box::pin(async move { Err(message) })
+    }
+
+    /// What a previous server of the same data directory left running that this driver
+    /// can adopt or remove (containers; processes are found by pid instead, see
+    /// [`Driver::remove_orphan`]).
+    fn leftovers(&self) -> BoxFuture<'_, Result<Vec<Leftover>, String>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Keeps a leftover for [`Driver::start`] to adopt: the next start of an instance with
+    /// the same labels and image takes it over instead of starting a new one.
+    fn keep_for_adoption(&self, leftover: Leftover) {
+        let _ = leftover;
+    }
+
+    /// Removes a leftover (stopping it if it runs).
+    fn remove_leftover(&self, container: &str) -> BoxFuture<'_, ()> {
+        let _ = container;
+        Box::pin(async {})
+    }
+}
+
+/// An instance a previous server left behind, as its driver found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leftover {
+    /// The container's id.
+    pub container: String,
+    /// The instance id it ran as.
+    pub instance: String,
+    /// The loopback port it is published on.
+    pub port: u16,
+    /// The image id it runs.
+    pub image: String,
+    /// Whether it still runs.
+    pub running: bool,
+    /// Its labels, including those of its [`crate::ContainerConfig`].
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// One running instance, whichever driver runs it. Cloning is cheap; all clones control the
@@ -60,6 +120,10 @@ pub trait InstanceHandle: Send + Sync {
     fn last_lines(&self, n: usize) -> Vec<String>;
     /// How many times it was restarted.
     fn restarts(&self) -> u32;
+    /// The id of its container, for a container instance.
+    fn container(&self) -> Option<&str> {
+        None
+    }
     /// Stops it within its grace period; returns once nothing of it runs.
     fn stop(&self) -> BoxFuture<'_, ()>;
 

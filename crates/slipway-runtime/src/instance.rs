@@ -409,7 +409,7 @@ impl Shared {
     }
 }
 
-fn describe_state(state: &InstanceState) -> String {
+pub(crate) fn describe_state(state: &InstanceState) -> String {
     match state {
         InstanceState::Starting => "starting".into(),
         InstanceState::Ready => "ready".into(),
@@ -429,7 +429,7 @@ fn describe_state(state: &InstanceState) -> String {
 }
 
 /// Formats a duration for messages: `30s`, `250ms`, `1.5s`.
-fn fmt_duration(d: Duration) -> String {
+pub(crate) fn fmt_duration(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{}ms", d.as_millis())
     } else if d.subsec_millis() == 0 {
@@ -602,41 +602,66 @@ async fn startup(
     running: &mut Running,
     stop: &mut watch::Receiver<bool>,
 ) -> Startup {
-    let config = &shared.config;
-    let begun = Instant::now();
-    let deadline = begun + config.startup_timeout;
-    let probing = async {
-        let interval = config.ready.interval.max(MIN_PERIOD);
-        let mut pause = FIRST_PROBE_PAUSE.min(interval);
-        let mut last = None;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(last);
-            }
-            let limit = config.ready.timeout.min(left);
-            match probe::run(&config.ready.check, shared.target(), limit).await {
-                Ok(()) => return Ok(()),
-                // A probe cut short by the startup deadline says less than the one before it.
-                Err(_) if limit < config.ready.timeout && last.is_some() => {}
-                Err(reason) => last = Some(reason),
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(last);
-            }
-            sleep(pause.min(left)).await;
-            pause = next_pause(begun.elapsed(), pause, interval);
-        }
-    };
     tokio::select! {
         biased;
         () = stopped(stop) => Startup::Stop,
         status = running.wait() => Startup::Exited(status),
-        result = probing => match result {
+        result = probe_until_ready(shared) => match result {
             Ok(()) => Startup::Ready,
             Err(last) => Startup::TimedOut(last),
         },
+    }
+}
+
+/// What the probing loops need of an instance, whichever driver runs it (`Shared` here,
+/// the container driver's own): its config, where to probe, and where to publish states.
+pub(crate) trait Probed {
+    fn config(&self) -> &InstanceConfig;
+    fn target(&self) -> probe::Target;
+    fn set_state(&self, state: InstanceState);
+}
+
+impl Probed for Shared {
+    fn config(&self) -> &InstanceConfig {
+        &self.config
+    }
+
+    fn target(&self) -> probe::Target {
+        Shared::target(self)
+    }
+
+    fn set_state(&self, state: InstanceState) {
+        Shared::set_state(self, state);
+    }
+}
+
+/// Probes readiness right away, then after pauses given by [`next_pause`], until it passes
+/// (`Ok`) or the startup timeout passes (`Err` with the last probe failure).
+pub(crate) async fn probe_until_ready(instance: &impl Probed) -> Result<(), Option<String>> {
+    let config = instance.config();
+    let begun = Instant::now();
+    let deadline = begun + config.startup_timeout;
+    let interval = config.ready.interval.max(MIN_PERIOD);
+    let mut pause = FIRST_PROBE_PAUSE.min(interval);
+    let mut last = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(last);
+        }
+        let limit = config.ready.timeout.min(left);
+        match probe::run(&config.ready.check, instance.target(), limit).await {
+            Ok(()) => return Ok(()),
+            // A probe cut short by the startup deadline says less than the one before it.
+            Err(_) if limit < config.ready.timeout && last.is_some() => {}
+            Err(reason) => last = Some(reason),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(last);
+        }
+        sleep(pause.min(left)).await;
+        pause = next_pause(begun.elapsed(), pause, interval);
     }
 }
 
@@ -644,7 +669,7 @@ async fn startup(
 /// pause before the last probe was `previous`: twice that, capped by the phase of the start
 /// (10 ms during `FAST_STARTUP`, 100 ms until `SETTLING`, then `interval`), and by `interval`
 /// (at least `MIN_PERIOD`) throughout.
-fn next_pause(elapsed: Duration, previous: Duration, interval: Duration) -> Duration {
+pub(crate) fn next_pause(elapsed: Duration, previous: Duration, interval: Duration) -> Duration {
     let interval = interval.max(MIN_PERIOD);
     let cap = if elapsed < FAST_STARTUP {
         FAST_STARTUP_PAUSE.min(interval)
@@ -682,8 +707,10 @@ fn ticker(probe: &Probe) -> tokio::time::Interval {
     ticker
 }
 
-async fn watch_readiness(shared: &Shared) -> Infallible {
-    let probe = &shared.config.ready;
+/// Moves a ready instance between Ready and Unready as its readiness probe passes or fails
+/// `failures` times in a row; never returns.
+pub(crate) async fn watch_readiness(shared: &impl Probed) -> Infallible {
+    let probe = &shared.config().ready;
     let threshold = probe.failures.max(1);
     let mut ticker = ticker(probe);
     let mut failures = 0u32;
@@ -708,8 +735,8 @@ async fn watch_readiness(shared: &Shared) -> Infallible {
 
 /// Returns the reason once the liveness probe failed `failures` times in a row; never returns
 /// without a liveness probe.
-async fn watch_liveness(shared: &Shared) -> String {
-    let Some(probe) = &shared.config.live else {
+pub(crate) async fn watch_liveness(shared: &impl Probed) -> String {
+    let Some(probe) = &shared.config().live else {
         return std::future::pending().await;
     };
     let threshold = probe.failures.max(1);
@@ -791,7 +818,7 @@ async fn terminate(shared: &Shared, running: &mut Running) {
 }
 
 /// Bytes in the largest binary unit that divides them, as the spec writes them: `64Mi`.
-fn show_bytes(bytes: u64) -> String {
+pub(crate) fn show_bytes(bytes: u64) -> String {
     for (suffix, shift) in [("Gi", 30), ("Mi", 20), ("Ki", 10)] {
         if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{}{suffix}", bytes >> shift);

@@ -1,4 +1,5 @@
-//! Slipway's process runtime: runs service instances as native child processes and watches them.
+//! Slipway's runtime: runs service instances as native child processes or as containers
+//! (`container.rs`, through the Docker Engine API) and watches them.
 //!
 //! An [`Instance`] is one running copy of a service revision. [`Instance::start`] spawns the
 //! program in its own process group, captures its output into a size-rotated log file (see
@@ -23,6 +24,7 @@
 //! tokio runtime, which then owns the child's pipes and exit notification.
 
 mod cgroup;
+mod container;
 mod driver;
 mod guard;
 mod instance;
@@ -37,7 +39,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use cgroup::{Cgroups, InstanceCgroup, Limits, Usage, Version as CgroupVersion, limit_files};
-pub use driver::{BoxFuture, Driver, InstanceHandle, ProcessDriver, RunningInstance};
+pub use container::{ContainerConfig, ContainerDriver};
+pub use driver::{BoxFuture, Driver, InstanceHandle, Leftover, ProcessDriver, RunningInstance};
 pub use guard::{GUARD_ARG, guard_main, set_guard_program};
 pub use instance::{Instance, NotReady};
 pub use job::{Job, JobEnd, JobOutcome, OnLine, run_job};
@@ -83,6 +86,9 @@ pub struct InstanceConfig {
     /// and falls back to the initial value once an instance has stayed up for
     /// [`BACKOFF_RESET_AFTER`].
     pub restart_backoff: (Duration, Duration),
+    /// For a container instance: its image, command and labels (`argv` and `workdir` are
+    /// then unused); `None` for a native process.
+    pub container: Option<ContainerConfig>,
 }
 
 /// A health probe and its schedule.

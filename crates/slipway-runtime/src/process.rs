@@ -29,6 +29,14 @@ pub enum StartError {
         /// What failed.
         source: std::io::Error,
     },
+    /// The container engine refused or could not be reached.
+    #[error("cannot start instance {id}: {message}")]
+    Container {
+        /// The instance id.
+        id: String,
+        /// What the engine said, with what to do.
+        message: String,
+    },
     /// `argv` is empty.
     #[error(
         "cannot start instance {id}: the command is empty; set the service's `command` in slipway.yaml"
@@ -384,7 +392,7 @@ pub(crate) fn describe_exit(status: &Result<ExitStatus, String>) -> String {
     }
 }
 
-fn signal_name(signal: i32) -> String {
+pub(crate) fn signal_name(signal: i32) -> String {
     const NAMES: [(i32, &str); 15] = [
         (1, "SIGHUP"),
         (2, "SIGINT"),

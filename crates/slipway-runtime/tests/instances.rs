@@ -126,6 +126,7 @@ impl Fixture {
             grace: Duration::from_secs(10),
             limits: Limits::default(),
             restart_backoff: (Duration::from_millis(500), Duration::from_secs(2)),
+            container: None,
         }
     }
 

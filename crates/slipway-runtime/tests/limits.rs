@@ -56,6 +56,7 @@ fn config(dir: &Path, script: &str, limits: Limits) -> InstanceConfig {
         grace: Duration::from_secs(2),
         limits,
         restart_backoff: (Duration::from_millis(300), Duration::from_secs(2)),
+        container: None,
     }
 }
 

@@ -233,9 +233,37 @@ pub(crate) fn apply(base: &Tree, environment: &str) -> Tree {
             .filter(|(name, _)| defined.contains(name))
             .map(|(name, overlay)| (name.clone(), overlay.clone()))
             .collect();
+        for (name, overlay) in &known {
+            // `run` and `image` say how a service runs: an overlay that sets one replaces
+            // the other, so an environment can run a process service as a container.
+            let service = format!("/services/{}", escape_pointer(name));
+            if overlay.get("image").is_some() {
+                forget(&mut view, &service, "run");
+            }
+            if overlay.get("run").is_some() {
+                forget(&mut view, &service, "image");
+                forget(&mut view, &service, "command");
+                forget(&mut view, &service, "dockerfile");
+            }
+        }
         merge_map(&mut view, base, "/services", &source, &known);
     }
     view
+}
+
+/// Removes `key` of the mapping at `parent` from the view, with its positions.
+fn forget(view: &mut Tree, parent: &str, key: &str) {
+    let removed = view
+        .json
+        .pointer_mut(parent)
+        .and_then(Value::as_object_mut)
+        .and_then(|map| map.remove(key));
+    if removed.is_some() {
+        let child = format!("{parent}/{}", escape_pointer(key));
+        view.values.retain(|p, _| !within(p, &child));
+        view.keys.retain(|p, _| !within(p, &child));
+        view.scalar_text.retain(|p, _| !within(p, &child));
+    }
 }
 
 /// Merges the overlay mapping `overlay` (at `source` in `base`) into the mapping at

@@ -76,14 +76,34 @@ pub(crate) struct EnvironmentFile {
     pub services: Option<BTreeMap<String, serde_json::Value>>,
 }
 
-/// One service: a native process that Slipway runs, health-checks, scales and routes to.
+/// One service: a native process or a container that Slipway runs, health-checks, scales
+/// and routes to. It has exactly one of `run` (a native process) and `image` (a container).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ServiceFile {
     /// The program and its arguments, as a list, e.g. `["python3", "-m", "http.server", "$PORT"]`.
-    /// `$PORT` is replaced by the port the instance must listen on.
+    /// `$PORT` is replaced by the port the instance must listen on. Runs the service as a
+    /// native process; give either `run` or `image`.
     #[schemars(length(min = 1))]
-    pub run: Vec<String>,
+    pub run: Option<Vec<String>>,
+    /// A container image, `name[:tag]` or `name@sha256:…`, e.g. `clinic/api:1.4`: the service
+    /// runs as containers of it (through the Docker Engine API) instead of a native process.
+    /// The image's id is recorded in the revision at deploy time, so a retag makes a new
+    /// revision and a rollback runs the exact image it ran before. The container listens on
+    /// `$PORT`. Give either `run` or `image`.
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// With `image`: the command the container runs, as a list, instead of the image's
+    /// own (`CMD`), e.g. `["/bin/httpd", "-f", "-p", "$PORT"]`. `$PORT` is replaced as in
+    /// `run`. Default: the image's command.
+    #[schemars(length(min = 1))]
+    pub command: Option<Vec<String>>,
+    /// With `image`: a Dockerfile (relative to the directory of `slipway.yaml`, or absolute)
+    /// to build the image from at each deploy, tagged `image`; its folder is the build
+    /// context. The revision records the id built, so rollback and `promote` reuse that
+    /// image without building again. Default: none (the image must exist or be pullable).
+    #[schemars(length(min = 1))]
+    pub dockerfile: Option<String>,
     /// The working directory, relative to the directory of `slipway.yaml` (or absolute).
     /// Default: the directory of `slipway.yaml`.
     #[schemars(length(min = 1))]

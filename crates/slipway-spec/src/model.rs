@@ -48,8 +48,21 @@ fn default_environments() -> Vec<String> {
 /// One service, fully resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSpec {
-    /// The program and its arguments; `$PORT` is left for the runtime to substitute.
+    /// The program and its arguments; `$PORT` is left for the runtime to substitute. Empty
+    /// for a container service ([`ServiceSpec::image`]).
     pub run: Vec<String>,
+    /// The container image a container service runs, as written (`name[:tag]`); `None` for
+    /// a native process. Absent from the JSON when `None`, so process services keep their
+    /// digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The command a container service's containers run instead of the image's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// The absolute path of the Dockerfile a container service's image is built from at
+    /// deploy time, if it is built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dockerfile: Option<PathBuf>,
     /// The absolute working directory.
     pub workdir: PathBuf,
     /// Extra environment variables.
@@ -174,6 +187,11 @@ pub(crate) fn default_release_timeout() -> Duration {
 }
 
 impl ServiceSpec {
+    /// Whether the service runs as containers (`image:`) rather than native processes.
+    pub fn is_container(&self) -> bool {
+        self.image.is_some()
+    }
+
     /// The SHA-256 (lowercase hex, 64 characters) of this service's canonical JSON form.
     ///
     /// Equal configs give equal digests across runs and machines with the same paths; any

@@ -175,7 +175,12 @@ impl Resolver<'_> {
             default_release_timeout(),
         )?;
         Ok(ServiceSpec {
-            run: service.run,
+            run: service.run.unwrap_or_default(),
+            image: service.image,
+            command: service.command,
+            dockerfile: service
+                .dockerfile
+                .map(|path| normalise(&workdir.join(path))),
             workdir,
             env,
             port,

@@ -86,6 +86,7 @@ impl Rules<'_> {
         let Some(service) = service.as_object() else {
             return;
         };
+        self.process_or_container(name, &pointer, service);
         for (command, example) in COMMANDS {
             if let Some(Value::Array(argv)) = service.get(command)
                 && let Some(Value::String(program)) = argv.first()
@@ -213,6 +214,77 @@ impl Rules<'_> {
             }
         };
         self.out.push(problem);
+    }
+
+    /// Checks that a service has exactly one of `run` (a native process) and `image` (a
+    /// container), a well-formed image name, and no key that only the other kind uses.
+    fn process_or_container(&mut self, name: &str, pointer: &str, service: &Map<String, Value>) {
+        let key = |k: &str| format!("{pointer}/{k}");
+        match (service.get("run"), service.get("image")) {
+            (None, None) => self.out.push(
+                Diagnostic::at(
+                    self.tree.key_pos(pointer),
+                    format!("missing `run` or `image` in service `{name}`"),
+                )
+                .hint("add `run: [\"./server\"]` to run a native process, or `image: name:tag` to run a container"),
+            ),
+            (Some(_), Some(_)) => {
+                let run_line = self.tree.key_pos(&key("run")).line;
+                self.out.push(
+                    Diagnostic::at(
+                        self.tree.key_pos(&key("image")),
+                        format!("service `{name}` has both `run` (line {run_line}) and `image`"),
+                    )
+                    .hint("a service runs either a native process (`run`) or a container (`image`); remove one of them"),
+                );
+            }
+            _ => {}
+        }
+        if let Some(Value::String(image)) = service.get("image")
+            && !is_image_reference(image)
+        {
+            self.out.push(
+                Diagnostic::at(
+                    self.tree.value_pos(&key("image")),
+                    format!("bad image `{image}`"),
+                )
+                .hint("write the image as `name[:tag]` or `name@sha256:<digest>`, without spaces, e.g. `clinic/api:1.4`"),
+            );
+        }
+        if service.contains_key("image") {
+            for only_run in ["build", "artifact", "test", "release", "volumes", "workdir"] {
+                if service.contains_key(only_run) {
+                    self.out.push(
+                        Diagnostic::at(
+                            self.tree.key_pos(&key(only_run)),
+                            format!("`{only_run}` applies to native processes (`run`), not to the container service `{name}`"),
+                        )
+                        .hint("a container runs its image as it is: build the image before deploying (e.g. `docker build -t name:tag .`), and remove this key"),
+                    );
+                }
+            }
+        } else {
+            if service.contains_key("command") {
+                self.out.push(
+                    Diagnostic::at(
+                        self.tree.key_pos(&key("command")),
+                        format!(
+                            "`command` applies to container services (`image`), not to `{name}`"
+                        ),
+                    )
+                    .hint("for a native process, the program and its arguments go in `run`"),
+                );
+            }
+            if service.contains_key("dockerfile") {
+                self.out.push(
+                    Diagnostic::at(
+                        self.tree.key_pos(&key("dockerfile")),
+                        format!("`dockerfile` applies to container services (`image`), not to `{name}`"),
+                    )
+                    .hint("add `image: name:tag` to build and run the Dockerfile's image as a container, or use `build:` for a native process"),
+                );
+            }
+        }
     }
 
     /// Checks secret names: well-formed, listed once, and not also set in `env`.
@@ -575,9 +647,18 @@ impl Rules<'_> {
     }
 }
 
+/// Whether `image` can name a container image: not empty, no whitespace or control
+/// characters, not starting with `-` (the engine checks the rest when it resolves it).
+fn is_image_reference(image: &str) -> bool {
+    !image.is_empty()
+        && !image.starts_with('-')
+        && !image.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 /// The commands a service may give, with an example program for hints.
-const COMMANDS: [(&str, &str); 4] = [
+const COMMANDS: [(&str, &str); 5] = [
     ("run", "./server"),
+    ("command", "/bin/server"),
     ("build", "cargo"),
     ("test", "pytest"),
     ("release", "./migrate"),

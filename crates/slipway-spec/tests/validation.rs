@@ -197,7 +197,7 @@ fn wrong_types_name_what_was_expected_and_found() {
 #[test]
 fn missing_keys_point_at_their_owner() {
     let d = single("app: a\nservices:\n  web:\n    port: auto\n", 3, 3);
-    assert_eq!(d.message, "missing `run` in service `web`");
+    assert_eq!(d.message, "missing `run` or `image` in service `web`");
 
     assert_eq!(
         positions("services: { web: { run: [x] } }\n"),

@@ -60,11 +60,16 @@ impl Controller {
         let frozen = super::code::Frozen {
             artifact_digest: stored.artifact_digest.clone(),
             code: stored.code.clone(),
+            image_id: stored.image_id.clone(),
         };
         let Some(digest) = frozen
             .code
             .clone()
             .or_else(|| frozen.artifact_digest.clone())
+            .or_else(|| {
+                let image = frozen.image_id.as_deref()?;
+                Some(image.trim_start_matches("sha256:").to_owned())
+            })
         else {
             return Err(ControlError::Invalid(format!(
                 "revision {} of {service} in `{from_environment}` was made before revisions held their code, so there is nothing frozen to promote; deploy it there again (`slipway deploy --env {from_environment}`), then promote",
@@ -80,6 +85,11 @@ impl Controller {
         // The code is the source revision's, whatever the target's overlay says: its
         // artifact path names the stored copy; nothing is read from the working folder.
         svc.artifact = stored.spec.artifact.clone();
+        // Likewise the image: the source revision's exact image, not what its tag names now.
+        if stored.image_id.is_some() {
+            svc.image = stored.spec.image.clone();
+            svc.run = Vec::new();
+        }
         let slot = self.slot(to_key, service);
         let _guard = slot.lock().await;
         if self.is_down(to_key) {

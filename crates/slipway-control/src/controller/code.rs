@@ -18,6 +18,7 @@
 //! last successful build in `<data dir>/builds/<app key>/<service>.json`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,9 @@ use crate::dto::Progress;
 pub(super) struct Frozen {
     pub artifact_digest: Option<String>,
     pub code: Option<String>,
+    /// The id of the image a container service runs, resolved at deploy time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
 }
 
 /// What the last successful build of a service read and produced.
@@ -72,6 +76,22 @@ impl Controller {
         spec: &ServiceSpec,
         tx: &mpsc::UnboundedSender<Progress>,
     ) -> Result<Frozen, Failure> {
+        if let Some(image) = &spec.image {
+            // A container service's code is its image: the revision records the image's
+            // id, so a retag makes a new revision and a rollback runs the same image.
+            let id = match &spec.dockerfile {
+                Some(dockerfile) => self.build_image(service, image, dockerfile, tx).await?,
+                None => self
+                    .containers
+                    .resolve_image(image)
+                    .await
+                    .map_err(|e| Failure::msg(format!("{service}: {e}")))?,
+            };
+            return Ok(Frozen {
+                image_id: Some(id),
+                ..Frozen::default()
+            });
+        }
         let builds = spec.build.is_some() || spec.test.is_some();
         let record_path = self.build_record_path(key, service);
         let mut before = None;
@@ -109,11 +129,13 @@ impl Controller {
             Frozen {
                 artifact_digest: self.store_artifact(service, spec, tx).await?,
                 code: None,
+                image_id: None,
             }
         } else {
             Frozen {
                 artifact_digest: None,
                 code: Some(self.snapshot(service, spec, tx).await?),
+                image_id: None,
             }
         };
         if let Some(before) = before {
@@ -139,6 +161,43 @@ impl Controller {
                 });
         }
         Ok(frozen)
+    }
+
+    /// Builds a container service's image from its Dockerfile, its output streamed as a
+    /// `build` step; returns the image's id.
+    async fn build_image(
+        &self,
+        service: &str,
+        image: &str,
+        dockerfile: &Path,
+        tx: &mpsc::UnboundedSender<Progress>,
+    ) -> Result<String, Failure> {
+        let started = Instant::now();
+        let _ = tx.send(Progress::Step {
+            service: service.to_owned(),
+            step: "build".to_owned(),
+            command: format!("docker build -t {image} -f {}", dockerfile.display()),
+        });
+        let echo: slipway_runtime::OnLine = Arc::new({
+            let (tx, service) = (tx.clone(), service.to_owned());
+            move |line: &mut String| {
+                let _ = tx.send(Progress::Output {
+                    service: service.clone(),
+                    line: line.clone(),
+                });
+            }
+        });
+        let id = self
+            .containers
+            .build_image(dockerfile, image, echo)
+            .await
+            .map_err(|e| Failure::msg(format!("{service}: {e}; nothing was deployed")))?;
+        let _ = tx.send(Progress::StepDone {
+            service: service.to_owned(),
+            step: "build".to_owned(),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        });
+        Ok(id)
     }
 
     fn is_stored(&self, frozen: &Frozen) -> bool {

@@ -164,6 +164,7 @@ impl Controller {
             secret_versions,
             artifact_digest: frozen.artifact_digest,
             code: frozen.code,
+            image_id: frozen.image_id,
         };
         let digest = stored.digest();
         if let Some(strategy) = strategy {
@@ -209,7 +210,9 @@ impl Controller {
             Some(_) if force => "forced deploy",
             Some(current) => match serde_json::from_str::<secrets::StoredConfig>(&current.config) {
                 Ok(old)
-                    if old.code == stored.code && old.artifact_digest == stored.artifact_digest =>
+                    if old.code == stored.code
+                        && old.artifact_digest == stored.artifact_digest
+                        && old.image_id == stored.image_id =>
                 {
                     "config changed"
                 }

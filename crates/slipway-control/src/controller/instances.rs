@@ -105,9 +105,18 @@ impl Controller {
         // Secrets are added after `run` is expanded: a value in argv would be visible to
         // every local user (`ps`) and in the instance's log ("spawned pid …: argv").
         let argv = spec.run.iter().map(|a| expand(a, &env)).collect();
-        // A revision runs its frozen code (snapshot or stored artifact), never the working
-        // tree.
-        let (workdir, argv) = self.layout(app, stored, argv).await?;
+        let container = match &spec.image {
+            Some(image) => {
+                Some(self.container_config(app, service, revision, image, stored, &env)?)
+            }
+            None => None,
+        };
+        // A revision runs its frozen code (snapshot, stored artifact or image), never the
+        // working tree.
+        let (workdir, argv) = match container {
+            Some(_) => (spec.workdir.clone(), argv),
+            None => self.layout(app, stored, argv).await?,
+        };
         for (name, value) in self.secret_env(app, &stored.secret_versions)? {
             env.push((name, value.as_str().to_owned()));
         }
@@ -131,15 +140,22 @@ impl Controller {
             grace: spec.shutdown.grace,
             limits: config_limits,
             restart_backoff: (Duration::from_millis(200), Duration::from_secs(30)),
+            container,
         };
         // Counted as running for `prune_logs` from before its log file exists until it is
         // in `live`.
         let _starting = Starting::new(&self.starting, &id);
-        let instance = self
-            .driver
+        let driver = if spec.is_container() {
+            &self.containers
+        } else {
+            &self.driver
+        };
+        let instance = driver
             .start(config)
             .await
             .map_err(|e| Failure::msg(format!("{service}: {e}")))?;
+        // An adopted container keeps the id and port it had.
+        let (id, port) = (instance.id().to_owned(), instance.port());
         let backend = Backend::new(SocketAddr::from(([127, 0, 0, 1], port)), id.clone());
         let live = LiveInstance {
             instance: instance.clone(),
@@ -169,10 +185,16 @@ impl Controller {
             Some(service),
             Some(revision),
             EventKind::InstanceStarted,
-            format!(
-                "instance {id} started (pid {}, port {port})",
-                instance.pid().unwrap_or(0)
-            ),
+            match instance.container() {
+                Some(container) => format!(
+                    "instance {id} started (container {}, port {port})",
+                    &container[..container.len().min(12)]
+                ),
+                None => format!(
+                    "instance {id} started (pid {}, port {port})",
+                    instance.pid().unwrap_or(0)
+                ),
+            },
         );
         // Mirror the instance's health into the router and the event log.
         let this = self.clone();
@@ -320,6 +342,44 @@ impl Controller {
                 &message,
             );
         }
+    }
+
+    /// What a container instance of a revision runs: the revision's image (by the id
+    /// recorded at deploy time), its command with `$PORT` and the env expanded, and the
+    /// labels that name it.
+    fn container_config(
+        &self,
+        key: &str,
+        service: &str,
+        revision: u64,
+        image: &str,
+        stored: &secrets::StoredConfig,
+        env: &[(String, String)],
+    ) -> Result<slipway_runtime::ContainerConfig, Failure> {
+        let Some(image_id) = &stored.image_id else {
+            return Err(Failure::msg(format!(
+                "revision {revision} of {service} names image `{image}` but recorded no image id; deploy it again"
+            )));
+        };
+        let (app, environment) = slipway_state::split_app_key(key);
+        let labels = [
+            ("slipway.app", app),
+            ("slipway.environment", environment),
+            ("slipway.service", service),
+            ("slipway.revision", &revision.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        Ok(slipway_runtime::ContainerConfig {
+            image: image_id.clone(),
+            command: stored
+                .spec
+                .command
+                .as_ref()
+                .map(|c| c.iter().map(|a| expand(a, env)).collect()),
+            labels,
+        })
     }
 
     pub(super) fn record_instance(

@@ -10,6 +10,7 @@ impl Controller {
     /// Converges after a (re)start: kills instances a crashed server left behind, marks
     /// deploys it interrupted as failed, and starts every revision that carries traffic.
     pub async fn recover(self: &Arc<Self>) -> Result<()> {
+        let adoptable = self.recover_containers().await;
         for row in self.store.instances()? {
             if self.driver.remove_orphan(row.pid, row.start_ticks) {
                 self.event(
@@ -41,9 +42,12 @@ impl Controller {
             for service in self.store.services(&app.name)? {
                 for t in self.store.traffic(&app.name, &service)? {
                     let this = self.clone();
+                    let left = (app.name.clone(), service.clone(), t.revision);
+                    let at_least = adoptable.get(&left).copied().unwrap_or(0);
                     let (app, service) = (app.name.clone(), service.clone());
                     self.spawn(async move {
-                        this.keep_revision_running(&app, &service, t.revision).await;
+                        this.keep_revision_running(&app, &service, t.revision, at_least)
+                            .await;
                     });
                 }
             }
@@ -53,13 +57,64 @@ impl Controller {
         Ok(())
     }
 
-    /// Starts a serving revision's instances after a restart, retrying with backoff
-    /// while it still carries traffic and still has none running.
+    /// Sorts the containers a previous server of this data directory left: those of a
+    /// revision that still carries traffic (in an app that is not down) are kept for the
+    /// driver to adopt when the revision starts again, the others are removed. Returns how
+    /// many were kept per app, service and revision.
+    async fn recover_containers(&self) -> HashMap<(String, String, u64), u32> {
+        let mut kept = HashMap::new();
+        let leftovers = match self.containers.leftovers().await {
+            Ok(leftovers) => leftovers,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not list the containers a previous server left");
+                return kept;
+            }
+        };
+        for leftover in leftovers {
+            let label = |name: &str| leftover.labels.get(name).cloned().unwrap_or_default();
+            let key = slipway_state::app_key(&label("slipway.app"), &label("slipway.environment"));
+            let service = label("slipway.service");
+            let revision: u64 = label("slipway.revision").parse().unwrap_or(0);
+            let serving = self
+                .store
+                .traffic(&key, &service)
+                .map(|t| t.iter().any(|t| t.revision == revision))
+                .unwrap_or(false);
+            if leftover.running && serving && !self.is_down(&key) {
+                *kept.entry((key, service, revision)).or_insert(0) += 1;
+                self.containers.keep_for_adoption(leftover);
+                continue;
+            }
+            self.containers.remove_leftover(&leftover.container).await;
+            let why = if serving && !self.is_down(&key) {
+                "it had stopped"
+            } else {
+                "its revision no longer serves"
+            };
+            self.event(
+                &key,
+                Some(&service),
+                Some(revision),
+                EventKind::InstanceOrphanKilled,
+                format!(
+                    "removed container {} of instance {} left by a previous server: {why}",
+                    &leftover.container[..leftover.container.len().min(12)],
+                    leftover.instance
+                ),
+            );
+        }
+        kept
+    }
+
+    /// Starts a serving revision's instances after a restart (at least `at_least`: the
+    /// containers kept for adoption), retrying with backoff while it still carries
+    /// traffic and still has none running.
     pub(super) async fn keep_revision_running(
         self: &Arc<Self>,
         app: &str,
         service: &str,
         revision: u64,
+        at_least: u32,
     ) {
         let mut backoff = Duration::from_millis(500);
         loop {
@@ -78,7 +133,8 @@ impl Controller {
             let count = self
                 .revision_spec(app, service, revision)
                 .map(|s| s.scaling.min)
-                .unwrap_or(1);
+                .unwrap_or(1)
+                .max(at_least);
             if count == 0 {
                 self.publish_routes();
                 return;

@@ -49,6 +49,16 @@ impl Controller {
         let stored = self
             .stored_config(key, service, revision)
             .map_err(|f| ControlError::NotFound(f.error))?;
+        if let Some(image) = &stored.spec.image {
+            let image_id = stored.image_id.as_deref().unwrap_or("");
+            return Err(ControlError::Invalid(format!(
+                "service {service} runs as containers of image `{image}`, and `slipway run` runs commands on this machine only; use `docker run --rm -it {} …` (the revision's image) instead",
+                image_id
+                    .trim_start_matches("sha256:")
+                    .get(..12)
+                    .unwrap_or(image)
+            )));
+        }
         let mut env = process_env(key, service, revision, &stored.spec);
         let (workdir, argv) = self
             .layout(key, &stored, req.command.clone())

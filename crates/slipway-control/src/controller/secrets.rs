@@ -35,13 +35,19 @@ pub(super) struct StoredConfig {
     /// `code.rs`). Absent in revisions made before revisions held their code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+    /// The id of the image a container service's revision runs (`sha256:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
 }
 
 impl StoredConfig {
     /// The digest that decides whether a deploy creates a revision. Without secrets it is
     /// the spec's own digest, so revisions made before secrets existed keep theirs.
     pub fn digest(&self) -> String {
-        if self.secret_versions.is_empty() && self.artifact_digest.is_none() && self.code.is_none()
+        if self.secret_versions.is_empty()
+            && self.artifact_digest.is_none()
+            && self.code.is_none()
+            && self.image_id.is_none()
         {
             return self.spec.digest();
         }

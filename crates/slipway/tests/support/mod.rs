@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod django;
+pub mod docker;
 pub mod venv;
 
 use std::io::{Read, Write};
@@ -113,6 +114,8 @@ pub struct Slipway {
     server: Option<Child>,
     /// Flags given to every start of the server.
     server_args: Vec<String>,
+    /// Environment variables given to every start of the server.
+    pub server_env: Vec<(String, String)>,
 }
 
 pub fn free_port() -> u16 {
@@ -140,7 +143,20 @@ impl Slipway {
             dir,
             server: None,
             server_args: server_args.iter().map(|a| a.to_string()).collect(),
+            server_env: Vec::new(),
         };
+        s.start_server();
+        s
+    }
+
+    /// Starts a server on a fresh data dir with extra environment variables.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Slipway {
+        let mut s = Slipway::start_with(&[]);
+        s.kill9();
+        s.server_env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         s.start_server();
         s
     }
@@ -171,6 +187,7 @@ impl Slipway {
             // A test server keeps its master key in its own temporary data dir, never in a
             // file named by the environment the tests run in.
             .env_remove("SLIPWAY_MASTER_KEY_FILE")
+            .envs(self.server_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
