@@ -72,6 +72,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/apps/{app}/down", post(down))
         .route("/v1/apps/{app}/secrets", get(list_secrets))
         .route(
+            "/v1/apps/{app}/databases/{name}/connection",
+            get(database_connection),
+        )
+        .route(
             "/v1/apps/{app}/secrets/{name}",
             axum::routing::put(set_secret).delete(remove_secret),
         )
@@ -606,6 +610,29 @@ async fn list_secrets(
 }
 
 #[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/databases/{name}/connection",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("name" = String, Path, description = "the database's name in the spec"),
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "how to connect to the database: its URL, password included (never on the read-only listener)", body = dto::DatabaseConnection),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = StoreFailed)
+    )
+)]
+async fn database_connection(
+    State(s): State<ApiState>,
+    Path((app, name)): Path<(String, String)>,
+) -> ApiResult<Json<dto::DatabaseConnection>> {
+    Ok(Json(s.controller.database_connection(&app, &name).await?))
+}
+
+#[utoipa::path(
     put, path = "/v1/apps/{app}/secrets/{name}",
     params(
         ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
@@ -1072,6 +1099,7 @@ impl utoipa::Modify for AdminTokenScheme {
         rollback,
         down,
         list_secrets,
+        database_connection,
         set_secret,
         remove_secret,
         revisions,

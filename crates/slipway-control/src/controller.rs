@@ -41,6 +41,7 @@ use crate::dto::{self, Progress};
 mod artifacts;
 mod autoscaling;
 mod code;
+mod databases;
 mod deploy;
 #[cfg(test)]
 mod fake;
@@ -140,6 +141,8 @@ pub struct Controller {
     starting: Mutex<std::collections::HashSet<String>>,
     /// The secrets' master key, read on first use.
     master_key: Mutex<Option<Arc<slipway_state::MasterKey>>>,
+    /// The managed databases this server runs.
+    databases: databases::Databases,
 }
 
 /// The autoscaler of one revision and what it last saw.
@@ -300,6 +303,7 @@ impl Controller {
             ports: ports::Ports::new(),
             starting: Mutex::new(std::collections::HashSet::new()),
             master_key: Mutex::new(None),
+            databases: databases::Databases::default(),
         })
     }
 

@@ -199,6 +199,43 @@ pub struct AppStatus {
     /// it cannot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits_unavailable: Option<String>,
+    /// The app's managed databases in this environment.
+    #[serde(default)]
+    pub databases: Vec<DatabaseStatus>,
+}
+
+/// A managed database and its health.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DatabaseStatus {
+    pub name: String,
+    /// `postgres`.
+    pub engine: String,
+    /// The engine's major version its data was made with.
+    pub version: String,
+    /// `ready`, `starting` (answers but refuses connections), `down` (nothing answers on its
+    /// socket: red), or `stopped` (not started by this server: by `down`, or not used yet).
+    pub state: String,
+}
+
+/// How to connect to a managed database (the Unix-socket API only: it holds the password).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DatabaseConnection {
+    pub name: String,
+    pub engine: String,
+    pub version: String,
+    /// The URL the services get, password included.
+    pub url: String,
+    /// The engine's client on the server's host (`psql`).
+    pub client: String,
+    /// The parts of the URL: the socket's folder, the port in its name, the role, the
+    /// database and the password.
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub database: String,
+    pub password: String,
+    /// As in [`DatabaseStatus::state`].
+    pub state: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -171,6 +171,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// Reach an app's managed databases (`databases:` in slipway.yaml).
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Show the spec as it resolves for an environment.
     Config {
         #[command(subcommand)]
@@ -304,6 +309,24 @@ pub(crate) enum SecretCommand {
     },
     /// Remove a secret (revisions that use an older version keep it).
     Rm {
+        name: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DbCommand {
+    /// Print the URL the services get (password included).
+    Url {
+        /// The database's name in slipway.yaml.
+        name: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Open the engine's client (`psql`) on the database, credentials filled in.
+    Shell {
+        /// The database's name in slipway.yaml.
         name: String,
         #[command(flatten)]
         app: AppArg,

@@ -240,6 +240,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Secret { command } => secret(&client, &data, command).await,
+        Command::Db { command } => db(&client, command).await,
         Command::Config {
             command: ConfigCommand::Show { file, env },
         } => config_show(&spec_file(&file), &env.environment),
@@ -649,6 +650,40 @@ async fn resolve_app(client: &Client, arg: &AppArg) -> anyhow::Result<String> {
 }
 
 /// `slipway secret set|list|rm`; `set` and `rm` start a server when none runs.
+/// `slipway db url|shell NAME`.
+async fn db(client: &Client, command: DbCommand) -> anyhow::Result<ExitCode> {
+    let (DbCommand::Url { name, app } | DbCommand::Shell { name, app }) = &command;
+    check_name("database", name)?;
+    let key = resolve_app(client, app).await?;
+    let connection: dto::DatabaseConnection = client
+        .get(&format!("/v1/apps/{key}/databases/{name}/connection"))
+        .await?;
+    match command {
+        DbCommand::Url { .. } => {
+            println!("{}", connection.url);
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Shell { .. } => {
+            use std::os::unix::process::CommandExt;
+            if connection.state != "ready" {
+                eprintln!(
+                    "warning: database {name} is {} (`slipway status` shows it); psql may not connect",
+                    connection.state
+                );
+            }
+            // The URL goes through the environment, not argv, where `ps` would show the password.
+            let error = std::process::Command::new(&connection.client)
+                .env("PGHOST", &connection.host)
+                .env("PGPORT", connection.port.to_string())
+                .env("PGUSER", &connection.user)
+                .env("PGDATABASE", &connection.database)
+                .env("PGPASSWORD", &connection.password)
+                .exec();
+            bail!("cannot run {}: {error}", connection.client)
+        }
+    }
+}
+
 async fn secret(client: &Client, data: &Path, command: SecretCommand) -> anyhow::Result<ExitCode> {
     if let SecretCommand::Set { name, .. } | SecretCommand::Rm { name, .. } = &command {
         let mut chars = name.chars();

@@ -172,6 +172,7 @@ impl Controller {
             router: self.config.router_addr.to_string(),
             services,
             limits_unavailable: self.driver.limits_unavailable(),
+            databases: self.database_status(app),
         })
     }
 

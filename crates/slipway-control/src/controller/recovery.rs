@@ -50,6 +50,7 @@ impl Controller {
         }
         self.publish_routes();
         self.recover_rollouts();
+        self.start_database_probes();
         Ok(())
     }
 

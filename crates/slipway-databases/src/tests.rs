@@ -1,0 +1,169 @@
+//! Against the host's real PostgreSQL (as the tests run everything they can).
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use super::*;
+
+/// A temporary folder the database user can enter.
+fn open_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    dir
+}
+
+/// Runs SQL through the app's URL, as the app would connect (password, Unix socket).
+fn app_sql(pg: &Postgres, url: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new(pg.tool("psql"))
+        .args([
+            url,
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn a_cluster_is_made_started_adopted_stopped_and_started_again_with_its_data() {
+    let tmp = open_tempdir();
+    let dir = tmp.path().join("db");
+    let user = OsUser::for_databases().unwrap();
+    let pg = Postgres::open(&dir, "db", Some("15"), user.clone()).unwrap();
+    let password = generate_password().unwrap();
+    assert_eq!(pg.ensure(&password).unwrap(), Started::Created);
+    assert_eq!(pg.health(), Health::Ready);
+    assert_eq!(
+        fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert!(owned_by(&dir, user.uid));
+    let url = pg.url(&password);
+    app_sql(
+        &pg,
+        &url,
+        "CREATE TABLE t (n int); INSERT INTO t VALUES (1), (2);",
+    )
+    .unwrap();
+
+    // A wrong password is refused: the socket alone is not a way in.
+    let wrong = pg.url("not-the-password");
+    let refused = app_sql(&pg, &wrong, "SELECT 1").unwrap_err();
+    assert!(
+        refused.contains("password authentication failed"),
+        "{refused}"
+    );
+
+    // Running: adopted, not started twice.
+    assert_eq!(pg.ensure(&password).unwrap(), Started::Adopted);
+    assert!(pg.stop().unwrap());
+    assert_eq!(pg.health(), Health::Down);
+    assert!(
+        !pg.stop().unwrap(),
+        "stopping a stopped database is a no-op"
+    );
+    let again = Postgres::open(&dir, "db", None, user).unwrap();
+    assert_eq!(again.meta().version, "15");
+    assert_eq!(again.ensure(&password).unwrap(), Started::Started);
+    assert_eq!(
+        app_sql(&again, &url, "SELECT count(*) FROM t").unwrap(),
+        "2"
+    );
+    again.stop().unwrap();
+}
+
+#[test]
+fn a_major_version_change_and_a_missing_version_are_refused_with_what_to_do() {
+    let tmp = open_tempdir();
+    let dir = tmp.path().join("db");
+    let user = OsUser::for_databases().unwrap();
+    let missing = Postgres::open(&dir, "db", Some("99"), user.clone()).unwrap_err();
+    assert!(
+        missing
+            .to_string()
+            .contains("PostgreSQL 99 is not installed"),
+        "{missing}"
+    );
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("database.json"),
+        r#"{"engine":"postgres","version":"14","name":"db"}"#,
+    )
+    .unwrap();
+    let refused = Postgres::open(&dir, "db", Some("15"), user).unwrap_err();
+    let text = refused.to_string();
+    assert!(text.contains("holds PostgreSQL 14 data"), "{text}");
+    assert!(text.contains("hint: keep `version: \"14\"`"), "{text}");
+}
+
+#[test]
+fn a_folder_the_database_user_cannot_enter_is_named_with_the_fix() {
+    let user = OsUser::for_databases().unwrap();
+    if user.uid == 0 || user.uid == rustix::process::geteuid().as_raw() {
+        // Only a server running as root hands databases to another user.
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = tmp.path().join("db");
+    let pg = Postgres::open(&dir, "db", Some("15"), user).unwrap();
+    let error = pg.ensure("x").unwrap_err().to_string();
+    assert!(error.contains("cannot enter"), "{error}");
+    assert!(error.contains("chmod o+x"), "{error}");
+}
+
+#[test]
+fn urls_carry_the_socket_folder_encoded_and_passwd_lines_parse() {
+    assert_eq!(encode_path(Path::new("/a b/s")), "/a%20b/s");
+    assert_eq!(
+        user::parse_line(
+            "postgres:x:104:110:PostgreSQL administrator,,,:/var/lib/postgresql:/bin/bash"
+        ),
+        Some(OsUser {
+            name: "postgres".into(),
+            uid: 104,
+            gid: 110
+        })
+    );
+    assert_eq!(user::parse_line("broken"), None);
+    let password = generate_password().unwrap();
+    assert_eq!(password.len(), 48);
+    assert!(password.chars().all(|c| c.is_ascii_hexdigit()));
+}
+
+#[test]
+fn passage_through_a_private_folder_is_granted_by_an_acl_and_the_mode_stays() {
+    let user = OsUser::for_databases().unwrap();
+    if user.uid == rustix::process::geteuid().as_raw() {
+        return;
+    }
+    let tmp = open_tempdir();
+    let private = tmp.path().join("private");
+    fs::create_dir(&private).unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    let inner = private.join("db");
+    fs::create_dir(&inner).unwrap();
+    fs::set_permissions(&inner, fs::Permissions::from_mode(0o700)).unwrap();
+    user.own(&inner).unwrap();
+    let refused = user.check_reaches(&inner).unwrap_err().to_string();
+    assert!(
+        refused.contains(&format!("cannot enter {}", private.display())),
+        "{refused}"
+    );
+    user.grant_passage(&private).unwrap();
+    user.check_reaches(&inner).unwrap();
+    // Owner and others keep what they had; only the named user may pass (not list).
+    let mode = fs::metadata(&private).unwrap().permissions().mode() & 0o707;
+    assert_eq!(mode, 0o700);
+}

@@ -1,0 +1,316 @@
+//! Managed databases: a real Django site under gunicorn with `uses: [db]` against the PostgreSQL
+//! Slipway runs for it (the host's PostgreSQL 15, on a Unix socket, as the `postgres` user when
+//! the tests run as root): migrations as the release command, rows read and written, a
+//! blue-green deploy under writes without a failed request, one database per environment, a
+//! `kill -9` of the server that the database survives (and is adopted after), `down` and `up`.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const PRODUCTION: &str = "web.production.notes.localhost";
+const STAGING: &str = "web.staging.notes.localhost";
+
+/// The Django site copied to `<tmp>/notes`, its spec using a managed PostgreSQL, with a
+/// staging and a production environment; the secret is set in both.
+fn django_pg_app(s: &Slipway) -> PathBuf {
+    let venv = path_str(&django::venv());
+    // The database runs as another user (PostgreSQL refuses root), who must pass through
+    // the test's private temporary folder to reach the data directory.
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let dir = s.dir.path().join("notes");
+    django::copy_to(&dir);
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        format!(
+            r#"app: notes
+databases:
+  db: {{ engine: postgres, version: "15" }}
+services:
+  web:
+    run: ["{venv}/bin/gunicorn", "mysite.wsgi", "--bind", "127.0.0.1:$PORT", "--no-control-socket", "--workers", "2"]
+    release: ["{venv}/bin/python", "manage.py", "migrate", "--noinput"]
+    uses: [db]
+    secrets: [DJANGO_SECRET_KEY]
+    health:
+      ready: {{ http: /ready, interval: 100ms }}
+      startup_timeout: 30s
+    shutdown: {{ grace: 5s }}
+    deploy: {{ keep_previous: 2s }}
+environments:
+  staging: {{}}
+  production: {{}}
+"#
+        ),
+    )
+    .unwrap();
+    for env in ["staging", "production"] {
+        let out = s.cli_with_stdin(
+            &[
+                "secret",
+                "set",
+                "DJANGO_SECRET_KEY",
+                "--app",
+                "notes",
+                "--env",
+                env,
+            ],
+            "not-so-secret-test-key-0123456789abcdef",
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    dir
+}
+
+/// `SELECT count(*) FROM notes_note` through the URL `slipway db url` prints.
+fn count_rows(s: &Slipway, env: &str) -> u64 {
+    let url = s.ok(&["db", "url", "db", "--app", "notes", "--env", env]);
+    let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args([url.trim(), "-X", "-q", "-A", "-t", "-c"])
+        .arg("SELECT count(*) FROM notes_note")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// The postmaster's pid, from the first line of `postmaster.pid`.
+fn postmaster_pid(s: &Slipway, env: &str) -> u32 {
+    let file = s
+        .data
+        .join(format!("databases/notes/{env}/db/data/postmaster.pid"));
+    let text = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+    text.lines().next().unwrap().trim().parse().unwrap()
+}
+
+/// Writes notes from one thread until stopped: counts the 201 answers (committed rows) and
+/// keeps the other answers.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    committed: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Writer {
+    fn start(s: &Slipway, host: &'static str) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let committed = Arc::new(AtomicU64::new(0));
+        let router = s.router;
+        let thread = {
+            let (stop, committed) = (stop.clone(), committed.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                let mut failures = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    n += 1;
+                    match http_request(router, "POST", host, "/notes", &format!("note {n}")) {
+                        Ok((201, _)) => {
+                            committed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        other => failures.push(format!("{other:?}")),
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                failures
+            })
+        };
+        Writer {
+            stop,
+            committed,
+            thread,
+        }
+    }
+
+    fn committed(&self) -> u64 {
+        self.committed.load(Ordering::SeqCst)
+    }
+
+    /// Stops writing; returns (committed, failures).
+    fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self.thread.join().unwrap();
+        (self.committed.load(Ordering::SeqCst), failures)
+    }
+}
+
+fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn events(s: &Slipway, env: &str) -> String {
+    s.ok(&["events", "--app", "notes", "--env", env])
+}
+
+#[test]
+fn django_on_a_managed_postgres_migrates_serves_switches_without_failures_and_keeps_environments_apart()
+ {
+    let s = Slipway::start();
+    let dir = django_pg_app(&s);
+    let spec = path_str(&dir);
+
+    for env in ["production", "staging"] {
+        let out = s.ok(&["up", &spec, "--detach", "--env", env]);
+        assert!(
+            out.contains("Applying notes.0001_initial... OK"),
+            "the migration ran against the new database: {out}"
+        );
+        assert!(
+            !out.contains("postgresql://"),
+            "the URL (with its password) is masked in the release output: {out}"
+        );
+    }
+    s.wait_body(PRODUCTION, "/", "v1 0", Duration::from_secs(20));
+    for i in 0..3 {
+        let (code, body) =
+            http_request(s.router, "POST", PRODUCTION, "/notes", &format!("n{i}")).unwrap();
+        assert_eq!((code, body), (201, (i + 1).to_string()));
+    }
+    // Staging has a database of its own: it sees none of production's rows.
+    s.wait_body(STAGING, "/", "v1 0", Duration::from_secs(20));
+    let (code, _) = http_request(s.router, "POST", STAGING, "/notes", "staging").unwrap();
+    assert_eq!(code, 201);
+    assert_eq!(count_rows(&s, "production"), 3);
+    assert_eq!(count_rows(&s, "staging"), 1);
+
+    // Staging's credentials do not open production's database, even on its socket.
+    let staging_url = s.ok(&["db", "url", "db", "--app", "notes", "--env", "staging"]);
+    let production_url = s.ok(&["db", "url", "db", "--app", "notes", "--env", "production"]);
+    assert_ne!(staging_url, production_url);
+    let production_socket = s.data.join("databases/notes/production/db/socket");
+    let crossed = staging_url.trim().replace(
+        &path_str(&s.data.join("databases/notes/staging/db/socket")),
+        &path_str(&production_socket),
+    );
+    let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args([crossed.as_str(), "-X", "-c", "SELECT 1"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "staging's password opened production's database"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("password authentication failed"),
+        "{out:?}"
+    );
+
+    // `db shell` is psql with the credentials filled in.
+    let out = s.cli_with_stdin(
+        &["db", "shell", "db", "--app", "notes", "--env", "production"],
+        "SELECT 'rows=' || count(*) FROM notes_note;\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("rows=3"),
+        "{out:?}"
+    );
+
+    // `status` shows the database and its health.
+    let status = s.ok(&["status", "--app", "notes", "--env", "production"]);
+    assert!(status.contains("DATABASE"), "{status}");
+    assert!(
+        status.contains("postgres") && status.contains("ready"),
+        "{status}"
+    );
+
+    // A blue-green deploy while the app writes: no failed request, the database untouched.
+    let before = postmaster_pid(&s, "production");
+    let writer = Writer::start(&s, PRODUCTION);
+    wait_for("the first writes", Duration::from_secs(10), || {
+        writer.committed() >= 5
+    });
+    std::fs::write(dir.join("version.txt"), "v2\n").unwrap();
+    s.ok(&["deploy", "-f", &spec, "--env", "production"]);
+    s.wait_body(PRODUCTION, "/", "v2 ", Duration::from_secs(20));
+    let at_switch = writer.committed();
+    wait_for("writes to v2", Duration::from_secs(10), || {
+        writer.committed() >= at_switch + 5
+    });
+    let (committed, failures) = writer.finish();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert_eq!(count_rows(&s, "production"), 3 + committed);
+    assert_eq!(
+        postmaster_pid(&s, "production"),
+        before,
+        "a deploy never restarts the database"
+    );
+    let events = events(&s, "production");
+    assert!(events.contains("database.created"), "{events}");
+}
+
+#[test]
+fn the_database_survives_a_kill_9_of_the_server_loses_no_committed_row_and_keeps_its_data_across_down_and_up()
+ {
+    let mut s = Slipway::start();
+    let dir = django_pg_app(&s);
+    let spec = path_str(&dir);
+    s.ok(&["up", &spec, "--detach", "--env", "production"]);
+    s.wait_body(PRODUCTION, "/", "v1 0", Duration::from_secs(20));
+    let postmaster = postmaster_pid(&s, "production");
+
+    // Kill the server while the app writes: the requests in flight fail, the rows whose
+    // 201 came back must all be there.
+    let writer = Writer::start(&s, PRODUCTION);
+    wait_for("writes", Duration::from_secs(10), || {
+        writer.committed() >= 20
+    });
+    s.kill9();
+    let (committed, _failures) = writer.finish();
+    assert!(
+        Path::new(&format!("/proc/{postmaster}")).exists(),
+        "the database was killed with the server"
+    );
+    s.start_server();
+    s.wait_body(PRODUCTION, "/", "v1 ", Duration::from_secs(30));
+    let rows = count_rows(&s, "production");
+    assert!(
+        rows >= committed,
+        "{committed} rows were committed (201) but {rows} are in the database"
+    );
+    assert_eq!(
+        postmaster_pid(&s, "production"),
+        postmaster,
+        "the running database is adopted, not restarted"
+    );
+    let log = events(&s, "production");
+    assert!(log.contains("database.adopted"), "{log}");
+    let (code, body) = http_request(s.router, "POST", PRODUCTION, "/notes", "after").unwrap();
+    assert_eq!(
+        (code, body),
+        (201, (rows + 1).to_string()),
+        "it serves again"
+    );
+
+    // `down` stops the app, then its database (cleanly); `up` brings both back, data kept.
+    s.ok(&["down", "--app", "notes", "--env", "production"]);
+    wait_for("the database to stop", Duration::from_secs(20), || {
+        !Path::new(&format!("/proc/{postmaster}")).exists()
+    });
+    let status = s.ok(&["status", "--app", "notes", "--env", "production"]);
+    assert!(status.contains("stopped"), "{status}");
+    s.ok(&["up", &spec, "--detach", "--env", "production"]);
+    s.wait_body(
+        PRODUCTION,
+        "/",
+        &format!("v1 {}", rows + 1),
+        Duration::from_secs(30),
+    );
+    let log = events(&s, "production");
+    assert!(
+        log.contains("database.stopped") && log.contains("database.started"),
+        "{log}"
+    );
+}
