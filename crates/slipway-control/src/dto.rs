@@ -208,7 +208,7 @@ pub struct AppStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DatabaseStatus {
     pub name: String,
-    /// `postgres`.
+    /// `postgres` or `redis`.
     pub engine: String,
     /// The engine's major version its data was made with.
     pub version: String,
@@ -225,10 +225,11 @@ pub struct DatabaseConnection {
     pub version: String,
     /// The URL the services get, password included.
     pub url: String,
-    /// The engine's client on the server's host (`psql`).
+    /// The engine's client on the server's host (`psql`, `redis-cli`).
     pub client: String,
-    /// The parts of the URL: the socket's folder, the port in its name, the role, the
-    /// database and the password.
+    /// The parts of the URL: the socket's folder (PostgreSQL) or the socket (Redis), the
+    /// port in the socket's name (PostgreSQL; 0 for Redis), the role, the database and the
+    /// password.
     pub host: String,
     pub port: u16,
     pub user: String,

@@ -1,5 +1,6 @@
 //! Managed databases: a PostgreSQL cluster per app environment and database name, run from
 //! the host's own PostgreSQL binaries (Debian's `/usr/lib/postgresql/<major>/bin`).
+//! Redis, the same way from the host's `redis-server`, is in [`redis`]; [`Database`] is either.
 //!
 //! Layout of one database, under `<data_dir>/databases/<app>/<environment>/<name>/` (the folder
 //! belongs to the database's operating-system user, mode 0700, so only that user and root reach
@@ -24,6 +25,7 @@
 //! Every call here blocks (it runs the PostgreSQL tools to completion): call it from a
 //! blocking thread.
 
+pub mod redis;
 mod user;
 
 use std::fs;
@@ -35,13 +37,14 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
+pub use redis::{Redis, Reply};
 pub use user::OsUser;
 
 /// The port number in the socket's file name (`.s.PGSQL.5432`); nothing listens on TCP.
 pub const PG_PORT: u16 = 5432;
 
 /// The longest socket path the kernel takes (`sun_path` is 108 bytes, NUL included).
-const MAX_SOCKET_PATH: usize = 107;
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
 
 /// Why a database operation failed; the message says what, where, and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +79,103 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 pub enum Engine {
     /// PostgreSQL, from the host's packages.
     Postgres,
+    /// Redis, from the host's packages.
+    Redis,
+}
+
+impl Engine {
+    /// `postgres` or `redis`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Postgres => "postgres",
+            Engine::Redis => "redis",
+        }
+    }
+}
+
+/// A managed database of either engine.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// A PostgreSQL cluster.
+    Postgres(Postgres),
+    /// A Redis server.
+    Redis(Redis),
+}
+
+impl Database {
+    /// Opens the database of `engine` in `dir` (see [`Postgres::open`], [`Redis::open`]).
+    pub fn open(
+        engine: Engine,
+        dir: &Path,
+        name: &str,
+        version: Option<&str>,
+        user: OsUser,
+    ) -> Result<Database> {
+        if let Some(meta) = read_meta(dir)?
+            && meta.engine != engine
+        {
+            return Err(Error::Setup(format!(
+                "database {name} holds {} data (in {}), and the spec says `engine: {}`; Slipway does not convert data between engines\n  hint: keep `engine: {}`, or give the new database another name",
+                meta.engine.as_str(),
+                dir.display(),
+                engine.as_str(),
+                meta.engine.as_str()
+            )));
+        }
+        Ok(match engine {
+            Engine::Postgres => Database::Postgres(Postgres::open(dir, name, version, user)?),
+            Engine::Redis => Database::Redis(Redis::open(dir, name, version, user)?),
+        })
+    }
+
+    /// What it is.
+    pub fn meta(&self) -> &Meta {
+        match self {
+            Database::Postgres(p) => p.meta(),
+            Database::Redis(r) => r.meta(),
+        }
+    }
+
+    /// Makes, starts or adopts it (see [`Postgres::ensure`], [`Redis::ensure`]).
+    pub fn ensure(&self, password: &str) -> Result<Started> {
+        match self {
+            Database::Postgres(p) => p.ensure(password),
+            Database::Redis(r) => r.ensure(password),
+        }
+    }
+
+    /// A protocol-level probe.
+    pub fn health(&self) -> Health {
+        match self {
+            Database::Postgres(p) => p.health(),
+            Database::Redis(r) => r.health(),
+        }
+    }
+
+    /// Stops it; returns whether it was running.
+    pub fn stop(&self) -> Result<bool> {
+        match self {
+            Database::Postgres(p) => p.stop(),
+            Database::Redis(r) => r.stop(),
+        }
+    }
+
+    /// The URL the app gets.
+    pub fn url(&self, password: &str) -> String {
+        match self {
+            Database::Postgres(p) => p.url(password),
+            Database::Redis(r) => r.url(password),
+        }
+    }
+
+    /// The engine's client (`psql`, `redis-cli`) and where it connects: the socket's folder
+    /// (PostgreSQL) or the socket (Redis).
+    pub fn client(&self) -> (PathBuf, PathBuf) {
+        match self {
+            Database::Postgres(p) => (p.tool("psql"), p.socket_dir()),
+            Database::Redis(r) => (PathBuf::from("/usr/bin/redis-cli"), r.socket()),
+        }
+    }
 }
 
 /// What a database folder holds, written once when it is made.
@@ -514,7 +614,7 @@ SELECT format('CREATE DATABASE %I OWNER %I', :'name', :'name') WHERE NOT EXISTS 
 }
 
 /// The last `n` lines of a file, joined with ` / ` (empty if it cannot be read).
-fn last_lines(path: &Path, n: usize) -> String {
+pub(crate) fn last_lines(path: &Path, n: usize) -> String {
     let mut text = String::new();
     if let Ok(mut file) = fs::File::open(path) {
         let _ = file.read_to_string(&mut text);
@@ -524,7 +624,7 @@ fn last_lines(path: &Path, n: usize) -> String {
 }
 
 /// Percent-encodes a path for a URL's query, keeping `/` and unreserved characters.
-fn encode_path(path: &Path) -> String {
+pub(crate) fn encode_path(path: &Path) -> String {
     let mut out = String::new();
     for byte in path.as_os_str().as_encoded_bytes() {
         match byte {

@@ -167,3 +167,61 @@ fn passage_through_a_private_folder_is_granted_by_an_acl_and_the_mode_stays() {
     let mode = fs::metadata(&private).unwrap().permissions().mode() & 0o707;
     assert_eq!(mode, 0o700);
 }
+
+#[test]
+fn a_redis_is_made_answers_only_with_its_password_survives_a_restart_and_is_adopted() {
+    let tmp = open_tempdir();
+    let dir = tmp.path().join("cache");
+    let user = OsUser::for_databases().unwrap();
+    let redis = Redis::open(&dir, "cache", None, user.clone()).unwrap();
+    let password = generate_password().unwrap();
+    assert_eq!(redis.ensure(&password).unwrap(), Started::Created);
+    assert_eq!(redis.health(), Health::Ready);
+    assert!(redis.url(&password).starts_with("unix://:"));
+    redis
+        .command(&password, &[b"SET".as_slice(), b"k", b"v"])
+        .unwrap();
+    let refused = redis
+        .command("wrong", &[b"GET".as_slice(), b"k"])
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("WRONGPASS"), "{refused}");
+    assert_eq!(redis.ensure(&password).unwrap(), Started::Adopted);
+    assert!(redis.stop().unwrap());
+    assert_eq!(redis.health(), Health::Down);
+    assert_eq!(redis.ensure(&password).unwrap(), Started::Started);
+    assert_eq!(
+        redis
+            .command(&password, &[b"GET".as_slice(), b"k"])
+            .unwrap(),
+        Reply::Bulk(Some(b"v".to_vec())),
+        "the append-only file kept the write"
+    );
+    // An engine change is refused, not converted.
+    let error = Database::open(Engine::Postgres, &dir, "cache", None, user)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("holds redis data"), "{error}");
+    redis.stop().unwrap();
+}
+
+#[test]
+fn resp_replies_parse() {
+    let mut input: &[u8] = b"+OK\r\n-ERR no\r\n:42\r\n$3\r\nabc\r\n$-1\r\n*2\r\n:1\r\n$1\r\nx\r\n";
+    let mut replies = Vec::new();
+    for _ in 0..6 {
+        replies.push(redis::read_reply(&mut input).unwrap());
+    }
+    assert_eq!(
+        replies,
+        vec![
+            Reply::Simple("OK".into()),
+            Reply::Error("ERR no".into()),
+            Reply::Integer(42),
+            Reply::Bulk(Some(b"abc".to_vec())),
+            Reply::Bulk(None),
+            Reply::Array(vec![Reply::Integer(1), Reply::Bulk(Some(b"x".to_vec()))]),
+        ]
+    );
+    assert!(redis::read_reply(&mut input).is_err());
+}

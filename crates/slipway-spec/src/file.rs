@@ -66,14 +66,14 @@ pub(crate) struct SpecFile {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DatabaseFile {
-    /// The engine: `postgres` (the host's PostgreSQL).
+    /// The engine: `postgres` (the host's PostgreSQL) or `redis` (the host's Redis).
     pub engine: EngineFile,
     /// The engine's major version, e.g. `"15"`; it must be installed on the server's host. An
     /// existing database keeps the version it was made with: a different one is refused.
     /// Default: the version it was made with, else the newest installed.
     pub version: Option<VersionText>,
     /// The environment variable that carries its URL to the services that use it.
-    /// Default: `DATABASE_URL`.
+    /// Default: `DATABASE_URL` for PostgreSQL, `REDIS_URL` for Redis.
     #[schemars(regex(pattern = ENV_NAME_PATTERN))]
     pub env: Option<String>,
 }
@@ -84,6 +84,8 @@ pub(crate) struct DatabaseFile {
 pub(crate) enum EngineFile {
     /// PostgreSQL, from the host's packages, on a Unix socket.
     Postgres,
+    /// Redis, from the host's packages, on a Unix socket, with a password.
+    Redis,
 }
 
 /// A major version: `"15"` or `15`.

@@ -59,13 +59,16 @@ pub struct DatabaseSpec {
 pub enum Engine {
     /// PostgreSQL.
     Postgres,
+    /// Redis.
+    Redis,
 }
 
 impl Engine {
-    /// `postgres`.
+    /// `postgres` or `redis`.
     pub fn as_str(self) -> &'static str {
         match self {
             Engine::Postgres => "postgres",
+            Engine::Redis => "redis",
         }
     }
 
@@ -73,6 +76,7 @@ impl Engine {
     pub fn default_env(self) -> &'static str {
         match self {
             Engine::Postgres => "DATABASE_URL",
+            Engine::Redis => "REDIS_URL",
         }
     }
 }

@@ -87,6 +87,7 @@ pub(crate) fn resolve(
 fn database(db: DatabaseFile) -> DatabaseSpec {
     let engine = match db.engine {
         EngineFile::Postgres => Engine::Postgres,
+        EngineFile::Redis => Engine::Redis,
     };
     DatabaseSpec {
         engine,

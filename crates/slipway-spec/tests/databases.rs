@@ -47,6 +47,17 @@ fn used_databases_resolve_with_their_variable_and_version() {
 }
 
 #[test]
+fn redis_goes_in_redis_url_beside_postgres_in_database_url() {
+    let spec = valid(
+        "app: a\ndatabases: { db: { engine: postgres }, cache: { engine: redis } }\nservices: { web: { run: [x], uses: [db, cache] } }\n",
+    );
+    let uses = &spec.services["web"].uses;
+    assert_eq!(uses[1].database.engine, Engine::Redis);
+    assert_eq!(uses[1].database.env, "REDIS_URL");
+    assert_eq!(uses[0].database.env, "DATABASE_URL");
+}
+
+#[test]
 fn a_service_without_uses_keeps_its_digest() {
     let with_db =
         valid("app: a\ndatabases: { db: { engine: postgres } }\nservices: { web: { run: [x] } }\n");

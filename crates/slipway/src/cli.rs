@@ -324,7 +324,7 @@ pub(crate) enum DbCommand {
         #[command(flatten)]
         app: AppArg,
     },
-    /// Open the engine's client (`psql`) on the database, credentials filled in.
+    /// Open the engine's client (`psql`, `redis-cli`) on the database, credentials filled in.
     Shell {
         /// The database's name in slipway.yaml.
         name: String,

@@ -672,13 +672,20 @@ async fn db(client: &Client, command: DbCommand) -> anyhow::Result<ExitCode> {
                 );
             }
             // The URL goes through the environment, not argv, where `ps` would show the password.
-            let error = std::process::Command::new(&connection.client)
-                .env("PGHOST", &connection.host)
-                .env("PGPORT", connection.port.to_string())
-                .env("PGUSER", &connection.user)
-                .env("PGDATABASE", &connection.database)
-                .env("PGPASSWORD", &connection.password)
-                .exec();
+            let mut client = std::process::Command::new(&connection.client);
+            if connection.engine == "redis" {
+                client
+                    .args(["-s", &connection.host])
+                    .env("REDISCLI_AUTH", &connection.password);
+            } else {
+                client
+                    .env("PGHOST", &connection.host)
+                    .env("PGPORT", connection.port.to_string())
+                    .env("PGUSER", &connection.user)
+                    .env("PGDATABASE", &connection.database)
+                    .env("PGPASSWORD", &connection.password);
+            }
+            let error = client.exec();
             bail!("cannot run {}: {error}", connection.client)
         }
     }

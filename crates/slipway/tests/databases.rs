@@ -314,3 +314,131 @@ fn the_database_survives_a_kill_9_of_the_server_loses_no_committed_row_and_keeps
         "{log}"
     );
 }
+
+/// A stdlib Python app that counts hits in the Redis of REDIS_URL (`unix://:pw@/socket?db=0`),
+/// speaking RESP itself.
+const COUNTER_APP: &str = r#"
+import os, socket
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit, unquote
+
+url = urlsplit(os.environ["REDIS_URL"])
+PATH, PASSWORD = unquote(url.path), unquote(url.password or "")
+
+def redis(*args):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(PATH)
+    out = b""
+    for cmd in (("AUTH", PASSWORD), args):
+        out += b"*%d\r\n" % len(cmd) + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in cmd)
+    s.sendall(out)
+    f = s.makefile("rb")
+    replies = []
+    for _ in range(2):
+        line = f.readline().rstrip(b"\r\n")
+        if line[:1] == b"$":
+            n = int(line[1:])
+            replies.append(None if n < 0 else f.read(n + 2)[:-2].decode())
+        else:
+            replies.append(line[1:].decode())
+    s.close()
+    return replies[1]
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/incr":
+            body = redis("INCR", "hits")
+        elif self.path == "/ready":
+            body = redis("PING")
+        else:
+            body = redis("GET", "hits") or "0"
+        data = str(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, *a):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+const COUNTER: &str = "web.counter.localhost";
+
+fn redis_pid(s: &Slipway) -> u32 {
+    let file = s.data.join("databases/counter/development/cache/redis.pid");
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn hits(s: &Slipway, path: &str) -> String {
+    let (code, body) = http_get(s.router, COUNTER, path).unwrap();
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+#[test]
+fn a_managed_redis_is_linked_by_redis_url_survives_a_kill_9_and_keeps_its_keys_across_down_and_up()
+{
+    let mut s = Slipway::start();
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let dir = s.dir.path().join("counter");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.py"), COUNTER_APP).unwrap();
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        r#"app: counter
+databases:
+  cache: { engine: redis }
+services:
+  web:
+    run: ["python3", "app.py"]
+    uses: [cache]
+    health:
+      ready: { http: /ready, interval: 100ms }
+    shutdown: { grace: 1s }
+"#,
+    )
+    .unwrap();
+    let spec = path_str(&dir);
+    s.ok(&["up", &spec, "--detach"]);
+    s.wait_body(COUNTER, "/", "0", Duration::from_secs(20));
+    for n in 1..=3 {
+        assert_eq!(hits(&s, "/incr"), n.to_string());
+    }
+    let url = s.ok(&["db", "url", "cache", "--app", "counter"]);
+    assert!(url.starts_with("unix://:"), "{url}");
+    let out = s.cli_with_stdin(&["db", "shell", "cache", "--app", "counter"], "GET hits\n");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3", "{out:?}");
+    let status = s.ok(&["status", "--app", "counter"]);
+    assert!(
+        status.contains("redis") && status.contains("ready"),
+        "{status}"
+    );
+
+    // The server dies; Redis does not, and the next server adopts it.
+    let pid = redis_pid(&s);
+    s.kill9();
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "Redis died with the server"
+    );
+    s.start_server();
+    s.wait_body(COUNTER, "/", "3", Duration::from_secs(20));
+    assert_eq!(redis_pid(&s), pid, "adopted, not restarted");
+    assert_eq!(hits(&s, "/incr"), "4");
+    let log = s.ok(&["events", "--app", "counter"]);
+    assert!(log.contains("database.adopted"), "{log}");
+
+    // `down` stops it (its append-only file flushed), `up` starts it with its keys.
+    s.ok(&["down", "--app", "counter"]);
+    wait_for("Redis to stop", Duration::from_secs(20), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    s.ok(&["up", &spec, "--detach"]);
+    s.wait_body(COUNTER, "/", "4", Duration::from_secs(20));
+}

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 
-use slipway_databases::{Health, OsUser, Postgres, Started};
+use slipway_databases::{Database, Health, OsUser, Started};
 use slipway_spec::DatabaseUse;
 use slipway_state::{Zeroizing, split_app_key};
 
@@ -34,7 +34,7 @@ pub(super) struct Databases {
 #[derive(Clone)]
 struct RunningDatabase {
     key: String,
-    postgres: Postgres,
+    database: Database,
     health: Health,
 }
 
@@ -94,8 +94,9 @@ impl Controller {
         &self,
         key: &str,
         name: &str,
+        engine: slipway_databases::Engine,
         version: Option<&str>,
-    ) -> Result<Postgres, Failure> {
+    ) -> Result<Database, Failure> {
         let user = OsUser::for_databases().map_err(failure)?;
         let dir = self.database_dir(key, name);
         // The data directory stays private (0700): the database user gets passage only.
@@ -113,7 +114,7 @@ impl Controller {
             }
             parent = p.parent();
         }
-        Postgres::open(&dir, name, version, user).map_err(failure)
+        Database::open(engine, &dir, name, version, user).map_err(failure)
     }
 
     /// Makes sure database `name` of `key` runs (making or starting it if needed, adopting it
@@ -134,27 +135,34 @@ impl Controller {
             .cloned();
         let password = self.database_password(key, &used.name)?;
         if let Some(known) = known
-            && known.postgres.meta().version
+            && known.database.meta().engine.as_str() == used.database.engine.as_str()
+            && known.database.meta().version
                 == used
                     .database
                     .version
                     .clone()
-                    .unwrap_or_else(|| known.postgres.meta().version.clone())
+                    .unwrap_or_else(|| known.database.meta().version.clone())
             && known.health == Health::Ready
         {
-            return Ok(Zeroizing::new(known.postgres.url(&password)));
+            return Ok(Zeroizing::new(known.database.url(&password)));
         }
-        let postgres = self.open_database(key, &used.name, used.database.version.as_deref())?;
-        let this = postgres.clone();
+        let engine = match used.database.engine {
+            slipway_spec::Engine::Postgres => slipway_databases::Engine::Postgres,
+            slipway_spec::Engine::Redis => slipway_databases::Engine::Redis,
+        };
+        let database =
+            self.open_database(key, &used.name, engine, used.database.version.as_deref())?;
+        let this = database.clone();
         let secret = password.clone();
         let started = tokio::task::spawn_blocking(move || this.ensure(&secret))
             .await
             .map_err(failure)?;
         let (app, environment) = split_app_key(key);
         let what = format!(
-            "database {} (PostgreSQL {}) of {app} in {environment}",
+            "database {} ({} {}) of {app} in {environment}",
             used.name,
-            postgres.meta().version
+            database.meta().engine.as_str(),
+            database.meta().version
         );
         let started = match started {
             Ok(started) => started,
@@ -175,7 +183,7 @@ impl Controller {
             Started::Adopted => (EventKind::DatabaseAdopted, "found running and adopted"),
         };
         self.event(key, None, None, kind, format!("{what} {verb}"));
-        let url = postgres.url(&password);
+        let url = database.url(&password);
         self.databases
             .running
             .lock()
@@ -184,7 +192,7 @@ impl Controller {
                 dir,
                 RunningDatabase {
                     key: key.to_owned(),
-                    postgres,
+                    database,
                     health: Health::Ready,
                 },
             );
@@ -229,8 +237,8 @@ impl Controller {
                     .map(|(d, r)| (d.clone(), r.clone()))
                     .collect();
                 for (dir, db) in all {
-                    let postgres = db.postgres.clone();
-                    let Ok(health) = tokio::task::spawn_blocking(move || postgres.health()).await
+                    let database = db.database.clone();
+                    let Ok(health) = tokio::task::spawn_blocking(move || database.health()).await
                     else {
                         continue;
                     };
@@ -260,7 +268,7 @@ impl Controller {
                         kind,
                         format!(
                             "database {} is {} (was {})",
-                            db.postgres.meta().name,
+                            db.database.meta().name,
                             health.as_str(),
                             before.as_str()
                         ),
@@ -299,7 +307,7 @@ impl Controller {
                 .to_owned();
             out.push(dto::DatabaseStatus {
                 name: meta.name,
-                engine: "postgres".into(),
+                engine: meta.engine.as_str().into(),
                 version: meta.version,
                 state,
             });
@@ -325,8 +333,8 @@ impl Controller {
                 "app {app} has no database `{name}` in environment {environment}; a database is made when a service that `uses` it first starts (`slipway up`)"
             )));
         };
-        let postgres = self
-            .open_database(key, name, Some(&meta.version))
+        let database = self
+            .open_database(key, name, meta.engine, Some(&meta.version))
             .map_err(|f| ControlError::Invalid(f.error))?;
         let password = self
             .database_password(key, name)
@@ -339,14 +347,18 @@ impl Controller {
             .get(&dir)
             .map_or("stopped", |r| r.health.as_str())
             .to_owned();
+        let (client, host) = database.client();
         Ok(dto::DatabaseConnection {
             name: name.to_owned(),
-            engine: "postgres".into(),
+            engine: meta.engine.as_str().into(),
             version: meta.version,
-            url: postgres.url(&password),
-            client: postgres.tool("psql").display().to_string(),
-            host: postgres.socket_dir().display().to_string(),
-            port: slipway_databases::PG_PORT,
+            url: database.url(&password),
+            client: client.display().to_string(),
+            host: host.display().to_string(),
+            port: match meta.engine {
+                slipway_databases::Engine::Postgres => slipway_databases::PG_PORT,
+                slipway_databases::Engine::Redis => 0,
+            },
             user: name.to_owned(),
             database: name.to_owned(),
             password: password.as_str().to_owned(),
@@ -395,9 +407,9 @@ impl Controller {
             else {
                 continue;
             };
-            let postgres = db.postgres.clone();
-            let stopped = tokio::task::spawn_blocking(move || postgres.stop()).await;
-            let name = &db.postgres.meta().name;
+            let database = db.database.clone();
+            let stopped = tokio::task::spawn_blocking(move || database.stop()).await;
+            let name = &db.database.meta().name;
             match stopped {
                 Ok(Ok(_)) => self.event(
                     &db.key,

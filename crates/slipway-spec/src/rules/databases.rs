@@ -16,6 +16,7 @@ fn env_of(database: &Map<String, Value>) -> Option<String> {
     }
     match database.get("engine") {
         Some(Value::String(engine)) if engine == "postgres" => Some("DATABASE_URL".into()),
+        Some(Value::String(engine)) if engine == "redis" => Some("REDIS_URL".into()),
         _ => None,
     }
 }
