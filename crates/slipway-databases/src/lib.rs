@@ -25,7 +25,9 @@
 //! Every call here blocks (it runs the PostgreSQL tools to completion): call it from a
 //! blocking thread.
 
+pub mod backup;
 pub mod redis;
+pub mod retention;
 mod user;
 
 use std::fs;
@@ -275,7 +277,7 @@ pub struct Postgres {
     dir: PathBuf,
     meta: Meta,
     bin: PathBuf,
-    user: OsUser,
+    pub(crate) user: OsUser,
 }
 
 impl Postgres {
@@ -572,7 +574,7 @@ SELECT format('CREATE DATABASE %I OWNER %I', :'name', :'name') WHERE NOT EXISTS 
     }
 
     /// A command that runs as the database's user, in its folder.
-    fn as_user(&self, program: &Path) -> Command {
+    pub(crate) fn as_user(&self, program: &Path) -> Command {
         let mut command = Command::new(program);
         command.current_dir(&self.dir).stdin(Stdio::null());
         for (key, _) in std::env::vars_os() {

@@ -225,3 +225,63 @@ fn resp_replies_parse() {
     );
     assert!(redis::read_reply(&mut input).is_err());
 }
+
+#[test]
+fn a_dump_counts_its_rows_verifies_in_a_scratch_cluster_detects_a_flipped_byte_and_restores() {
+    use crate::backup;
+    let tmp = open_tempdir();
+    let user = OsUser::for_databases().unwrap();
+    let pg = Postgres::open(&tmp.path().join("db"), "db", Some("15"), user.clone()).unwrap();
+    let password = generate_password().unwrap();
+    pg.ensure(&password).unwrap();
+    let url = pg.url(&password);
+    app_sql(
+        &pg,
+        &url,
+        "CREATE TABLE t (n int); INSERT INTO t SELECT generate_series(1, 1000); CREATE TABLE e (x text);",
+    )
+    .unwrap();
+    let file = tmp.path().join("db.dump");
+    let facts = pg.dump(&file).unwrap();
+    assert_eq!(facts.tables["public.t"], 1000);
+    assert_eq!(facts.tables["public.e"], 0);
+    assert!(facts.server_version.starts_with("15."), "{facts:?}");
+    let scratch = tmp.path().join("scratch");
+    let found = backup::verify_dump(&file, &facts.tables, "15", &scratch, user.clone()).unwrap();
+    assert_eq!(found, facts.tables);
+    assert!(!scratch.exists(), "the scratch cluster is removed");
+
+    // A count that does not match fails, naming the table.
+    let mut wrong = facts.tables.clone();
+    wrong.insert("public.t".into(), 999);
+    let error = backup::verify_dump(&file, &wrong, "15", &scratch, user.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("table public.t: 1000 rows restored, 999 at dump time"),
+        "{error}"
+    );
+
+    // One flipped byte: the manifest's SHA-256 says so.
+    let recorded = backup::file_facts(&file).unwrap();
+    let mut bytes = fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    fs::write(&file, &bytes).unwrap();
+    let error = backup::check_file(tmp.path(), &recorded)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("db.dump: SHA-256"), "{error}");
+    bytes[middle] ^= 0x01;
+    fs::write(&file, &bytes).unwrap();
+
+    // Restore replaces the contents, and the app's role owns what comes back.
+    app_sql(&pg, &url, "DELETE FROM t; DROP TABLE e;").unwrap();
+    pg.restore(&file).unwrap();
+    assert_eq!(
+        app_sql(&pg, &url, "SELECT count(*) FROM t").unwrap(),
+        "1000"
+    );
+    app_sql(&pg, &url, "INSERT INTO e VALUES ('writable by the app')").unwrap();
+    pg.stop().unwrap();
+}
