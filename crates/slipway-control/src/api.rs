@@ -44,6 +44,7 @@ pub fn read_only_router(state: ApiState) -> Router {
             get(revisions),
         )
         .route("/v1/apps/{app}/services/{service}/logs", get(logs))
+        .route("/v1/apps/{app}/backups", get(list_backups))
         .route(
             "/v1/apps/{app}/services/{service}/release",
             get(release_output),
@@ -75,6 +76,12 @@ pub fn router(state: ApiState) -> Router {
             "/v1/apps/{app}/databases/{name}/connection",
             get(database_connection),
         )
+        .route(
+            "/v1/apps/{app}/backups",
+            get(list_backups).post(create_backup),
+        )
+        .route("/v1/apps/{app}/backups/{id}/verify", post(verify_backup))
+        .route("/v1/apps/{app}/backups/{id}/restore", post(restore_backup))
         .route(
             "/v1/apps/{app}/secrets/{name}",
             axum::routing::put(set_secret).delete(remove_secret),
@@ -622,6 +629,7 @@ async fn list_secrets(
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
         (status = 500, response = StoreFailed)
     )
 )]
@@ -630,6 +638,117 @@ async fn database_connection(
     Path((app, name)): Path<(String, String)>,
 ) -> ApiResult<Json<dto::DatabaseConnection>> {
     Ok(Json(s.controller.database_connection(&app, &name).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/backups",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+    ),
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "the app's backups in this environment, newest first", body = Vec<dto::BackupInfo>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = StoreFailed)
+    )
+)]
+async fn list_backups(
+    State(s): State<ApiState>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<Vec<dto::BackupInfo>>> {
+    Ok(Json(s.controller.backups(&app)?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/backups",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+    ),
+    request_body = dto::BackupRequest,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "the backups taken, each verified by a restore into a scratch instance", body = Vec<dto::BackupInfo>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "a backup failed or did not verify; the message says which and why", body = dto::ApiError),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = StoreFailed)
+    )
+)]
+async fn create_backup(
+    State(s): State<ApiState>,
+    Path(app): Path<String>,
+    ApiJson(req): ApiJson<dto::BackupRequest>,
+) -> ApiResult<Json<Vec<dto::BackupInfo>>> {
+    Ok(Json(
+        s.controller
+            .create_backups(&app, req.database.as_deref())
+            .await?,
+    ))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/backups/{id}/verify",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("id" = String, Path, description = "the backup's id"),
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "the backup's files match its manifest and it restores with the same row counts", body = dto::BackupInfo),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "the backup does not verify: the file and the reason", body = dto::ApiError),
+        (status = 500, response = StoreFailed)
+    )
+)]
+async fn verify_backup(
+    State(s): State<ApiState>,
+    Path((app, id)): Path<(String, String)>,
+) -> ApiResult<Json<dto::BackupInfo>> {
+    Ok(Json(s.controller.verify_backup(&app, &id).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/backups/{id}/restore",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("id" = String, Path, description = "the backup's id"),
+    ),
+    request_body = dto::RestoreRequest,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "the database's contents were replaced (after a safety backup)", body = dto::RestoreOutcome),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "nothing was restored: the backup is damaged, or the safety backup failed", body = dto::ApiError),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = StoreFailed)
+    )
+)]
+async fn restore_backup(
+    State(s): State<ApiState>,
+    Path((app, id)): Path<(String, String)>,
+    ApiJson(req): ApiJson<dto::RestoreRequest>,
+) -> ApiResult<Json<dto::RestoreOutcome>> {
+    Ok(Json(
+        s.controller
+            .restore_backup(&app, &id, req.to.as_deref())
+            .await?,
+    ))
 }
 
 #[utoipa::path(
@@ -1100,6 +1219,10 @@ impl utoipa::Modify for AdminTokenScheme {
         down,
         list_secrets,
         database_connection,
+        list_backups,
+        create_backup,
+        verify_backup,
+        restore_backup,
         set_secret,
         remove_secret,
         revisions,

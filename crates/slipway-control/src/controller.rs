@@ -40,6 +40,7 @@ use crate::dto::{self, Progress};
 
 mod artifacts;
 mod autoscaling;
+mod backups;
 mod code;
 mod databases;
 mod deploy;

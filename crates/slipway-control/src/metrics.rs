@@ -64,6 +64,8 @@ pub struct Scrape {
     /// its limits.
     pub usage: Vec<(Labels, slipway_runtime::Usage, slipway_runtime::Limits)>,
     pub counters: BTreeMap<(&'static str, Labels), u64>,
+    /// Per database (app, database): when its last verified backup was taken.
+    pub backups: Vec<(Labels, i64)>,
 }
 
 impl Scrape {
@@ -86,6 +88,10 @@ const HELP: &[(&str, &str)] = &[
     (
         "slipway_cold_starts",
         "Instances started for a revision that had none running.",
+    ),
+    (
+        "slipway_backup_failures",
+        "Database backups that failed or did not verify.",
     ),
 ];
 
@@ -170,6 +176,17 @@ impl Collector for Scrape {
             }
         }
         self.encode_usage(&mut encoder)?;
+        if !self.backups.is_empty() {
+            let mut m = encoder.encode_descriptor(
+                "slipway_backup_last_success_timestamp_seconds",
+                "When the newest verified backup of a database was taken (seconds since the epoch).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (labels, seconds) in &self.backups {
+                ConstGauge::new(*seconds).encode(m.encode_family(labels)?)?;
+            }
+        }
         for (name, help) in HELP {
             let rows: Vec<_> = self
                 .counters

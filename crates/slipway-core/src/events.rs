@@ -93,10 +93,20 @@ pub enum EventKind {
     DatabaseUnhealthy,
     /// `database.healthy`
     DatabaseHealthy,
+    /// `backup.succeeded`
+    BackupSucceeded,
+    /// `backup.failed`
+    BackupFailed,
+    /// `backup.verified`
+    BackupVerified,
+    /// `backup.restored`
+    BackupRestored,
+    /// `backup.pruned`
+    BackupPruned,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 43] = [
+    pub const ALL: [EventKind; 48] = [
         EventKind::AppRegistered,
         EventKind::AppDown,
         EventKind::AppUp,
@@ -140,6 +150,11 @@ impl EventKind {
         EventKind::DatabaseFailed,
         EventKind::DatabaseUnhealthy,
         EventKind::DatabaseHealthy,
+        EventKind::BackupSucceeded,
+        EventKind::BackupFailed,
+        EventKind::BackupVerified,
+        EventKind::BackupRestored,
+        EventKind::BackupPruned,
     ];
 
     /// The stored spelling, such as `revision.created`.
@@ -188,6 +203,11 @@ impl EventKind {
             EventKind::DatabaseFailed => "database.failed",
             EventKind::DatabaseUnhealthy => "database.unhealthy",
             EventKind::DatabaseHealthy => "database.healthy",
+            EventKind::BackupSucceeded => "backup.succeeded",
+            EventKind::BackupFailed => "backup.failed",
+            EventKind::BackupVerified => "backup.verified",
+            EventKind::BackupRestored => "backup.restored",
+            EventKind::BackupPruned => "backup.pruned",
         }
     }
 }

@@ -60,6 +60,22 @@ pub(crate) struct SpecFile {
     /// Default: none.
     #[schemars(extend("propertyNames" = { "pattern": DNS_LABEL_PATTERN }))]
     pub databases: Option<BTreeMap<String, DatabaseFile>>,
+    /// Scheduled backups of every database, each verified by a restore right after it is
+    /// taken, e.g. `{ every: 24h, keep: 14 }`. Default: none scheduled (`slipway backup
+    /// create` any time).
+    pub backups: Option<BackupsFile>,
+}
+
+/// When databases are backed up and how many backups each keeps.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BackupsFile {
+    /// Time between two scheduled backups of a database (more than 0). Default: `24h`.
+    pub every: Option<DurationText>,
+    /// How many backups of each database are kept; older ones are deleted after a new one
+    /// verified. Default: 14.
+    #[schemars(range(min = 1, max = 100_000))]
+    pub keep: Option<u32>,
 }
 
 /// A database Slipway runs for the app.

@@ -51,6 +51,27 @@ pub struct DatabaseSpec {
     pub version: Option<String>,
     /// The environment variable that carries its URL.
     pub env: String,
+    /// Scheduled backups (the spec's top-level `backups`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<BackupPolicy>,
+}
+
+/// When a database is backed up and how many backups it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupPolicy {
+    /// Time between two scheduled backups.
+    #[serde(with = "duration_ms")]
+    pub every: Duration,
+    /// How many backups are kept.
+    pub keep: u32,
+}
+
+impl BackupPolicy {
+    /// Once a day, 14 kept.
+    pub const DEFAULT: BackupPolicy = BackupPolicy {
+        every: Duration::from_secs(24 * 3600),
+        keep: 14,
+    };
 }
 
 /// A database engine.

@@ -16,9 +16,9 @@ use crate::file::{
     ScalingFile, ServiceFile, SpecFile, StrategyFile,
 };
 use crate::model::{
-    Analysis, Check, DatabaseSpec, DatabaseUse, DeploySettings, Engine, Health, Limits, OnFailure,
-    Port, Probe, Resources, Scaling, ServiceSpec, Shutdown, Spec, Strategy, TrafficSettings,
-    default_release_timeout,
+    Analysis, BackupPolicy, Check, DatabaseSpec, DatabaseUse, DeploySettings, Engine, Health,
+    Limits, OnFailure, Port, Probe, Resources, Scaling, ServiceSpec, Shutdown, Spec, Strategy,
+    TrafficSettings, default_release_timeout,
 };
 use crate::tree::{Tree, escape_pointer};
 use crate::{duration, percent, quantity, size};
@@ -42,11 +42,30 @@ pub(crate) fn resolve(
     environment: Environment,
 ) -> Result<Spec, Diagnostic> {
     let base_dir = absolute(base_dir);
+    let backups = match file.backups {
+        None => None,
+        Some(b) => Some(BackupPolicy {
+            every: match b.every {
+                None => BackupPolicy::DEFAULT.every,
+                Some(text) => duration::parse(&text.0).map_err(|_| {
+                    Diagnostic::at(
+                        tree.value_pos("/backups/every"),
+                        format!(
+                            "the spec passed validation but `{}` is not a duration",
+                            text.0
+                        ),
+                    )
+                    .hint("please report this as a Slipway bug")
+                })?,
+            },
+            keep: b.keep.unwrap_or(BackupPolicy::DEFAULT.keep),
+        }),
+    };
     let databases: BTreeMap<String, DatabaseSpec> = file
         .databases
         .unwrap_or_default()
         .into_iter()
-        .map(|(name, db)| (name, database(db)))
+        .map(|(name, db)| (name, database(db, backups)))
         .collect();
     let mut services = BTreeMap::new();
     for (name, service) in file.services {
@@ -84,7 +103,7 @@ pub(crate) fn resolve(
 }
 
 /// A database with its defaults applied.
-fn database(db: DatabaseFile) -> DatabaseSpec {
+fn database(db: DatabaseFile, backups: Option<BackupPolicy>) -> DatabaseSpec {
     let engine = match db.engine {
         EngineFile::Postgres => Engine::Postgres,
         EngineFile::Redis => Engine::Redis,
@@ -96,6 +115,7 @@ fn database(db: DatabaseFile) -> DatabaseSpec {
             other => other.to_string(),
         }),
         env: db.env.unwrap_or_else(|| engine.default_env().to_owned()),
+        backups,
     }
 }
 

@@ -25,7 +25,8 @@ fn used_databases_resolve_with_their_variable_and_version() {
         DatabaseSpec {
             engine: Engine::Postgres,
             version: Some("15".into()),
-            env: "DATABASE_URL".into()
+            env: "DATABASE_URL".into(),
+            backups: None,
         }
     );
     let uses = &spec.services["web"].uses;
@@ -55,6 +56,37 @@ fn redis_goes_in_redis_url_beside_postgres_in_database_url() {
     assert_eq!(uses[1].database.engine, Engine::Redis);
     assert_eq!(uses[1].database.env, "REDIS_URL");
     assert_eq!(uses[0].database.env, "DATABASE_URL");
+}
+
+#[test]
+fn backups_apply_to_every_database_with_their_defaults() {
+    use slipway_spec::BackupPolicy;
+    use std::time::Duration;
+    let spec = valid(
+        "app: a\ndatabases: { db: { engine: postgres } }\nbackups: { every: 6h }\nservices: { web: { run: [x], uses: [db] } }\n",
+    );
+    assert_eq!(
+        spec.databases["db"].backups,
+        Some(BackupPolicy {
+            every: Duration::from_secs(6 * 3600),
+            keep: 14
+        })
+    );
+    assert_eq!(
+        spec.services["web"].uses[0].database.backups,
+        spec.databases["db"].backups
+    );
+    let none =
+        valid("app: a\ndatabases: { db: { engine: postgres } }\nservices: { web: { run: [x] } }\n");
+    assert_eq!(none.databases["db"].backups, None);
+    let zero = single(
+        "app: a\ndatabases: { db: { engine: postgres } }\nbackups: { every: 0s, keep: 3 }\nservices: { web: { run: [x] } }\n",
+        3,
+        19,
+    );
+    assert!(zero.message.contains("more than 0"), "{zero:?}");
+    let found = positions("app: a\nbackups: { keep: 0 }\nservices: { web: { run: [x] } }\n");
+    assert_eq!((found[0].0, found[0].1), (2, 18), "{found:#?}");
 }
 
 #[test]

@@ -176,6 +176,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
+    /// Back up, verify and restore an app's managed databases.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// Show the spec as it resolves for an environment.
     Config {
         #[command(subcommand)]
@@ -328,6 +333,40 @@ pub(crate) enum DbCommand {
     Shell {
         /// The database's name in slipway.yaml.
         name: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum BackupCommand {
+    /// Back up a database (all of the app's when none is named) now; each backup is
+    /// verified by a restore into a scratch instance before it counts.
+    Create {
+        /// The database's name in slipway.yaml.
+        database: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// List the backups, newest first.
+    List {
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Check a backup again: its files against its manifest, and a restore into a scratch
+    /// instance against its row counts.
+    Verify {
+        id: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Replace a database's contents with a backup, after a safety backup of what is there.
+    /// The app keeps running; its requests that need the database fail until it is done.
+    Restore {
+        id: String,
+        /// Restore into this database instead (made if missing); the original is left alone.
+        #[arg(long)]
+        to: Option<String>,
         #[command(flatten)]
         app: AppArg,
     },

@@ -241,6 +241,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Secret { command } => secret(&client, &data, command).await,
         Command::Db { command } => db(&client, command).await,
+        Command::Backup { command } => backup(&client, &data, command).await,
         Command::Config {
             command: ConfigCommand::Show { file, env },
         } => config_show(&spec_file(&file), &env.environment),
@@ -650,6 +651,96 @@ async fn resolve_app(client: &Client, arg: &AppArg) -> anyhow::Result<String> {
 }
 
 /// `slipway secret set|list|rm`; `set` and `rm` start a server when none runs.
+/// `slipway backup create|list|verify|restore`.
+async fn backup(client: &Client, data: &Path, command: BackupCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BackupCommand::Create { database, app } => {
+            if let Some(name) = &database {
+                check_name("database", name)?;
+            }
+            ensure_server(client, data).await?;
+            let key = resolve_app(client, &app).await?;
+            let taken: Vec<dto::BackupInfo> = client
+                .post(
+                    &format!("/v1/apps/{key}/backups"),
+                    &dto::BackupRequest { database },
+                )
+                .await?;
+            for b in &taken {
+                let size: u64 = b.files.iter().map(|f| f.size).sum();
+                let rows: u64 = b.tables.values().sum();
+                println!(
+                    "backup {} of database {}: {size} bytes, {} tables, {rows} rows; verified by a restore ({:.1}s)",
+                    b.id,
+                    b.database,
+                    b.tables.len(),
+                    b.verify_seconds
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupCommand::List { app } => {
+            let key = resolve_app(client, &app).await?;
+            let all: Vec<dto::BackupInfo> = client.get(&format!("/v1/apps/{key}/backups")).await?;
+            let mut t = table(&["ID", "DATABASE", "KIND", "TAKEN", "SIZE", "ROWS", "SERVING"]);
+            for b in &all {
+                let serving = b
+                    .revisions
+                    .iter()
+                    .map(|r| format!("{}@{}", r.service, r.revision))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                t.add_row(vec![
+                    b.id.clone(),
+                    b.database.clone(),
+                    b.kind.clone(),
+                    b.created_at.clone(),
+                    b.files.iter().map(|f| f.size).sum::<u64>().to_string(),
+                    b.tables.values().sum::<u64>().to_string(),
+                    serving,
+                ]);
+            }
+            println!("{t}");
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupCommand::Verify { id, app } => {
+            let key = resolve_app(client, &app).await?;
+            let b: dto::BackupInfo = client
+                .post(&format!("/v1/apps/{key}/backups/{id}/verify"), &())
+                .await?;
+            println!(
+                "backup {} verified: files match the manifest, the restore has the same {} row counts",
+                b.id,
+                b.tables.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupCommand::Restore { id, to, app } => {
+            if let Some(name) = &to {
+                check_name("database", name)?;
+            }
+            ensure_server(client, data).await?;
+            let key = resolve_app(client, &app).await?;
+            let done: dto::RestoreOutcome = client
+                .post(
+                    &format!("/v1/apps/{key}/backups/{id}/restore"),
+                    &dto::RestoreRequest { to },
+                )
+                .await?;
+            if let Some(safety) = &done.safety_backup {
+                println!("safety backup of {} first: {safety}", done.database);
+            }
+            println!(
+                "backup {id} restored into database {}: {} tables, {} rows",
+                done.database,
+                done.tables.len(),
+                done.tables.values().sum::<u64>()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 /// `slipway db url|shell NAME`.
 async fn db(client: &Client, command: DbCommand) -> anyhow::Result<ExitCode> {
     let (DbCommand::Url { name, app } | DbCommand::Shell { name, app }) = &command;

@@ -442,3 +442,245 @@ services:
     s.ok(&["up", &spec, "--detach"]);
     s.wait_body(COUNTER, "/", "4", Duration::from_secs(20));
 }
+
+/// `SELECT <expr>` in database `db` of production, through its URL.
+fn psql_value(s: &Slipway, db: &str, sql: &str) -> String {
+    let url = s.ok(&["db", "url", db, "--app", "notes", "--env", "production"]);
+    let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args([url.trim(), "-X", "-q", "-A", "-t", "-c", sql])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A checksum of the notes up to `max_id`, in id order.
+fn checksum_sql(max_id: &str) -> String {
+    format!(
+        "SELECT md5(coalesce(string_agg(id || ':' || text, ',' ORDER BY id), '')) FROM notes_note WHERE id <= {max_id}"
+    )
+}
+
+fn backups(s: &Slipway) -> Vec<serde_json::Value> {
+    let out = s.ok(&["backup", "list", "--app", "notes", "--env", "production"]);
+    // The table's first column is the id; the manifests hold the rest.
+    let ids: Vec<String> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    ids.iter()
+        .map(|id| {
+            let dir = s.data.join("backups/notes/production").join(id);
+            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_backup_under_writes_restores_consistently_a_flipped_byte_fails_verify_and_restore_keeps_a_safety_copy()
+ {
+    let s = Slipway::start();
+    let dir = django_pg_app(&s);
+    let spec = path_str(&dir);
+    s.ok(&["up", &spec, "--detach", "--env", "production"]);
+    s.wait_body(PRODUCTION, "/", "v1 0", Duration::from_secs(20));
+
+    let writer = Writer::start(&s, PRODUCTION);
+    wait_for("writes", Duration::from_secs(10), || {
+        writer.committed() >= 20
+    });
+    let out = s.ok(&[
+        "backup",
+        "create",
+        "db",
+        "--app",
+        "notes",
+        "--env",
+        "production",
+    ]);
+    assert!(out.contains("verified by a restore"), "{out}");
+    wait_for("more writes", Duration::from_secs(10), || {
+        writer.committed() >= 60
+    });
+    let (_, failures) = writer.finish();
+    assert!(
+        failures.is_empty(),
+        "the backup failed requests: {failures:?}"
+    );
+
+    let list = backups(&s);
+    assert_eq!(list.len(), 1, "{list:?}");
+    let backup = &list[0];
+    let id = backup["id"].as_str().unwrap().to_owned();
+    let at_dump = backup["tables"]["public.notes_note"].as_u64().unwrap();
+    assert!(at_dump >= 20, "{backup}");
+    assert_eq!(backup["revisions"][0]["service"], "web");
+    assert_eq!(backup["revisions"][0]["revision"], 1);
+    assert_eq!(backup["files"][0]["name"], "db.dump");
+    assert_eq!(backup["files"][0]["sha256"].as_str().unwrap().len(), 64);
+
+    // Into a new database: the rows and their checksum are those of the source at the
+    // dump's snapshot (one writer: ids commit in order), the original is left alone.
+    let out = s.ok(&[
+        "backup",
+        "restore",
+        &id,
+        "--to",
+        "copy",
+        "--app",
+        "notes",
+        "--env",
+        "production",
+    ]);
+    assert!(
+        !out.contains("safety backup"),
+        "a new database has nothing to lose: {out}"
+    );
+    assert_eq!(
+        psql_value(&s, "copy", "SELECT count(*) FROM notes_note"),
+        at_dump.to_string()
+    );
+    let max_id = psql_value(&s, "copy", "SELECT max(id) FROM notes_note");
+    assert_eq!(
+        psql_value(&s, "copy", &checksum_sql(&max_id)),
+        psql_value(&s, "db", &checksum_sql(&max_id))
+    );
+    let now = count_rows(&s, "production");
+    assert!(now > at_dump, "the original kept its newer rows");
+
+    // In place: a safety backup first, then the contents replaced; the app serves again.
+    let out = s.ok(&[
+        "backup",
+        "restore",
+        &id,
+        "--app",
+        "notes",
+        "--env",
+        "production",
+    ]);
+    assert!(out.contains("safety backup of db first"), "{out}");
+    assert_eq!(count_rows(&s, "production"), at_dump);
+    let safety = backups(&s)
+        .into_iter()
+        .find(|b| b["kind"] == "safety")
+        .expect("a safety backup");
+    assert_eq!(safety["tables"]["public.notes_note"].as_u64(), Some(now));
+    let mut code = 0;
+    wait_for("the app to write again", Duration::from_secs(10), || {
+        code = http_request(s.router, "POST", PRODUCTION, "/notes", "after").map_or(0, |(c, _)| c);
+        code == 201
+    });
+
+    // The backup verifies again; with one byte flipped it does not, and says where and why.
+    s.ok(&[
+        "backup",
+        "verify",
+        &id,
+        "--app",
+        "notes",
+        "--env",
+        "production",
+    ]);
+    let file = s
+        .data
+        .join(format!("backups/notes/production/{id}/db.dump"));
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&file, &bytes).unwrap();
+    let out = s.cli(&[
+        "backup",
+        "verify",
+        &id,
+        "--app",
+        "notes",
+        "--env",
+        "production",
+    ]);
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(error.contains(&path_str(&file)), "{error}");
+    assert!(error.contains("SHA-256"), "{error}");
+    let out = s.cli(&[
+        "backup",
+        "restore",
+        &id,
+        "--app",
+        "notes",
+        "--env",
+        "production",
+    ]);
+    assert!(!out.status.success(), "a damaged backup is never restored");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was restored"));
+}
+
+#[test]
+fn scheduled_backups_that_fail_are_loud_and_the_ones_that_succeed_are_kept_per_keep() {
+    let mut s = Slipway::start();
+    let dir = django_pg_app(&s);
+    let yaml = std::fs::read_to_string(dir.join("slipway.yaml")).unwrap();
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        yaml.replace(
+            "services:\n",
+            "backups: { every: 2s, keep: 2 }\nservices:\n",
+        ),
+    )
+    .unwrap();
+    // The dump tool is unavailable to this server.
+    s.server_env
+        .push(("SLIPWAY_PG_DUMP".into(), "/nonexistent/pg_dump".into()));
+    s.kill9();
+    s.start_server();
+    s.ok(&["up", &path_str(&dir), "--detach", "--env", "production"]);
+    s.wait_body(PRODUCTION, "/", "v1 0", Duration::from_secs(20));
+    wait_for("a failed scheduled backup", Duration::from_secs(20), || {
+        events(&s, "production").contains("backup.failed")
+    });
+    let log = events(&s, "production");
+    assert!(
+        log.contains("scheduled backup of database db failed"),
+        "{log}"
+    );
+    assert!(log.contains("/nonexistent/pg_dump"), "{log}");
+    let status = s.ok(&["status", "--app", "notes", "--env", "production"]);
+    assert!(status.contains("FAILED"), "{status}");
+    assert!(status.contains("BACKUP FAILED"), "{status}");
+    let (_, metrics) = http_get(s.admin, "localhost", "/metrics").unwrap();
+    assert!(
+        metrics.contains("slipway_backup_failures_total{app=\"notes@production\",database=\"db\"}"),
+        "{metrics}"
+    );
+    let out = s.cli(&["backup", "create", "--app", "notes", "--env", "production"]);
+    assert!(!out.status.success(), "a failed backup fails the command");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pg_dump"),
+        "{out:?}"
+    );
+    assert!(
+        backups(&s).is_empty(),
+        "a failed backup leaves nothing that looks like one"
+    );
+
+    // With the tool back, the schedule succeeds, keeps two, and says so everywhere.
+    s.server_env.clear();
+    s.kill9();
+    s.start_server();
+    wait_for("three scheduled backups", Duration::from_secs(40), || {
+        events(&s, "production")
+            .matches("scheduled backup ")
+            .count()
+            >= 3
+            && events(&s, "production").contains("backup.pruned")
+    });
+    let list = backups(&s);
+    assert!(list.len() <= 2, "keep: 2 — {list:?}");
+    let status = s.ok(&["status", "--app", "notes", "--env", "production"]);
+    assert!(!status.contains("FAILED"), "{status}");
+    let (_, metrics) = http_get(s.admin, "localhost", "/metrics").unwrap();
+    assert!(
+        metrics.contains("slipway_backup_last_success_timestamp_seconds{app=\"notes@production\",database=\"db\"}"),
+        "{metrics}"
+    );
+}

@@ -26,16 +26,22 @@ pub(super) struct Databases {
     /// Held while a database is made, started or stopped: one at a time.
     ensure: tokio::sync::Mutex<()>,
     /// The databases known to run, by folder.
-    running: Mutex<BTreeMap<PathBuf, RunningDatabase>>,
+    pub(super) running: Mutex<BTreeMap<PathBuf, RunningDatabase>>,
     /// Whether the health loop runs.
     probing: std::sync::atomic::AtomicBool,
+    /// Held while a backup is taken or restored: one at a time.
+    pub(super) backup_lock: tokio::sync::Mutex<()>,
+    /// What is known of each database's backups, by folder.
+    pub(super) backups: Mutex<BTreeMap<PathBuf, super::backups::BackupRecord>>,
 }
 
 #[derive(Clone)]
-struct RunningDatabase {
-    key: String,
-    database: Database,
+pub(super) struct RunningDatabase {
+    pub(super) key: String,
+    pub(super) database: Database,
     health: Health,
+    /// The backup schedule of the revision that last started a process using it.
+    pub(super) policy: Option<slipway_spec::BackupPolicy>,
 }
 
 /// The secret that holds a database's password.
@@ -54,7 +60,7 @@ fn failure(e: impl std::fmt::Display) -> Failure {
 
 impl Controller {
     /// The folder of database `name` of the app stored under `key`.
-    fn database_dir(&self, key: &str, name: &str) -> PathBuf {
+    pub(super) fn database_dir(&self, key: &str, name: &str) -> PathBuf {
         let (app, environment) = split_app_key(key);
         self.config
             .data_dir
@@ -126,13 +132,25 @@ impl Controller {
     ) -> Result<Zeroizing<String>, Failure> {
         let _guard = self.databases.ensure.lock().await;
         let dir = self.database_dir(key, &used.name);
-        let known = self
-            .databases
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&dir)
-            .cloned();
+        // A revision's `uses` (not a backup or a restore, which name no variable) says what
+        // the schedule is.
+        let from_revision = !used.database.env.is_empty();
+        let known = {
+            let mut running = self
+                .databases
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if from_revision && let Some(entry) = running.get_mut(&dir) {
+                entry.policy = used.database.backups;
+            }
+            running.get(&dir).cloned()
+        };
+        let policy = if from_revision {
+            used.database.backups
+        } else {
+            known.as_ref().and_then(|k| k.policy)
+        };
         let password = self.database_password(key, &used.name)?;
         if let Some(known) = known
             && known.database.meta().engine.as_str() == used.database.engine.as_str()
@@ -194,6 +212,7 @@ impl Controller {
                     key: key.to_owned(),
                     database,
                     health: Health::Ready,
+                    policy,
                 },
             );
         Ok(Zeroizing::new(url))
@@ -305,11 +324,13 @@ impl Controller {
                 .get(&dir)
                 .map_or("stopped", |r| r.health.as_str())
                 .to_owned();
+            let backup = self.backup_health(&dir);
             out.push(dto::DatabaseStatus {
                 name: meta.name,
                 engine: meta.engine.as_str().into(),
                 version: meta.version,
                 state,
+                backup,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -52,6 +52,7 @@ impl Controller {
             }
         }
         drop(live);
+        scrape.backups = self.backup_gauges();
         scrape.with_counters(&self.counters)
     }
 

@@ -51,6 +51,7 @@ impl Controller {
         self.publish_routes();
         self.recover_rollouts();
         self.start_database_probes();
+        self.start_backup_schedule();
         Ok(())
     }
 

@@ -22,6 +22,20 @@ fn env_of(database: &Map<String, Value>) -> Option<String> {
 }
 
 pub(super) fn check(tree: &Tree, root: &Map<String, Value>, out: &mut Vec<Diagnostic>) {
+    if let Some(Value::Object(backups)) = root.get("backups")
+        && let Some(Value::String(every)) = backups.get("every")
+        && crate::duration::parse(every).is_ok_and(|d| d.is_zero())
+    {
+        out.push(
+            Diagnostic::at(
+                tree.value_pos("/backups/every"),
+                "`backups.every` must be more than 0",
+            )
+            .hint(
+                "e.g. `every: 24h`; leave `backups` out to back up only on `slipway backup create`",
+            ),
+        );
+    }
     let declared = match root.get("databases") {
         Some(Value::Object(databases)) => databases.clone(),
         _ => Map::new(),

@@ -113,6 +113,8 @@ pub struct Slipway {
     server: Option<Child>,
     /// Flags given to every start of the server.
     server_args: Vec<String>,
+    /// Environment variables given to every start of the server from now on.
+    pub server_env: Vec<(String, String)>,
 }
 
 pub fn free_port() -> u16 {
@@ -140,6 +142,7 @@ impl Slipway {
             dir,
             server: None,
             server_args: server_args.iter().map(|a| a.to_string()).collect(),
+            server_env: Vec::new(),
         };
         s.start_server();
         s
@@ -171,6 +174,7 @@ impl Slipway {
             // A test server keeps its master key in its own temporary data dir, never in a
             // file named by the environment the tests run in.
             .env_remove("SLIPWAY_MASTER_KEY_FILE")
+            .envs(self.server_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
