@@ -241,7 +241,7 @@ pub struct BackupInfo {
     pub app: String,
     pub environment: String,
     pub database: String,
-    /// `postgres`.
+    /// `postgres` or `redis`.
     pub engine: String,
     /// The major version of the engine that made it, and the server's full version.
     pub version: String,
@@ -252,8 +252,11 @@ pub struct BackupInfo {
     pub created_at: String,
     pub created_unix_ms: u64,
     pub files: Vec<BackupFile>,
-    /// Rows per table (`schema.table`) in the dump's snapshot.
+    /// Rows per table (`schema.table`) in the dump's snapshot (PostgreSQL).
     pub tables: BTreeMap<String, u64>,
+    /// Keys in the snapshot (Redis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
     /// The revisions serving when it was taken.
     pub revisions: Vec<ServingRevision>,
     /// When its restore into a scratch instance matched the counts above.
@@ -305,8 +308,11 @@ pub struct RestoreOutcome {
     pub database: String,
     /// The backup taken of it first, when it had contents to lose.
     pub safety_backup: Option<String>,
-    /// Rows per table after the restore.
+    /// Rows per table after the restore (PostgreSQL).
     pub tables: BTreeMap<String, u64>,
+    /// Keys after the restore (Redis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
 }
 
 /// How to connect to a managed database (the Unix-socket API only: it holds the password).

@@ -382,3 +382,178 @@ pub fn read_reply(reader: &mut impl BufRead) -> std::io::Result<Reply> {
         _ => Err(bad("unknown reply type")),
     }
 }
+
+/// Reads `name:value` from an `INFO` section's text.
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+fn text(reply: &Reply) -> String {
+    match reply {
+        Reply::Simple(s) | Reply::Error(s) => s.clone(),
+        Reply::Bulk(Some(b)) => String::from_utf8_lossy(b).into_owned(),
+        Reply::Integer(n) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+impl Redis {
+    /// Takes an RDB snapshot and copies it to `dest`; returns the number of keys it holds.
+    /// Writes are paused (`CLIENT PAUSE … WRITE`: they wait, they do not fail) for the instant
+    /// between counting the keys and the fork of BGSAVE, so the count is exactly the
+    /// snapshot's.
+    pub fn snapshot(&self, password: &str, dest: &Path) -> Result<u64> {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        // One save at a time: wait for one already running (say, a scheduled `save`).
+        loop {
+            let info = text(&self.command(password, &[b"INFO".as_slice(), b"persistence"])?);
+            if info_field(&info, "rdb_bgsave_in_progress") == Some("0") {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Tool("a Redis background save never ended".into()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let replies = request(
+            &self.socket(),
+            &[
+                &[b"AUTH".as_slice(), password.as_bytes()],
+                &[b"CLIENT".as_slice(), b"PAUSE", b"10000", b"WRITE"],
+                &[b"DBSIZE".as_slice()],
+                &[b"BGSAVE".as_slice()],
+                &[b"CLIENT".as_slice(), b"UNPAUSE"],
+            ],
+        )
+        .map_err(|e| {
+            Error::Tool(format!(
+                "cannot talk to Redis database {}: {e}",
+                self.meta.name
+            ))
+        })?;
+        if let Some(Reply::Error(e)) = replies.iter().find(|r| matches!(r, Reply::Error(_))) {
+            return Err(Error::Tool(format!(
+                "Redis database {} refused the snapshot: {e}",
+                self.meta.name
+            )));
+        }
+        let keys = match replies[2] {
+            Reply::Integer(n) => n.max(0) as u64,
+            _ => return Err(Error::Tool("DBSIZE gave no number".into())),
+        };
+        loop {
+            let info = text(&self.command(password, &[b"INFO".as_slice(), b"persistence"])?);
+            if info_field(&info, "rdb_bgsave_in_progress") == Some("0") {
+                if info_field(&info, "rdb_last_bgsave_status") != Some("ok") {
+                    return Err(Error::Tool(format!(
+                        "Redis database {} could not write its snapshot (rdb_last_bgsave_status is not ok; see {})",
+                        self.meta.name,
+                        self.dir.join("redis.log").display()
+                    )));
+                }
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Tool(
+                    "the Redis snapshot did not end within 10 minutes".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        fs::copy(self.data_dir().join("dump.rdb"), dest).map_err(io(format!(
+            "cannot copy {} to {}",
+            self.data_dir().join("dump.rdb").display(),
+            dest.display()
+        )))?;
+        Ok(keys)
+    }
+
+    /// Keys in every logical database (`INFO keyspace`).
+    pub fn key_count(&self, password: &str) -> Result<u64> {
+        let info = text(&self.command(password, &[b"INFO".as_slice(), b"keyspace"])?);
+        Ok(info
+            .lines()
+            .filter_map(|l| {
+                l.split_once(":keys=")?
+                    .1
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum())
+    }
+
+    /// Replaces its data with the snapshot `rdb`: stops it, puts the file in place of its
+    /// data (the append-only files too, which Redis would read first), starts it without the
+    /// append-only file so it loads the snapshot, then turns the append-only file on again
+    /// (Redis writes it anew from memory) and waits for that to end.
+    pub fn load_snapshot(&self, password: &str, rdb: &Path) -> Result<()> {
+        self.stop()?;
+        let data = self.data_dir();
+        let _ = fs::remove_dir_all(data.join("appendonlydir"));
+        let _ = fs::remove_file(data.join("appendonly.aof"));
+        let target = data.join("dump.rdb");
+        fs::copy(rdb, &target).map_err(io(format!(
+            "cannot copy {} to {}",
+            rdb.display(),
+            target.display()
+        )))?;
+        self.user.own(&target)?;
+        let conf = fs::read_to_string(self.conf())
+            .map_err(io(format!("cannot read {}", self.conf().display())))?;
+        let loading = conf.replace("appendonly yes", "appendonly no");
+        fs::write(self.conf(), &loading)
+            .map_err(io(format!("cannot write {}", self.conf().display())))?;
+        let started = self.start(password);
+        fs::write(self.conf(), conf)
+            .map_err(io(format!("cannot write {}", self.conf().display())))?;
+        started?;
+        self.command(
+            password,
+            &[b"CONFIG".as_slice(), b"SET", b"appendonly", b"yes"],
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let info = text(&self.command(password, &[b"INFO".as_slice(), b"persistence"])?);
+            if info_field(&info, "aof_rewrite_in_progress") == Some("0")
+                && info_field(&info, "aof_rewrite_scheduled") == Some("0")
+                && info_field(&info, "aof_enabled") == Some("1")
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Tool(
+                    "Redis did not write its append-only file within 10 minutes".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Verifies the snapshot `rdb`: loads it into a scratch Redis in `scratch` and compares its
+/// key count with `expected`; the scratch is stopped and removed whatever the outcome.
+pub fn verify_snapshot(rdb: &Path, expected: u64, scratch: &Path, user: OsUser) -> Result<u64> {
+    if scratch.exists() {
+        fs::remove_dir_all(scratch).map_err(io(format!("cannot remove {}", scratch.display())))?;
+    }
+    let redis = Redis::open(scratch, "verify", None, user)?;
+    let password = crate::generate_password()?;
+    let result = (|| {
+        redis.ensure(&password)?;
+        redis.load_snapshot(&password, rdb)?;
+        let found = redis.key_count(&password)?;
+        if found != expected {
+            return Err(Error::Tool(format!(
+                "the snapshot loads {found} keys, {expected} at snapshot time"
+            )));
+        }
+        Ok(found)
+    })();
+    let _ = redis.stop();
+    let _ = fs::remove_dir_all(scratch);
+    result
+}

@@ -12,6 +12,16 @@ fn open_tempdir() -> tempfile::TempDir {
     dir
 }
 
+/// Stops a database when a test ends, passed or not, so a failed assertion leaves no server
+/// running.
+struct StopOnDrop(Database);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.stop();
+    }
+}
+
 /// Runs SQL through the app's URL, as the app would connect (password, Unix socket).
 fn app_sql(pg: &Postgres, url: &str, sql: &str) -> Result<String, String> {
     let out = Command::new(pg.tool("psql"))
@@ -41,6 +51,7 @@ fn a_cluster_is_made_started_adopted_stopped_and_started_again_with_its_data() {
     let dir = tmp.path().join("db");
     let user = OsUser::for_databases().unwrap();
     let pg = Postgres::open(&dir, "db", Some("15"), user.clone()).unwrap();
+    let _stop = StopOnDrop(Database::Postgres(pg.clone()));
     let password = generate_password().unwrap();
     assert_eq!(pg.ensure(&password).unwrap(), Started::Created);
     assert_eq!(pg.health(), Health::Ready);
@@ -174,6 +185,7 @@ fn a_redis_is_made_answers_only_with_its_password_survives_a_restart_and_is_adop
     let dir = tmp.path().join("cache");
     let user = OsUser::for_databases().unwrap();
     let redis = Redis::open(&dir, "cache", None, user.clone()).unwrap();
+    let _stop = StopOnDrop(Database::Redis(redis.clone()));
     let password = generate_password().unwrap();
     assert_eq!(redis.ensure(&password).unwrap(), Started::Created);
     assert_eq!(redis.health(), Health::Ready);
@@ -232,6 +244,7 @@ fn a_dump_counts_its_rows_verifies_in_a_scratch_cluster_detects_a_flipped_byte_a
     let tmp = open_tempdir();
     let user = OsUser::for_databases().unwrap();
     let pg = Postgres::open(&tmp.path().join("db"), "db", Some("15"), user.clone()).unwrap();
+    let _stop = StopOnDrop(Database::Postgres(pg.clone()));
     let password = generate_password().unwrap();
     pg.ensure(&password).unwrap();
     let url = pg.url(&password);
@@ -284,4 +297,40 @@ fn a_dump_counts_its_rows_verifies_in_a_scratch_cluster_detects_a_flipped_byte_a
     );
     app_sql(&pg, &url, "INSERT INTO e VALUES ('writable by the app')").unwrap();
     pg.stop().unwrap();
+}
+
+#[test]
+fn a_redis_snapshot_counts_its_keys_verifies_in_a_scratch_server_and_restores_them() {
+    let tmp = open_tempdir();
+    let user = OsUser::for_databases().unwrap();
+    let redis = Redis::open(&tmp.path().join("cache"), "cache", None, user.clone()).unwrap();
+    let _stop = StopOnDrop(Database::Redis(redis.clone()));
+    let password = generate_password().unwrap();
+    redis.ensure(&password).unwrap();
+    for i in 0..50 {
+        let key = format!("k{i}");
+        redis
+            .command(&password, &[b"SET".as_slice(), key.as_bytes(), b"v"])
+            .unwrap();
+    }
+    let rdb = tmp.path().join("cache.rdb");
+    assert_eq!(redis.snapshot(&password, &rdb).unwrap(), 50);
+    let scratch = tmp.path().join("scratch");
+    assert_eq!(
+        redis::verify_snapshot(&rdb, 50, &scratch, user.clone()).unwrap(),
+        50
+    );
+    assert!(!scratch.exists());
+    let error = redis::verify_snapshot(&rdb, 51, &scratch, user)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("50 keys, 51 at snapshot time"), "{error}");
+    // Restored in place: the same keys, and they stay across a restart (the append-only
+    // file was written anew from them).
+    redis.command(&password, &[b"FLUSHALL".as_slice()]).unwrap();
+    redis.load_snapshot(&password, &rdb).unwrap();
+    assert_eq!(redis.key_count(&password).unwrap(), 50);
+    redis.stop().unwrap();
+    redis.ensure(&password).unwrap();
+    assert_eq!(redis.key_count(&password).unwrap(), 50);
 }

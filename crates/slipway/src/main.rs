@@ -668,13 +668,17 @@ async fn backup(client: &Client, data: &Path, command: BackupCommand) -> anyhow:
                 .await?;
             for b in &taken {
                 let size: u64 = b.files.iter().map(|f| f.size).sum();
-                let rows: u64 = b.tables.values().sum();
+                let contents = match b.keys {
+                    Some(keys) => format!("{keys} keys"),
+                    None => format!(
+                        "{} tables, {} rows",
+                        b.tables.len(),
+                        b.tables.values().sum::<u64>()
+                    ),
+                };
                 println!(
-                    "backup {} of database {}: {size} bytes, {} tables, {rows} rows; verified by a restore ({:.1}s)",
-                    b.id,
-                    b.database,
-                    b.tables.len(),
-                    b.verify_seconds
+                    "backup {} of database {}: {size} bytes, {contents}; verified by a restore ({:.1}s)",
+                    b.id, b.database, b.verify_seconds
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -682,7 +686,15 @@ async fn backup(client: &Client, data: &Path, command: BackupCommand) -> anyhow:
         BackupCommand::List { app } => {
             let key = resolve_app(client, &app).await?;
             let all: Vec<dto::BackupInfo> = client.get(&format!("/v1/apps/{key}/backups")).await?;
-            let mut t = table(&["ID", "DATABASE", "KIND", "TAKEN", "SIZE", "ROWS", "SERVING"]);
+            let mut t = table(&[
+                "ID",
+                "DATABASE",
+                "KIND",
+                "TAKEN",
+                "SIZE",
+                "ROWS/KEYS",
+                "SERVING",
+            ]);
             for b in &all {
                 let serving = b
                     .revisions
@@ -696,7 +708,9 @@ async fn backup(client: &Client, data: &Path, command: BackupCommand) -> anyhow:
                     b.kind.clone(),
                     b.created_at.clone(),
                     b.files.iter().map(|f| f.size).sum::<u64>().to_string(),
-                    b.tables.values().sum::<u64>().to_string(),
+                    b.keys
+                        .unwrap_or_else(|| b.tables.values().sum::<u64>())
+                        .to_string(),
                     serving,
                 ]);
             }
@@ -730,11 +744,17 @@ async fn backup(client: &Client, data: &Path, command: BackupCommand) -> anyhow:
             if let Some(safety) = &done.safety_backup {
                 println!("safety backup of {} first: {safety}", done.database);
             }
+            let contents = match done.keys {
+                Some(keys) => format!("{keys} keys"),
+                None => format!(
+                    "{} tables, {} rows",
+                    done.tables.len(),
+                    done.tables.values().sum::<u64>()
+                ),
+            };
             println!(
-                "backup {id} restored into database {}: {} tables, {} rows",
-                done.database,
-                done.tables.len(),
-                done.tables.values().sum::<u64>()
+                "backup {id} restored into database {}: {contents}",
+                done.database
             );
             Ok(ExitCode::SUCCESS)
         }

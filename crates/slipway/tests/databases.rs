@@ -684,3 +684,52 @@ fn scheduled_backups_that_fail_are_loud_and_the_ones_that_succeed_are_kept_per_k
         "{metrics}"
     );
 }
+
+#[test]
+fn a_redis_snapshot_backup_restores_the_same_keys() {
+    let s = Slipway::start();
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let dir = s.dir.path().join("counter");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.py"), COUNTER_APP).unwrap();
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        "app: counter\ndatabases: { cache: { engine: redis } }\nservices:\n  web:\n    run: [\"python3\", \"app.py\"]\n    uses: [cache]\n    health: { ready: { http: /ready, interval: 100ms } }\n    shutdown: { grace: 1s }\n",
+    )
+    .unwrap();
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    s.wait_body(COUNTER, "/", "0", Duration::from_secs(20));
+    for _ in 0..5 {
+        hits(&s, "/incr");
+    }
+    let out = s.ok(&["backup", "create", "cache", "--app", "counter"]);
+    assert!(out.contains("1 keys; verified by a restore"), "{out}");
+    let id = out.split_whitespace().nth(1).unwrap().to_owned();
+    for _ in 0..3 {
+        hits(&s, "/incr");
+    }
+    assert_eq!(hits(&s, "/"), "8");
+    s.ok(&["backup", "verify", &id, "--app", "counter"]);
+
+    // Into another name: the same keys there, the original untouched.
+    s.ok(&["backup", "restore", &id, "--to", "copy", "--app", "counter"]);
+    let out = s.cli_with_stdin(&["db", "shell", "copy", "--app", "counter"], "GET hits\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5", "{out:?}");
+    assert_eq!(hits(&s, "/"), "8");
+
+    // In place, after a safety backup: the app reads the snapshot's value, and keeps counting.
+    let out = s.ok(&["backup", "restore", &id, "--app", "counter"]);
+    assert!(out.contains("safety backup of cache first"), "{out}");
+    let mut now = String::new();
+    wait_for(
+        "the app to read the restored key",
+        Duration::from_secs(10),
+        || {
+            now = http_get(s.router, COUNTER, "/")
+                .map(|(_, b)| b)
+                .unwrap_or_default();
+            now == "5"
+        },
+    );
+    assert_eq!(hits(&s, "/incr"), "6");
+}

@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::SystemTime;
 
 use slipway_databases::backup;
-use slipway_databases::{Engine, OsUser, Postgres};
+use slipway_databases::{Database, Engine, OsUser};
 use slipway_spec::{BackupPolicy, DatabaseSpec, DatabaseUse};
 use slipway_state::split_app_key;
 
@@ -32,6 +32,23 @@ pub(super) struct BackupRecord {
     last_success: Option<(u64, String)>,
     /// The last failure, if after the last success.
     failing: Option<String>,
+}
+
+/// A `uses` entry for a database the controller runs for a backup or a restore (no variable:
+/// it does not change the schedule the revisions set).
+fn internal_use(name: &str, engine: Engine, version: &str) -> DatabaseUse {
+    DatabaseUse {
+        name: name.to_owned(),
+        database: DatabaseSpec {
+            engine: match engine {
+                Engine::Postgres => slipway_spec::Engine::Postgres,
+                Engine::Redis => slipway_spec::Engine::Redis,
+            },
+            version: Some(version.to_owned()),
+            env: String::new(),
+            backups: None,
+        },
+    }
 }
 
 fn now_ms() -> u64 {
@@ -239,28 +256,15 @@ impl Controller {
         let meta = slipway_databases::read_meta(&dir)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("database {name} does not exist"))?;
-        if meta.engine != Engine::Postgres {
-            return Err(format!(
-                "database {name} is a {} database; Slipway backs up PostgreSQL databases only so far",
-                meta.engine.as_str()
-            ));
-        }
         // It must run: started here if it was stopped (`down`).
-        let used = DatabaseUse {
-            name: name.to_owned(),
-            database: DatabaseSpec {
-                engine: slipway_spec::Engine::Postgres,
-                version: Some(meta.version.clone()),
-                env: String::new(),
-                backups: None,
-            },
-        };
+        let used = internal_use(name, meta.engine, &meta.version);
         self.ensure_database(key, &used)
             .await
             .map_err(|f| f.error)?;
         let user = OsUser::for_databases().map_err(|e| e.to_string())?;
-        let postgres = Postgres::open(&dir, name, Some(&meta.version), user.clone())
+        let database = Database::open(meta.engine, &dir, name, Some(&meta.version), user.clone())
             .map_err(|e| e.to_string())?;
+        let password = self.database_password(key, name).map_err(|f| f.error)?;
         let created_at = slipway_state::now();
         let created_unix_ms = now_ms();
         let id = format!(
@@ -279,18 +283,46 @@ impl Controller {
         make_dir(&scratch_root, 0o711)?;
         let partial = folder.join(format!(".partial-{id}"));
         make_dir(&partial, 0o700)?;
-        let file = partial.join(format!("{name}.dump"));
+        let file = partial.join(match meta.engine {
+            Engine::Postgres => format!("{name}.dump"),
+            Engine::Redis => format!("{name}.rdb"),
+        });
         let scratch = scratch_root.join(&id[id.len().saturating_sub(12)..]);
         let version = meta.version.clone();
         let dump_file = file.clone();
         let work = tokio::task::spawn_blocking(move || {
             let t = Instant::now();
-            let facts = postgres.dump(&dump_file).map_err(|e| e.to_string())?;
+            let facts = match &database {
+                Database::Postgres(postgres) => {
+                    postgres.dump(&dump_file).map_err(|e| e.to_string())?
+                }
+                Database::Redis(redis) => {
+                    let keys = redis
+                        .snapshot(&password, &dump_file)
+                        .map_err(|e| e.to_string())?;
+                    backup::DumpFacts {
+                        tables: [("keys".to_owned(), keys)].into(),
+                        server_version: version.clone(),
+                    }
+                }
+            };
             let dump_seconds = t.elapsed().as_secs_f64();
             let file_facts = backup::file_facts(&dump_file).map_err(|e| e.to_string())?;
             let t = Instant::now();
-            backup::verify_dump(&dump_file, &facts.tables, &version, &scratch, user)
-                .map_err(|e| format!("the backup does not verify: {e}"))?;
+            match &database {
+                Database::Postgres(_) => {
+                    backup::verify_dump(&dump_file, &facts.tables, &version, &scratch, user)
+                        .map(|_| ())
+                }
+                Database::Redis(_) => slipway_databases::redis::verify_snapshot(
+                    &dump_file,
+                    facts.tables["keys"],
+                    &scratch,
+                    user,
+                )
+                .map(|_| ()),
+            }
+            .map_err(|e| format!("the backup does not verify: {e}"))?;
             Ok::<_, String>((facts, file_facts, dump_seconds, t.elapsed().as_secs_f64()))
         })
         .await
@@ -318,7 +350,7 @@ impl Controller {
             app: app.to_owned(),
             environment: environment.to_owned(),
             database: name.to_owned(),
-            engine: "postgres".into(),
+            engine: meta.engine.as_str().into(),
             version: meta.version,
             server_version: facts.server_version,
             kind: kind.to_owned(),
@@ -329,7 +361,12 @@ impl Controller {
                 size: file_facts.size,
                 sha256: file_facts.sha256,
             }],
-            tables: facts.tables,
+            keys: (meta.engine == Engine::Redis).then(|| facts.tables["keys"]),
+            tables: if meta.engine == Engine::Redis {
+                BTreeMap::new()
+            } else {
+                facts.tables
+            },
             revisions,
             verified_at: slipway_state::now(),
             dump_seconds,
@@ -408,9 +445,15 @@ impl Controller {
             make_dir(scratch.parent().unwrap_or(&scratch), 0o711)?;
             let user = OsUser::for_databases().map_err(|e| e.to_string())?;
             let file = folder.join(&check.files[0].name);
-            backup::verify_dump(&file, &check.tables, &check.version, &scratch, user)
-                .map(|_| ())
-                .map_err(|e| format!("{}: {e}", file.display()))
+            match check.keys {
+                Some(keys) => {
+                    slipway_databases::redis::verify_snapshot(&file, keys, &scratch, user)
+                        .map(|_| ())
+                }
+                None => backup::verify_dump(&file, &check.tables, &check.version, &scratch, user)
+                    .map(|_| ()),
+            }
+            .map_err(|e| format!("{}: {e}", file.display()))
         })
         .await
         .map_err(|e| ControlError::Invalid(e.to_string()))?;
@@ -478,35 +521,42 @@ impl Controller {
         } else {
             None
         };
-        let used = DatabaseUse {
-            name: target.clone(),
-            database: DatabaseSpec {
-                engine: slipway_spec::Engine::Postgres,
-                version: Some(info.version.clone()),
-                env: String::new(),
-                backups: None,
-            },
+        let engine = if info.keys.is_some() {
+            Engine::Redis
+        } else {
+            Engine::Postgres
         };
+        let used = internal_use(&target, engine, &info.version);
         let _guard = self.databases.backup_lock.lock().await;
         self.ensure_database(key, &used)
             .await
             .map_err(|f| ControlError::Invalid(f.error))?;
         let user = OsUser::for_databases().map_err(|e| ControlError::Invalid(e.to_string()))?;
-        let postgres = Postgres::open(
+        let database = Database::open(
+            engine,
             &self.database_dir(key, &target),
             &target,
             Some(&info.version),
             user,
         )
         .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let password = self
+            .database_password(key, &target)
+            .map_err(|f| ControlError::Invalid(f.error))?;
         let file = folder.join(&info.files[0].name);
-        let restored = tokio::task::spawn_blocking(move || {
-            postgres.restore(&file)?;
-            postgres.table_counts(postgres.meta().name.as_str())
+        let (restored, keys) = tokio::task::spawn_blocking(move || match &database {
+            Database::Postgres(postgres) => {
+                postgres.restore(&file)?;
+                Ok((postgres.table_counts(postgres.meta().name.as_str())?, None))
+            }
+            Database::Redis(redis) => {
+                redis.load_snapshot(&password, &file)?;
+                Ok((BTreeMap::new(), Some(redis.key_count(&password)?)))
+            }
         })
         .await
         .map_err(|e| ControlError::Invalid(e.to_string()))?
-        .map_err(|e| {
+        .map_err(|e: slipway_databases::Error| {
             ControlError::Invalid(format!("restore of backup {id} into {target} failed: {e}"))
         })?;
         self.event(
@@ -526,6 +576,7 @@ impl Controller {
             database: target,
             safety_backup,
             tables: restored,
+            keys,
         })
     }
 

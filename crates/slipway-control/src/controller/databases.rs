@@ -72,7 +72,11 @@ impl Controller {
 
     /// The database's password: the secret's current value, made (and stored encrypted)
     /// when there is none.
-    fn database_password(&self, key: &str, name: &str) -> Result<Zeroizing<String>, Failure> {
+    pub(super) fn database_password(
+        &self,
+        key: &str,
+        name: &str,
+    ) -> Result<Zeroizing<String>, Failure> {
         let (app, environment) = split_app_key(key);
         let secret = password_secret(name);
         if let Some(version) = self
