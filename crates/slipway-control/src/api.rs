@@ -67,6 +67,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/server", get(server_info))
         .route("/v1/server/stop", post(server_stop))
+        .route("/v1/server/backup", post(platform_backup))
         .route("/v1/apps", get(list_apps).post(apply))
         .route("/v1/apps/{app}", get(app_status))
         .route("/v1/apps/{app}/deploy", post(deploy))
@@ -400,6 +401,18 @@ async fn server_info(State(s): State<ApiState>) -> Json<dto::ServerInfo> {
 async fn server_stop(State(s): State<ApiState>) -> StatusCode {
     s.stop.notify_one();
     StatusCode::ACCEPTED
+}
+
+#[utoipa::path(
+    post, path = "/v1/server/backup", security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "a platform backup: the store (online backup), code snapshots and artifacts, secrets still encrypted, no master key", body = dto::PlatformBackup),
+        (status = 401, response = Unauthorized),
+        (status = 409, description = "the backup failed; the message says why", body = dto::ApiError)
+    )
+)]
+async fn platform_backup(State(s): State<ApiState>) -> ApiResult<Json<dto::PlatformBackup>> {
+    Ok(Json(s.controller.platform_backup().await?))
 }
 
 #[utoipa::path(
@@ -1211,6 +1224,7 @@ impl utoipa::Modify for AdminTokenScheme {
     paths(
         server_info,
         server_stop,
+        platform_backup,
         list_apps,
         apply,
         app_status,

@@ -266,6 +266,18 @@ pub struct BackupInfo {
     pub verify_seconds: f64,
 }
 
+/// A platform backup: Slipway's own state (the store, code snapshots, artifacts; secrets
+/// encrypted, the master key left out).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlatformBackup {
+    pub id: String,
+    /// The archive's folder on the server's host.
+    pub path: String,
+    pub created_at: String,
+    pub files: u64,
+    pub bytes: u64,
+}
+
 /// A file of a backup.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BackupFile {

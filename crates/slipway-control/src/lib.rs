@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod dto;
 mod lock;
 pub mod metrics;
+pub mod platform;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -344,7 +344,12 @@ pub(crate) enum BackupCommand {
     /// verified by a restore into a scratch instance before it counts.
     Create {
         /// The database's name in slipway.yaml.
+        #[arg(conflicts_with = "platform")]
         database: Option<String>,
+        /// Back up Slipway's own state instead: the store (SQLite's online backup), code
+        /// snapshots and artifacts; secrets stay encrypted, the master key is left out.
+        #[arg(long)]
+        platform: bool,
         #[command(flatten)]
         app: AppArg,
     },
@@ -363,7 +368,12 @@ pub(crate) enum BackupCommand {
     /// Replace a database's contents with a backup, after a safety backup of what is there.
     /// The app keeps running; its requests that need the database fail until it is done.
     Restore {
+        /// The backup's id; with --platform, the platform archive's folder.
         id: String,
+        /// Restore a platform archive into this data directory (SLIPWAY_HOME, or --data-dir),
+        /// which must be fresh, with no server running; then put the master key back.
+        #[arg(long, conflicts_with = "to")]
+        platform: bool,
         /// Restore into this database instead (made if missing); the original is left alone.
         #[arg(long)]
         to: Option<String>,

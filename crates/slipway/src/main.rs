@@ -654,7 +654,36 @@ async fn resolve_app(client: &Client, arg: &AppArg) -> anyhow::Result<String> {
 /// `slipway backup create|list|verify|restore`.
 async fn backup(client: &Client, data: &Path, command: BackupCommand) -> anyhow::Result<ExitCode> {
     match command {
-        BackupCommand::Create { database, app } => {
+        BackupCommand::Create { platform: true, .. } => {
+            ensure_server(client, data).await?;
+            let b: dto::PlatformBackup = client.post("/v1/server/backup", &()).await?;
+            println!(
+                "platform backup {} in {}: {} files, {} bytes (the store, code snapshots, artifacts; secrets encrypted)",
+                b.id, b.path, b.files, b.bytes
+            );
+            println!(
+                "the master key is not in it: keep a copy of {} somewhere else, or the secrets cannot be read after a restore",
+                data.join("master.key").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupCommand::Restore {
+            id, platform: true, ..
+        } => {
+            let archive = std::path::absolute(&id)?;
+            let n = slipway_control::platform::restore(&archive, data)?;
+            println!(
+                "platform backup {} restored into {} ({n} files)",
+                archive.display(),
+                data.display()
+            );
+            println!(
+                "next: put the master key back at {} (or point SLIPWAY_MASTER_KEY_FILE at it), then start the server",
+                data.join("master.key").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupCommand::Create { database, app, .. } => {
             if let Some(name) = &database {
                 check_name("database", name)?;
             }
@@ -729,7 +758,7 @@ async fn backup(client: &Client, data: &Path, command: BackupCommand) -> anyhow:
             );
             Ok(ExitCode::SUCCESS)
         }
-        BackupCommand::Restore { id, to, app } => {
+        BackupCommand::Restore { id, to, app, .. } => {
             if let Some(name) = &to {
                 check_name("database", name)?;
             }

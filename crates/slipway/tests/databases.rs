@@ -733,3 +733,128 @@ fn a_redis_snapshot_backup_restores_the_same_keys() {
     );
     assert_eq!(hits(&s, "/incr"), "6");
 }
+
+const SECRET_APP: &str = r#"
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"{os.environ['SECRET_WORD']} {open('version.txt').read().strip()}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+#[test]
+fn a_platform_backup_restored_on_a_fresh_data_directory_with_the_key_serves_the_same_revisions() {
+    let s = Slipway::start();
+    let dir = s.dir.path().join("plat");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.py"), SECRET_APP).unwrap();
+    std::fs::write(dir.join("version.txt"), "v1\n").unwrap();
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        "app: plat\nservices:\n  web:\n    run: [\"python3\", \"app.py\"]\n    secrets: [SECRET_WORD]\n    shutdown: { grace: 1s }\n    deploy: { keep_previous: 0s }\n",
+    )
+    .unwrap();
+    let out = s.cli_with_stdin(
+        &["secret", "set", "SECRET_WORD", "--app", "plat"],
+        "swordfish",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let spec = path_str(&dir);
+    s.ok(&["up", &spec, "--detach"]);
+    s.wait_body(
+        "web.plat.localhost",
+        "/",
+        "swordfish v1",
+        Duration::from_secs(20),
+    );
+    std::fs::write(dir.join("version.txt"), "v2\n").unwrap();
+    s.ok(&["deploy", "-f", &spec]);
+    s.wait_body(
+        "web.plat.localhost",
+        "/",
+        "swordfish v2",
+        Duration::from_secs(20),
+    );
+    // The working folder moves on; the revisions hold their own code.
+    std::fs::write(dir.join("version.txt"), "v3-never-deployed\n").unwrap();
+
+    let out = s.ok(&["backup", "create", "--platform"]);
+    assert!(out.contains("the master key is not in it"), "{out}");
+    let archive = s
+        .data
+        .join("backups/platform")
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .expect("an archive");
+    assert!(!archive.join("master.key").exists());
+    let master_key = std::fs::read(s.data.join("master.key")).unwrap();
+    let archived = std::fs::read(archive.join("state.db")).unwrap();
+    assert!(
+        !archived.windows(9).any(|w| w == b"swordfish"),
+        "the secret is stored encrypted in the archive"
+    );
+
+    // A fresh data directory, the archive, then the key: the same revisions serve.
+    let restored = Slipway::start_prepared(|data| {
+        let out = Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .args(["backup", "restore", "--platform", &path_str(&archive)])
+            .env("SLIPWAY_HOME", data)
+            .env("SLIPWAY_NO_AUTOSTART", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("put the master key back"),
+            "{out:?}"
+        );
+        std::fs::write(data.join("master.key"), &master_key).unwrap();
+        std::fs::set_permissions(
+            data.join("master.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    });
+    restored.wait_body(
+        "web.plat.localhost",
+        "/",
+        "swordfish v2",
+        Duration::from_secs(20),
+    );
+    let revisions = restored.ok(&["revisions", "web", "--app", "plat"]);
+    assert!(
+        revisions.contains('1') && revisions.contains('2'),
+        "{revisions}"
+    );
+    // The original server's instances were not touched by the restored one.
+    s.wait_body(
+        "web.plat.localhost",
+        "/",
+        "swordfish v2",
+        Duration::from_secs(5),
+    );
+
+    // Restoring over an existing state is refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["backup", "restore", "--platform", &path_str(&archive)])
+        .env("SLIPWAY_HOME", &restored.data)
+        .env("SLIPWAY_NO_AUTOSTART", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fresh data directory"),
+        "{out:?}"
+    );
+}

@@ -580,6 +580,17 @@ impl Controller {
         })
     }
 
+    /// Backs up Slipway's own state (see [`crate::platform`]).
+    pub async fn platform_backup(&self) -> Result<dto::PlatformBackup> {
+        let store = self.store.clone();
+        let data_dir = self.config.data_dir.clone();
+        let _guard = self.databases.backup_lock.lock().await;
+        tokio::task::spawn_blocking(move || crate::platform::backup(&store, &data_dir))
+            .await
+            .map_err(|e| ControlError::Invalid(e.to_string()))?
+            .map_err(|e| ControlError::Invalid(format!("the platform backup failed: {e:#}")))
+    }
+
     /// The backup policy of the running database in `dir`, from the revision that started it.
     fn database_policy(&self, dir: &Path) -> Option<BackupPolicy> {
         self.databases

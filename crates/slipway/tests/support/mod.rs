@@ -131,6 +131,25 @@ impl Slipway {
         Slipway::start_with(&[])
     }
 
+    /// Starts a server on a data dir that `prepare` fills first (it gets the path, which
+    /// does not exist yet).
+    pub fn start_prepared(prepare: impl FnOnce(&std::path::Path)) -> Slipway {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        prepare(&data);
+        let mut s = Slipway {
+            data,
+            router: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            dir,
+            server: None,
+            server_args: Vec::new(),
+            server_env: Vec::new(),
+        };
+        s.start_server();
+        s
+    }
+
     /// Starts a server on a fresh data dir with extra `slipway server` flags.
     pub fn start_with(server_args: &[&str]) -> Slipway {
         let dir = tempfile::tempdir().unwrap();
