@@ -66,6 +66,8 @@ pub struct Scrape {
     pub counters: BTreeMap<(&'static str, Labels), u64>,
     /// Per database (app, database): when its last verified backup was taken.
     pub backups: Vec<(Labels, i64)>,
+    /// Per running database (app, database, engine): 1 when its probe passes, else 0.
+    pub databases: Vec<(Labels, i64)>,
 }
 
 impl Scrape {
@@ -176,6 +178,17 @@ impl Collector for Scrape {
             }
         }
         self.encode_usage(&mut encoder)?;
+        if !self.databases.is_empty() {
+            let mut m = encoder.encode_descriptor(
+                "slipway_database_up",
+                "Whether a managed database answers its protocol-level probe (1) or not (0).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (labels, up) in &self.databases {
+                ConstGauge::new(*up).encode(m.encode_family(labels)?)?;
+            }
+        }
         if !self.backups.is_empty() {
             let mut m = encoder.encode_descriptor(
                 "slipway_backup_last_success_timestamp_seconds",

@@ -419,6 +419,12 @@ services:
         status.contains("redis") && status.contains("ready"),
         "{status}"
     );
+    let (_, metrics) = http_get(s.admin, "localhost", "/metrics").unwrap();
+    assert!(
+        metrics
+            .contains("slipway_database_up{app=\"counter\",database=\"cache\",engine=\"redis\"} 1"),
+        "{metrics}"
+    );
 
     // The server dies; Redis does not, and the next server adopts it.
     let pid = redis_pid(&s);

@@ -301,6 +301,27 @@ impl Controller {
         });
     }
 
+    /// `slipway_database_up` of every running database.
+    pub(super) fn database_gauges(&self) -> Vec<(crate::metrics::Labels, i64)> {
+        self.databases
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|r| {
+                let meta = r.database.meta();
+                (
+                    vec![
+                        ("app".to_owned(), r.key.clone()),
+                        ("database".to_owned(), meta.name.clone()),
+                        ("engine".to_owned(), meta.engine.as_str().to_owned()),
+                    ],
+                    i64::from(r.health == Health::Ready),
+                )
+            })
+            .collect()
+    }
+
     /// The databases of the app stored under `key`, from their folders, with their health.
     pub(super) fn database_status(&self, key: &str) -> Vec<dto::DatabaseStatus> {
         let (app, environment) = split_app_key(key);

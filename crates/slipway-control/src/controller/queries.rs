@@ -53,6 +53,7 @@ impl Controller {
         }
         drop(live);
         scrape.backups = self.backup_gauges();
+        scrape.databases = self.database_gauges();
         scrape.with_counters(&self.counters)
     }
 
