@@ -502,6 +502,24 @@ impl Postgres {
         Ok(true)
     }
 
+    /// `pg_ctl stop -m immediate`: no checkpoint, for a scratch cluster about to be removed.
+    pub fn stop_immediately(&self) -> Result<bool> {
+        if !self.exists() || !self.running()? {
+            return Ok(false);
+        }
+        let mut stop = self.as_user(&self.tool("pg_ctl"));
+        stop.arg("stop").arg("-D").arg(self.data_dir()).args([
+            "-m",
+            "immediate",
+            "-w",
+            "-t",
+            "120",
+            "-s",
+        ]);
+        self.run("pg_ctl stop", &mut stop)?;
+        Ok(true)
+    }
+
     /// Probes the server at the protocol level with `pg_isready`: a startup packet, answered
     /// before any authentication, so it never holds a connection slot.
     pub fn health(&self) -> Health {
