@@ -142,11 +142,13 @@ impl OsUser {
             let mode = meta.mode();
             if !self.can_enter(ancestor) {
                 return Err(Error::Setup(format!(
-                    "databases run as the user {}, which cannot enter {} (mode {:o}), on the way to {}\n  hint: let it through with `chmod o+x {}` (it lists nothing), or keep Slipway's data directory under folders it can enter",
+                    "databases run as the user {}, which cannot enter {} (mode {:o}), on the way to {}\n  hint: let it through with `setfacl -m u:{}:x {}` (or `chmod o+x {}`: it lists nothing), or keep Slipway's data directory under folders it can enter",
                     self.name,
                     ancestor.display(),
                     mode & 0o7777,
                     dir.display(),
+                    self.name,
+                    ancestor.display(),
                     ancestor.display()
                 )));
             }
