@@ -44,6 +44,7 @@ pub fn read_only_router(state: ApiState) -> Router {
             get(revisions),
         )
         .route("/v1/apps/{app}/services/{service}/logs", get(logs))
+        .route("/v1/apps/{app}/backups", get(list_backups))
         .route(
             "/v1/apps/{app}/services/{service}/release",
             get(release_output),
@@ -66,11 +67,22 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/server", get(server_info))
         .route("/v1/server/stop", post(server_stop))
+        .route("/v1/server/backup", post(platform_backup))
         .route("/v1/apps", get(list_apps).post(apply))
         .route("/v1/apps/{app}", get(app_status))
         .route("/v1/apps/{app}/deploy", post(deploy))
         .route("/v1/apps/{app}/down", post(down))
         .route("/v1/apps/{app}/secrets", get(list_secrets))
+        .route(
+            "/v1/apps/{app}/databases/{name}/connection",
+            get(database_connection),
+        )
+        .route(
+            "/v1/apps/{app}/backups",
+            get(list_backups).post(create_backup),
+        )
+        .route("/v1/apps/{app}/backups/{id}/verify", post(verify_backup))
+        .route("/v1/apps/{app}/backups/{id}/restore", post(restore_backup))
         .route(
             "/v1/apps/{app}/secrets/{name}",
             axum::routing::put(set_secret).delete(remove_secret),
@@ -392,6 +404,18 @@ async fn server_stop(State(s): State<ApiState>) -> StatusCode {
 }
 
 #[utoipa::path(
+    post, path = "/v1/server/backup", security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "a platform backup: the store (online backup), code snapshots and artifacts, secrets still encrypted, no master key", body = dto::PlatformBackup),
+        (status = 401, response = Unauthorized),
+        (status = 409, description = "the backup failed; the message says why", body = dto::ApiError)
+    )
+)]
+async fn platform_backup(State(s): State<ApiState>) -> ApiResult<Json<dto::PlatformBackup>> {
+    Ok(Json(s.controller.platform_backup().await?))
+}
+
+#[utoipa::path(
     get, path = "/v1/apps", security((), ("admin_token" = [])),
     responses(
         (status = 200, description = "every registered app", body = Vec<dto::AppSummary>),
@@ -603,6 +627,141 @@ async fn list_secrets(
     Path(app): Path<String>,
 ) -> ApiResult<Json<Vec<dto::SecretInfo>>> {
     Ok(Json(s.controller.secrets(&app)?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/databases/{name}/connection",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("name" = String, Path, description = "the database's name in the spec"),
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "how to connect to the database: its URL, password included (never on the read-only listener)", body = dto::DatabaseConnection),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = StoreFailed)
+    )
+)]
+async fn database_connection(
+    State(s): State<ApiState>,
+    Path((app, name)): Path<(String, String)>,
+) -> ApiResult<Json<dto::DatabaseConnection>> {
+    Ok(Json(s.controller.database_connection(&app, &name).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/backups",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+    ),
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "the app's backups in this environment, newest first", body = Vec<dto::BackupInfo>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = StoreFailed)
+    )
+)]
+async fn list_backups(
+    State(s): State<ApiState>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<Vec<dto::BackupInfo>>> {
+    Ok(Json(s.controller.backups(&app)?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/backups",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+    ),
+    request_body = dto::BackupRequest,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "the backups taken, each verified by a restore into a scratch instance", body = Vec<dto::BackupInfo>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "a backup failed or did not verify; the message says which and why", body = dto::ApiError),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = StoreFailed)
+    )
+)]
+async fn create_backup(
+    State(s): State<ApiState>,
+    Path(app): Path<String>,
+    ApiJson(req): ApiJson<dto::BackupRequest>,
+) -> ApiResult<Json<Vec<dto::BackupInfo>>> {
+    Ok(Json(
+        s.controller
+            .create_backups(&app, req.database.as_deref())
+            .await?,
+    ))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/backups/{id}/verify",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("id" = String, Path, description = "the backup's id"),
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "the backup's files match its manifest and it restores with the same row counts", body = dto::BackupInfo),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "the backup does not verify: the file and the reason", body = dto::ApiError),
+        (status = 500, response = StoreFailed)
+    )
+)]
+async fn verify_backup(
+    State(s): State<ApiState>,
+    Path((app, id)): Path<(String, String)>,
+) -> ApiResult<Json<dto::BackupInfo>> {
+    Ok(Json(s.controller.verify_backup(&app, &id).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/backups/{id}/restore",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("id" = String, Path, description = "the backup's id"),
+    ),
+    request_body = dto::RestoreRequest,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "the database's contents were replaced (after a safety backup)", body = dto::RestoreOutcome),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "nothing was restored: the backup is damaged, or the safety backup failed", body = dto::ApiError),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = StoreFailed)
+    )
+)]
+async fn restore_backup(
+    State(s): State<ApiState>,
+    Path((app, id)): Path<(String, String)>,
+    ApiJson(req): ApiJson<dto::RestoreRequest>,
+) -> ApiResult<Json<dto::RestoreOutcome>> {
+    Ok(Json(
+        s.controller
+            .restore_backup(&app, &id, req.to.as_deref())
+            .await?,
+    ))
 }
 
 #[utoipa::path(
@@ -1065,6 +1224,7 @@ impl utoipa::Modify for AdminTokenScheme {
     paths(
         server_info,
         server_stop,
+        platform_backup,
         list_apps,
         apply,
         app_status,
@@ -1072,6 +1232,11 @@ impl utoipa::Modify for AdminTokenScheme {
         rollback,
         down,
         list_secrets,
+        database_connection,
+        list_backups,
+        create_backup,
+        verify_backup,
+        restore_backup,
         set_secret,
         remove_secret,
         revisions,

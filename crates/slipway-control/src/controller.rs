@@ -40,7 +40,9 @@ use crate::dto::{self, Progress};
 
 mod artifacts;
 mod autoscaling;
+mod backups;
 mod code;
+mod databases;
 mod deploy;
 #[cfg(test)]
 mod fake;
@@ -142,6 +144,8 @@ pub struct Controller {
     starting: Mutex<std::collections::HashSet<String>>,
     /// The secrets' master key, read on first use.
     master_key: Mutex<Option<Arc<slipway_state::MasterKey>>>,
+    /// The managed databases this server runs.
+    databases: databases::Databases,
 }
 
 /// The autoscaler of one revision and what it last saw.
@@ -322,6 +326,7 @@ impl Controller {
             ports: ports::Ports::new(),
             starting: Mutex::new(std::collections::HashSet::new()),
             master_key: Mutex::new(None),
+            databases: databases::Databases::default(),
         })
     }
 

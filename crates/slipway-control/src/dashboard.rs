@@ -90,14 +90,27 @@ pub fn dashboard_url(admin: SocketAddr, token: &AdminToken) -> String {
 pub fn admin_router(state: ApiState, token: AdminToken, token_path: PathBuf) -> Router {
     let full = api::router(state.clone()).merge(assets());
     let path = token_path.clone();
+    let connection_path = token_path.clone();
     let public = api::read_only_router(state)
         .merge(assets())
-        // The one read that only the full API serves (secret names and versions): without
-        // the token it gets the 401 that changes get, not the 404 of an unknown path.
+        // The reads that only the full API serves (secret names and versions, a database's
+        // password): without the token they get the 401 that changes get, not the 404 of an
+        // unknown path.
         .route(
             "/v1/apps/{app}/secrets",
             get(move |method: Method, uri: axum::http::Uri| async move {
                 unauthorized(needs_token(&method, uri.path(), "lists secrets", &path))
+            }),
+        )
+        .route(
+            "/v1/apps/{app}/databases/{name}/connection",
+            get(move |method: Method, uri: axum::http::Uri| async move {
+                unauthorized(needs_token(
+                    &method,
+                    uri.path(),
+                    "shows a database's password",
+                    &connection_path,
+                ))
             }),
         );
     Gate::new(token, token_path, full, public).into_router()

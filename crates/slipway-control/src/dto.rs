@@ -5,6 +5,8 @@
 //! rows, runtime states) are converted into them by hand, so changing an internal type
 //! never silently changes the API.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -199,6 +201,152 @@ pub struct AppStatus {
     /// it cannot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits_unavailable: Option<String>,
+    /// The app's managed databases in this environment.
+    #[serde(default)]
+    pub databases: Vec<DatabaseStatus>,
+}
+
+/// A managed database and its health.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DatabaseStatus {
+    pub name: String,
+    /// `postgres` or `redis`.
+    pub engine: String,
+    /// The engine's major version its data was made with.
+    pub version: String,
+    /// `ready`, `starting` (answers but refuses connections), `down` (nothing answers on its
+    /// socket: red), or `stopped` (not started by this server: by `down`, or not used yet).
+    pub state: String,
+    /// Its backups: the last success, and the last failure if it came after it (red).
+    #[serde(default)]
+    pub backup: BackupHealth,
+}
+
+/// How a database's backups are doing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct BackupHealth {
+    /// When the newest verified backup was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<String>,
+    /// Why the last backup failed, when it failed after the last success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing: Option<String>,
+}
+
+/// A backup, as its manifest (`manifest.json` beside its files) records it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BackupInfo {
+    /// `<database>-<time>`, unique within the app's environment.
+    pub id: String,
+    pub app: String,
+    pub environment: String,
+    pub database: String,
+    /// `postgres` or `redis`.
+    pub engine: String,
+    /// The major version of the engine that made it, and the server's full version.
+    pub version: String,
+    pub server_version: String,
+    /// `manual`, `scheduled`, or `safety` (taken before a restore).
+    pub kind: String,
+    /// When it was taken (RFC 3339), and the same in milliseconds since the epoch.
+    pub created_at: String,
+    pub created_unix_ms: u64,
+    pub files: Vec<BackupFile>,
+    /// Rows per table (`schema.table`) in the dump's snapshot (PostgreSQL).
+    pub tables: BTreeMap<String, u64>,
+    /// Keys in the snapshot (Redis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
+    /// The revisions serving when it was taken.
+    pub revisions: Vec<ServingRevision>,
+    /// When its restore into a scratch instance matched the counts above.
+    pub verified_at: String,
+    /// How long the dump and the verification took, in seconds.
+    pub dump_seconds: f64,
+    pub verify_seconds: f64,
+}
+
+/// A platform backup: Slipway's own state (the store, code snapshots, artifacts; secrets
+/// encrypted, the master key left out).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlatformBackup {
+    pub id: String,
+    /// The archive's folder on the server's host.
+    pub path: String,
+    pub created_at: String,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// A file of a backup.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BackupFile {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// A revision that carried traffic when a backup was taken.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServingRevision {
+    pub service: String,
+    pub revision: u64,
+    pub percent: u32,
+}
+
+/// `POST /v1/apps/{app}/backups`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {
+    /// The database to back up; all of the app's environment when absent.
+    #[serde(default)]
+    pub database: Option<String>,
+}
+
+/// `POST /v1/apps/{app}/backups/{id}/restore`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// Restore into this database (made if missing) instead of the one backed up, which is
+    /// then left alone.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RestoreOutcome {
+    /// The database whose contents were replaced.
+    pub database: String,
+    /// The backup taken of it first, when it had contents to lose.
+    pub safety_backup: Option<String>,
+    /// Rows per table after the restore (PostgreSQL).
+    pub tables: BTreeMap<String, u64>,
+    /// Keys after the restore (Redis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
+}
+
+/// How to connect to a managed database (the Unix-socket API only: it holds the password).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DatabaseConnection {
+    pub name: String,
+    pub engine: String,
+    pub version: String,
+    /// The URL the services get, password included.
+    pub url: String,
+    /// The engine's client on the server's host (`psql`, `redis-cli`).
+    pub client: String,
+    /// The parts of the URL: the socket's folder (PostgreSQL) or the socket (Redis), the
+    /// port in the socket's name (PostgreSQL; 0 for Redis), the role, the database and the
+    /// password.
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub database: String,
+    pub password: String,
+    /// As in [`DatabaseStatus::state`].
+    pub state: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod dto;
 mod lock;
 pub mod metrics;
+pub mod platform;
 pub mod tls;
 
 use std::net::SocketAddr;

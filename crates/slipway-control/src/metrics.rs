@@ -64,6 +64,10 @@ pub struct Scrape {
     /// its limits.
     pub usage: Vec<(Labels, slipway_runtime::Usage, slipway_runtime::Limits)>,
     pub counters: BTreeMap<(&'static str, Labels), u64>,
+    /// Per database (app, database): when its last verified backup was taken.
+    pub backups: Vec<(Labels, i64)>,
+    /// Per running database (app, database, engine): 1 when its probe passes, else 0.
+    pub databases: Vec<(Labels, i64)>,
 }
 
 impl Scrape {
@@ -86,6 +90,10 @@ const HELP: &[(&str, &str)] = &[
     (
         "slipway_cold_starts",
         "Instances started for a revision that had none running.",
+    ),
+    (
+        "slipway_backup_failures",
+        "Database backups that failed or did not verify.",
     ),
 ];
 
@@ -170,6 +178,28 @@ impl Collector for Scrape {
             }
         }
         self.encode_usage(&mut encoder)?;
+        if !self.databases.is_empty() {
+            let mut m = encoder.encode_descriptor(
+                "slipway_database_up",
+                "Whether a managed database answers its protocol-level probe (1) or not (0).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (labels, up) in &self.databases {
+                ConstGauge::new(*up).encode(m.encode_family(labels)?)?;
+            }
+        }
+        if !self.backups.is_empty() {
+            let mut m = encoder.encode_descriptor(
+                "slipway_backup_last_success_timestamp_seconds",
+                "When the newest verified backup of a database was taken (seconds since the epoch).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (labels, seconds) in &self.backups {
+                ConstGauge::new(*seconds).encode(m.encode_family(labels)?)?;
+            }
+        }
         for (name, help) in HELP {
             let rows: Vec<_> = self
                 .counters

@@ -79,10 +79,34 @@ pub enum EventKind {
     RunSucceeded,
     /// `run.failed`
     RunFailed,
+    /// `database.created`
+    DatabaseCreated,
+    /// `database.started`
+    DatabaseStarted,
+    /// `database.adopted`
+    DatabaseAdopted,
+    /// `database.stopped`
+    DatabaseStopped,
+    /// `database.failed`
+    DatabaseFailed,
+    /// `database.unhealthy`
+    DatabaseUnhealthy,
+    /// `database.healthy`
+    DatabaseHealthy,
+    /// `backup.succeeded`
+    BackupSucceeded,
+    /// `backup.failed`
+    BackupFailed,
+    /// `backup.verified`
+    BackupVerified,
+    /// `backup.restored`
+    BackupRestored,
+    /// `backup.pruned`
+    BackupPruned,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 36] = [
+    pub const ALL: [EventKind; 48] = [
         EventKind::AppRegistered,
         EventKind::AppDown,
         EventKind::AppUp,
@@ -119,6 +143,18 @@ impl EventKind {
         EventKind::RunStarted,
         EventKind::RunSucceeded,
         EventKind::RunFailed,
+        EventKind::DatabaseCreated,
+        EventKind::DatabaseStarted,
+        EventKind::DatabaseAdopted,
+        EventKind::DatabaseStopped,
+        EventKind::DatabaseFailed,
+        EventKind::DatabaseUnhealthy,
+        EventKind::DatabaseHealthy,
+        EventKind::BackupSucceeded,
+        EventKind::BackupFailed,
+        EventKind::BackupVerified,
+        EventKind::BackupRestored,
+        EventKind::BackupPruned,
     ];
 
     /// The stored spelling, such as `revision.created`.
@@ -160,6 +196,18 @@ impl EventKind {
             EventKind::RunStarted => "run.started",
             EventKind::RunSucceeded => "run.succeeded",
             EventKind::RunFailed => "run.failed",
+            EventKind::DatabaseCreated => "database.created",
+            EventKind::DatabaseStarted => "database.started",
+            EventKind::DatabaseAdopted => "database.adopted",
+            EventKind::DatabaseStopped => "database.stopped",
+            EventKind::DatabaseFailed => "database.failed",
+            EventKind::DatabaseUnhealthy => "database.unhealthy",
+            EventKind::DatabaseHealthy => "database.healthy",
+            EventKind::BackupSucceeded => "backup.succeeded",
+            EventKind::BackupFailed => "backup.failed",
+            EventKind::BackupVerified => "backup.verified",
+            EventKind::BackupRestored => "backup.restored",
+            EventKind::BackupPruned => "backup.pruned",
         }
     }
 }

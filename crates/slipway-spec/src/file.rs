@@ -54,6 +54,76 @@ pub(crate) struct SpecFile {
         reason = "environments are read and merged as JSON (`environments.rs`); the field gives them a schema"
     )]
     pub environments: Option<BTreeMap<String, EnvironmentFile>>,
+    /// Databases Slipway runs beside the app, keyed by name (a DNS label), e.g.
+    /// `db: { engine: postgres, version: "15" }`. Each environment gets its own: staging
+    /// never reaches production's data. A service names the ones it needs in `uses`.
+    /// Default: none.
+    #[schemars(extend("propertyNames" = { "pattern": DNS_LABEL_PATTERN }))]
+    pub databases: Option<BTreeMap<String, DatabaseFile>>,
+    /// Scheduled backups of every database, each verified by a restore right after it is
+    /// taken, e.g. `{ every: 24h, keep: 14 }`. Default: none scheduled (`slipway backup
+    /// create` any time).
+    pub backups: Option<BackupsFile>,
+}
+
+/// When databases are backed up and how many backups each keeps.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BackupsFile {
+    /// Time between two scheduled backups of a database (more than 0). Default: `24h`.
+    pub every: Option<DurationText>,
+    /// How many backups of each database are kept; older ones are deleted after a new one
+    /// verified. Default: 14.
+    #[schemars(range(min = 1, max = 100_000))]
+    pub keep: Option<u32>,
+}
+
+/// A database Slipway runs for the app.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DatabaseFile {
+    /// The engine: `postgres` (the host's PostgreSQL) or `redis` (the host's Redis).
+    pub engine: EngineFile,
+    /// The engine's major version, e.g. `"15"`; it must be installed on the server's host. An
+    /// existing database keeps the version it was made with: a different one is refused.
+    /// Default: the version it was made with, else the newest installed.
+    pub version: Option<VersionText>,
+    /// The environment variable that carries its URL to the services that use it.
+    /// Default: `DATABASE_URL` for PostgreSQL, `REDIS_URL` for Redis.
+    #[schemars(regex(pattern = ENV_NAME_PATTERN))]
+    pub env: Option<String>,
+}
+
+/// A database engine.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum EngineFile {
+    /// PostgreSQL, from the host's packages, on a Unix socket.
+    Postgres,
+    /// Redis, from the host's packages, on a Unix socket, with a password.
+    Redis,
+}
+
+/// A major version: `"15"` or `15`.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct VersionText(pub serde_json::Value);
+
+impl JsonSchema for VersionText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "MajorVersion".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                { "type": "string", "pattern": "^[1-9][0-9]{0,2}$" },
+                { "type": "integer", "minimum": 1, "maximum": 999 },
+            ],
+            "description": "A major version, e.g. `\"15\"`.",
+            "examples": ["15"],
+        })
+    }
 }
 
 /// One environment: its host and what it changes in the base spec.
@@ -168,6 +238,11 @@ pub(crate) struct ServiceFile {
     /// What the router lets through to the service, e.g. `{ body: 10MiB }`. Default: request
     /// bodies up to `100MiB`.
     pub limits: Option<LimitsFile>,
+    /// Databases (declared under the top-level `databases`) whose URL the service gets, in
+    /// the variable each database names (`DATABASE_URL` by default), e.g. `[db]`. The name
+    /// may not also be set in `env` or `secrets`. Default: none.
+    #[schemars(inner(regex(pattern = DNS_LABEL_PATTERN)))]
+    pub uses: Option<Vec<String>>,
 }
 
 /// Health checks of a service.

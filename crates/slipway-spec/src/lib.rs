@@ -43,8 +43,9 @@ use std::path::{Path, PathBuf};
 pub use diagnostic::Diagnostic;
 use diagnostic::Pos;
 pub use model::{
-    Analysis, Check, DeploySettings, Health, Limits, OnFailure, Port, Probe, Resources, Scaling,
-    ServiceSpec, Shutdown, Spec, Strategy, TrafficSettings, duration_ms,
+    Analysis, BackupPolicy, Check, DatabaseSpec, DatabaseUse, DeploySettings, Engine, Health,
+    Limits, OnFailure, Port, Probe, Resources, Scaling, ServiceSpec, Shutdown, Spec, Strategy,
+    TrafficSettings, duration_ms,
 };
 pub use quantity::{show_cpu, show_memory};
 pub use render::render;

@@ -35,6 +35,81 @@ pub struct Spec {
     /// the others in file order.
     #[serde(default = "default_environments")]
     pub environments: Vec<String>,
+    /// The databases the app declares, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub databases: BTreeMap<String, DatabaseSpec>,
+}
+
+/// A database Slipway runs for the app (one per environment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseSpec {
+    /// The engine.
+    pub engine: Engine,
+    /// The major version asked for; `None` keeps the one it was made with (else the newest
+    /// installed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The environment variable that carries its URL.
+    pub env: String,
+    /// Scheduled backups (the spec's top-level `backups`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<BackupPolicy>,
+}
+
+/// When a database is backed up and how many backups it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupPolicy {
+    /// Time between two scheduled backups.
+    #[serde(with = "duration_ms")]
+    pub every: Duration,
+    /// How many backups are kept.
+    pub keep: u32,
+}
+
+impl BackupPolicy {
+    /// Once a day, 14 kept.
+    pub const DEFAULT: BackupPolicy = BackupPolicy {
+        every: Duration::from_secs(24 * 3600),
+        keep: 14,
+    };
+}
+
+/// A database engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// PostgreSQL.
+    Postgres,
+    /// Redis.
+    Redis,
+}
+
+impl Engine {
+    /// `postgres` or `redis`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Postgres => "postgres",
+            Engine::Redis => "redis",
+        }
+    }
+
+    /// The variable its URL goes in unless the spec names another.
+    pub fn default_env(self) -> &'static str {
+        match self {
+            Engine::Postgres => "DATABASE_URL",
+            Engine::Redis => "REDIS_URL",
+        }
+    }
+}
+
+/// A database a service uses: its name and how it is declared, so that a revision alone
+/// says what to run and what to inject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseUse {
+    /// The database's name.
+    pub name: String,
+    /// How it is declared.
+    pub database: DatabaseSpec,
 }
 
 fn default_environment() -> String {
@@ -114,6 +189,10 @@ pub struct ServiceSpec {
     /// so specs written before it existed keep their digest.
     #[serde(default, skip_serializing_if = "Limits::is_default")]
     pub limits: Limits,
+    /// The databases whose URL the service gets, in spec order. Absent from the JSON when
+    /// empty, so specs without databases keep their digest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uses: Vec<DatabaseUse>,
 }
 
 /// What the router lets through to a service.

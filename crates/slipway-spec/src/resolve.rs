@@ -12,12 +12,13 @@ use serde_json::Value;
 
 use crate::diagnostic::Diagnostic;
 use crate::file::{
-    AnalysisFile, DeployFile, DurationText, OnFailureFile, ProbeFile, ScalingFile, ServiceFile,
-    SpecFile, StrategyFile,
+    AnalysisFile, DatabaseFile, DeployFile, DurationText, EngineFile, OnFailureFile, ProbeFile,
+    ScalingFile, ServiceFile, SpecFile, StrategyFile,
 };
 use crate::model::{
-    Analysis, Check, DeploySettings, Health, Limits, OnFailure, Port, Probe, Resources, Scaling,
-    ServiceSpec, Shutdown, Spec, Strategy, TrafficSettings, default_release_timeout,
+    Analysis, BackupPolicy, Check, DatabaseSpec, DatabaseUse, DeploySettings, Engine, Health,
+    Limits, OnFailure, Port, Probe, Resources, Scaling, ServiceSpec, Shutdown, Spec, Strategy,
+    TrafficSettings, default_release_timeout,
 };
 use crate::tree::{Tree, escape_pointer};
 use crate::{duration, percent, quantity, size};
@@ -41,23 +42,81 @@ pub(crate) fn resolve(
     environment: Environment,
 ) -> Result<Spec, Diagnostic> {
     let base_dir = absolute(base_dir);
+    let backups = match file.backups {
+        None => None,
+        Some(b) => Some(BackupPolicy {
+            every: match b.every {
+                None => BackupPolicy::DEFAULT.every,
+                Some(text) => duration::parse(&text.0).map_err(|_| {
+                    Diagnostic::at(
+                        tree.value_pos("/backups/every"),
+                        format!(
+                            "the spec passed validation but `{}` is not a duration",
+                            text.0
+                        ),
+                    )
+                    .hint("please report this as a Slipway bug")
+                })?,
+            },
+            keep: b.keep.unwrap_or(BackupPolicy::DEFAULT.keep),
+        }),
+    };
+    let databases: BTreeMap<String, DatabaseSpec> = file
+        .databases
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, db)| (name, database(db, backups)))
+        .collect();
     let mut services = BTreeMap::new();
     for (name, service) in file.services {
         let pointer = format!("/services/{}", escape_pointer(&name));
-        let resolved = Resolver {
+        let uses = service.uses.clone().unwrap_or_default();
+        let mut resolved = Resolver {
             tree,
             pointer: &pointer,
         }
         .service(service, &base_dir)?;
+        for (index, used) in uses.into_iter().enumerate() {
+            // The rules pass checked that every name is declared.
+            let database = databases.get(&used).cloned().ok_or_else(|| {
+                Diagnostic::at(
+                    tree.value_pos(&format!("{pointer}/uses/{index}")),
+                    format!("the spec passed validation but database `{used}` is not declared"),
+                )
+                .hint("please report this as a Slipway bug")
+            })?;
+            resolved.uses.push(DatabaseUse {
+                name: used,
+                database,
+            });
+        }
         services.insert(name, resolved);
     }
     Ok(Spec {
+        databases,
         app: file.app,
         services,
         environment: environment.name,
         host: environment.host,
         environments: environment.declared,
     })
+}
+
+/// A database with its defaults applied.
+fn database(db: DatabaseFile, backups: Option<BackupPolicy>) -> DatabaseSpec {
+    let engine = match db.engine {
+        EngineFile::Postgres => Engine::Postgres,
+        EngineFile::Redis => Engine::Redis,
+    };
+    DatabaseSpec {
+        engine,
+        version: db.version.map(|v| match v.0 {
+            Value::String(text) => text,
+            other => other.to_string(),
+        }),
+        env: db.env.unwrap_or_else(|| engine.default_env().to_owned()),
+        backups,
+    }
 }
 
 /// Resolves one service, knowing its JSON pointer for error positions and env text.
@@ -204,6 +263,7 @@ impl Resolver<'_> {
                 .map(|(name, path)| (name, normalise(Path::new(&path))))
                 .collect(),
             limits,
+            uses: Vec::new(),
         })
     }
 

@@ -10,6 +10,7 @@
 //! The same rules run on the base spec and on every environment's merged view of it
 //! (see `environments.rs`); the environments section itself is checked there.
 
+mod databases;
 mod deploy;
 mod resources;
 mod scaling;
@@ -54,6 +55,7 @@ pub(crate) fn check(tree: &Tree, out: &mut Vec<Diagnostic>, owned: &mut HashSet<
     for (name, service) in in_file_order {
         rules.service(name, service);
     }
+    databases::check(tree, root, rules.out);
 }
 
 fn service_pointer(name: &str) -> String {

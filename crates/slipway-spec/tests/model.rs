@@ -214,6 +214,7 @@ fn defaults_apply_to_everything_left_out() {
             limits: Limits {
                 body: Some(100 * 1024 * 1024),
             },
+            uses: vec![],
         }
     );
     assert_eq!(web.health, Health::default());

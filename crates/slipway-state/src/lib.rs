@@ -407,6 +407,37 @@ impl Store {
         &self.path
     }
 
+    /// Copies the whole database to `dest` (a new file) with SQLite's online backup API,
+    /// from a read-only connection of its own: one read transaction, so the copy is one
+    /// consistent state and the server's writes go on meanwhile (WAL).
+    pub fn backup_to(&self, dest: &Path) -> Result<()> {
+        let source = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: self.path.clone(),
+            source,
+        })?;
+        source.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut target = Connection::open(dest).map_err(|source| StoreError::Open {
+            path: dest.to_path_buf(),
+            source,
+        })?;
+        let backup = rusqlite::backup::Backup::new(&source, &mut target)?;
+        // All pages in one step: one read transaction, never restarted by a write.
+        backup.step(-1)?;
+        drop(backup);
+        let check: String = target.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(StoreError::Invalid(format!(
+                "the copy of the state database in {} fails its integrity check: {check}",
+                dest.display()
+            )));
+        }
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Connection> {
         slipway_core::plane::assert_control_plane("a store call");
         // A panic while holding the lock cannot leave a transaction half-applied
@@ -1018,6 +1049,16 @@ impl Store {
     pub fn forget_instance(&self, id: &str) -> Result<()> {
         self.write(|tx| {
             tx.execute("DELETE FROM instances WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    /// Forgets every recorded instance: for a store restored from a backup, whose processes
+    /// belonged to another server (on this machine, its pids could be live processes that a
+    /// restart must not kill).
+    pub fn forget_all_instances(&self) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM instances", [])?;
             Ok(())
         })
     }

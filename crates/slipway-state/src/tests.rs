@@ -386,3 +386,19 @@ fn routing_gathers_every_routed_service_in_one_read() {
         [("candidate".to_owned(), a2), ("old".to_owned(), a1)]
     );
 }
+
+#[test]
+fn an_online_backup_is_a_complete_store_that_opens_while_the_source_keeps_writing() {
+    let (dir, s) = store();
+    s.upsert_app("shop", "/srv/shop/slipway.yaml", &["web"])
+        .unwrap();
+    let first = ready_revision(&s, "shop", "web");
+    let copy = dir.path().join("copy.db");
+    s.backup_to(&copy).unwrap();
+    // The source keeps working after (and during: the copy holds only a read transaction).
+    ready_revision(&s, "shop", "web");
+    let restored = Store::open(&copy).unwrap();
+    let revisions = restored.revisions("shop", "web").unwrap();
+    assert_eq!(revisions.len(), 1);
+    assert_eq!(revisions[0].number, first);
+}

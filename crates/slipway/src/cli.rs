@@ -180,6 +180,16 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// Reach an app's managed databases (`databases:` in slipway.yaml).
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// Back up, verify and restore an app's managed databases.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// Show the spec as it resolves for an environment.
     Config {
         #[command(subcommand)]
@@ -314,6 +324,68 @@ pub(crate) enum SecretCommand {
     /// Remove a secret (revisions that use an older version keep it).
     Rm {
         name: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DbCommand {
+    /// Print the URL the services get (password included).
+    Url {
+        /// The database's name in slipway.yaml.
+        name: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Open the engine's client (`psql`, `redis-cli`) on the database, credentials filled in.
+    Shell {
+        /// The database's name in slipway.yaml.
+        name: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum BackupCommand {
+    /// Back up a database (all of the app's when none is named) now; each backup is
+    /// verified by a restore into a scratch instance before it counts.
+    Create {
+        /// The database's name in slipway.yaml.
+        #[arg(conflicts_with = "platform")]
+        database: Option<String>,
+        /// Back up Slipway's own state instead: the store (SQLite's online backup), code
+        /// snapshots and artifacts; secrets stay encrypted, the master key is left out.
+        #[arg(long)]
+        platform: bool,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// List the backups, newest first.
+    List {
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Check a backup again: its files against its manifest, and a restore into a scratch
+    /// instance against its row counts.
+    Verify {
+        id: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Replace a database's contents with a backup, after a safety backup of what is there.
+    /// The app keeps running; its requests that need the database fail until it is done.
+    Restore {
+        /// The backup's id; with --platform, the platform archive's folder.
+        id: String,
+        /// Restore a platform archive into this data directory (SLIPWAY_HOME, or --data-dir),
+        /// which must be fresh, with no server running; then put the master key back.
+        #[arg(long, conflicts_with = "to")]
+        platform: bool,
+        /// Restore into this database instead (made if missing); the original is left alone.
+        #[arg(long)]
+        to: Option<String>,
         #[command(flatten)]
         app: AppArg,
     },

@@ -244,6 +244,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Secret { command } => secret(&client, &data, command).await,
+        Command::Db { command } => db(&client, command).await,
+        Command::Backup { command } => backup(&client, &data, command).await,
         Command::Config {
             command: ConfigCommand::Show { file, env },
         } => config_show(&spec_file(&file), &env.environment),
@@ -653,6 +655,186 @@ async fn resolve_app(client: &Client, arg: &AppArg) -> anyhow::Result<String> {
 }
 
 /// `slipway secret set|list|rm`; `set` and `rm` start a server when none runs.
+/// `slipway backup create|list|verify|restore`.
+async fn backup(client: &Client, data: &Path, command: BackupCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BackupCommand::Create { platform: true, .. } => {
+            ensure_server(client, data).await?;
+            let b: dto::PlatformBackup = client.post("/v1/server/backup", &()).await?;
+            println!(
+                "platform backup {} in {}: {} files, {} bytes (the store, code snapshots, artifacts; secrets encrypted)",
+                b.id, b.path, b.files, b.bytes
+            );
+            println!(
+                "the master key is not in it: keep a copy of {} somewhere else, or the secrets cannot be read after a restore",
+                data.join("master.key").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupCommand::Restore {
+            id, platform: true, ..
+        } => {
+            let archive = std::path::absolute(&id)?;
+            let n = slipway_control::platform::restore(&archive, data)?;
+            println!(
+                "platform backup {} restored into {} ({n} files)",
+                archive.display(),
+                data.display()
+            );
+            println!(
+                "next: put the master key back at {} (or point SLIPWAY_MASTER_KEY_FILE at it), then start the server",
+                data.join("master.key").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupCommand::Create { database, app, .. } => {
+            if let Some(name) = &database {
+                check_name("database", name)?;
+            }
+            ensure_server(client, data).await?;
+            let key = resolve_app(client, &app).await?;
+            let taken: Vec<dto::BackupInfo> = client
+                .post(
+                    &format!("/v1/apps/{key}/backups"),
+                    &dto::BackupRequest { database },
+                )
+                .await?;
+            for b in &taken {
+                let size: u64 = b.files.iter().map(|f| f.size).sum();
+                let contents = match b.keys {
+                    Some(keys) => format!("{keys} keys"),
+                    None => format!(
+                        "{} tables, {} rows",
+                        b.tables.len(),
+                        b.tables.values().sum::<u64>()
+                    ),
+                };
+                println!(
+                    "backup {} of database {}: {size} bytes, {contents}; verified by a restore ({:.1}s)",
+                    b.id, b.database, b.verify_seconds
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupCommand::List { app } => {
+            let key = resolve_app(client, &app).await?;
+            let all: Vec<dto::BackupInfo> = client.get(&format!("/v1/apps/{key}/backups")).await?;
+            let mut t = table(&[
+                "ID",
+                "DATABASE",
+                "KIND",
+                "TAKEN",
+                "SIZE",
+                "ROWS/KEYS",
+                "SERVING",
+            ]);
+            for b in &all {
+                let serving = b
+                    .revisions
+                    .iter()
+                    .map(|r| format!("{}@{}", r.service, r.revision))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                t.add_row(vec![
+                    b.id.clone(),
+                    b.database.clone(),
+                    b.kind.clone(),
+                    b.created_at.clone(),
+                    b.files.iter().map(|f| f.size).sum::<u64>().to_string(),
+                    b.keys
+                        .unwrap_or_else(|| b.tables.values().sum::<u64>())
+                        .to_string(),
+                    serving,
+                ]);
+            }
+            println!("{t}");
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupCommand::Verify { id, app } => {
+            let key = resolve_app(client, &app).await?;
+            let b: dto::BackupInfo = client
+                .post(&format!("/v1/apps/{key}/backups/{id}/verify"), &())
+                .await?;
+            println!(
+                "backup {} verified: files match the manifest, the restore has the same {} row counts",
+                b.id,
+                b.tables.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupCommand::Restore { id, to, app, .. } => {
+            if let Some(name) = &to {
+                check_name("database", name)?;
+            }
+            ensure_server(client, data).await?;
+            let key = resolve_app(client, &app).await?;
+            let done: dto::RestoreOutcome = client
+                .post(
+                    &format!("/v1/apps/{key}/backups/{id}/restore"),
+                    &dto::RestoreRequest { to },
+                )
+                .await?;
+            if let Some(safety) = &done.safety_backup {
+                println!("safety backup of {} first: {safety}", done.database);
+            }
+            let contents = match done.keys {
+                Some(keys) => format!("{keys} keys"),
+                None => format!(
+                    "{} tables, {} rows",
+                    done.tables.len(),
+                    done.tables.values().sum::<u64>()
+                ),
+            };
+            println!(
+                "backup {id} restored into database {}: {contents}",
+                done.database
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `slipway db url|shell NAME`.
+async fn db(client: &Client, command: DbCommand) -> anyhow::Result<ExitCode> {
+    let (DbCommand::Url { name, app } | DbCommand::Shell { name, app }) = &command;
+    check_name("database", name)?;
+    let key = resolve_app(client, app).await?;
+    let connection: dto::DatabaseConnection = client
+        .get(&format!("/v1/apps/{key}/databases/{name}/connection"))
+        .await?;
+    match command {
+        DbCommand::Url { .. } => {
+            println!("{}", connection.url);
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Shell { .. } => {
+            use std::os::unix::process::CommandExt;
+            if connection.state != "ready" {
+                eprintln!(
+                    "warning: database {name} is {} (`slipway status` shows it); psql may not connect",
+                    connection.state
+                );
+            }
+            // The URL goes through the environment, not argv, where `ps` would show the password.
+            let mut client = std::process::Command::new(&connection.client);
+            if connection.engine == "redis" {
+                client
+                    .args(["-s", &connection.host])
+                    .env("REDISCLI_AUTH", &connection.password);
+            } else {
+                client
+                    .env("PGHOST", &connection.host)
+                    .env("PGPORT", connection.port.to_string())
+                    .env("PGUSER", &connection.user)
+                    .env("PGDATABASE", &connection.database)
+                    .env("PGPASSWORD", &connection.password);
+            }
+            let error = client.exec();
+            bail!("cannot run {}: {error}", connection.client)
+        }
+    }
+}
+
 async fn secret(client: &Client, data: &Path, command: SecretCommand) -> anyhow::Result<ExitCode> {
     if let SecretCommand::Set { name, .. } | SecretCommand::Rm { name, .. } = &command {
         let mut chars = name.chars();

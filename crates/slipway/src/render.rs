@@ -338,6 +338,41 @@ pub(crate) fn print_status(status: &dto::AppStatus, only: Option<&str>) {
         }
     }
     println!("{t}");
+    if !status.databases.is_empty() {
+        let mut d = table(&["DATABASE", "ENGINE", "VERSION", "STATE", "LAST BACKUP"]);
+        for db in &status.databases {
+            let state = if db.state == "ready" || db.state == "stopped" {
+                db.state.clone()
+            } else {
+                problems.push((
+                    format!("database {}", db.name),
+                    format!("{} (its socket does not accept connections)", db.state),
+                    Vec::new(),
+                ));
+                db.state.to_uppercase()
+            };
+            let backup = match (&db.backup.failing, &db.backup.last_success) {
+                (Some(error), _) => {
+                    problems.push((
+                        format!("database {}", db.name),
+                        format!("BACKUP FAILED: {error}"),
+                        Vec::new(),
+                    ));
+                    "FAILED".to_owned()
+                }
+                (None, Some(at)) => at.clone(),
+                (None, None) => "-".to_owned(),
+            };
+            d.add_row(vec![
+                db.name.clone(),
+                db.engine.clone(),
+                db.version.clone(),
+                state,
+                backup,
+            ]);
+        }
+        println!("\n{d}");
+    }
     if let Some(reason) = &status.limits_unavailable {
         println!("\nwarning: resource limits are not enforced on this server: {reason}");
     }

@@ -120,6 +120,9 @@ impl Controller {
         for (name, value) in self.secret_env(app, &stored.secret_versions)? {
             env.push((name, value.as_str().to_owned()));
         }
+        for (name, value) in self.database_env(app, &spec.uses).await? {
+            env.push((name, value.as_str().to_owned()));
+        }
         let config_limits = slipway_runtime::Limits {
             cpu_millis: spec.resources.cpu_millis,
             memory_bytes: spec.resources.memory_bytes,

@@ -675,7 +675,22 @@ impl Controller {
         let slot = self.slot(app, service);
         let _guard = slot.lock().await;
         match revision {
-            Some(r) => self.store.set_tag(app, service, tag, r)?,
+            Some(r) => {
+                if self.store.revision(app, service, r)?.is_none() {
+                    return Err(ControlError::NotFound(format!(
+                        "revision {r} of {service} does not exist; `slipway revisions {service}` lists them"
+                    )));
+                }
+                // What is left to refuse (a failed revision) is the caller's to fix.
+                self.store
+                    .set_tag(app, service, tag, r)
+                    .map_err(|e| match e {
+                        slipway_state::StoreError::Invalid(message) => {
+                            ControlError::Invalid(message)
+                        }
+                        other => other.into(),
+                    })?
+            }
             None => {
                 if !self.store.remove_tag(app, service, tag)? {
                     return Err(ControlError::NotFound(format!(

@@ -52,6 +52,8 @@ impl Controller {
             }
         }
         drop(live);
+        scrape.backups = self.backup_gauges();
+        scrape.databases = self.database_gauges();
         scrape.with_counters(&self.counters)
     }
 
@@ -172,6 +174,7 @@ impl Controller {
             router: self.config.router_addr.to_string(),
             services,
             limits_unavailable: self.driver.limits_unavailable(),
+            databases: self.database_status(app),
         })
     }
 

@@ -54,6 +54,8 @@ impl Controller {
         }
         self.publish_routes();
         self.recover_rollouts();
+        self.start_database_probes();
+        self.start_backup_schedule();
         Ok(())
     }
 

@@ -96,7 +96,9 @@ impl Controller {
         // As for instances, secrets join the environment only after argv is expanded.
         let argv: Vec<String> = command.iter().map(|a| expand(a, &env)).collect();
         let (workdir, argv) = self.layout(key, stored, argv).await?;
-        let secrets = self.secret_env(key, &stored.secret_versions)?;
+        let mut secrets = self.secret_env(key, &stored.secret_versions)?;
+        // Database URLs hold passwords: masked like secrets.
+        secrets.extend(self.database_env(key, &spec.uses).await?);
         // Output lines go to the terminal as they come, with secret values masked.
         let redact: Arc<Vec<(String, String)>> = Arc::new(
             secrets

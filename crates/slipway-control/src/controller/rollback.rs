@@ -181,6 +181,8 @@ impl Controller {
         }
         // Services no longer in the spec may still have instances (none normally).
         self.stop_app_instances(app).await;
+        // Then its databases, with no instance left to lose its connections.
+        self.stop_databases(app).await;
         Ok(())
     }
 
@@ -218,6 +220,9 @@ impl Controller {
         for app in apps {
             self.stop_app_instances(&app).await;
         }
+        // A clean stop stops the databases too, once no instance uses them (a crash leaves
+        // them running, and the next server adopts them).
+        self.stop_all_databases().await;
         // Then the background tasks still running (a retirement not yet due, the
         // autoscaler, watchers) end; none outlives the controller's shutdown.
         self.cancel.cancel();

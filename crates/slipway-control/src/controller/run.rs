@@ -70,6 +70,13 @@ impl Controller {
         {
             env.push((name, value.as_str().to_owned()));
         }
+        for (name, value) in self
+            .database_env(key, &stored.spec.uses)
+            .await
+            .map_err(|f| ControlError::Invalid(f.error))?
+        {
+            env.push((name, value.as_str().to_owned()));
+        }
         let id = format!("run-{}", RUNS.fetch_add(1, Ordering::Relaxed));
         self.event(
             key,

@@ -132,6 +132,7 @@ function render(st) {
   $('limits').hidden = !st.limits_unavailable;
   $('limits').textContent = st.limits_unavailable
     ? `Resource limits are not enforced on this server: ${st.limits_unavailable}` : '';
+  renderDatabases(st.databases ?? []);
   const names = st.services.map((s) => s.name);
   for (const [name, c] of ui.cards) {
     if (!names.includes(name)) { c.el.remove(); ui.cards.delete(name); ui.series.delete(name); }
@@ -145,6 +146,20 @@ function render(st) {
     updateCard(c, s, record(s));
   });
   updateLogChoices(st);
+}
+
+/** One line per managed database: engine, health, last backup; red when down or failing. */
+function renderDatabases(list) {
+  const box = $('databases');
+  box.hidden = list.length === 0;
+  box.replaceChildren(h('h2', {}, 'Databases'), ...list.map((d) => {
+    const down = d.state !== 'ready' && d.state !== 'stopped';
+    const failing = d.backup && d.backup.failing;
+    const backup = failing ? `backup FAILED: ${failing}`
+      : (d.backup && d.backup.last_success ? `last backup ${d.backup.last_success}` : 'no backup yet');
+    return h('p', { class: down || failing ? 'database problem' : 'database', 'data-database': d.name },
+      `${d.name} · ${d.engine} ${d.version} · ${d.state} · ${backup}`);
+  }));
 }
 
 /** Adds this second's figures to the service's rolling series and returns the series. */

@@ -114,7 +114,7 @@ pub struct Slipway {
     server: Option<Child>,
     /// Flags given to every start of the server.
     server_args: Vec<String>,
-    /// Environment variables given to every start of the server.
+    /// Environment variables given to every start of the server from now on.
     pub server_env: Vec<(String, String)>,
 }
 
@@ -130,6 +130,25 @@ impl Slipway {
     /// Starts a server on a fresh data dir.
     pub fn start() -> Slipway {
         Slipway::start_with(&[])
+    }
+
+    /// Starts a server on a data dir that `prepare` fills first (it gets the path, which
+    /// does not exist yet).
+    pub fn start_prepared(prepare: impl FnOnce(&std::path::Path)) -> Slipway {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        prepare(&data);
+        let mut s = Slipway {
+            data,
+            router: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            dir,
+            server: None,
+            server_args: Vec::new(),
+            server_env: Vec::new(),
+        };
+        s.start_server();
+        s
     }
 
     /// Starts a server on a fresh data dir with extra `slipway server` flags.

@@ -5,7 +5,8 @@ Python apps of tests/support: a release command (`manage.py migrate`) must run b
 version turns ready (`/ready` answers 500 until the `notes_note` table exists), the secret
 `DJANGO_SECRET_KEY` must be injected (start fails without it), the SQLite file lives under
 `data/` (a persistent volume; the working directory is the code snapshot) and must survive
-deploys, and `version.txt` shows which code snapshot answers.
+deploys, and `version.txt` shows which code snapshot answers. With DATABASE_URL set (a managed
+PostgreSQL, `uses: [db]`), the notes live there instead.
 """
 
 import os
@@ -50,6 +51,22 @@ DATABASES = {
         "OPTIONS": {"timeout": 20},
     }
 }
+
+# With `uses: [db]` the platform injects DATABASE_URL for its managed PostgreSQL:
+# postgresql://user:password@/dbname?host=/socket/folder (a Unix socket, no TCP port).
+if os.environ.get("DATABASE_URL"):
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    url = urlsplit(os.environ["DATABASE_URL"])
+    query = parse_qs(url.query)
+    DATABASES["default"] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(url.path.lstrip("/")),
+        "USER": unquote(url.username or ""),
+        "PASSWORD": unquote(url.password or ""),
+        "HOST": query.get("host", [url.hostname or ""])[0],
+        "PORT": str(url.port or query.get("port", [""])[0]),
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True

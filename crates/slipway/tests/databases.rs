@@ -1,0 +1,866 @@
+//! Managed databases: a real Django site under gunicorn with `uses: [db]` against the PostgreSQL
+//! Slipway runs for it (the host's PostgreSQL 15, on a Unix socket, as the `postgres` user when
+//! the tests run as root): migrations as the release command, rows read and written, a
+//! blue-green deploy under writes without a failed request, one database per environment, a
+//! `kill -9` of the server that the database survives (and is adopted after), `down` and `up`.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const PRODUCTION: &str = "web.production.notes.localhost";
+const STAGING: &str = "web.staging.notes.localhost";
+
+/// The Django site copied to `<tmp>/notes`, its spec using a managed PostgreSQL, with a
+/// staging and a production environment; the secret is set in both.
+fn django_pg_app(s: &Slipway) -> PathBuf {
+    let venv = path_str(&django::venv());
+    // The database runs as another user (PostgreSQL refuses root), who must pass through
+    // the test's private temporary folder to reach the data directory.
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let dir = s.dir.path().join("notes");
+    django::copy_to(&dir);
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        format!(
+            r#"app: notes
+databases:
+  db: {{ engine: postgres, version: "15" }}
+services:
+  web:
+    run: ["{venv}/bin/gunicorn", "mysite.wsgi", "--bind", "127.0.0.1:$PORT", "--no-control-socket", "--workers", "2"]
+    release: ["{venv}/bin/python", "manage.py", "migrate", "--noinput"]
+    uses: [db]
+    secrets: [DJANGO_SECRET_KEY]
+    health:
+      ready: {{ http: /ready, interval: 100ms }}
+      startup_timeout: 30s
+    shutdown: {{ grace: 5s }}
+    deploy: {{ keep_previous: 2s }}
+environments:
+  staging: {{}}
+  production: {{}}
+"#
+        ),
+    )
+    .unwrap();
+    for env in ["staging", "production"] {
+        let out = s.cli_with_stdin(
+            &[
+                "secret",
+                "set",
+                "DJANGO_SECRET_KEY",
+                "--app",
+                "notes",
+                "--env",
+                env,
+            ],
+            "not-so-secret-test-key-0123456789abcdef",
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    dir
+}
+
+/// `SELECT count(*) FROM notes_note` through the URL `slipway db url` prints.
+fn count_rows(s: &Slipway, env: &str) -> u64 {
+    let url = s.ok(&["db", "url", "db", "--app", "notes", "--env", env]);
+    let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args([url.trim(), "-X", "-q", "-A", "-t", "-c"])
+        .arg("SELECT count(*) FROM notes_note")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// The postmaster's pid, from the first line of `postmaster.pid`.
+fn postmaster_pid(s: &Slipway, env: &str) -> u32 {
+    let file = s
+        .data
+        .join(format!("databases/notes/{env}/db/data/postmaster.pid"));
+    let text = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+    text.lines().next().unwrap().trim().parse().unwrap()
+}
+
+/// Writes notes from one thread until stopped: counts the 201 answers (committed rows) and
+/// keeps the other answers.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    committed: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Writer {
+    fn start(s: &Slipway, host: &'static str) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let committed = Arc::new(AtomicU64::new(0));
+        let router = s.router;
+        let thread = {
+            let (stop, committed) = (stop.clone(), committed.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                let mut failures = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    n += 1;
+                    match http_request(router, "POST", host, "/notes", &format!("note {n}")) {
+                        Ok((201, _)) => {
+                            committed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        other => failures.push(format!("{other:?}")),
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                failures
+            })
+        };
+        Writer {
+            stop,
+            committed,
+            thread,
+        }
+    }
+
+    fn committed(&self) -> u64 {
+        self.committed.load(Ordering::SeqCst)
+    }
+
+    /// Stops writing; returns (committed, failures).
+    fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self.thread.join().unwrap();
+        (self.committed.load(Ordering::SeqCst), failures)
+    }
+}
+
+fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn events(s: &Slipway, env: &str) -> String {
+    s.ok(&["events", "--app", "notes", "--env", env])
+}
+
+#[test]
+fn django_on_a_managed_postgres_migrates_serves_switches_without_failures_and_keeps_environments_apart()
+ {
+    let s = Slipway::start();
+    let dir = django_pg_app(&s);
+    let spec = path_str(&dir);
+
+    for env in ["production", "staging"] {
+        let out = s.ok(&["up", &spec, "--detach", "--env", env]);
+        assert!(
+            out.contains("Applying notes.0001_initial... OK"),
+            "the migration ran against the new database: {out}"
+        );
+        assert!(
+            !out.contains("postgresql://"),
+            "the URL (with its password) is masked in the release output: {out}"
+        );
+    }
+    s.wait_body(PRODUCTION, "/", "v1 0", Duration::from_secs(20));
+    for i in 0..3 {
+        let (code, body) =
+            http_request(s.router, "POST", PRODUCTION, "/notes", &format!("n{i}")).unwrap();
+        assert_eq!((code, body), (201, (i + 1).to_string()));
+    }
+    // Staging has a database of its own: it sees none of production's rows.
+    s.wait_body(STAGING, "/", "v1 0", Duration::from_secs(20));
+    let (code, _) = http_request(s.router, "POST", STAGING, "/notes", "staging").unwrap();
+    assert_eq!(code, 201);
+    assert_eq!(count_rows(&s, "production"), 3);
+    assert_eq!(count_rows(&s, "staging"), 1);
+
+    // Staging's credentials do not open production's database, even on its socket.
+    let staging_url = s.ok(&["db", "url", "db", "--app", "notes", "--env", "staging"]);
+    let production_url = s.ok(&["db", "url", "db", "--app", "notes", "--env", "production"]);
+    assert_ne!(staging_url, production_url);
+    let production_socket = s.data.join("databases/notes/production/db/socket");
+    let crossed = staging_url.trim().replace(
+        &path_str(&s.data.join("databases/notes/staging/db/socket")),
+        &path_str(&production_socket),
+    );
+    let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args([crossed.as_str(), "-X", "-c", "SELECT 1"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "staging's password opened production's database"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("password authentication failed"),
+        "{out:?}"
+    );
+
+    // `db shell` is psql with the credentials filled in.
+    let out = s.cli_with_stdin(
+        &["db", "shell", "db", "--app", "notes", "--env", "production"],
+        "SELECT 'rows=' || count(*) FROM notes_note;\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("rows=3"),
+        "{out:?}"
+    );
+
+    // `status` shows the database and its health.
+    let status = s.ok(&["status", "--app", "notes", "--env", "production"]);
+    assert!(status.contains("DATABASE"), "{status}");
+    assert!(
+        status.contains("postgres") && status.contains("ready"),
+        "{status}"
+    );
+
+    // A blue-green deploy while the app writes: no failed request, the database untouched.
+    let before = postmaster_pid(&s, "production");
+    let writer = Writer::start(&s, PRODUCTION);
+    wait_for("the first writes", Duration::from_secs(10), || {
+        writer.committed() >= 5
+    });
+    std::fs::write(dir.join("version.txt"), "v2\n").unwrap();
+    s.ok(&["deploy", "-f", &spec, "--env", "production"]);
+    s.wait_body(PRODUCTION, "/", "v2 ", Duration::from_secs(20));
+    let at_switch = writer.committed();
+    wait_for("writes to v2", Duration::from_secs(10), || {
+        writer.committed() >= at_switch + 5
+    });
+    let (committed, failures) = writer.finish();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert_eq!(count_rows(&s, "production"), 3 + committed);
+    assert_eq!(
+        postmaster_pid(&s, "production"),
+        before,
+        "a deploy never restarts the database"
+    );
+    let events = events(&s, "production");
+    assert!(events.contains("database.created"), "{events}");
+}
+
+#[test]
+fn the_database_survives_a_kill_9_of_the_server_loses_no_committed_row_and_keeps_its_data_across_down_and_up()
+ {
+    let mut s = Slipway::start();
+    let dir = django_pg_app(&s);
+    let spec = path_str(&dir);
+    s.ok(&["up", &spec, "--detach", "--env", "production"]);
+    s.wait_body(PRODUCTION, "/", "v1 0", Duration::from_secs(20));
+    let postmaster = postmaster_pid(&s, "production");
+
+    // Kill the server while the app writes: the requests in flight fail, the rows whose
+    // 201 came back must all be there.
+    let writer = Writer::start(&s, PRODUCTION);
+    wait_for("writes", Duration::from_secs(10), || {
+        writer.committed() >= 20
+    });
+    s.kill9();
+    let (committed, _failures) = writer.finish();
+    assert!(
+        Path::new(&format!("/proc/{postmaster}")).exists(),
+        "the database was killed with the server"
+    );
+    s.start_server();
+    s.wait_body(PRODUCTION, "/", "v1 ", Duration::from_secs(30));
+    let rows = count_rows(&s, "production");
+    assert!(
+        rows >= committed,
+        "{committed} rows were committed (201) but {rows} are in the database"
+    );
+    assert_eq!(
+        postmaster_pid(&s, "production"),
+        postmaster,
+        "the running database is adopted, not restarted"
+    );
+    let log = events(&s, "production");
+    assert!(log.contains("database.adopted"), "{log}");
+    let (code, body) = http_request(s.router, "POST", PRODUCTION, "/notes", "after").unwrap();
+    assert_eq!(
+        (code, body),
+        (201, (rows + 1).to_string()),
+        "it serves again"
+    );
+
+    // `down` stops the app, then its database (cleanly); `up` brings both back, data kept.
+    s.ok(&["down", "--app", "notes", "--env", "production"]);
+    wait_for("the database to stop", Duration::from_secs(20), || {
+        !Path::new(&format!("/proc/{postmaster}")).exists()
+    });
+    let status = s.ok(&["status", "--app", "notes", "--env", "production"]);
+    assert!(status.contains("stopped"), "{status}");
+    s.ok(&["up", &spec, "--detach", "--env", "production"]);
+    s.wait_body(
+        PRODUCTION,
+        "/",
+        &format!("v1 {}", rows + 1),
+        Duration::from_secs(30),
+    );
+    let log = events(&s, "production");
+    assert!(
+        log.contains("database.stopped") && log.contains("database.started"),
+        "{log}"
+    );
+}
+
+/// A stdlib Python app that counts hits in the Redis of REDIS_URL (`unix://:pw@/socket?db=0`),
+/// speaking RESP itself.
+const COUNTER_APP: &str = r#"
+import os, socket
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit, unquote
+
+url = urlsplit(os.environ["REDIS_URL"])
+PATH, PASSWORD = unquote(url.path), unquote(url.password or "")
+
+def redis(*args):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(PATH)
+    out = b""
+    for cmd in (("AUTH", PASSWORD), args):
+        out += b"*%d\r\n" % len(cmd) + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in cmd)
+    s.sendall(out)
+    f = s.makefile("rb")
+    replies = []
+    for _ in range(2):
+        line = f.readline().rstrip(b"\r\n")
+        if line[:1] == b"$":
+            n = int(line[1:])
+            replies.append(None if n < 0 else f.read(n + 2)[:-2].decode())
+        else:
+            replies.append(line[1:].decode())
+    s.close()
+    return replies[1]
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/incr":
+            body = redis("INCR", "hits")
+        elif self.path == "/ready":
+            body = redis("PING")
+        else:
+            body = redis("GET", "hits") or "0"
+        data = str(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, *a):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+const COUNTER: &str = "web.counter.localhost";
+
+fn redis_pid(s: &Slipway) -> u32 {
+    let file = s.data.join("databases/counter/development/cache/redis.pid");
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn hits(s: &Slipway, path: &str) -> String {
+    let (code, body) = http_get(s.router, COUNTER, path).unwrap();
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+#[test]
+fn a_managed_redis_is_linked_by_redis_url_survives_a_kill_9_and_keeps_its_keys_across_down_and_up()
+{
+    let mut s = Slipway::start();
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let dir = s.dir.path().join("counter");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.py"), COUNTER_APP).unwrap();
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        r#"app: counter
+databases:
+  cache: { engine: redis }
+services:
+  web:
+    run: ["python3", "app.py"]
+    uses: [cache]
+    health:
+      ready: { http: /ready, interval: 100ms }
+    shutdown: { grace: 1s }
+"#,
+    )
+    .unwrap();
+    let spec = path_str(&dir);
+    s.ok(&["up", &spec, "--detach"]);
+    s.wait_body(COUNTER, "/", "0", Duration::from_secs(20));
+    for n in 1..=3 {
+        assert_eq!(hits(&s, "/incr"), n.to_string());
+    }
+    let url = s.ok(&["db", "url", "cache", "--app", "counter"]);
+    assert!(url.starts_with("unix://:"), "{url}");
+    let out = s.cli_with_stdin(&["db", "shell", "cache", "--app", "counter"], "GET hits\n");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3", "{out:?}");
+    let status = s.ok(&["status", "--app", "counter"]);
+    assert!(
+        status.contains("redis") && status.contains("ready"),
+        "{status}"
+    );
+    let (_, metrics) = http_get(s.admin, "localhost", "/metrics").unwrap();
+    assert!(
+        metrics
+            .contains("slipway_database_up{app=\"counter\",database=\"cache\",engine=\"redis\"} 1"),
+        "{metrics}"
+    );
+
+    // The server dies; Redis does not, and the next server adopts it.
+    let pid = redis_pid(&s);
+    s.kill9();
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "Redis died with the server"
+    );
+    s.start_server();
+    s.wait_body(COUNTER, "/", "3", Duration::from_secs(20));
+    assert_eq!(redis_pid(&s), pid, "adopted, not restarted");
+    assert_eq!(hits(&s, "/incr"), "4");
+    let log = s.ok(&["events", "--app", "counter"]);
+    assert!(log.contains("database.adopted"), "{log}");
+
+    // `down` stops it (its append-only file flushed), `up` starts it with its keys.
+    s.ok(&["down", "--app", "counter"]);
+    wait_for("Redis to stop", Duration::from_secs(20), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    s.ok(&["up", &spec, "--detach"]);
+    s.wait_body(COUNTER, "/", "4", Duration::from_secs(20));
+}
+
+/// `SELECT <expr>` in database `db` of production, through its URL.
+fn psql_value(s: &Slipway, db: &str, sql: &str) -> String {
+    let url = s.ok(&["db", "url", db, "--app", "notes", "--env", "production"]);
+    let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args([url.trim(), "-X", "-q", "-A", "-t", "-c", sql])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A checksum of the notes up to `max_id`, in id order.
+fn checksum_sql(max_id: &str) -> String {
+    format!(
+        "SELECT md5(coalesce(string_agg(id || ':' || text, ',' ORDER BY id), '')) FROM notes_note WHERE id <= {max_id}"
+    )
+}
+
+fn backups(s: &Slipway) -> Vec<serde_json::Value> {
+    let out = s.ok(&["backup", "list", "--app", "notes", "--env", "production"]);
+    // The table's first column is the id; the manifests hold the rest.
+    let ids: Vec<String> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    ids.iter()
+        .map(|id| {
+            let dir = s.data.join("backups/notes/production").join(id);
+            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_backup_under_writes_restores_consistently_a_flipped_byte_fails_verify_and_restore_keeps_a_safety_copy()
+ {
+    let s = Slipway::start();
+    let dir = django_pg_app(&s);
+    let spec = path_str(&dir);
+    s.ok(&["up", &spec, "--detach", "--env", "production"]);
+    s.wait_body(PRODUCTION, "/", "v1 0", Duration::from_secs(20));
+
+    let writer = Writer::start(&s, PRODUCTION);
+    wait_for("writes", Duration::from_secs(10), || {
+        writer.committed() >= 20
+    });
+    let out = s.ok(&[
+        "backup",
+        "create",
+        "db",
+        "--app",
+        "notes",
+        "--env",
+        "production",
+    ]);
+    assert!(out.contains("verified by a restore"), "{out}");
+    wait_for("more writes", Duration::from_secs(10), || {
+        writer.committed() >= 60
+    });
+    let (_, failures) = writer.finish();
+    assert!(
+        failures.is_empty(),
+        "the backup failed requests: {failures:?}"
+    );
+
+    let list = backups(&s);
+    assert_eq!(list.len(), 1, "{list:?}");
+    let backup = &list[0];
+    let id = backup["id"].as_str().unwrap().to_owned();
+    let at_dump = backup["tables"]["public.notes_note"].as_u64().unwrap();
+    assert!(at_dump >= 20, "{backup}");
+    assert_eq!(backup["revisions"][0]["service"], "web");
+    assert_eq!(backup["revisions"][0]["revision"], 1);
+    assert_eq!(backup["files"][0]["name"], "db.dump");
+    assert_eq!(backup["files"][0]["sha256"].as_str().unwrap().len(), 64);
+
+    // Into a new database: the rows and their checksum are those of the source at the
+    // dump's snapshot (one writer: ids commit in order), the original is left alone.
+    let out = s.ok(&[
+        "backup",
+        "restore",
+        &id,
+        "--to",
+        "copy",
+        "--app",
+        "notes",
+        "--env",
+        "production",
+    ]);
+    assert!(
+        !out.contains("safety backup"),
+        "a new database has nothing to lose: {out}"
+    );
+    assert_eq!(
+        psql_value(&s, "copy", "SELECT count(*) FROM notes_note"),
+        at_dump.to_string()
+    );
+    let max_id = psql_value(&s, "copy", "SELECT max(id) FROM notes_note");
+    assert_eq!(
+        psql_value(&s, "copy", &checksum_sql(&max_id)),
+        psql_value(&s, "db", &checksum_sql(&max_id))
+    );
+    let now = count_rows(&s, "production");
+    assert!(now > at_dump, "the original kept its newer rows");
+
+    // In place: a safety backup first, then the contents replaced; the app serves again.
+    let out = s.ok(&[
+        "backup",
+        "restore",
+        &id,
+        "--app",
+        "notes",
+        "--env",
+        "production",
+    ]);
+    assert!(out.contains("safety backup of db first"), "{out}");
+    assert_eq!(count_rows(&s, "production"), at_dump);
+    let safety = backups(&s)
+        .into_iter()
+        .find(|b| b["kind"] == "safety")
+        .expect("a safety backup");
+    assert_eq!(safety["tables"]["public.notes_note"].as_u64(), Some(now));
+    let mut code = 0;
+    wait_for("the app to write again", Duration::from_secs(10), || {
+        code = http_request(s.router, "POST", PRODUCTION, "/notes", "after").map_or(0, |(c, _)| c);
+        code == 201
+    });
+
+    // The backup verifies again; with one byte flipped it does not, and says where and why.
+    s.ok(&[
+        "backup",
+        "verify",
+        &id,
+        "--app",
+        "notes",
+        "--env",
+        "production",
+    ]);
+    let file = s
+        .data
+        .join(format!("backups/notes/production/{id}/db.dump"));
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&file, &bytes).unwrap();
+    let out = s.cli(&[
+        "backup",
+        "verify",
+        &id,
+        "--app",
+        "notes",
+        "--env",
+        "production",
+    ]);
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(error.contains(&path_str(&file)), "{error}");
+    assert!(error.contains("SHA-256"), "{error}");
+    let out = s.cli(&[
+        "backup",
+        "restore",
+        &id,
+        "--app",
+        "notes",
+        "--env",
+        "production",
+    ]);
+    assert!(!out.status.success(), "a damaged backup is never restored");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was restored"));
+}
+
+#[test]
+fn scheduled_backups_that_fail_are_loud_and_the_ones_that_succeed_are_kept_per_keep() {
+    let mut s = Slipway::start();
+    let dir = django_pg_app(&s);
+    let yaml = std::fs::read_to_string(dir.join("slipway.yaml")).unwrap();
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        yaml.replace(
+            "services:\n",
+            "backups: { every: 2s, keep: 2 }\nservices:\n",
+        ),
+    )
+    .unwrap();
+    // The dump tool is unavailable to this server.
+    s.server_env
+        .push(("SLIPWAY_PG_DUMP".into(), "/nonexistent/pg_dump".into()));
+    s.kill9();
+    s.start_server();
+    s.ok(&["up", &path_str(&dir), "--detach", "--env", "production"]);
+    s.wait_body(PRODUCTION, "/", "v1 0", Duration::from_secs(20));
+    wait_for("a failed scheduled backup", Duration::from_secs(20), || {
+        events(&s, "production").contains("backup.failed")
+    });
+    let log = events(&s, "production");
+    assert!(
+        log.contains("scheduled backup of database db failed"),
+        "{log}"
+    );
+    assert!(log.contains("/nonexistent/pg_dump"), "{log}");
+    let status = s.ok(&["status", "--app", "notes", "--env", "production"]);
+    assert!(status.contains("FAILED"), "{status}");
+    assert!(status.contains("BACKUP FAILED"), "{status}");
+    let (_, metrics) = http_get(s.admin, "localhost", "/metrics").unwrap();
+    assert!(
+        metrics.contains("slipway_backup_failures_total{app=\"notes@production\",database=\"db\"}"),
+        "{metrics}"
+    );
+    let out = s.cli(&["backup", "create", "--app", "notes", "--env", "production"]);
+    assert!(!out.status.success(), "a failed backup fails the command");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pg_dump"),
+        "{out:?}"
+    );
+    assert!(
+        backups(&s).is_empty(),
+        "a failed backup leaves nothing that looks like one"
+    );
+
+    // With the tool back, the schedule succeeds, keeps two, and says so everywhere.
+    s.server_env.clear();
+    s.kill9();
+    s.start_server();
+    wait_for("three scheduled backups", Duration::from_secs(40), || {
+        events(&s, "production")
+            .matches("scheduled backup ")
+            .count()
+            >= 3
+            && events(&s, "production").contains("backup.pruned")
+    });
+    let list = backups(&s);
+    assert!(list.len() <= 2, "keep: 2 — {list:?}");
+    let status = s.ok(&["status", "--app", "notes", "--env", "production"]);
+    assert!(!status.contains("FAILED"), "{status}");
+    let (_, metrics) = http_get(s.admin, "localhost", "/metrics").unwrap();
+    assert!(
+        metrics.contains("slipway_backup_last_success_timestamp_seconds{app=\"notes@production\",database=\"db\"}"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_redis_snapshot_backup_restores_the_same_keys() {
+    let s = Slipway::start();
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let dir = s.dir.path().join("counter");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.py"), COUNTER_APP).unwrap();
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        "app: counter\ndatabases: { cache: { engine: redis } }\nservices:\n  web:\n    run: [\"python3\", \"app.py\"]\n    uses: [cache]\n    health: { ready: { http: /ready, interval: 100ms } }\n    shutdown: { grace: 1s }\n",
+    )
+    .unwrap();
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    s.wait_body(COUNTER, "/", "0", Duration::from_secs(20));
+    for _ in 0..5 {
+        hits(&s, "/incr");
+    }
+    let out = s.ok(&["backup", "create", "cache", "--app", "counter"]);
+    assert!(out.contains("1 keys; verified by a restore"), "{out}");
+    let id = out.split_whitespace().nth(1).unwrap().to_owned();
+    for _ in 0..3 {
+        hits(&s, "/incr");
+    }
+    assert_eq!(hits(&s, "/"), "8");
+    s.ok(&["backup", "verify", &id, "--app", "counter"]);
+
+    // Into another name: the same keys there, the original untouched.
+    s.ok(&["backup", "restore", &id, "--to", "copy", "--app", "counter"]);
+    let out = s.cli_with_stdin(&["db", "shell", "copy", "--app", "counter"], "GET hits\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5", "{out:?}");
+    assert_eq!(hits(&s, "/"), "8");
+
+    // In place, after a safety backup: the app reads the snapshot's value, and keeps counting.
+    let out = s.ok(&["backup", "restore", &id, "--app", "counter"]);
+    assert!(out.contains("safety backup of cache first"), "{out}");
+    let mut now = String::new();
+    wait_for(
+        "the app to read the restored key",
+        Duration::from_secs(10),
+        || {
+            now = http_get(s.router, COUNTER, "/")
+                .map(|(_, b)| b)
+                .unwrap_or_default();
+            now == "5"
+        },
+    );
+    assert_eq!(hits(&s, "/incr"), "6");
+}
+
+const SECRET_APP: &str = r#"
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"{os.environ['SECRET_WORD']} {open('version.txt').read().strip()}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+#[test]
+fn a_platform_backup_restored_on_a_fresh_data_directory_with_the_key_serves_the_same_revisions() {
+    let s = Slipway::start();
+    let dir = s.dir.path().join("plat");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.py"), SECRET_APP).unwrap();
+    std::fs::write(dir.join("version.txt"), "v1\n").unwrap();
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        "app: plat\nservices:\n  web:\n    run: [\"python3\", \"app.py\"]\n    secrets: [SECRET_WORD]\n    shutdown: { grace: 1s }\n    deploy: { keep_previous: 0s }\n",
+    )
+    .unwrap();
+    let out = s.cli_with_stdin(
+        &["secret", "set", "SECRET_WORD", "--app", "plat"],
+        "swordfish",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let spec = path_str(&dir);
+    s.ok(&["up", &spec, "--detach"]);
+    s.wait_body(
+        "web.plat.localhost",
+        "/",
+        "swordfish v1",
+        Duration::from_secs(20),
+    );
+    std::fs::write(dir.join("version.txt"), "v2\n").unwrap();
+    s.ok(&["deploy", "-f", &spec]);
+    s.wait_body(
+        "web.plat.localhost",
+        "/",
+        "swordfish v2",
+        Duration::from_secs(20),
+    );
+    // The working folder moves on; the revisions hold their own code.
+    std::fs::write(dir.join("version.txt"), "v3-never-deployed\n").unwrap();
+
+    let out = s.ok(&["backup", "create", "--platform"]);
+    assert!(out.contains("the master key is not in it"), "{out}");
+    let archive = s
+        .data
+        .join("backups/platform")
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .expect("an archive");
+    assert!(!archive.join("master.key").exists());
+    let master_key = std::fs::read(s.data.join("master.key")).unwrap();
+    let archived = std::fs::read(archive.join("state.db")).unwrap();
+    assert!(
+        !archived.windows(9).any(|w| w == b"swordfish"),
+        "the secret is stored encrypted in the archive"
+    );
+
+    // A fresh data directory, the archive, then the key: the same revisions serve.
+    let restored = Slipway::start_prepared(|data| {
+        let out = Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .args(["backup", "restore", "--platform", &path_str(&archive)])
+            .env("SLIPWAY_HOME", data)
+            .env("SLIPWAY_NO_AUTOSTART", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("put the master key back"),
+            "{out:?}"
+        );
+        std::fs::write(data.join("master.key"), &master_key).unwrap();
+        std::fs::set_permissions(
+            data.join("master.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    });
+    restored.wait_body(
+        "web.plat.localhost",
+        "/",
+        "swordfish v2",
+        Duration::from_secs(20),
+    );
+    let revisions = restored.ok(&["revisions", "web", "--app", "plat"]);
+    assert!(
+        revisions.contains('1') && revisions.contains('2'),
+        "{revisions}"
+    );
+    // The original server's instances were not touched by the restored one.
+    s.wait_body(
+        "web.plat.localhost",
+        "/",
+        "swordfish v2",
+        Duration::from_secs(5),
+    );
+
+    // Restoring over an existing state is refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["backup", "restore", "--platform", &path_str(&archive)])
+        .env("SLIPWAY_HOME", &restored.data)
+        .env("SLIPWAY_NO_AUTOSTART", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fresh data directory"),
+        "{out:?}"
+    );
+}
