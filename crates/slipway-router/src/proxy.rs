@@ -217,24 +217,37 @@ impl Router {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
+        self.accept_loop(listener, None, shutdown).await
+    }
+
+    /// Serves HTTPS clients accepted on `listener` with `tls` (see [`crate::tls`]) until
+    /// `shutdown` completes, like [`Router::serve`] does plain ones: HTTP/2 when the client
+    /// chose it over ALPN, else HTTP/1.1 (hyper's path; the fast path reads plain sockets).
+    /// A handshake must finish within the head timeout.
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        self.accept_loop(listener, Some(acceptor), shutdown).await
+    }
+
+    /// The accept loop of [`Router::serve`] (`tls` is `None`) and [`Router::serve_tls`].
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
         // The sleeps of this call's connections are recycled (see `timer.rs`): hyper's and
         // the upstream timeouts' apart, so that each set only ever moves its sleeps to later
         // deadlines, which is the cheap case.
         let hyper_timer = HyperTimer(Arc::new(Timers::default()));
         let upstream_timers = Arc::new(Timers::default());
-        let config = &self.config;
-        let max_head = config.max_head_bytes.max(MIN_HEAD_BYTES);
-        let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1
-            .timer(hyper_timer.clone())
-            .header_read_timeout(config.head_timeout)
-            .max_header_size(max_head)
-            .max_headers(config.max_headers.max(1))
-            // Hyper's read buffer (about 400 KiB by default) must hold the longest head.
-            .max_buf_size(max_head.saturating_add(8 * 1024).max(HYPER_MAX_BUF));
-        let protocols = Arc::new((http1, hyper_timer));
-        let head_timeout = config.head_timeout;
-        let h2_max_head = u32::try_from(max_head).unwrap_or(u32::MAX);
+        let protocols = Arc::new(Protocols::new(&self.config, hyper_timer));
+        let head_timeout = self.config.head_timeout;
         let connections = Arc::new(Connections::default());
         let mut shutdown = pin!(shutdown);
         loop {
@@ -257,67 +270,55 @@ impl Router {
                 addr: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
                 timers: upstream_timers.clone(),
-                https: false,
+                https: tls.is_some(),
             });
             let router = self.clone();
             let protocols = protocols.clone();
+            let tls = tls.clone();
             let guard = connections.open();
             tokio::spawn(async move {
-                let handoff = if router.config.h1_fast_path {
-                    h1::serve(&router, stream, &client, &guard.signal).await
+                let result = if let Some(acceptor) = tls {
+                    let tls =
+                        match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(err)) => {
+                                tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    protocols
+                        .serve(router, client, TokioIo::new(tls), is_h2, &guard.signal)
+                        .await
                 } else {
-                    // Without the fast path, hyper reads from the first byte; the fast path's
-                    // wait for the first request head also bounds a client that sends nothing,
-                    // or only part of the HTTP/2 preface.
-                    let mut stream = stream;
-                    let mut buf = bytes::BytesMut::with_capacity(1024);
-                    let sniffed =
-                        tokio::time::timeout(head_timeout, h1::sniff(&mut stream, &mut buf));
-                    let Ok(Some(h2)) = sniffed.await else {
+                    let handoff = if router.config.h1_fast_path {
+                        h1::serve(&router, stream, &client, &guard.signal).await
+                    } else {
+                        // Without the fast path, hyper reads from the first byte; the fast
+                        // path's wait for the first request head also bounds a client that
+                        // sends nothing, or only part of the HTTP/2 preface.
+                        let mut stream = stream;
+                        let mut buf = bytes::BytesMut::with_capacity(1024);
+                        let sniffed =
+                            tokio::time::timeout(head_timeout, h1::sniff(&mut stream, &mut buf));
+                        let Ok(Some(h2)) = sniffed.await else {
+                            return;
+                        };
+                        h1::Handoff::Hyper { stream, buf, h2 }
+                    };
+                    let h1::Handoff::Hyper {
+                        stream,
+                        buf,
+                        h2: is_h2,
+                    } = handoff
+                    else {
                         return;
                     };
-                    h1::Handoff::Hyper { stream, buf, h2 }
-                };
-                let h1::Handoff::Hyper {
-                    stream,
-                    buf,
-                    h2: is_h2,
-                } = handoff
-                else {
-                    return;
-                };
-                let io = TokioIo::new(Rewind::new(buf.freeze(), stream));
-                let service = service_fn(move |req| {
-                    let router = router.clone();
-                    let client = client.clone();
-                    async move { Ok::<_, Infallible>(router.handle(req, &client).await) }
-                });
-                let (http1, hyper_timer) = &*protocols;
-                let result = if is_h2 {
-                    // Each connection gets its own executor: its streams run in this task.
-                    let streams = h2::Streams::default();
-                    let mut http2 = hyper::server::conn::http2::Builder::new(streams.clone());
-                    // A client that stops answering pings (one that sent the preface and
-                    // went silent, say) is disconnected.
-                    // Its request heads are held to the same limit as HTTP/1's (h2 answers
-                    // 431 itself).
-                    http2
-                        .timer(hyper_timer.clone())
-                        .keep_alive_interval(head_timeout)
-                        .keep_alive_timeout(head_timeout.min(H2_PING_TIMEOUT))
-                        .max_header_list_size(h2_max_head);
-                    let conn = http2.serve_connection(io, service);
-                    h2::serve(conn, streams, &guard.signal, |conn| {
-                        conn.graceful_shutdown()
-                    })
-                    .await
-                } else {
-                    until_closed(
-                        http1.serve_connection(io, service).with_upgrades(),
-                        &guard.signal,
-                        |conn| conn.graceful_shutdown(),
-                    )
-                    .await
+                    let io = TokioIo::new(Rewind::new(buf.freeze(), stream));
+                    protocols
+                        .serve(router, client, io, is_h2, &guard.signal)
+                        .await
                 };
                 if let Err(err) = result {
                     tracing::debug!(%peer, error = %err, "client connection ended with an error");
@@ -332,114 +333,6 @@ impl Router {
         {
             tracing::warn!(
                 "client connections still open {}s after shutdown; returning anyway",
-                SHUTDOWN_GRACE.as_secs()
-            );
-        }
-        Ok(())
-    }
-
-    /// Serves HTTPS clients accepted on `listener` with `tls` (see [`crate::tls`]) until
-    /// `shutdown` completes, like [`Router::serve`] does plain ones: HTTP/2 when the client
-    /// chose it over ALPN, else HTTP/1.1 (hyper's path; the fast path reads plain sockets).
-    /// A handshake must finish within the head timeout.
-    pub async fn serve_tls(
-        self: Arc<Self>,
-        listener: TcpListener,
-        tls: Arc<rustls::ServerConfig>,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> io::Result<()> {
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        let hyper_timer = HyperTimer(Arc::new(Timers::default()));
-        let upstream_timers = Arc::new(Timers::default());
-        let config = &self.config;
-        let max_head = config.max_head_bytes.max(MIN_HEAD_BYTES);
-        let head_timeout = config.head_timeout;
-        let h2_max_head = u32::try_from(max_head).unwrap_or(u32::MAX);
-        let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1
-            .timer(hyper_timer.clone())
-            .header_read_timeout(head_timeout)
-            .max_header_size(max_head)
-            .max_headers(config.max_headers.max(1))
-            .max_buf_size(max_head.saturating_add(8 * 1024).max(HYPER_MAX_BUF));
-        let protocols = Arc::new((http1, hyper_timer));
-        let connections = Arc::new(Connections::default());
-        let mut shutdown = pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "accepting a TLS client connection failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let client = Arc::new(Client {
-                addr: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
-                    .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-                timers: upstream_timers.clone(),
-                https: true,
-            });
-            let router = self.clone();
-            let protocols = protocols.clone();
-            let acceptor = acceptor.clone();
-            let guard = connections.open();
-            tokio::spawn(async move {
-                let tls = match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(err)) => {
-                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-                let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                let io = TokioIo::new(tls);
-                let service = service_fn(move |req| {
-                    let router = router.clone();
-                    let client = client.clone();
-                    async move { Ok::<_, Infallible>(router.handle(req, &client).await) }
-                });
-                let (http1, hyper_timer) = &*protocols;
-                let result = if is_h2 {
-                    let streams = h2::Streams::default();
-                    let mut http2 = hyper::server::conn::http2::Builder::new(streams.clone());
-                    http2
-                        .timer(hyper_timer.clone())
-                        .keep_alive_interval(head_timeout)
-                        .keep_alive_timeout(head_timeout.min(H2_PING_TIMEOUT))
-                        .max_header_list_size(h2_max_head);
-                    let conn = http2.serve_connection(io, service);
-                    h2::serve(conn, streams, &guard.signal, |conn| {
-                        conn.graceful_shutdown()
-                    })
-                    .await
-                } else {
-                    until_closed(
-                        http1.serve_connection(io, service).with_upgrades(),
-                        &guard.signal,
-                        |conn| conn.graceful_shutdown(),
-                    )
-                    .await
-                };
-                if let Err(err) = result {
-                    tracing::debug!(%peer, error = %err, "TLS client connection ended with an error");
-                }
-            });
-        }
-        drop(listener);
-        connections.close_all();
-        if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait_closed())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "TLS client connections still open {}s after shutdown; returning anyway",
                 SHUTDOWN_GRACE.as_secs()
             );
         }
@@ -806,6 +699,77 @@ impl std::fmt::Debug for Router {
             .field("config", &self.config)
             .field("table", &self.table.load())
             .finish_non_exhaustive()
+    }
+}
+
+/// How hyper serves a client connection (plain after the fast path's hand-off, or TLS): its
+/// HTTP/1.1 builder, the timer for its sleeps, and the limits the HTTP/2 side gets.
+struct Protocols {
+    http1: hyper::server::conn::http1::Builder,
+    timer: HyperTimer,
+    head_timeout: Duration,
+    h2_max_head: u32,
+}
+
+impl Protocols {
+    fn new(config: &RouterConfig, timer: HyperTimer) -> Protocols {
+        let max_head = config.max_head_bytes.max(MIN_HEAD_BYTES);
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(timer.clone())
+            .header_read_timeout(config.head_timeout)
+            .max_header_size(max_head)
+            .max_headers(config.max_headers.max(1))
+            // Hyper's read buffer (about 400 KiB by default) must hold the longest head.
+            .max_buf_size(max_head.saturating_add(8 * 1024).max(HYPER_MAX_BUF));
+        Protocols {
+            http1,
+            timer,
+            head_timeout: config.head_timeout,
+            h2_max_head: u32::try_from(max_head).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Serves one client connection with hyper, HTTP/2 or HTTP/1.1 (with upgrades), until it
+    /// ends or `signal` closes it.
+    async fn serve<I>(
+        &self,
+        router: Arc<Router>,
+        client: Arc<Client>,
+        io: I,
+        is_h2: bool,
+        signal: &Signal,
+    ) -> Result<(), hyper::Error>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let service = service_fn(move |req| {
+            let router = router.clone();
+            let client = client.clone();
+            async move { Ok::<_, Infallible>(router.handle(req, &client).await) }
+        });
+        if is_h2 {
+            // Each connection gets its own executor: its streams run in this task.
+            let streams = h2::Streams::default();
+            let mut http2 = hyper::server::conn::http2::Builder::new(streams.clone());
+            // A client that stops answering pings (one that sent the preface and went
+            // silent, say) is disconnected. Its request heads are held to the same limit as
+            // HTTP/1's (h2 answers 431 itself).
+            http2
+                .timer(self.timer.clone())
+                .keep_alive_interval(self.head_timeout)
+                .keep_alive_timeout(self.head_timeout.min(H2_PING_TIMEOUT))
+                .max_header_list_size(self.h2_max_head);
+            let conn = http2.serve_connection(io, service);
+            h2::serve(conn, streams, signal, |conn| conn.graceful_shutdown()).await
+        } else {
+            until_closed(
+                self.http1.serve_connection(io, service).with_upgrades(),
+                signal,
+                |conn| conn.graceful_shutdown(),
+            )
+            .await
+        }
     }
 }
 
