@@ -36,8 +36,8 @@ use tokio::time::{Instant, sleep, timeout};
 
 use crate::driver::{BoxFuture, Driver, InstanceHandle, Leftover, RunningInstance};
 use crate::instance::{
-    Probed, describe_state, fmt_duration, probe_until_ready, show_bytes, watch_liveness,
-    watch_readiness,
+    Probed, describe_state, fmt_duration, probe_until_ready, show_bytes, wait_ready,
+    watch_liveness, watch_readiness,
 };
 use crate::logs::{Output, pump};
 use crate::probe;
@@ -54,8 +54,6 @@ pub(crate) const PORT_LABEL: &str = "slipway.port";
 const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 /// The shortest probe interval and restart delay used.
 const MIN_PERIOD: Duration = Duration::from_millis(10);
-/// How many output lines a [`NotReady`] carries.
-const NOT_READY_LINES: usize = 20;
 /// How often the engine's stats are read for [`InstanceHandle::usage`].
 const STATS_EVERY: Duration = Duration::from_secs(5);
 /// How long the engine gets on top of the grace period to stop and remove a container.
@@ -787,33 +785,11 @@ impl InstanceHandle for ContainerInstance {
     }
 
     fn wait_ready(&self) -> BoxFuture<'_, Result<(), NotReady>> {
-        Box::pin(async move {
-            let mut states = self.state();
-            let outcome = states
-                .wait_for(|s| {
-                    matches!(
-                        s,
-                        InstanceState::Ready
-                            | InstanceState::Failed { .. }
-                            | InstanceState::Stopping
-                            | InstanceState::Stopped
-                    )
-                })
-                .await
-                .map(|state| state.clone());
-            let reason = match outcome {
-                Ok(InstanceState::Ready) => return Ok(()),
-                Ok(InstanceState::Failed { reason }) => reason,
-                _ => "the instance was stopped before it became ready".to_string(),
-            };
-            let output = &self.shared.output;
-            Err(NotReady {
-                reason,
-                last_lines: output.explaining_lines(NOT_READY_LINES),
-                log_file: self.shared.config.log_file.clone(),
-                log_lines: output.logged_lines(),
-            })
-        })
+        Box::pin(wait_ready(
+            self.state(),
+            &self.shared.output,
+            &self.shared.config.log_file,
+        ))
     }
 
     fn last_lines(&self, n: usize) -> Vec<String> {

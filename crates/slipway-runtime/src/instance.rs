@@ -240,31 +240,8 @@ impl Instance {
     /// ([`InstanceState::Failed`]) or the instance was stopped first. After a crash of a
     /// once-ready instance it keeps waiting through the restarts.
     pub async fn wait_ready(&self) -> Result<(), NotReady> {
-        let mut states = self.state();
-        let outcome = states
-            .wait_for(|s| {
-                matches!(
-                    s,
-                    InstanceState::Ready
-                        | InstanceState::Failed { .. }
-                        | InstanceState::Stopping
-                        | InstanceState::Stopped
-                )
-            })
-            .await
-            .map(|state| state.clone());
-        let reason = match outcome {
-            Ok(InstanceState::Ready) => return Ok(()),
-            Ok(InstanceState::Failed { reason }) => reason,
-            _ => "the instance was stopped before it became ready".to_string(),
-        };
-        let output = &self.shared().output;
-        Err(NotReady {
-            reason,
-            last_lines: output.explaining_lines(NOT_READY_LINES),
-            log_file: self.shared().config.log_file.clone(),
-            log_lines: output.logged_lines(),
-        })
+        let shared = self.shared();
+        wait_ready(self.state(), &shared.output, &shared.config.log_file).await
     }
 
     /// The last `n` lines the instance's processes wrote (both streams), oldest first; at most
@@ -815,6 +792,39 @@ async fn terminate(shared: &Shared, running: &mut Running) {
         running.kill().await;
     }
     shared.set_state(InstanceState::Stopped);
+}
+
+/// Waits on `states` until the instance is ready; fails with the output that explains why
+/// when its first start failed or it was stopped first (see [`Instance::wait_ready`]; the
+/// container driver's handles wait the same way).
+pub(crate) async fn wait_ready(
+    mut states: watch::Receiver<InstanceState>,
+    output: &Output,
+    log_file: &std::path::Path,
+) -> Result<(), NotReady> {
+    let outcome = states
+        .wait_for(|s| {
+            matches!(
+                s,
+                InstanceState::Ready
+                    | InstanceState::Failed { .. }
+                    | InstanceState::Stopping
+                    | InstanceState::Stopped
+            )
+        })
+        .await
+        .map(|state| state.clone());
+    let reason = match outcome {
+        Ok(InstanceState::Ready) => return Ok(()),
+        Ok(InstanceState::Failed { reason }) => reason,
+        _ => "the instance was stopped before it became ready".to_string(),
+    };
+    Err(NotReady {
+        reason,
+        last_lines: output.explaining_lines(NOT_READY_LINES),
+        log_file: log_file.to_path_buf(),
+        log_lines: output.logged_lines(),
+    })
 }
 
 /// Bytes in the largest binary unit that divides them, as the spec writes them: `64Mi`.
