@@ -213,10 +213,14 @@ impl Controller {
                     recorded_pid = instance.pid();
                     this.record_instance(&app, &service, revision, &instance);
                 }
-                let backlog = if state == InstanceState::Ready {
-                    limit_new_connections(&backend)
-                } else {
-                    None
+                // The start path bounds the backend before marking it ready; a restart
+                // (the backend went unready meanwhile) reads the new process's backlog here.
+                let backlog = match state {
+                    InstanceState::Ready if backend.is_ready() => backend
+                        .new_connection_limit()
+                        .and_then(|limit| u32::try_from(limit).ok()),
+                    InstanceState::Ready => limit_new_connections(&backend),
+                    _ => None,
                 };
                 backend.set_ready(state == InstanceState::Ready);
                 let (kind, message) = match &state {
