@@ -238,7 +238,12 @@ pub(crate) fn apply(base: &Tree, environment: &str) -> Tree {
             // the other, so an environment can run a process service as a container.
             let service = format!("/services/{}", escape_pointer(name));
             if overlay.get("image").is_some() {
-                forget(&mut view, &service, "run");
+                // What makes and runs a native process's code; the image replaces all of
+                // it. `release` stays: a release command does not apply to containers, and
+                // dropping a migration silently would be worse than the error that says so.
+                for native in ["run", "workdir", "build", "artifact", "test", "volumes"] {
+                    forget(&mut view, &service, native);
+                }
             }
             if overlay.get("run").is_some() {
                 forget(&mut view, &service, "image");

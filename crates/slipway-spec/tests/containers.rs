@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{hint, problems, single, valid, valid_env};
+use support::{hint, problems, problems_env, single, valid, valid_env};
 
 #[test]
 fn an_image_service_runs_a_container_with_an_optional_command() {
@@ -92,6 +92,31 @@ fn an_environment_can_run_a_process_service_as_a_container_and_back() {
     assert_eq!(development.services["api"].run, ["./api"]);
     assert_eq!(development.services["api"].image, None);
     assert_eq!(development.services["api"].command, None);
+}
+
+#[test]
+fn an_environment_that_runs_a_container_drops_how_the_process_was_made_but_not_its_release() {
+    // `workdir`, `build`, `artifact`, `test` and `volumes` make and run the native code,
+    // which the image replaces.
+    let source = "app: a\nservices:\n  api:\n    run: [./api]\n    workdir: api\n    build: [make]\n    test: [make, test]\n    artifact: out/api\n    volumes: { data: ./data }\n    env: { MODE: web }\nenvironments:\n  production:\n    services:\n      api: { image: clinic/api:1.4, dockerfile: api/Dockerfile }\n";
+    let production = valid_env(source, "production");
+    let api = &production.services["api"];
+    assert!(api.is_container());
+    assert_eq!(api.build, None);
+    assert_eq!(api.test, None);
+    assert_eq!(api.artifact, None);
+    assert!(api.volumes.is_empty());
+    assert_eq!(api.env["MODE"], "web");
+    assert_eq!(valid(source).services["api"].run, ["./api"]);
+    // A release command would be dropped silently: it stays, and says it does not apply.
+    let with_release = "app: a\nservices:\n  api:\n    run: [./api]\n    release: [./api, migrate]\nenvironments:\n  production:\n    services:\n      api: { image: clinic/api:1.4 }\n";
+    let problems = problems_env(with_release, "production");
+    assert!(
+        problems
+            .iter()
+            .any(|d| d.message.contains("`release` applies to native processes")),
+        "{problems:?}"
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -507,4 +508,126 @@ fn load(
             (all.into_iter().map(|(_, a)| a).collect(), span)
         })
     })
+}
+
+#[test]
+fn the_example_app_runs_one_service_as_a_container_and_redeploys_it_blue_green_under_load() {
+    docker::engine();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/clinic");
+    // notify's Dockerfile starts from a Python image made from this machine's own Python.
+    let made = std::process::Command::new(example.join("notify/python-image"))
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "python-image failed: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let s = Slipway::start();
+    let app = app_name("clinic");
+    let _cleanup = Cleanup(app.clone());
+    // A copy of the example under its own name and image tag, so that runs sharing the
+    // engine do not meet, and so that its code can change.
+    let dir = s.dir.path().join(&app);
+    copy_tree(&example, &dir);
+    let spec = std::fs::read_to_string(dir.join("slipway.yaml"))
+        .unwrap()
+        .replace("app: clinic", &format!("app: {app}"))
+        .replace(
+            "image: clinic/notify",
+            &format!("image: slipway-test/{app}-notify"),
+        );
+    std::fs::write(dir.join("slipway.yaml"), spec).unwrap();
+
+    let out = s.ok(&["up", &path_str(&dir), "--env", "production", "--detach"]);
+    assert!(out.contains("serving revision 1"), "{out}");
+    let status = s.ok(&["status", "--app", &app, "--env", "production", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let mut kinds = Vec::new();
+    for service in status["services"].as_array().unwrap() {
+        let instance = &service["instances"][0];
+        assert_eq!(instance["state"], "ready", "{service}");
+        let kind = if instance["pid"].is_null() {
+            "container"
+        } else {
+            "process"
+        };
+        kinds.push((service["name"].as_str().unwrap().to_owned(), kind));
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("api".to_owned(), "process"),
+            ("notify".to_owned(), "container"),
+            ("web".to_owned(), "process")
+        ]
+    );
+    let notify = containers("slipway.app", &app);
+    assert_eq!(notify.len(), 1, "{notify:?}");
+    assert_eq!(inspect(&notify[0], "{{.HostConfig.Memory}}"), "134217728");
+    let host = format!("notify.production.{app}.localhost");
+    s.wait_body(
+        &host,
+        "/",
+        "{\"service\": \"notify\"",
+        Duration::from_secs(10),
+    );
+
+    // A code change rebuilds the image at deploy and switches to it under load.
+    let code = dir.join("notify/notify.py");
+    let changed = std::fs::read_to_string(&code)
+        .unwrap()
+        .replace("\"service\": \"notify\"", "\"service\": \"notify v2\"");
+    std::fs::write(&code, changed).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load(s.router, host.clone(), 8, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let out = s.ok(&["deploy", "-f", &path_str(&dir), "--env", "production"]);
+    assert!(out.contains("traffic switched: revision 1 -> 2"), "{out}");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (answers, span) = loader.join().unwrap();
+    let failed: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+    let rate = answers.len() as f64 / span.as_secs_f64();
+    eprintln!(
+        "sent {} requests in {span:?} ({rate:.0}/s); failed {}",
+        answers.len(),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        answers.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(rate >= 200.0, "load generator too slow: {rate:.0} req/s");
+    let first = answers[0].as_deref().unwrap();
+    let last = answers.last().unwrap().as_deref().unwrap();
+    assert!(first.contains("\"notify\""), "{first}");
+    assert!(last.contains("\"notify v2\""), "{last}");
+    // Only the container service changed: the processes kept their revision.
+    let revisions = s.ok(&["revisions", "api", "--app", &app, "--env", "production"]);
+    assert!(
+        !revisions.lines().any(|l| l.trim_start().starts_with("2 ")),
+        "{revisions}"
+    );
+
+    s.ok(&["down", "--app", &app, "--env", "production"]);
+    assert_eq!(containers("slipway.app", &app), Vec::<String>::new());
+}
+
+/// Copies the files under `from` to `to` (folders made as needed).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }

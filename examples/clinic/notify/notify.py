@@ -37,9 +37,12 @@ class Handler(BaseHTTPRequestHandler):
 
 
 port = int(os.environ["PORT"])
+# Loopback as a process; a container listens on all its interfaces (the Dockerfile sets HOST)
+# and the engine publishes the port on the host's loopback.
+host = os.environ.get("HOST", "127.0.0.1")
 # The default listen backlog of 5 drops connections under bursts.
 ThreadingHTTPServer.request_queue_size = 1024
-server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+server = ThreadingHTTPServer((host, port), Handler)
 server.daemon_threads = True
-print(f"notify listening on 127.0.0.1:{port}", flush=True)
+print(f"notify listening on {host}:{port}", flush=True)
 server.serve_forever()
