@@ -12,7 +12,8 @@
 //! `READY_DELAY_MS` (default 0) makes it sleep that long before it binds its port, like an
 //! app that needs time to start.
 //!
-//! Usage: `slipway-bench-backend [PORT]` (default: $PORT, else 9000).
+//! Usage: `slipway-bench-backend [PORT]` (default: $PORT, else 9000). It listens on
+//! 127.0.0.1, or on `$HOST`.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -47,6 +48,9 @@ fn main() -> std::io::Result<()> {
         "{}\n",
         std::env::var("SLIPWAY_INSTANCE").unwrap_or_else(|_| format!("127.0.0.1:{port}"))
     ));
+    // Loopback, unless `$HOST` says otherwise (`0.0.0.0` in a container, whose published
+    // port the engine forwards from the host's loopback).
+    let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -56,8 +60,8 @@ fn main() -> std::io::Result<()> {
         if !ready_delay.is_zero() {
             tokio::time::sleep(ready_delay).await;
         }
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-        println!("bench backend listening on 127.0.0.1:{port}");
+        let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
+        println!("bench backend listening on {host}:{port}");
         loop {
             let (stream, _) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
