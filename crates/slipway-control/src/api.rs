@@ -78,6 +78,10 @@ pub fn router(state: ApiState) -> Router {
             get(database_connection),
         )
         .route(
+            "/v1/apps/{app}/databases/{name}/upgrade",
+            post(upgrade_database),
+        )
+        .route(
             "/v1/apps/{app}/backups",
             get(list_backups).post(create_backup),
         )
@@ -651,6 +655,35 @@ async fn database_connection(
     Path((app, name)): Path<(String, String)>,
 ) -> ApiResult<Json<dto::DatabaseConnection>> {
     Ok(Json(s.controller.database_connection(&app, &name).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/databases/{name}/upgrade",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("name" = String, Path, description = "the database's name in the spec"),
+    ),
+    request_body = dto::UpgradeRequest,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "the database was migrated (after a verified backup), reverted, or its kept cluster removed", body = dto::UpgradeOutcome),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "nothing was changed: the request says not one thing to do, the version is not installed or not newer, the backup failed, or pg_upgrade failed (the database runs as before)", body = dto::ApiError),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableEntity),
+        (status = 500, response = StoreFailed)
+    )
+)]
+async fn upgrade_database(
+    State(s): State<ApiState>,
+    Path((app, name)): Path<(String, String)>,
+    ApiJson(req): ApiJson<dto::UpgradeRequest>,
+) -> ApiResult<Json<dto::UpgradeOutcome>> {
+    Ok(Json(s.controller.upgrade_database(&app, &name, req).await?))
 }
 
 #[utoipa::path(
@@ -1233,6 +1266,7 @@ impl utoipa::Modify for AdminTokenScheme {
         down,
         list_secrets,
         database_connection,
+        upgrade_database,
         list_backups,
         create_backup,
         verify_backup,

@@ -313,6 +313,38 @@ pub struct RestoreRequest {
     pub to: Option<String>,
 }
 
+/// `POST /v1/apps/{app}/databases/{name}/upgrade`: exactly one of `to`, `revert` and
+/// `remove_old`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeRequest {
+    /// Migrate to this PostgreSQL major version (a verified backup is taken first; the old
+    /// cluster is kept).
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Go back to the cluster the last upgrade kept.
+    #[serde(default)]
+    pub revert: bool,
+    /// Remove the clusters earlier upgrades kept.
+    #[serde(default)]
+    pub remove_old: bool,
+}
+
+/// What `slipway db upgrade` did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UpgradeOutcome {
+    pub database: String,
+    /// The major version it had, and the one it has now.
+    pub from: String,
+    pub version: String,
+    /// The verified backup taken before the upgrade.
+    pub backup: Option<String>,
+    /// Where the previous cluster is kept (upgrade, revert).
+    pub kept: Option<String>,
+    /// The kept clusters that were removed (`remove_old`).
+    pub removed: Vec<String>,
+}
+
 /// What a restore did.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RestoreOutcome {

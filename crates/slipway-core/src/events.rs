@@ -93,6 +93,9 @@ pub enum EventKind {
     DatabaseUnhealthy,
     /// `database.healthy`
     DatabaseHealthy,
+    /// `database.upgraded`: a major version upgrade, its revert, or the removal of a kept
+    /// cluster (`slipway db upgrade`).
+    DatabaseUpgraded,
     /// `backup.succeeded`
     BackupSucceeded,
     /// `backup.failed`
@@ -106,7 +109,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 48] = [
+    pub const ALL: [EventKind; 49] = [
         EventKind::AppRegistered,
         EventKind::AppDown,
         EventKind::AppUp,
@@ -150,6 +153,7 @@ impl EventKind {
         EventKind::DatabaseFailed,
         EventKind::DatabaseUnhealthy,
         EventKind::DatabaseHealthy,
+        EventKind::DatabaseUpgraded,
         EventKind::BackupSucceeded,
         EventKind::BackupFailed,
         EventKind::BackupVerified,
@@ -203,6 +207,7 @@ impl EventKind {
             EventKind::DatabaseFailed => "database.failed",
             EventKind::DatabaseUnhealthy => "database.unhealthy",
             EventKind::DatabaseHealthy => "database.healthy",
+            EventKind::DatabaseUpgraded => "database.upgraded",
             EventKind::BackupSucceeded => "backup.succeeded",
             EventKind::BackupFailed => "backup.failed",
             EventKind::BackupVerified => "backup.verified",

@@ -28,6 +28,7 @@
 pub mod backup;
 pub mod redis;
 pub mod retention;
+mod upgrade;
 mod user;
 
 use std::fs;
@@ -40,6 +41,7 @@ use std::process::{Command, Stdio};
 use serde::{Deserialize, Serialize};
 
 pub use redis::{Redis, Reply};
+pub use upgrade::Upgraded;
 pub use user::OsUser;
 
 /// The port number in the socket's file name (`.s.PGSQL.5432`); nothing listens on TCP.
@@ -225,13 +227,14 @@ impl Health {
     }
 }
 
-/// Where the host's PostgreSQL binaries of a major version are: `SLIPWAY_POSTGRES_BIN` when
-/// set (for every version), else `/usr/lib/postgresql/<major>/bin`.
+/// Where the host's PostgreSQL binaries of a major version are: `SLIPWAY_POSTGRES_<major>_BIN`
+/// when set (e.g. `SLIPWAY_POSTGRES_16_BIN`, for a version installed elsewhere), else
+/// `SLIPWAY_POSTGRES_BIN` when set (for every version), else `/usr/lib/postgresql/<major>/bin`.
 pub fn postgres_bin(version: &str) -> PathBuf {
-    match std::env::var_os("SLIPWAY_POSTGRES_BIN") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new("/usr/lib/postgresql").join(version).join("bin"),
-    }
+    std::env::var_os(format!("SLIPWAY_POSTGRES_{version}_BIN"))
+        .or_else(|| std::env::var_os("SLIPWAY_POSTGRES_BIN"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new("/usr/lib/postgresql").join(version).join("bin"))
 }
 
 /// The newest PostgreSQL major version installed under `/usr/lib/postgresql`, if any.
@@ -243,6 +246,24 @@ pub fn newest_postgres() -> Option<String> {
         .collect();
     versions.sort_unstable();
     versions.last().map(u32::to_string)
+}
+
+/// Whether a database folder whose data is of major version `data` serves a spec that asks
+/// for `asked`: the same version, or one it was explicitly upgraded from (`slipway db
+/// upgrade`) while the old cluster is still kept, so that the revisions made before the
+/// upgrade keep starting until the spec says the new version and the old cluster is removed.
+pub fn serves_version(dir: &Path, data: &str, asked: &str) -> bool {
+    data == asked
+        || (major_of(data) > major_of(asked)
+            && dir
+                .join(format!("data-{asked}"))
+                .join("PG_VERSION")
+                .exists())
+}
+
+/// The number of a major version (`"15"` is 15); 0 for anything else.
+fn major_of(version: &str) -> u32 {
+    version.parse().unwrap_or(0)
 }
 
 /// A random password: 48 hexadecimal characters (192 bits), safe in a URL as it is.
@@ -296,14 +317,28 @@ impl Postgres {
                 )
             })?,
         };
+        let version = match &existing {
+            Some(meta) if serves_version(dir, &meta.version, &version) => meta.version.clone(),
+            _ => version,
+        };
         if let Some(meta) = &existing
             && meta.version != version
         {
+            let hint = if major_of(&version) > major_of(&meta.version) {
+                format!(
+                    "migrate it with `slipway db upgrade {name} --to {version}` (a verified backup first, the old cluster kept), or keep `version: \"{}\"` in the spec",
+                    meta.version
+                )
+            } else {
+                format!(
+                    "set `version: \"{}\"` in the spec; or go back to the cluster an upgrade kept with `slipway db upgrade {name} --revert`",
+                    meta.version
+                )
+            };
             return Err(Error::Setup(format!(
-                "database {name} holds PostgreSQL {} data (in {}), and the spec asks for version {version}; a major version change needs the data migrated, which Slipway does not do implicitly\n  hint: keep `version: \"{}\"` in the spec",
+                "database {name} holds PostgreSQL {} data (in {}), and the spec asks for version {version}; a major version change needs the data migrated, which Slipway does not do implicitly\n  hint: {hint}",
                 meta.version,
                 dir.display(),
-                meta.version
             )));
         }
         let bin = postgres_bin(&version);
@@ -401,14 +436,33 @@ impl Postgres {
     fn init(&self) -> Result<()> {
         self.prepare_dir()?;
         let staging = self.dir.join("data.init");
+        self.make_cluster(&self.bin, &staging)?;
+        fs::rename(&staging, self.data_dir()).map_err(io(format!(
+            "cannot rename {} to {}",
+            staging.display(),
+            self.data_dir().display()
+        )))?;
+        self.write_meta()
+    }
+
+    /// Writes `database.json`.
+    fn write_meta(&self) -> Result<()> {
+        let meta = serde_json::to_vec_pretty(&self.meta).unwrap_or_default();
+        let path = self.dir.join("database.json");
+        fs::write(&path, meta).map_err(io(format!("cannot write {}", path.display())))
+    }
+
+    /// `initdb` of the binaries in `bin` into `staging` (removed first if a crash left it),
+    /// as the database user, and the config of a socket-only server.
+    fn make_cluster(&self, bin: &Path, staging: &Path) -> Result<()> {
         if staging.exists() {
-            fs::remove_dir_all(&staging)
+            fs::remove_dir_all(staging)
                 .map_err(io(format!("cannot remove {}", staging.display())))?;
         }
-        let mut initdb = self.as_user(&self.tool("initdb"));
+        let mut initdb = self.as_user(&bin.join("initdb"));
         initdb
             .arg("-D")
-            .arg(&staging)
+            .arg(staging)
             .args(["-U", &self.user.name, "-E", "UTF8", "--locale=C.UTF-8"])
             .args(["--auth-local=peer", "--auth-host=reject"]);
         self.run("initdb", &mut initdb)?;
@@ -428,15 +482,7 @@ impl Postgres {
                 self.user.name
             ),
         )
-        .map_err(io(format!("cannot write {}", hba.display())))?;
-        fs::rename(&staging, self.data_dir()).map_err(io(format!(
-            "cannot rename {} to {}",
-            staging.display(),
-            self.data_dir().display()
-        )))?;
-        let meta = serde_json::to_vec_pretty(&self.meta).unwrap_or_default();
-        let path = self.dir.join("database.json");
-        fs::write(&path, meta).map_err(io(format!("cannot write {}", path.display())))
+        .map_err(io(format!("cannot write {}", hba.display())))
     }
 
     /// Makes the database's folder and its socket folder, owned by the database user, mode

@@ -115,7 +115,22 @@ fn a_major_version_change_and_a_missing_version_are_refused_with_what_to_do() {
     let refused = Postgres::open(&dir, "db", Some("15"), user).unwrap_err();
     let text = refused.to_string();
     assert!(text.contains("holds PostgreSQL 14 data"), "{text}");
-    assert!(text.contains("hint: keep `version: \"14\"`"), "{text}");
+    assert!(
+        text.contains("hint: migrate it with `slipway db upgrade db --to 15`"),
+        "{text}"
+    );
+    assert!(text.contains("or keep `version: \"14\"`"), "{text}");
+    // Asking for an older major than the data: set the spec to the data's, or revert.
+    fs::write(
+        dir.join("database.json"),
+        r#"{"engine":"postgres","version":"16","name":"db"}"#,
+    )
+    .unwrap();
+    let older = Postgres::open(&dir, "db", Some("15"), OsUser::for_databases().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(older.contains("hint: set `version: \"16\"`"), "{older}");
+    assert!(older.contains("--revert"), "{older}");
 }
 
 #[test]

@@ -345,6 +345,25 @@ pub(crate) enum DbCommand {
         #[command(flatten)]
         app: AppArg,
     },
+    /// Migrate a PostgreSQL database to a newer major version: a verified backup first, then
+    /// pg_upgrade into a new cluster, started on the same socket (the URL does not change);
+    /// the old cluster is kept until --remove-old, and --revert goes back to it. The app's
+    /// connections fail while the database is down (seconds for a small one).
+    Upgrade {
+        /// The database's name in slipway.yaml.
+        name: String,
+        /// The major version to migrate to, e.g. 16; then set `version: "16"` in slipway.yaml.
+        #[arg(long, required_unless_present_any = ["revert", "remove_old"], conflicts_with_all = ["revert", "remove_old"])]
+        to: Option<String>,
+        /// Go back to the cluster the last upgrade kept (without what was written since).
+        #[arg(long, conflicts_with = "remove_old")]
+        revert: bool,
+        /// Remove the cluster the last upgrade kept.
+        #[arg(long)]
+        remove_old: bool,
+        #[command(flatten)]
+        app: AppArg,
+    },
 }
 
 #[derive(Subcommand)]

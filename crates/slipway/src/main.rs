@@ -794,45 +794,95 @@ async fn backup(client: &Client, data: &Path, command: BackupCommand) -> anyhow:
     }
 }
 
-/// `slipway db url|shell NAME`.
+/// `slipway db url|shell|upgrade NAME`.
 async fn db(client: &Client, command: DbCommand) -> anyhow::Result<ExitCode> {
-    let (DbCommand::Url { name, app } | DbCommand::Shell { name, app }) = &command;
+    match command {
+        DbCommand::Url { name, app } => db_connect(client, &name, &app, false).await,
+        DbCommand::Shell { name, app } => db_connect(client, &name, &app, true).await,
+        DbCommand::Upgrade {
+            name,
+            to,
+            revert,
+            remove_old,
+            app,
+        } => {
+            check_name("database", &name)?;
+            let key = resolve_app(client, &app).await?;
+            let request = dto::UpgradeRequest {
+                to,
+                revert,
+                remove_old,
+            };
+            let done: dto::UpgradeOutcome = client
+                .post(
+                    &format!("/v1/apps/{key}/databases/{name}/upgrade"),
+                    &request,
+                )
+                .await?;
+            if remove_old {
+                if done.removed.is_empty() {
+                    println!("database {name} keeps no cluster of an earlier version");
+                } else {
+                    println!("removed {}", done.removed.join(", "));
+                }
+            } else {
+                let kept = done.kept.as_deref().unwrap_or("-");
+                if let Some(backup) = &done.backup {
+                    println!("backup {backup} taken and verified");
+                }
+                println!(
+                    "database {name}: PostgreSQL {} -> {}, serving; the PostgreSQL {} cluster is kept in {kept}",
+                    done.from, done.version, done.from
+                );
+                println!(
+                    "  next: set `version: \"{}\"` for {name} in slipway.yaml; `slipway db upgrade {name} --revert` goes back, `--remove-old` frees the old cluster's space",
+                    done.version
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `slipway db url NAME` (`shell`: false) and `slipway db shell NAME`.
+async fn db_connect(
+    client: &Client,
+    name: &str,
+    app: &AppArg,
+    shell: bool,
+) -> anyhow::Result<ExitCode> {
     check_name("database", name)?;
     let key = resolve_app(client, app).await?;
     let connection: dto::DatabaseConnection = client
         .get(&format!("/v1/apps/{key}/databases/{name}/connection"))
         .await?;
-    match command {
-        DbCommand::Url { .. } => {
-            println!("{}", connection.url);
-            Ok(ExitCode::SUCCESS)
-        }
-        DbCommand::Shell { .. } => {
-            use std::os::unix::process::CommandExt;
-            if connection.state != "ready" {
-                eprintln!(
-                    "warning: database {name} is {} (`slipway status` shows it); psql may not connect",
-                    connection.state
-                );
-            }
-            // The URL goes through the environment, not argv, where `ps` would show the password.
-            let mut client = std::process::Command::new(&connection.client);
-            if connection.engine == "redis" {
-                client
-                    .args(["-s", &connection.host])
-                    .env("REDISCLI_AUTH", &connection.password);
-            } else {
-                client
-                    .env("PGHOST", &connection.host)
-                    .env("PGPORT", connection.port.to_string())
-                    .env("PGUSER", &connection.user)
-                    .env("PGDATABASE", &connection.database)
-                    .env("PGPASSWORD", &connection.password);
-            }
-            let error = client.exec();
-            bail!("cannot run {}: {error}", connection.client)
-        }
+    if !shell {
+        println!("{}", connection.url);
+        return Ok(ExitCode::SUCCESS);
     }
+    use std::os::unix::process::CommandExt;
+    if connection.state != "ready" {
+        eprintln!(
+            "warning: database {name} is {} (`slipway status` shows it); psql may not connect",
+            connection.state
+        );
+    }
+    // The URL goes through the environment, not argv, where `ps` would show the password.
+    let mut client = std::process::Command::new(&connection.client);
+    if connection.engine == "redis" {
+        client
+            .args(["-s", &connection.host])
+            .env("REDISCLI_AUTH", &connection.password);
+    } else {
+        client
+            .env("PGHOST", &connection.host)
+            .env("PGPORT", connection.port.to_string())
+            .env("PGUSER", &connection.user)
+            .env("PGDATABASE", &connection.database)
+            .env("PGPASSWORD", &connection.password);
+    }
+    let error = client.exec();
+    bail!("cannot run {}: {error}", connection.client)
 }
 
 async fn secret(client: &Client, data: &Path, command: SecretCommand) -> anyhow::Result<ExitCode> {

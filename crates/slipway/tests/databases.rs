@@ -864,3 +864,173 @@ fn a_platform_backup_restored_on_a_fresh_data_directory_with_the_key_serves_the_
         "{out:?}"
     );
 }
+
+/// The binaries of PostgreSQL 16 (pgserver's wheel, in a venv of its own).
+fn postgres_16() -> PathBuf {
+    let venv = support::venv::venv(
+        "pg16",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pg16/requirements.txt"),
+    );
+    let lib = venv.join("lib");
+    let bin = std::fs::read_dir(&lib)
+        .unwrap()
+        .filter_map(|e| {
+            let bin = e.ok()?.path().join("site-packages/pgserver/pginstall/bin");
+            bin.join("pg_upgrade").exists().then_some(bin)
+        })
+        .next()
+        .unwrap_or_else(|| panic!("no pgserver/pginstall/bin under {}", lib.display()));
+    // The database user runs them: every folder on the way must let it pass.
+    let mut dir = bin.as_path();
+    while let Some(parent) = dir.parent() {
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+        assert!(
+            mode & 0o001 != 0,
+            "{} is not passable by the database user",
+            dir.display()
+        );
+        dir = parent;
+    }
+    bin
+}
+
+#[test]
+fn a_major_upgrade_takes_a_backup_keeps_the_rows_and_the_url_and_can_be_reverted_and_cleaned_up() {
+    let pg16 = postgres_16();
+    let s = Slipway::start_with_env(&[("SLIPWAY_POSTGRES_16_BIN", &path_str(&pg16))]);
+    let dir = django_pg_app(&s);
+    let spec = path_str(&dir);
+    s.ok(&["up", &spec, "--detach", "--env", "production"]);
+    s.wait_body(PRODUCTION, "/", "v1 0", Duration::from_secs(20));
+    let url = s.ok(&["db", "url", "db", "--app", "notes", "--env", "production"]);
+    psql_value(
+        &s,
+        "db",
+        "CREATE TABLE kept (id int PRIMARY KEY, note text); INSERT INTO kept SELECT i, md5(i::text) FROM generate_series(1, 5000) i; SELECT 1",
+    );
+    let sum = "SELECT count(*) || ' ' || md5(string_agg(note, ',' ORDER BY id)) FROM kept";
+    let before = psql_value(&s, "db", sum);
+    assert!(
+        psql_value(&s, "db", "SHOW server_version_num").starts_with("15"),
+        "starts on the host's 15"
+    );
+
+    // A version that is not newer is refused, and nothing changes.
+    let out = s.cli(&[
+        "db",
+        "upgrade",
+        "db",
+        "--to",
+        "14",
+        "--app",
+        "notes",
+        "--env",
+        "production",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot move data to an older major"),
+        "{out:?}"
+    );
+
+    let out = s.ok(&[
+        "db",
+        "upgrade",
+        "db",
+        "--to",
+        "16",
+        "--app",
+        "notes",
+        "--env",
+        "production",
+    ]);
+    assert!(out.contains("taken and verified"), "{out}");
+    assert!(out.contains("PostgreSQL 15 -> 16"), "{out}");
+    assert!(
+        psql_value(&s, "db", "SHOW server_version_num").starts_with("16"),
+        "runs 16 after the upgrade"
+    );
+    assert_eq!(psql_value(&s, "db", sum), before, "every row came along");
+    assert_eq!(
+        s.ok(&["db", "url", "db", "--app", "notes", "--env", "production"]),
+        url,
+        "the URL (socket, role, password) does not change"
+    );
+    // The app reconnects and writes; a backup was taken first; the event says what happened.
+    s.wait_body(PRODUCTION, "/", "v1 0", Duration::from_secs(20));
+    let log = events(&s, "production");
+    assert!(
+        log.contains("database db upgraded from PostgreSQL 15 to 16"),
+        "{log}"
+    );
+    let list = backups(&s);
+    assert_eq!(
+        list.iter().filter(|b| b["kind"] == "upgrade").count(),
+        1,
+        "the backup before the upgrade: {list:?}"
+    );
+    let db_dir = s.data.join("databases/notes/production/db");
+    assert!(db_dir.join("data-15/PG_VERSION").exists(), "15 is kept");
+
+    // Revisions made before the upgrade still ask for 15: while 15 is kept they start (a
+    // redeploy here), and the spec can say 16.
+    s.ok(&["deploy", "--force", "-f", &spec, "--env", "production"]);
+    let yaml = std::fs::read_to_string(dir.join("slipway.yaml")).unwrap();
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        yaml.replace("version: \"15\"", "version: \"16\""),
+    )
+    .unwrap();
+    s.ok(&["deploy", "-f", &spec, "--env", "production"]);
+
+    // A second upgrade waits until the kept cluster is dealt with.
+    psql_value(
+        &s,
+        "db",
+        "INSERT INTO kept VALUES (9999, 'after'); SELECT 1",
+    );
+    let out = s.cli(&[
+        "db",
+        "upgrade",
+        "db",
+        "--to",
+        "17",
+        "--app",
+        "notes",
+        "--env",
+        "production",
+    ]);
+    assert!(!out.status.success());
+
+    // Revert: back on 15, with the rows of the upgrade's moment (not the one written since).
+    std::fs::write(dir.join("slipway.yaml"), &yaml).unwrap();
+    let out = s.ok(&[
+        "db",
+        "upgrade",
+        "db",
+        "--revert",
+        "--app",
+        "notes",
+        "--env",
+        "production",
+    ]);
+    assert!(out.contains("PostgreSQL 16 -> 15"), "{out}");
+    assert!(psql_value(&s, "db", "SHOW server_version_num").starts_with("15"));
+    assert_eq!(psql_value(&s, "db", sum), before);
+    s.wait_body(PRODUCTION, "/", "v1 0", Duration::from_secs(20));
+
+    // The kept (16) cluster goes on request, and with it the leeway for a spec asking 16.
+    let out = s.ok(&[
+        "db",
+        "upgrade",
+        "db",
+        "--remove-old",
+        "--app",
+        "notes",
+        "--env",
+        "production",
+    ]);
+    assert!(out.contains("data-16"), "{out}");
+    assert!(!db_dir.join("data-16").exists());
+    assert!(db_dir.join("data/PG_VERSION").exists());
+}

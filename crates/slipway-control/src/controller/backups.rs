@@ -185,7 +185,7 @@ impl Controller {
 
     /// Takes, verifies and stores one backup, records the outcome (event, metrics, status),
     /// then prunes per the database's `keep`.
-    async fn take_backup(
+    pub(super) async fn take_backup(
         &self,
         key: &str,
         name: &str,

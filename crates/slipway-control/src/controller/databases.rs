@@ -158,12 +158,9 @@ impl Controller {
         let password = self.database_password(key, &used.name)?;
         if let Some(known) = known
             && known.database.meta().engine.as_str() == used.database.engine.as_str()
-            && known.database.meta().version
-                == used
-                    .database
-                    .version
-                    .clone()
-                    .unwrap_or_else(|| known.database.meta().version.clone())
+            && used.database.version.as_deref().is_none_or(|asked| {
+                slipway_databases::serves_version(&dir, &known.database.meta().version, asked)
+            })
             && known.health == Health::Ready
         {
             return Ok(Zeroizing::new(known.database.url(&password)));
@@ -410,6 +407,169 @@ impl Controller {
             password: password.as_str().to_owned(),
             state,
         })
+    }
+
+    /// `slipway db upgrade`: migrates database `name` of `key` to another PostgreSQL major
+    /// version (after a verified backup; the old cluster kept), goes back to the kept
+    /// cluster, or removes it. The app's connections fail while the cluster is down.
+    pub async fn upgrade_database(
+        self: &Arc<Self>,
+        key: &str,
+        name: &str,
+        request: dto::UpgradeRequest,
+    ) -> Result<dto::UpgradeOutcome> {
+        check_key(key)?;
+        slipway_core::names::check_name("database", name).map_err(ControlError::NotFound)?;
+        let (app, environment) = split_app_key(key);
+        let asked = usize::from(request.to.is_some())
+            + usize::from(request.revert)
+            + usize::from(request.remove_old);
+        if asked != 1 {
+            return Err(ControlError::Invalid(
+                "say what to do: `to` a major version, `revert`, or `remove_old` (one of them)"
+                    .into(),
+            ));
+        }
+        let dir = self.database_dir(key, name);
+        let Some(meta) =
+            slipway_databases::read_meta(&dir).map_err(|e| ControlError::Invalid(e.to_string()))?
+        else {
+            return Err(ControlError::NotFound(format!(
+                "app {app} has no database `{name}` in environment {environment}; a database is made when a service that `uses` it first starts (`slipway up`)"
+            )));
+        };
+        if meta.engine != slipway_databases::Engine::Postgres {
+            return Err(ControlError::Invalid(format!(
+                "database {name} is {}; `slipway db upgrade` migrates PostgreSQL clusters",
+                meta.engine.as_str()
+            )));
+        }
+        let open = |this: &Self| match this
+            .open_database(key, name, meta.engine, Some(&meta.version))
+            .map_err(|f| ControlError::Invalid(f.error))?
+        {
+            Database::Postgres(postgres) => Ok(postgres),
+            Database::Redis(_) => Err(ControlError::Invalid(format!(
+                "database {name} is not PostgreSQL"
+            ))),
+        };
+        // What would be refused is refused before anything is done, the backup included.
+        if let Some(to) = &request.to {
+            open(self)?
+                .check_upgrade(to)
+                .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        }
+        // A verified backup first: an upgrade that goes wrong can always be undone from it.
+        let backup = match &request.to {
+            Some(_) => Some(
+                self.take_backup(key, name, "upgrade")
+                    .await
+                    .map_err(|e| {
+                        ControlError::Invalid(format!(
+                            "the backup before the upgrade failed, so nothing was changed: {e}"
+                        ))
+                    })?
+                    .id,
+            ),
+            None => None,
+        };
+        let _guard = self.databases.ensure.lock().await;
+        let _backups = self.databases.backup_lock.lock().await;
+        let postgres = open(self)?;
+        let request2 = request.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            if let Some(to) = &request2.to {
+                postgres.upgrade(to).map(|u| (Some(u), Vec::new()))
+            } else if request2.revert {
+                postgres.revert().map(|u| (Some(u), Vec::new()))
+            } else {
+                postgres.remove_old().map(|removed| (None, removed))
+            }
+        })
+        .await
+        .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let (upgraded, removed) = match done {
+            Ok(done) => done,
+            Err(e) => {
+                self.event(
+                    key,
+                    None,
+                    None,
+                    EventKind::DatabaseFailed,
+                    format!("database {name}: {e}"),
+                );
+                return Err(ControlError::Invalid(e.to_string()));
+            }
+        };
+        let outcome = match upgraded {
+            Some(upgraded) => {
+                let version = upgraded.database.meta().version.clone();
+                let verb = if request.revert {
+                    "reverted"
+                } else {
+                    "upgraded"
+                };
+                self.event(
+                    key,
+                    None,
+                    None,
+                    EventKind::DatabaseUpgraded,
+                    format!(
+                        "database {name} {verb} from PostgreSQL {} to {version}; the previous cluster is kept in {}",
+                        upgraded.from,
+                        upgraded.kept.display()
+                    ),
+                );
+                let mut running = self
+                    .databases
+                    .running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let policy = running.get(&dir).and_then(|r| r.policy);
+                running.insert(
+                    dir,
+                    RunningDatabase {
+                        key: key.to_owned(),
+                        database: Database::Postgres(upgraded.database),
+                        health: Health::Ready,
+                        policy,
+                    },
+                );
+                dto::UpgradeOutcome {
+                    database: name.to_owned(),
+                    from: upgraded.from,
+                    version,
+                    backup,
+                    kept: Some(upgraded.kept.display().to_string()),
+                    removed: Vec::new(),
+                }
+            }
+            None => {
+                let removed: Vec<String> =
+                    removed.iter().map(|p| p.display().to_string()).collect();
+                if !removed.is_empty() {
+                    self.event(
+                        key,
+                        None,
+                        None,
+                        EventKind::DatabaseUpgraded,
+                        format!(
+                            "database {name}: the cluster kept by an upgrade was removed ({})",
+                            removed.join(", ")
+                        ),
+                    );
+                }
+                dto::UpgradeOutcome {
+                    database: name.to_owned(),
+                    from: meta.version.clone(),
+                    version: meta.version,
+                    backup: None,
+                    kept: None,
+                    removed,
+                }
+            }
+        };
+        Ok(outcome)
     }
 
     /// Stops the databases of the app stored under `key` (`slipway down`), after its
