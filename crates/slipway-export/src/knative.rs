@@ -215,6 +215,8 @@ pub(crate) fn service(ctx: &Context, out: &mut Output) {
         },
     };
     out.push(Document::new(File::Manifests, knative));
+    // The release command runs as a plain Job beside the Knative Service.
+    crate::kubernetes::release_job(ctx, out);
     common::service_warnings(ctx, out);
 }
 

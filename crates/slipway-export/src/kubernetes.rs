@@ -201,6 +201,22 @@ fn autoscaler(ctx: &Context, out: &mut Output) {
     let scaling = &ctx.service.scaling;
     let min = scaling.min.max(1);
     if scaling.max <= min {
+        // `min: 0, max: 1` scales only between none and one instance: with scale to zero
+        // gone, one replica runs and the autoscaler's settings have nothing to act on.
+        if scaling.min != scaling.max {
+            for field in [
+                "scaling.max",
+                "scaling.concurrency",
+                "scaling.stable_window",
+                "scaling.panic_window",
+            ] {
+                ctx.warn(
+                    out,
+                    field,
+                    "the service only scales between zero and one instance, and plain Kubernetes does not scale to zero: one replica runs, without an autoscaler",
+                );
+            }
+        }
         return;
     }
     let id = format!("HorizontalPodAutoscaler/{}", ctx.name);
@@ -422,7 +438,7 @@ fn http_routes(ctx: &Context, out: &mut Output) {
 }
 
 /// The release command as a Job of the service's image, env and secrets.
-fn release_job(ctx: &Context, out: &mut Output) {
+pub(crate) fn release_job(ctx: &Context, out: &mut Output) {
     let Some(release) = &ctx.service.release else {
         return;
     };
@@ -439,7 +455,7 @@ fn release_job(ctx: &Context, out: &mut Output) {
     ctx.warn(
         out,
         "release",
-        "the release Job runs when applied, but the Deployment does not wait for it: apply it and wait (`kubectl wait --for=condition=complete job/…`) before the Deployment",
+        "the release Job runs when applied, but the service does not wait for it: apply it and wait (`kubectl wait --for=condition=complete job/…`) before the service's manifests",
     );
     // Labels of its own: the Service and the budget must not select the Job's pod.
     let labels = common::labels(&ctx.spec.app, &name);

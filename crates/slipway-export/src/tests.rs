@@ -384,3 +384,177 @@ fn inert_fields_are_those_slipway_itself_ignores() {
     assert!(inert.contains(&"scaling.idle"), "min is 2 in production");
     assert!(!inert.contains(&"scaling.concurrency"));
 }
+
+/// A container service with every field set away from its default, and the native-only
+/// fields (which the spec refuses next to `image:`) filled in on the resolved struct.
+fn everything() -> slipway_spec::Spec {
+    let text = "\
+app: full
+services:
+  svc:
+    image: full/svc:1
+    command: [./serve, $PORT]
+    dockerfile: Dockerfile
+    env: { MODE: fast }
+    port: 9000
+    secrets: [TOKEN]
+    uses: [db, cache]
+    routes: [/svc]
+    resources: { cpu: 0.25, memory: 32Mi, pids: 32 }
+    scaling: { min: 0, max: 1, concurrency: 7, max_concurrency: 9, idle: 5m, stable_window: 2m, panic_window: 10s }
+    health:
+      ready: { http: /ready, interval: 3s, timeout: 2s, failures: 4 }
+      live: { tcp: true, interval: 7s, timeout: 3s, failures: 5 }
+      startup_timeout: 90s
+    shutdown: { grace: 25s }
+    deploy:
+      strategy: canary
+      steps: [5, 100]
+      interval: 2m
+      keep_previous: 1m
+      on_failure: pause
+      analysis: { max_error_rate: 5%, max_p95: 250ms, min_requests: 50 }
+    traffic: { sticky: true, header_override: true }
+    limits: { body: 1MiB }
+databases:
+  db: { engine: postgres }
+  cache: { engine: redis }
+";
+    let mut spec = slipway_spec::parse_env(text, Path::new("/srv/full"), "development")
+        .unwrap_or_else(|d| panic!("{}", slipway_spec::render(&d, text, "full.yaml")));
+    let svc = spec.services.get_mut("svc").expect("svc");
+    svc.run = vec!["./native".into()];
+    svc.build = Some(vec!["make".into()]);
+    svc.test = Some(vec!["make".into(), "test".into()]);
+    svc.artifact = Some("/srv/full/out".into());
+    svc.release = Some(vec!["./migrate".into()]);
+    svc.release_timeout = std::time::Duration::from_secs(120);
+    svc.volumes.insert("data".into(), "data".into());
+    spec
+}
+
+/// The paths of the leaves of `value` (objects walked, arrays and scalars are leaves),
+/// leaving out nulls and empty collections (fields that are not set).
+fn leaves(value: &Value, path: &str, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (key, child) in map {
+                let child_path = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                leaves(child, &child_path, out);
+            }
+        }
+        Value::Null => {}
+        Value::Array(items) if items.is_empty() => {}
+        Value::Object(_) => {}
+        _ => out.push(path.to_owned()),
+    }
+}
+
+fn covers(field: &str, leaf: &str) -> bool {
+    leaf == field || leaf.starts_with(&format!("{field}."))
+}
+
+/// The round trip: every field of the service is either found in the output where the
+/// export says it put it, or listed as a warning, or changes nothing in Slipway either. A
+/// new spec field with neither an export nor a warning fails here.
+#[test]
+fn every_spec_field_is_exported_or_warned_about() {
+    let spec = everything();
+    let service = &spec.services["svc"];
+    let mut fields = Vec::new();
+    leaves(
+        &serde_json::to_value(service).expect("json"),
+        "",
+        &mut fields,
+    );
+    assert!(fields.len() > 40, "the walk found only {fields:?}");
+    let inert = inert_fields(service);
+    for (target, gateway) in [
+        (Target::Kubernetes, false),
+        (Target::Kubernetes, true),
+        (Target::Knative, false),
+    ] {
+        let mut options = Options::new(target);
+        options.gateway = gateway;
+        let export = export(&spec, &options).expect("export");
+        for mapping in &export.mappings {
+            let document = find(&export.documents, &mapping.document);
+            assert!(
+                document
+                    .pointer(&mapping.pointer)
+                    .is_some_and(|v| !v.is_null()),
+                "{target:?}: {} of `{}` is said to be at {} {}, which is missing",
+                mapping.field,
+                mapping.service,
+                mapping.document,
+                mapping.pointer
+            );
+        }
+        let mut missing = Vec::new();
+        for leaf in &fields {
+            let mapped = export
+                .mappings
+                .iter()
+                .any(|m| m.service == "svc" && covers(&m.field, leaf));
+            let warned = export
+                .warnings
+                .iter()
+                .any(|w| w.subject == "svc" && covers(&w.field, leaf));
+            let ignored = inert.iter().any(|f| covers(f, leaf));
+            if !(mapped || warned || ignored) {
+                missing.push(leaf.clone());
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "{target:?} (gateway {gateway}): these fields are neither exported nor warned about: {missing:?}"
+        );
+    }
+}
+
+/// Values, not only places: the round trip reads a few fields back from the manifests.
+#[test]
+fn exported_values_read_back_as_written() {
+    let spec = everything();
+    let export = export(&spec, &Options::new(Target::Kubernetes)).expect("export");
+    let deployment = find(&export.documents, "Deployment/svc");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["ports"][0]["containerPort"], 9000);
+    assert_eq!(container["args"], json!(["./serve", "9000"]));
+    assert_eq!(container["livenessProbe"]["tcpSocket"]["port"], 9000);
+    assert_eq!(container["livenessProbe"]["periodSeconds"], 7);
+    assert_eq!(container["livenessProbe"]["failureThreshold"], 5);
+    assert_eq!(
+        container["startupProbe"]["failureThreshold"], 30,
+        "90 s at one probe every 3 s"
+    );
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
+        25
+    );
+    let ingress = find(&export.documents, "Ingress/svc");
+    assert_eq!(
+        ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"],
+        "1048576"
+    );
+    let knative = crate::export(&spec, &Options::new(Target::Knative)).expect("export");
+    let service = find(&knative.documents, "Service/svc");
+    let annotations = &service["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["autoscaling.knative.dev/window"], "120s");
+    assert_eq!(
+        annotations["autoscaling.knative.dev/panic-window-percentage"],
+        "8.3"
+    );
+    assert_eq!(
+        annotations["autoscaling.knative.dev/scale-to-zero-pod-retention-period"],
+        "300s"
+    );
+    assert_eq!(
+        service["spec"]["template"]["spec"]["containerConcurrency"],
+        9
+    );
+}
