@@ -496,3 +496,209 @@ fn helm_template_renders_the_plain_export_of_each_environment() {
         }
     }
 }
+
+/// Podman with its own storage under the target directory (so nothing is shared with other
+/// users of the machine's podman), `runc` (crun refuses this host's hybrid cgroups) and
+/// ulimits the host allows.
+struct Podman {
+    root: PathBuf,
+    conf: PathBuf,
+}
+
+impl Podman {
+    fn new() -> Podman {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("podman-export");
+        fs::create_dir_all(&root).expect("podman folder");
+        let conf = root.join("containers.conf");
+        fs::write(
+            &conf,
+            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n\
+             [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+        )
+        .expect("write containers.conf");
+        let podman = Podman { root, conf };
+        // Pods an interrupted earlier run left behind would take the names and the port.
+        let _ = podman.command().args(["pod", "rm", "-f", "-a"]).output();
+        podman
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new("podman");
+        command
+            .env("CONTAINERS_CONF", &self.conf)
+            .arg("--root")
+            .arg(self.root.join("storage"))
+            .arg("--runroot")
+            .arg(self.root.join("run"))
+            .args(["--storage-driver", "vfs"]);
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let output = self.command().args(args).output().unwrap_or_else(|e| {
+            panic!("cannot run podman (./run-tests installs Debian's podman and runc): {e}")
+        });
+        assert!(
+            output.status.success(),
+            "podman {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.command().args(["pod", "rm", "-f", "-a"]).output();
+    }
+}
+
+/// The value of a cgroup file of process `pid` for `controller`: the v1 hierarchy's
+/// `v1` file, or the unified hierarchy's `v2` file.
+fn cgroup_value(pid: &str, controller: &str, v1: &str, v2: &str) -> String {
+    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("read /proc/PID/cgroup");
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (
+            parts.next(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        if controllers.split(',').any(|c| c == controller) {
+            let mount = if Path::new(&format!("/sys/fs/cgroup/{controller}")).exists() {
+                format!("/sys/fs/cgroup/{controller}")
+            } else {
+                format!("/sys/fs/cgroup/{controllers}")
+            };
+            return fs::read_to_string(format!("{mount}{path}/{v1}"))
+                .expect("read the v1 file")
+                .trim()
+                .to_owned();
+        }
+        if controllers.is_empty() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            return fs::read_to_string(format!("/sys/fs/cgroup{path}/{v2}"))
+                .expect("read the v2 file")
+                .trim()
+                .to_owned();
+        }
+    }
+    panic!("no {controller} cgroup for {pid} in:\n{cgroups}");
+}
+
+/// A real consumer: `podman kube play` runs the exported Deployment of a container service
+/// built here (busybox's httpd imported as an image, no registry), the pod answers on
+/// loopback, and its cgroup carries the exported cpu and memory limits.
+#[test]
+fn podman_kube_play_runs_the_exported_deployment_with_its_limits() {
+    let podman = Podman::new();
+    let image = "localhost/slipway-export-kubeplay:1";
+    // The image: a root with the static busybox and a page.
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("a static busybox: install Debian's busybox-static (`./run-tests` does)");
+    let tree = tempfile::tempdir().expect("temp dir");
+    for folder in ["bin", "www", "tmp"] {
+        fs::create_dir_all(tree.path().join(folder)).expect("mkdir");
+    }
+    fs::copy(busybox, tree.path().join("bin/busybox")).expect("copy busybox");
+    std::os::unix::fs::symlink("busybox", tree.path().join("bin/httpd")).expect("symlink");
+    fs::write(tree.path().join("www/index.html"), "hello from kube play\n").expect("page");
+    let tar = tree.path().with_extension("tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(tree.path())
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(status.success());
+    podman.run(&[
+        "import",
+        "--change",
+        "ENV PATH=/bin",
+        tar.to_str().expect("utf-8"),
+        image,
+    ]);
+
+    // The app, exported.
+    let port = support::free_port();
+    let app = tempfile::tempdir().expect("temp dir");
+    fs::write(
+        app.path().join("slipway.yaml"),
+        format!(
+            "app: kubeplay\nservices:\n  www:\n    image: {image}\n    command: [/bin/httpd, -f, -p, $PORT, -h, /www]\n    port: {port}\n    resources: {{ cpu: 0.25, memory: 48Mi }}\n    health:\n      ready: {{ http: /, interval: 1s }}\n"
+        ),
+    )
+    .expect("write the spec");
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(BIN)
+        .args(["export", "--target", "kubernetes", "--out"])
+        .arg(out.path().join("k8s"))
+        .arg(app.path())
+        .output()
+        .expect("run slipway export");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let manifests = fs::read_to_string(out.path().join("k8s/manifests.yaml")).expect("manifests");
+    let deployment = documents(&manifests)
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    let limits = &deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"];
+    assert_eq!(limits["cpu"], "250m");
+    assert_eq!(limits["memory"], "48Mi");
+    // Only the Deployment: podman 4.3 publishes its container port on the host.
+    let file = out.path().join("deployment.yaml");
+    fs::write(
+        &file,
+        serde_json::to_string_pretty(&deployment).expect("json"),
+    )
+    .expect("write");
+    podman.run(&["kube", "play", file.to_str().expect("utf-8")]);
+
+    // The pod answers on loopback.
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let body = loop {
+        match support::http_get(addr, "localhost", "/") {
+            Ok((200, body)) => break body,
+            other => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the pod did not answer on {addr} within 60 s: {other:?}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        }
+    };
+    assert_eq!(body, "hello from kube play\n");
+
+    // Its cgroup carries the exported limits: 48 MiB, and 250m as a 25 ms quota per 100 ms.
+    let container = podman.run(&["ps", "-q", "--filter", &format!("ancestor={image}")]);
+    assert_eq!(
+        container.lines().count(),
+        1,
+        "one container of the image: {container}"
+    );
+    let pid = podman.run(&["inspect", "--format", "{{.State.Pid}}", container.trim()]);
+    assert_eq!(
+        cgroup_value(&pid, "memory", "memory.limit_in_bytes", "memory.max"),
+        (48u64 << 20).to_string()
+    );
+    let quota = cgroup_value(&pid, "cpu", "cpu.cfs_quota_us", "cpu.max");
+    let quota = if quota.contains(' ') {
+        quota // v2: "25000 100000"
+    } else {
+        format!(
+            "{quota} {}",
+            cgroup_value(&pid, "cpu", "cpu.cfs_period_us", "cpu.max")
+        )
+    };
+    assert_eq!(quota, "25000 100000");
+}
