@@ -397,20 +397,22 @@ pub(crate) fn service_warnings(ctx: &Context, out: &mut Output) {
             "the `Slipway-Revision` request header has no equivalent; use tagged revisions (Knative) or header-matched routes (Gateway API) by hand",
         );
     }
-    match service.limits.body {
-        Some(body) => ctx.warn(
-            out,
-            "limits.body",
-            format!(
-                "the request body limit ({body} bytes) is enforced by the ingress, not the cluster: set it in the ingress controller (the Ingress carries ingress-nginx's proxy-body-size annotation)"
-            ),
-        ),
-        None => ctx.warn(
-            out,
-            "limits.body",
-            "no body limit: the ingress controller's own default applies (ingress-nginx: 1 MiB)",
-        ),
-    }
+    let body = match service.limits.body {
+        Some(body) => format!("the request body limit ({body} bytes)"),
+        None => "no request body limit".to_owned(),
+    };
+    let instead = match (ctx.options.target, ctx.options.gateway) {
+        (Target::Kubernetes, false) => {
+            "is up to the ingress controller: the Ingress carries it as ingress-nginx's proxy-body-size annotation, other controllers need their own setting"
+        }
+        (Target::Kubernetes, true) => {
+            "has no Gateway API field: set it in the Gateway implementation's own policy"
+        }
+        (Target::Knative, _) => {
+            "has no Knative setting: set it in the networking layer (Kourier, Istio, Contour)"
+        }
+    };
+    ctx.warn(out, "limits.body", format!("{body} {instead}"));
     if !service.deploy.keep_previous.is_zero() {
         ctx.warn(
             out,

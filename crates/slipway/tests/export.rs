@@ -449,9 +449,15 @@ fn by_id(documents: Vec<Value>) -> BTreeMap<String, Value> {
 
 #[test]
 fn helm_template_renders_the_plain_export_of_each_environment() {
+    for target in ["kubernetes", "knative"] {
+        helm_template_renders_the_plain_export(target);
+    }
+}
+
+fn helm_template_renders_the_plain_export(target: &str) {
     let (chart, _) = export(&[
         "--target",
-        "kubernetes",
+        target,
         "--env",
         "production",
         "--format",
@@ -459,13 +465,7 @@ fn helm_template_renders_the_plain_export_of_each_environment() {
         "--skip-native",
     ]);
     for environment in ["development", "production"] {
-        let (plain, _) = export(&[
-            "--target",
-            "kubernetes",
-            "--env",
-            environment,
-            "--skip-native",
-        ]);
+        let (plain, _) = export(&["--target", target, "--env", environment, "--skip-native"]);
         let expected = by_id(documents(
             &fs::read_to_string(plain.path().join("manifests.yaml")).expect("manifests"),
         ));
@@ -489,10 +489,13 @@ fn helm_template_renders_the_plain_export_of_each_environment() {
         assert_eq!(
             rendered.keys().collect::<Vec<_>>(),
             expected.keys().collect::<Vec<_>>(),
-            "{environment}: helm renders other documents"
+            "{target} {environment}: helm renders other documents"
         );
         for (id, document) in &expected {
-            assert_eq!(&rendered[id], document, "{environment}: {id} differs");
+            assert_eq!(
+                &rendered[id], document,
+                "{target} {environment}: {id} differs"
+            );
         }
     }
 }
