@@ -305,6 +305,43 @@ pub(crate) enum Command {
     },
     /// Print the JSON Schema of slipway.yaml (for editors).
     Schema,
+    /// Write Kubernetes or Knative manifests (or a Helm chart) of one environment of
+    /// DIR/slipway.yaml, offline; what the target cannot express is listed on stderr and in
+    /// the README written beside them.
+    Export {
+        /// Directory holding slipway.yaml (or the file itself).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The engine the manifests are for.
+        #[arg(long, value_enum)]
+        target: ExportTarget,
+        #[command(flatten)]
+        env: EnvArg,
+        /// The folder to write into (made if missing); default: ./slipway-<target>.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Plain manifests, or a Helm chart whose values hold each environment's overlay.
+        #[arg(long, value_enum, default_value = "yaml")]
+        format: ExportFormat,
+        /// Kubernetes: Gateway API HTTPRoutes instead of Ingresses.
+        #[arg(long)]
+        gateway: bool,
+        /// Leave out services that run as native processes instead of refusing to export.
+        #[arg(long)]
+        skip_native: bool,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExportTarget {
+    Kubernetes,
+    Knative,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExportFormat {
+    Yaml,
+    Helm,
 }
 
 #[derive(Subcommand)]

@@ -4,6 +4,7 @@
 mod cli;
 mod client;
 mod daemon;
+mod export;
 mod render;
 mod terminal;
 
@@ -107,6 +108,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let client = Client::new(&data);
     match cli.command {
         Command::Validate { file } => validate(&spec_file(&file)),
+        Command::Export {
+            dir,
+            target,
+            env,
+            out,
+            format,
+            gateway,
+            skip_native,
+        } => export::run(export::Request {
+            file: spec_file(&dir),
+            target,
+            environment: env.environment,
+            out,
+            format,
+            gateway,
+            skip_native,
+        }),
         Command::Schema => {
             println!(
                 "{}",

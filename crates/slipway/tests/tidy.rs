@@ -52,6 +52,15 @@ fn leaf_crates_do_not_depend_on_each_other_or_on_control() {
 }
 
 #[test]
+fn the_export_crate_reads_the_spec_and_nothing_else_of_slipway() {
+    let internal: Vec<_> = dependencies("slipway-export")
+        .into_iter()
+        .filter(|d| d.starts_with("slipway"))
+        .collect();
+    assert_eq!(internal, ["slipway-spec"]);
+}
+
+#[test]
 fn only_the_state_crate_talks_to_sqlite_and_spec_is_pure() {
     for krate in [
         "slipway-spec",
@@ -67,12 +76,13 @@ fn only_the_state_crate_talks_to_sqlite_and_spec_is_pure() {
     }
     for pure in [
         "slipway-spec",
+        "slipway-export",
         "slipway-autoscale",
         "slipway-rollout",
         "slipway-core",
     ] {
         let deps = dependencies(pure);
-        for io in ["tokio", "hyper", "axum", "rusqlite"] {
+        for io in ["tokio", "hyper", "axum", "rusqlite", "bollard", "kube"] {
             assert!(!deps.contains(&io.to_owned()), "{pure} depends on {io}");
         }
     }
