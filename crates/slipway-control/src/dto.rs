@@ -587,7 +587,7 @@ pub struct SecretInfo {
 }
 
 /// Sets a secret. The value only travels in this request body (over the Unix socket or
-/// with the admin token), never in a URL, and is never sent back.
+/// with an admin token), never in a URL, and is never sent back.
 #[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct SetSecretRequest {
     pub value: String,

@@ -323,3 +323,21 @@ fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// A data directory from before tokens holds `admin.token` in plain text: the server
+/// removes it, and a token from it opens nothing.
+#[test]
+fn the_plain_text_token_of_an_older_server_is_removed() {
+    let old = "ab".repeat(32);
+    let s = Slipway::start_prepared(|data| {
+        std::fs::create_dir_all(data).unwrap();
+        std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(data.join("admin.token"), format!("{old}\n")).unwrap();
+    });
+    assert!(!s.data.join("admin.token").exists());
+    let (code, answer) = call(&s, "GET", "/v1/server", Some(&old), "");
+    assert_eq!(code, 401, "{answer}");
+    // The data directory, open to others before, is closed to them now.
+    let mode = std::fs::metadata(&s.data).unwrap().permissions().mode();
+    assert_eq!(mode & 0o007, 0, "mode {mode:o}");
+}
