@@ -300,6 +300,10 @@ pub(crate) enum Command {
         follow: bool,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Every app's events and the server's own (tokens, platform backups, stop), each
+        /// line with its app; instead of one app's.
+        #[arg(long, conflicts_with = "service")]
+        all: bool,
         #[command(flatten)]
         app: AppArg,
     },

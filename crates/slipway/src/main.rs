@@ -538,18 +538,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             service,
             follow,
             limit,
+            all,
             app,
         } => {
-            let app = resolve_app(&client, &app).await?;
-            let mut q = format!("app={app}&limit={limit}");
+            let mut q = format!("limit={limit}");
+            if !all {
+                q.push_str(&format!("&app={}", resolve_app(&client, &app).await?));
+            }
             if let Some(s) = &service {
                 check_name("service", s)?;
                 q.push_str(&format!("&service={s}"));
             }
             let print = |e: dto::EventInfo| {
                 let by = e.actor.map_or(String::new(), |a| format!("  (by {a})"));
+                // With --all, each line says whose event it is; the server's own have no app.
+                let app = match (all, e.app.is_empty()) {
+                    (false, _) => String::new(),
+                    (true, true) => format!("{:<16} ", "(server)"),
+                    (true, false) => format!("{:<16} ", e.app),
+                };
                 println!(
-                    "{} {:<22} {:<8} {}{by}",
+                    "{} {:<22} {app}{:<8} {}{by}",
                     e.ts,
                     e.kind,
                     e.service.unwrap_or_default(),

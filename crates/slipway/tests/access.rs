@@ -178,6 +178,21 @@ fn each_role_reaches_its_routes_and_every_change_names_its_actor() {
         "{printed}"
     );
 
+    // The server's own events (tokens made) are in `events --all`, with their actor.
+    let printed = s.ok(&["events", "--all", "--limit", "1000"]);
+    assert!(
+        printed.lines().any(|l| l.contains("token.created")
+            && l.contains("(server)")
+            && l.contains("token ci created: role deployer, environments staging")),
+        "{printed}"
+    );
+    assert!(
+        printed.lines().any(|l| l.contains("api.request")
+            && l.contains("POST /v1/tokens: 200")
+            && l.ends_with("(by local)")),
+        "{printed}"
+    );
+
     // Expired and revoked tokens: 401, saying which.
     let short = create(&s, &["short", "--role", "admin", "--expires", "3s"]);
     assert_eq!(call(&s, "GET", "/v1/server", Some(&short), "").0, 200);
