@@ -2,6 +2,10 @@
 //! admin listener. Long operations (deploy, rollback, following logs) answer with a
 //! stream of newline-delimited JSON so clients can show progress as it happens; the
 //! operation itself runs in its own task and finishes even if the client goes away.
+//! On the admin listener, calls reach it through the gate in `dashboard` (see `access`);
+//! every call that may change something is recorded with its actor (`tokens::audit`).
+
+mod tokens;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,37 +33,6 @@ pub struct ApiState {
     pub info: dto::ServerInfo,
     /// Notified when a client asks the server to stop.
     pub stop: Arc<Notify>,
-}
-
-/// The read-only part of the API, for the admin TCP listener: any local user can reach a
-/// TCP port, so nothing there may change state or run commands. Changes go through the
-/// Unix socket, which only the data dir's owner can open.
-pub fn read_only_router(state: ApiState) -> Router {
-    Router::new()
-        .route("/v1/server", get(server_info))
-        .route("/v1/apps", get(list_apps))
-        .route("/v1/apps/{app}", get(app_status))
-        .route(
-            "/v1/apps/{app}/services/{service}/revisions",
-            get(revisions),
-        )
-        .route("/v1/apps/{app}/services/{service}/logs", get(logs))
-        .route("/v1/apps/{app}/backups", get(list_backups))
-        .route(
-            "/v1/apps/{app}/services/{service}/release",
-            get(release_output),
-        )
-        .route(
-            "/v1/apps/{app}/services/{service}/rollout",
-            get(rollout_status),
-        )
-        .route("/v1/events", get(events))
-        .route("/v1/events/stream", get(events_stream))
-        .route("/v1/openapi.json", get(openapi))
-        .route("/metrics", get(metrics))
-        .fallback(no_public_route)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
 }
 
 /// The API's routes.
@@ -121,8 +94,20 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/events/stream", get(events_stream))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
+        .route(
+            "/v1/tokens",
+            get(tokens::list_tokens).post(tokens::create_token),
+        )
+        .route(
+            "/v1/tokens/{name}",
+            axum::routing::delete(tokens::revoke_token),
+        )
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            tokens::audit,
+        ))
         .with_state(state)
 }
 
@@ -133,11 +118,12 @@ pub fn router(state: ApiState) -> Router {
         ("service" = String, Path),
     ),
     request_body = dto::TrafficRequest,
-    security(("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "the new traffic split", body = Vec<dto::TrafficShare>),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
@@ -170,11 +156,12 @@ async fn traffic(
         ("service" = String, Path),
     ),
     request_body = dto::TagRequest,
-    security(("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "tag set or removed"),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
@@ -200,11 +187,12 @@ async fn tag(
         ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
         ("service" = String, Path),
     ),
-    security((), ("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "the service's rollout", body = dto::RolloutStatus),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 500, response = StoreFailed)
     )
@@ -223,11 +211,12 @@ async fn rollout_status(
         ("service" = String, Path),
         ("action" = RolloutActionName, Path),
     ),
-    security(("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "the rollout after the action", body = dto::RolloutStatus),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 500, response = StoreFailed)
@@ -252,11 +241,12 @@ async fn rollout_action(
         ("service" = String, Path),
     ),
     request_body = dto::PromoteRequest,
-    security(("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "a stream of newline-delimited `Progress` objects, the last one `done`; a failure, even an unknown app or service, is a `failed` line", content_type = "application/x-ndjson", body = dto::Progress),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = UnprocessableEntity)
@@ -359,18 +349,6 @@ async fn no_route(method: Method, uri: Uri) -> ApiError {
     )
 }
 
-/// Like [`no_route`], for the read-only API that the admin listener serves without a token.
-async fn no_public_route(method: Method, uri: Uri) -> ApiError {
-    ApiError(
-        StatusCode::NOT_FOUND,
-        format!(
-            "{method} {} is no operation that the admin listener serves without the admin token (slipway {}); /v1/openapi.json lists the operations, and `Authorization: Bearer <token>` opens all of them",
-            uri.path(),
-            env!("CARGO_PKG_VERSION")
-        ),
-    )
-}
-
 /// A request with a method that its path does not take; axum adds the `Allow` header.
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError(
@@ -385,10 +363,11 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 #[utoipa::path(
-    get, path = "/v1/server", security((), ("admin_token" = [])),
+    get, path = "/v1/server", security(("token" = [])),
     responses(
         (status = 200, description = "the server's version, process and addresses", body = dto::ServerInfo),
-        (status = 401, response = Unauthorized)
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden)
     )
 )]
 async fn server_info(State(s): State<ApiState>) -> Json<dto::ServerInfo> {
@@ -396,10 +375,11 @@ async fn server_info(State(s): State<ApiState>) -> Json<dto::ServerInfo> {
 }
 
 #[utoipa::path(
-    post, path = "/v1/server/stop", security(("admin_token" = [])),
+    post, path = "/v1/server/stop", security(("token" = [])),
     responses(
         (status = 202, description = "the server stops its instances and exits"),
-        (status = 401, response = Unauthorized)
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden)
     )
 )]
 async fn server_stop(State(s): State<ApiState>) -> StatusCode {
@@ -408,10 +388,11 @@ async fn server_stop(State(s): State<ApiState>) -> StatusCode {
 }
 
 #[utoipa::path(
-    post, path = "/v1/server/backup", security(("admin_token" = [])),
+    post, path = "/v1/server/backup", security(("token" = [])),
     responses(
         (status = 200, description = "a platform backup: the store (online backup), code snapshots and artifacts, secrets still encrypted, no master key", body = dto::PlatformBackup),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 409, description = "the backup failed; the message says why", body = dto::ApiError)
     )
 )]
@@ -420,17 +401,23 @@ async fn platform_backup(State(s): State<ApiState>) -> ApiResult<Json<dto::Platf
 }
 
 #[utoipa::path(
-    get, path = "/v1/apps", security((), ("admin_token" = [])),
+    get, path = "/v1/apps", security(("token" = [])),
     responses(
         (status = 200, description = "every registered app", body = Vec<dto::AppSummary>),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 500, response = StoreFailed)
     )
 )]
-async fn list_apps(State(s): State<ApiState>) -> ApiResult<Json<Vec<dto::AppSummary>>> {
+async fn list_apps(
+    State(s): State<ApiState>,
+    caller: Option<axum::Extension<crate::access::Caller>>,
+) -> ApiResult<Json<Vec<dto::AppSummary>>> {
     let apps = s.controller.store().apps()?;
     Ok(Json(
         apps.into_iter()
+            // A token limited to environments sees the apps in those only.
+            .filter(|a| caller.as_ref().is_none_or(|c| c.sees(&a.environment)))
             .map(|a| dto::AppSummary {
                 environment: a.environment,
                 host: a.host,
@@ -443,11 +430,12 @@ async fn list_apps(State(s): State<ApiState>) -> ApiResult<Json<Vec<dto::AppSumm
 }
 
 #[utoipa::path(
-    post, path = "/v1/apps", request_body = dto::ApplyRequest, security(("admin_token" = [])),
+    post, path = "/v1/apps", request_body = dto::ApplyRequest, security(("token" = [])),
     responses(
         (status = 200, description = "the app is registered from its spec", body = dto::ApplyResponse),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
@@ -481,11 +469,12 @@ async fn apply(
     params(
         ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
     ),
-    security((), ("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "the app's services, revisions and instances", body = dto::AppStatus),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 500, response = StoreFailed)
     )
@@ -543,11 +532,12 @@ fn ndjson<T: serde::Serialize + Send + 'static>(rx: mpsc::UnboundedReceiver<T>) 
         ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
     ),
     request_body = dto::DeployRequest,
-    security(("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "a stream of newline-delimited `Progress` objects, the last one `done`; a failure, even an unknown app or service, is a `failed` line", content_type = "application/x-ndjson", body = dto::Progress),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = UnprocessableEntity)
@@ -572,11 +562,12 @@ async fn deploy(
         ("service" = String, Path),
     ),
     request_body = dto::RollbackRequest,
-    security(("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "a stream of newline-delimited `Progress` objects, the last one `done`; a failure, even an unknown app or service, is a `failed` line", content_type = "application/x-ndjson", body = dto::Progress),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = UnprocessableEntity)
@@ -597,11 +588,12 @@ async fn rollback(
     params(
         ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
     ),
-    security(("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "every instance stopped"),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 500, response = StoreFailed)
     )
@@ -617,11 +609,12 @@ async fn down(State(s): State<ApiState>, Path(app): Path<String>) -> ApiResult<S
     params(
         ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
     ),
-    security(("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "the app's secrets: names and versions, never values", body = Vec<dto::SecretInfo>),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 500, response = StoreFailed)
     )
@@ -640,11 +633,12 @@ async fn list_secrets(
         ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
         ("name" = String, Path, description = "the database's name in the spec"),
     ),
-    security(("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "how to connect to the database: its URL, password included (never on the read-only listener)", body = dto::DatabaseConnection),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 500, response = StoreFailed)
@@ -665,11 +659,12 @@ async fn database_connection(
         ("name" = String, Path, description = "the database's name in the spec"),
     ),
     request_body = dto::UpgradeRequest,
-    security(("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "the database was migrated (after a verified backup), reverted, or its kept cluster removed", body = dto::UpgradeOutcome),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "nothing was changed: the request says not one thing to do, the version is not installed or not newer, the backup failed, or pg_upgrade failed (the database runs as before)", body = dto::ApiError),
         (status = 413, response = PayloadTooLarge),
@@ -692,11 +687,12 @@ async fn upgrade_database(
     params(
         ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
     ),
-    security((), ("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "the app's backups in this environment, newest first", body = Vec<dto::BackupInfo>),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 500, response = StoreFailed)
     )
@@ -715,11 +711,12 @@ async fn list_backups(
         ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
     ),
     request_body = dto::BackupRequest,
-    security(("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "the backups taken, each verified by a restore into a scratch instance", body = Vec<dto::BackupInfo>),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "a backup failed or did not verify; the message says which and why", body = dto::ApiError),
         (status = 413, response = PayloadTooLarge),
@@ -747,11 +744,12 @@ async fn create_backup(
         ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
         ("id" = String, Path, description = "the backup's id"),
     ),
-    security(("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "the backup's files match its manifest and it restores with the same row counts", body = dto::BackupInfo),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "the backup does not verify: the file and the reason", body = dto::ApiError),
         (status = 500, response = StoreFailed)
@@ -772,11 +770,12 @@ async fn verify_backup(
         ("id" = String, Path, description = "the backup's id"),
     ),
     request_body = dto::RestoreRequest,
-    security(("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "the database's contents were replaced (after a safety backup)", body = dto::RestoreOutcome),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "nothing was restored: the backup is damaged, or the safety backup failed", body = dto::ApiError),
         (status = 413, response = PayloadTooLarge),
@@ -803,11 +802,12 @@ async fn restore_backup(
         ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
         ("name" = String, Path, description = "letters, digits and `_`, not starting with a digit"),
     ),
-    request_body = dto::SetSecretRequest, security(("admin_token" = [])),
+    request_body = dto::SetSecretRequest, security(("token" = [])),
     responses(
         (status = 200, description = "the secret's new version", body = dto::SecretInfo),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
@@ -835,11 +835,12 @@ async fn set_secret(
         ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
         ("name" = String, Path),
     ),
-    security(("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "removed"),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 500, response = StoreFailed)
@@ -859,11 +860,12 @@ async fn remove_secret(
         ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
         ("service" = String, Path),
     ),
-    security((), ("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "the service's revisions, oldest first", body = Vec<dto::RevisionInfo>),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 500, response = StoreFailed)
     )
@@ -904,11 +906,12 @@ fn revision_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Er
         ("service" = String, Path),
         ReleaseQuery,
     ),
-    security((), ("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "the output of the revision's release command", body = dto::ReleaseOutput),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 500, response = StoreFailed)
     )
@@ -930,11 +933,12 @@ async fn release_output(
         ("service" = String, Path),
     ),
     request_body = dto::RunRequest,
-    security(("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "how to run the command", body = dto::RunPlan),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
@@ -958,11 +962,12 @@ async fn run_plan(
         ("service" = String, Path),
     ),
     request_body = dto::RunExit,
-    security(("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "recorded"),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
@@ -1000,11 +1005,12 @@ struct LogsQuery {
         ("service" = String, Path),
         LogsQuery,
     ),
-    security((), ("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "a stream of newline-delimited `LogLine` objects; with `follow`, it stays open", content_type = "application/x-ndjson", body = dto::LogLine),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 500, response = StoreFailed)
     )
@@ -1082,11 +1088,12 @@ struct EventsQuery {
     get,
     path = "/v1/events",
     params(EventsQuery),
-    security((), ("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "stored events, oldest first", body = Vec<dto::EventInfo>),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 500, response = StoreFailed)
     )
 )]
@@ -1107,11 +1114,12 @@ async fn events(
     get,
     path = "/v1/events/stream",
     params(EventsQuery),
-    security((), ("admin_token" = [])),
+    security(("token" = [])),
     responses(
         (status = 200, description = "server-sent events: one `event` per stored event (JSON `EventInfo`), ids are event ids; resumes after `after` or `Last-Event-ID`, and stays open", content_type = "text/event-stream", body = String),
         (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized)
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden)
     )
 )]
 async fn events_stream(
@@ -1183,6 +1191,7 @@ fn event_info(e: slipway_state::Event) -> dto::EventInfo {
         revision: e.revision,
         kind: e.kind,
         message: e.message,
+        actor: e.actor,
     }
 }
 
@@ -1209,7 +1218,8 @@ macro_rules! error_responses {
 
 error_responses! {
     BadRequest => "The request cannot be read: a path segment that is not UTF-8, a query parameter of the wrong type, a body that is not JSON, or a value the operation does not take.",
-    Unauthorized => "On the admin listener: a request that changes state without the admin token (`Authorization: Bearer <token>`, the token in `<data dir>/admin.token`), or any request with a token that is not the server's current one. The Unix socket needs no token.",
+    Unauthorized => "On the admin listener: a request without a token (`Authorization: Bearer <token>`), or with one that is not valid, has expired or was revoked. The Unix socket needs no token.",
+    Forbidden => "On the admin listener: the token's role or environments do not allow this call (viewer reads, deployer also changes deployments in its environments, admin also secrets, tokens and the server).",
     NotFound => "No such app, service, revision or secret, or a name that no app, service or environment can have. For `POST /v1/apps`: no spec file at that path.",
     Conflict => "The request cannot be carried out in the current state, e.g. a traffic split that does not add up to 100, a revision that is not ready, or a secret name or value the server does not take.",
     PayloadTooLarge => "The request body is larger than the server reads (2 MiB).",
@@ -1230,21 +1240,21 @@ enum RolloutActionName {
     Abort,
 }
 
-/// Adds the admin token's security scheme (`admin_token`), which the operations name.
-struct AdminTokenScheme;
+/// Adds the token's security scheme (`token`), which the operations name.
+struct TokenScheme;
 
-impl utoipa::Modify for AdminTokenScheme {
+impl utoipa::Modify for TokenScheme {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let scheme = HttpBuilder::new()
             .scheme(HttpAuthScheme::Bearer)
             .description(Some(
-                "The admin listener (TCP) serves reads to everyone and needs this token for every change; the server writes a new token to `<data dir>/admin.token` at each start. The Unix socket, which only the data directory's owner can open, needs no token.",
+                "On the admin listener (TCP) every call needs a token made with `slipway token create NAME --role viewer|deployer|admin|metrics [--env E]`, sent as `Authorization: Bearer slp_…`; its role and environments decide what it may do. Only `/healthz` and the dashboard's page are open. The Unix socket, which only the data directory's owner can open, needs no token.",
             ))
             .build();
         openapi
             .components
             .get_or_insert_with(Default::default)
-            .add_security_scheme("admin_token", SecurityScheme::Http(scheme));
+            .add_security_scheme("token", SecurityScheme::Http(scheme));
     }
 }
 
@@ -1284,13 +1294,17 @@ impl utoipa::Modify for AdminTokenScheme {
         rollout_action,
         promote,
         run_plan,
-        run_finished
+        run_finished,
+        tokens::create_token,
+        tokens::list_tokens,
+        tokens::revoke_token
     ),
     components(
-        schemas(dto::ApiError, RolloutActionName),
+        schemas(dto::ApiError, RolloutActionName, crate::access::Role),
         responses(
             BadRequest,
             Unauthorized,
+            Forbidden,
             NotFound,
             Conflict,
             PayloadTooLarge,
@@ -1299,7 +1313,7 @@ impl utoipa::Modify for AdminTokenScheme {
             StoreFailed
         )
     ),
-    modifiers(&AdminTokenScheme)
+    modifiers(&TokenScheme)
 )]
 struct ApiDoc;
 

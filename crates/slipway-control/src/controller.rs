@@ -334,6 +334,11 @@ impl Controller {
         &self.store
     }
 
+    /// The store, for what outlives a borrow of the controller (the admin listener's gate).
+    pub fn shared_store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
     pub fn router_addr(&self) -> SocketAddr {
         self.config.router_addr
     }

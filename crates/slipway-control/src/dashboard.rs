@@ -1,137 +1,120 @@
-//! The web dashboard on the admin listener, and the admin token that guards changes made
-//! through that listener.
+//! The admin listener: the web dashboard's static files, a liveness endpoint, and the gate
+//! that lets API calls through only with a token of the right role (see [`crate::access`]).
 //!
-//! Any local user can reach a TCP port, so requests without a token get only the read-only
-//! API (`api::read_only_router`) and the dashboard's static files, as before. At each start
-//! the server writes a fresh random token to `<data_dir>/admin.token`. The file has mode
-//! 0600, so only the owner of the data dir can read it. The server then prints the dashboard
-//! URL with the token in the fragment (`http://127.0.0.1:8081/#token=…`). Browsers never send
-//! a fragment to a server and never put it in a `Referer`, so the token stays out of logs.
-//! The page keeps the token in `sessionStorage`. A request that carries
-//! `Authorization: Bearer <token>` reaches the full API, which is the same one the CLI uses
-//! on the Unix socket.
+//! Any local user, and whoever the listen address lets in, can reach a TCP port, so every
+//! `/v1` call and `/metrics` needs `Authorization: Bearer <token>`; only `/healthz` and the
+//! page's three files are open. Tokens are made with `slipway token create` over the Unix
+//! socket (the local administrator's) and kept hashed in the store; no token value is
+//! written to the data directory. The page asks for a token and keeps it in the tab's
+//! `sessionStorage`.
+//!
+//! A refused attempt is logged with the peer's address and the reason, never the value,
+//! and an address with too many of them in a minute gets 429 for the rest of it.
 //!
 //! The dashboard is three files embedded in the binary (`dashboard/index.html`, `app.js`,
 //! `style.css`). It needs no network and no build step.
 
-use std::fmt;
-use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::handler::Handler;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any_service, get};
 use axum::{Json, Router};
+use slipway_state::{Store, TokenRow};
 
+use crate::access::limiter::Limiter;
+use crate::access::token::{self, TokenValue};
+use crate::access::{self, Caller, Class, Role};
 use crate::api::{self, ApiState};
 use crate::dto;
 
 /// The dashboard page.
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
-/// The page's script: polling, charts, events, logs and rollback.
+/// The page's script: sign-in, polling, charts, events, logs and rollback.
 const APP_JS: &str = include_str!("dashboard/app.js");
 /// The page's styles.
 const STYLE_CSS: &str = include_str!("dashboard/style.css");
 
-/// The token's length in random bytes. It is written as 64 hex characters.
-const TOKEN_BYTES: usize = 32;
+/// Failed attempts an address may make per [`FAILURE_WINDOW`] before it gets 429. Generous
+/// enough for a person or a test suite mistyping, far too few for guessing 256 bits.
+const MAX_FAILURES: u32 = 100;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// How many addresses the limiter remembers at most.
+const LIMITER_CAPACITY: usize = 4096;
+/// How stale a token's `last used` may get before a use is written to the store: a page
+/// polling every second must not cost a write each time.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
-/// Where the server writes the admin token inside a data dir.
-pub fn token_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("admin.token")
-}
+/// Where servers before tokens wrote the admin token in plain text; removed at start.
+const LEGACY_TOKEN_FILE: &str = "admin.token";
 
-/// Sets up everything the admin listener needs. It makes a fresh admin token, writes it to
-/// `<data_dir>/admin.token` (mode 0600), and returns the listener's router together with
-/// the dashboard URL to print, which carries the token in its fragment.
+/// Sets up the admin listener: removes the plain-text token file an older server left in
+/// the data directory, and returns the listener's router with the dashboard's URL to print.
 ///
 /// # Errors
-/// No randomness available, or the token file cannot be written. Each error names the
-/// file and says what to do.
+/// The old token file exists and cannot be removed.
 pub fn admin_app(
     state: ApiState,
     data_dir: &Path,
     admin: SocketAddr,
 ) -> anyhow::Result<(Router, String)> {
-    let token = AdminToken::generate()?;
-    let path = token_path(data_dir);
-    token.write_to(&path).with_context(|| {
-        format!(
-            "cannot write the admin token to {}\n  hint: check that the data directory is writable by this user, or pass another --data-dir",
-            path.display()
-        )
-    })?;
-    let url = dashboard_url(admin, &token);
-    Ok((admin_router(state, token, path), url))
+    let legacy = data_dir.join(LEGACY_TOKEN_FILE);
+    match std::fs::remove_file(&legacy) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot remove {}, the admin token an older slipway wrote in plain text\n  hint: remove it by hand; access is now granted with `slipway token create`",
+                    legacy.display()
+                )
+            });
+        }
+        _ => {}
+    }
+    Ok((admin_router(state), dashboard_url(admin)))
 }
 
-/// The dashboard's address with the token in the fragment. A wildcard listen address
-/// becomes loopback, because a browser cannot open `0.0.0.0`.
-pub fn dashboard_url(admin: SocketAddr, token: &AdminToken) -> String {
+/// The dashboard's address. A wildcard listen address becomes loopback, because a browser
+/// cannot open `0.0.0.0`.
+pub fn dashboard_url(admin: SocketAddr) -> String {
     let ip = match admin.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!(
-        "http://{}/#token={}",
-        SocketAddr::new(ip, admin.port()),
-        token.as_str()
-    )
+    format!("http://{}/", SocketAddr::new(ip, admin.port()))
 }
 
-/// The router of the admin listener. It serves the dashboard and the read-only API to
-/// everyone, and the full API to requests that carry the admin token.
-pub fn admin_router(state: ApiState, token: AdminToken, token_path: PathBuf) -> Router {
-    let full = api::router(state.clone()).merge(assets());
-    let path = token_path.clone();
-    let connection_path = token_path.clone();
-    let public = api::read_only_router(state)
+/// The router of the admin listener: the API behind the gate, the page and `/healthz`.
+/// Serve it with `into_make_service_with_connect_info::<SocketAddr>()`, so that refused
+/// attempts are counted per address.
+pub fn admin_router(state: ApiState) -> Router {
+    let store = state.controller.shared_store();
+    let full = api::router(state)
         .merge(assets())
-        // The reads that only the full API serves (secret names and versions, a database's
-        // password): without the token they get the 401 that changes get, not the 404 of an
-        // unknown path.
-        .route(
-            "/v1/apps/{app}/secrets",
-            get(move |method: Method, uri: axum::http::Uri| async move {
-                unauthorized(needs_token(&method, uri.path(), "lists secrets", &path))
-            }),
-        )
-        .route(
-            "/v1/apps/{app}/databases/{name}/connection",
-            get(move |method: Method, uri: axum::http::Uri| async move {
-                unauthorized(needs_token(
-                    &method,
-                    uri.path(),
-                    "shows a database's password",
-                    &connection_path,
-                ))
-            }),
+        .route("/healthz", get(healthz));
+    Gate::new(store, full).into_router()
+}
+
+/// The liveness endpoint: the server answers.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// The error answer of a refused call, with the header each status wants.
+fn refusal(status: StatusCode, error: String) -> Response {
+    let mut response = (status, Json(dto::ApiError { error })).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"slipway\""),
         );
-    Gate::new(token, token_path, full, public).into_router()
-}
-
-/// The error of a request that needs the admin token and came without one.
-/// `what` says what the request does (`changes state`).
-fn needs_token(method: &Method, path: &str, what: &str, token_path: &Path) -> String {
-    format!(
-        "{method} {path} {what}, and on the admin listener that needs the admin token\n  hint: send `Authorization: Bearer <token>` with the token from {} (only the data directory's owner can read it), open the dashboard URL the server printed at start (it ends in #token=…), or use the slipway CLI, which talks to the Unix socket",
-        token_path.display()
-    )
-}
-
-/// A 401 answer with a JSON error and the `WWW-Authenticate` header.
-fn unauthorized(error: String) -> Response {
-    let mut response = (StatusCode::UNAUTHORIZED, Json(dto::ApiError { error })).into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"slipway admin\""),
-    );
+    }
     response
 }
 
@@ -177,140 +160,67 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     response
 }
 
-// === impl AdminToken ===
-
-/// A secret that lets whoever holds it change state over the admin listener. It is made
-/// fresh at every server start and never logged: `Debug` prints it redacted.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken {
-    hex: String,
-}
-
-impl AdminToken {
-    /// Makes a token from 32 bytes of `/dev/urandom`.
-    ///
-    /// # Errors
-    /// `/dev/urandom` cannot be read, which happens only in a broken chroot or sandbox.
-    pub fn generate() -> anyhow::Result<AdminToken> {
-        let mut bytes = [0u8; TOKEN_BYTES];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut bytes))
-            .context(
-                "cannot read random bytes from /dev/urandom for the admin token\n  hint: run the server where /dev/urandom exists (not in a bare chroot)",
-            )?;
-        Ok(AdminToken::from_bytes(bytes))
-    }
-
-    /// The token for these bytes, as lowercase hex. For example, `[0xab, 0x01, …]` becomes
-    /// `"ab01…"`.
-    pub fn from_bytes(bytes: [u8; TOKEN_BYTES]) -> AdminToken {
-        let hex = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        AdminToken { hex }
-    }
-
-    /// The token as it goes in `Authorization: Bearer …` and in the dashboard URL.
-    pub fn as_str(&self) -> &str {
-        &self.hex
-    }
-
-    /// Whether `presented` is this token. The comparison takes the same time wherever the
-    /// first wrong character is, so timing does not reveal a correct prefix.
-    pub fn matches(&self, presented: &str) -> bool {
-        constant_time_eq(self.hex.as_bytes(), presented.as_bytes())
-    }
-
-    /// Writes the token and a newline to `path` with mode 0600, replacing any older file in
-    /// one step. The token goes to a temporary file next to `path`, which is then renamed,
-    /// so a reader never sees half a token and the file is never readable by others, even
-    /// for a moment.
-    pub fn write_to(&self, path: &Path) -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let tmp = path.with_extension("token.tmp");
-        // A temporary file left by a crash may have any mode; start from nothing.
-        let _ = std::fs::remove_file(&tmp);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(format!("{}\n", self.hex).as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    }
-}
-
-impl fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
-    }
-}
-
-/// Compares every byte even after a difference, so the time taken does not depend on
-/// where the first difference is. The length is not secret, because every token has 64
-/// characters.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0u8, |acc, (x, y)| std::hint::black_box(acc | (x ^ y)));
-    diff == 0
-}
-
 // === impl Gate ===
 
-/// What a request may do on the admin listener, judged from its `Authorization` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    /// There is no `Authorization` header. The request may read but not change state.
-    Anonymous,
-    /// The request carries the admin token and may use the full API.
-    Admin,
-    /// The request carries a token that is not this server's. Maybe it is from before a
-    /// restart, or it was mistyped.
-    WrongToken,
+/// Why a request's token was not accepted (401).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Failure {
+    /// No `Authorization` header.
+    Missing,
+    /// A header that is no bearer token, or a token that is not one of this server's.
+    Invalid,
+    Revoked {
+        name: String,
+    },
+    Expired {
+        name: String,
+        at: String,
+    },
 }
 
-/// Judges a request's `Authorization` header against the token. The header must be
-/// `Bearer <token>`; the scheme name is case-insensitive (RFC 7235).
-fn access(headers: &HeaderMap, token: &AdminToken) -> Access {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Access::Anonymous;
-    };
-    let presented = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
-    match presented {
-        Some(t) if token.matches(t) => Access::Admin,
-        _ => Access::WrongToken,
+impl Failure {
+    /// For the server's log: never the value.
+    fn reason(&self) -> String {
+        match self {
+            Failure::Missing => "no token".into(),
+            Failure::Invalid => "a token that is not valid".into(),
+            Failure::Revoked { name } => format!("revoked token {name}"),
+            Failure::Expired { name, .. } => format!("expired token {name}"),
+        }
+    }
+
+    /// For the client.
+    fn message(&self, method: &Method, path: &str) -> String {
+        const HINT: &str = "  hint: send `Authorization: Bearer <token>` with a token made on the server by its data directory's owner (`slipway token create NAME --role viewer|deployer|admin`), or use the slipway CLI there, which talks to the Unix socket";
+        match self {
+            Failure::Missing => {
+                format!("{method} {path} needs a token on the admin listener\n{HINT}")
+            }
+            Failure::Invalid => format!(
+                "the bearer token is not valid on this server (mistyped, cut short, or never made here)\n{HINT}"
+            ),
+            Failure::Revoked { name } => format!("token {name} was revoked\n{HINT}"),
+            Failure::Expired { name, at } => format!("token {name} expired at {at}\n{HINT}"),
+        }
     }
 }
 
-/// Sends each request to the full API or to the public one, according to its token.
-#[derive(Clone)]
+/// Judges each request on the admin listener and passes the ones it accepts on, with their
+/// [`Caller`], to the full API.
 struct Gate {
-    token: AdminToken,
-    token_path: PathBuf,
-    // The two routers are wrapped as method routers, because axum can call those directly
-    // (through `Handler`) without the tower traits.
+    store: Arc<Store>,
+    // Wrapped as a method router, because axum can call that directly (through `Handler`)
+    // without the tower traits.
     full: MethodRouter,
-    public: MethodRouter,
+    limiter: Limiter,
 }
 
 impl Gate {
-    /// `full` answers requests that carry `token`. `public` answers the reads of everyone
-    /// else. `token_path` is named in the error a request without the token gets.
-    fn new(token: AdminToken, token_path: PathBuf, full: Router, public: Router) -> Gate {
+    fn new(store: Arc<Store>, full: Router) -> Gate {
         Gate {
-            token,
-            token_path,
+            store,
             full: any_service(full),
-            public: any_service(public),
+            limiter: Limiter::new(MAX_FAILURES, FAILURE_WINDOW, LIMITER_CAPACITY),
         }
     }
 
@@ -323,27 +233,122 @@ impl Gate {
             .with_state(Arc::new(self))
     }
 
-    /// Answers one request. An admin request goes to the full API. An anonymous GET or
-    /// HEAD goes to the public router. Anything else gets 401 with a JSON error that says
-    /// how to get the token.
-    async fn dispatch(&self, req: Request) -> Response {
-        match access(req.headers(), &self.token) {
-            Access::Admin => self.full.clone().call(req, ()).await,
-            Access::Anonymous if matches!(*req.method(), Method::GET | Method::HEAD) => {
-                self.public.clone().call(req, ()).await
+    /// Answers one request: open routes at once; others need a valid token (401) whose
+    /// role and environments allow the call (403).
+    async fn dispatch(&self, mut req: Request) -> Response {
+        let class = access::classify(req.method(), req.uri().path(), req.uri().query());
+        if class == Class::Open {
+            return self.full.clone().call(req, ()).await;
+        }
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let now = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        if let Some(wait) = self.limiter.blocked(peer, now) {
+            let secs = wait.as_secs().max(1);
+            let mut response = refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many refused tokens from {peer} in the last minute; try again in {secs} s"
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return response;
+        }
+        let (row, role) = match self.authenticate(req.headers()) {
+            Ok(found) => found,
+            Err(failure) => {
+                if failure != Failure::Missing {
+                    self.limiter.fail(peer, now);
+                }
+                tracing::warn!(%peer, %method, %path, reason = %failure.reason(), "refused a call on the admin listener");
+                return refusal(StatusCode::UNAUTHORIZED, failure.message(&method, &path));
             }
-            Access::Anonymous => unauthorized(needs_token(
-                req.method(),
-                req.uri().path(),
-                "changes state",
-                &self.token_path,
-            )),
-            Access::WrongToken => unauthorized(format!(
-                "the bearer token is not this server's admin token (the server makes a new one at every start)\n  hint: read the current one from {}, or open the dashboard URL the server printed at its last start",
-                self.token_path.display()
-            )),
+        };
+        if let Err(access::Denied(why)) = access::authorize(role, &row.environments, &class) {
+            tracing::warn!(%peer, %method, %path, token = %row.name, reason = %why, "refused a call on the admin listener");
+            return refusal(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{method} {path} is not allowed with token {}: {why}\n  hint: ask the server's administrator for a token with the role and environments this needs (`slipway token create`)",
+                    row.name
+                ),
+            );
+        }
+        self.touch(&row);
+        req.extensions_mut().insert(Caller::Token {
+            name: row.name,
+            role,
+            environments: row.environments,
+        });
+        self.full.clone().call(req, ()).await
+    }
+
+    /// The token a request's `Authorization: Bearer …` header carries (the scheme name is
+    /// case-insensitive, RFC 7235), if it is one of this server's, valid now.
+    fn authenticate(&self, headers: &HeaderMap) -> Result<(TokenRow, Role), Failure> {
+        let value = headers.get(header::AUTHORIZATION).ok_or(Failure::Missing)?;
+        let presented = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+            .ok_or(Failure::Invalid)?;
+        let id = TokenValue::id_of(presented).ok_or(Failure::Invalid)?;
+        let row = match self.store.token(id) {
+            Ok(Some(row)) => row,
+            Ok(None) => return Err(Failure::Invalid),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the tokens from the store");
+                return Err(Failure::Invalid);
+            }
+        };
+        if !token::matches(presented, &row.hash) {
+            return Err(Failure::Invalid);
+        }
+        if row.revoked_at.is_some() {
+            return Err(Failure::Revoked { name: row.name });
+        }
+        if let Some(at) = &row.expires_at
+            && expired(at, jiff::Timestamp::now())
+        {
+            return Err(Failure::Expired {
+                name: row.name.clone(),
+                at: at.clone(),
+            });
+        }
+        let role = Role::parse(&row.role).map_err(|e| {
+            tracing::error!(token = %row.name, error = %e, "a stored token has an unknown role");
+            Failure::Invalid
+        })?;
+        Ok((row, role))
+    }
+
+    /// Records that the token was used, at most once per [`TOUCH_EVERY`].
+    fn touch(&self, row: &TokenRow) {
+        let now = jiff::Timestamp::now();
+        let stale = row.last_used_at.as_deref().is_none_or(|at| {
+            at.parse::<jiff::Timestamp>().map_or(true, |at| {
+                now.duration_since(at)
+                    >= jiff::SignedDuration::try_from(TOUCH_EVERY).unwrap_or_default()
+            })
+        });
+        if stale && let Err(e) = self.store.touch_token(&row.id, &format!("{now:.3}")) {
+            tracing::warn!(token = %row.name, error = %e, "cannot record a token's use");
         }
     }
+}
+
+/// Whether a token that expires at `at` (RFC 3339) has expired at `now`. A stored time
+/// that does not parse counts as expired.
+fn expired(at: &str, now: jiff::Timestamp) -> bool {
+    at.parse::<jiff::Timestamp>().map_or(true, |at| now >= at)
 }
 
 #[cfg(test)]

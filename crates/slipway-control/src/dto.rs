@@ -495,6 +495,55 @@ pub struct EventInfo {
     pub revision: Option<u64>,
     pub kind: String,
     pub message: String,
+    /// Who made the call an `api.request` event records: a token's name, or `local` for
+    /// the Unix socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+}
+
+/// Makes an API token for the admin listener.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateTokenRequest {
+    /// A DNS label: lowercase letters, digits and `-`, at most 40 characters.
+    pub name: String,
+    pub role: crate::access::Role,
+    /// The environments the token is limited to; empty: all of them.
+    #[serde(default)]
+    pub environments: Vec<String>,
+    /// How long the token is valid, in seconds; absent: until revoked.
+    #[serde(default, deserialize_with = "whole::optional")]
+    #[schema(minimum = 1, maximum = 3_153_600_000_i64)]
+    pub expires_in_seconds: Option<u64>,
+}
+
+/// A token as the API lists it: never its value.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: crate::access::Role,
+    /// Empty: all environments.
+    pub environments: Vec<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub last_used_at: Option<String>,
+}
+
+/// A token just made: the only answer that carries its value, which is not stored.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    /// `slp_<id>_<secret>`: send it as `Authorization: Bearer <token>`.
+    pub token: String,
+}
+
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("info", &self.info)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// The body of every error answer.
@@ -570,7 +619,7 @@ pub struct SecretInfo {
 }
 
 /// Sets a secret. The value only travels in this request body (over the Unix socket or
-/// with the admin token), never in a URL, and is never sent back.
+/// with an admin token), never in a URL, and is never sent back.
 #[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct SetSecretRequest {
     pub value: String,

@@ -2,6 +2,7 @@
 //! toward the desired state in the store, the REST API, and the server that wires the
 //! store, the router and the API together.
 
+pub mod access;
 pub mod api;
 pub mod controller;
 pub mod dashboard;
@@ -32,8 +33,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// The router's listener.
     pub listen: SocketAddr,
-    /// The admin listener (read-only API, metrics and the dashboard; the full API with the
-    /// admin token).
+    /// The admin listener (the API and metrics for tokens of the right role, the dashboard,
+    /// `/healthz`).
     pub admin: SocketAddr,
     /// Whether the router records per-revision request figures (on by default; off only
     /// to measure what recording costs). Canary analysis and autoscaling need it.
@@ -78,6 +79,7 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
     })?;
     // The data dir holds the API socket: only its owner may reach it.
     create_private_dir(&config.data_dir)?;
+    close_to_others(&config.data_dir)?;
     let _lock = lock::lock_data_dir(&config.data_dir).await?;
     // A server works in its data directory, not in whatever folder it was started from (an
     // app's folder, which may be moved or unmounted): every path it is given is absolute.
@@ -116,6 +118,12 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&sock);
     let unix = UnixListener::bind(&sock)
         .with_context(|| format!("cannot create the API socket {}", sock.display()))?;
+    // The socket is the local administrator's: no token, so no one else may connect.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot make the API socket {} private", sock.display()))?;
+    }
 
     let router = Router::new(RouterConfig {
         metrics: config.metrics,
@@ -150,9 +158,8 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
         },
         stop: stop.clone(),
     };
-    let app = api::router(state.clone());
-    // The admin listener: the dashboard and the read-only API for anyone, the full API
-    // for requests with the admin token that this start writes to the data dir.
+    let app = api::router(state.clone()).layer(axum::Extension(access::Caller::Local));
+    // The admin listener: the dashboard's page for anyone, the API for tokens.
     let (admin_app, dashboard_url) = dashboard::admin_app(state, &config.data_dir, admin_addr)?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -194,9 +201,12 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
         None => None,
     };
     let admin_task = tokio::spawn(
-        axum::serve(admin, admin_app)
-            .with_graceful_shutdown(wait(shutdown_rx.clone()))
-            .into_future(),
+        axum::serve(
+            admin,
+            admin_app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(wait(shutdown_rx.clone()))
+        .into_future(),
     );
     let unix_task = tokio::spawn(
         axum::serve(unix, app)
@@ -261,6 +271,28 @@ impl Drop for DataPlane {
             runtime.shutdown_background();
         }
     }
+}
+
+/// Takes every permission away from others on an existing data directory. The group's bits
+/// stay: on a directory with an ACL they are its mask, which the database user's entry
+/// needs (`slipway_databases::OsUser`).
+fn close_to_others(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read the data directory {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o007 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o007))
+            .with_context(|| {
+                format!(
+                    "cannot take others' access away from the data directory {} (mode {:o})\n  hint: run the server as the directory's owner, or `chmod o-rwx` it",
+                    dir.display(),
+                    mode & 0o7777
+                )
+            })?;
+    }
+    Ok(())
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

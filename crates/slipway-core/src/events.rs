@@ -106,10 +106,16 @@ pub enum EventKind {
     BackupRestored,
     /// `backup.pruned`
     BackupPruned,
+    /// `api.request`: a call that changes something, with the actor who made it
+    ApiRequest,
+    /// `token.created`
+    TokenCreated,
+    /// `token.revoked`
+    TokenRevoked,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 49] = [
+    pub const ALL: [EventKind; 52] = [
         EventKind::AppRegistered,
         EventKind::AppDown,
         EventKind::AppUp,
@@ -159,6 +165,9 @@ impl EventKind {
         EventKind::BackupVerified,
         EventKind::BackupRestored,
         EventKind::BackupPruned,
+        EventKind::ApiRequest,
+        EventKind::TokenCreated,
+        EventKind::TokenRevoked,
     ];
 
     /// The stored spelling, such as `revision.created`.
@@ -213,6 +222,9 @@ impl EventKind {
             EventKind::BackupVerified => "backup.verified",
             EventKind::BackupRestored => "backup.restored",
             EventKind::BackupPruned => "backup.pruned",
+            EventKind::ApiRequest => "api.request",
+            EventKind::TokenCreated => "token.created",
+            EventKind::TokenRevoked => "token.revoked",
         }
     }
 }

@@ -5,7 +5,7 @@
 //! numbered revisions of each service (with the resolved config they were created from),
 //! the traffic assignment of each service, the event log (the audit trail), and the
 //! process ids of running instances (so that a restarted server can clean up after a
-//! `kill -9`).
+//! `kill -9`), and the API tokens (hashed, never their values).
 //!
 //! Every write that changes desired state happens in one transaction together with the
 //! event that describes it, so the event log never disagrees with the state it narrates.
@@ -21,8 +21,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 mod secrets;
+mod tokens;
 
 pub use secrets::{MasterKey, SecretInfo};
+pub use tokens::{NewToken, TokenRow};
 pub use zeroize::Zeroizing;
 
 /// The environment an app runs in unless another is named.
@@ -97,7 +99,8 @@ CREATE TABLE IF NOT EXISTS events (
     service  TEXT,
     revision INTEGER,
     kind     TEXT NOT NULL,
-    message  TEXT NOT NULL
+    message  TEXT NOT NULL,
+    actor    TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_app ON events(app, id);
 CREATE TABLE IF NOT EXISTS tags (
@@ -130,6 +133,18 @@ CREATE TABLE IF NOT EXISTS secrets (
     updated_at  TEXT NOT NULL,
     PRIMARY KEY (app, environment, name, version)
 );
+CREATE TABLE IF NOT EXISTS tokens (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    role         TEXT NOT NULL,
+    environments TEXT NOT NULL DEFAULT '',
+    hash         BLOB NOT NULL,
+    created_at   TEXT NOT NULL,
+    expires_at   TEXT,
+    last_used_at TEXT,
+    revoked_at   TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tokens_by_name ON tokens(name) WHERE revoked_at IS NULL;
 CREATE TABLE IF NOT EXISTS instances (
     id          TEXT PRIMARY KEY,
     app         TEXT NOT NULL,
@@ -240,6 +255,9 @@ pub struct Event {
     pub revision: Option<u64>,
     pub kind: String,
     pub message: String,
+    /// Who made the call that the event records (`api.request`): a token's name, or
+    /// `local` for the Unix socket. `None` for what the server does by itself.
+    pub actor: Option<String>,
 }
 
 /// An event to append; `ts` and `id` are assigned by the store.
@@ -989,6 +1007,11 @@ impl Store {
         self.write(|tx| insert_event(tx, event))
     }
 
+    /// Appends an event that records what `actor` did (see [`Event::actor`]).
+    pub fn add_event_by(&self, event: &NewEvent<'_>, actor: &str) -> Result<()> {
+        self.write(|tx| insert_event_by(tx, event, Some(actor)))
+    }
+
     /// Events matching the filter, oldest first.
     pub fn events(&self, filter: &EventFilter) -> Result<Vec<Event>> {
         let conn = self.lock();
@@ -1001,7 +1024,7 @@ impl Store {
             "DESC"
         };
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT id, ts, app, service, revision, kind, message FROM events
+            "SELECT id, ts, app, service, revision, kind, message, actor FROM events
              WHERE id > ?1 AND (?2 IS NULL OR app = ?2) AND (?3 IS NULL OR service = ?3)
              ORDER BY id {order} LIMIT ?4"
         ))?;
@@ -1015,6 +1038,7 @@ impl Store {
                     revision: r.get(4)?,
                     kind: r.get(5)?,
                     message: r.get(6)?,
+                    actor: r.get(7)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1092,6 +1116,7 @@ fn migrate_columns(conn: &Connection) -> Result<()> {
     let added = [
         ("apps", "environment", "TEXT NOT NULL DEFAULT 'development'"),
         ("apps", "host", "TEXT NOT NULL DEFAULT ''"),
+        ("events", "actor", "TEXT"),
     ];
     for (table, column, definition) in added {
         let exists: bool = conn
@@ -1168,9 +1193,13 @@ fn replace_traffic(
 }
 
 fn insert_event(tx: &Transaction<'_>, e: &NewEvent<'_>) -> Result<()> {
+    insert_event_by(tx, e, None)
+}
+
+fn insert_event_by(tx: &Transaction<'_>, e: &NewEvent<'_>, actor: Option<&str>) -> Result<()> {
     tx.execute(
-        "INSERT INTO events(ts, app, service, revision, kind, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![now(), e.app, e.service, e.revision, e.kind.as_str(), e.message],
+        "INSERT INTO events(ts, app, service, revision, kind, message, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![now(), e.app, e.service, e.revision, e.kind.as_str(), e.message, actor],
     )?;
     Ok(())
 }

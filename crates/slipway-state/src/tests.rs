@@ -402,3 +402,104 @@ fn an_online_backup_is_a_complete_store_that_opens_while_the_source_keeps_writin
     assert_eq!(revisions.len(), 1);
     assert_eq!(revisions[0].number, first);
 }
+
+fn new_token<'a>(id: &'a str, name: &'a str, envs: &'a [String]) -> NewToken<'a> {
+    NewToken {
+        id,
+        name,
+        role: "deployer",
+        environments: envs,
+        hash: &[1, 2, 3],
+        expires_at: Some("2030-01-01T00:00:00.000Z"),
+    }
+}
+
+#[test]
+fn tokens_are_found_by_id_listed_by_name_and_revoked_by_name() {
+    let (_dir, s) = store();
+    let envs = vec!["staging".to_owned(), "production".to_owned()];
+    let created = s.create_token(&new_token("id1", "ci", &envs)).unwrap();
+    assert_eq!(created.environments, envs);
+    let found = s.token("id1").unwrap().unwrap();
+    assert_eq!(found, created);
+    assert_eq!(found.hash, vec![1, 2, 3]);
+    assert!(s.token("id2").unwrap().is_none());
+
+    // One live token per name.
+    let err = s.create_token(&new_token("id2", "ci", &[])).unwrap_err();
+    assert!(err.to_string().contains("a token named ci exists"), "{err}");
+
+    s.touch_token("id1", "2026-01-01T00:00:00.000Z").unwrap();
+    assert_eq!(
+        s.tokens().unwrap()[0].last_used_at.as_deref(),
+        Some("2026-01-01T00:00:00.000Z")
+    );
+
+    assert!(s.revoke_token("ci").unwrap());
+    assert!(!s.revoke_token("ci").unwrap(), "already revoked");
+    assert!(s.tokens().unwrap().is_empty());
+    // Still found by id, as revoked, and the name is free again.
+    assert!(s.token("id1").unwrap().unwrap().revoked_at.is_some());
+    let again = s.create_token(&new_token("id2", "ci", &[])).unwrap();
+    assert!(again.environments.is_empty());
+
+    let kinds: Vec<String> = s
+        .events(&EventFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["token.created", "token.revoked", "token.created"]);
+}
+
+#[test]
+fn an_event_records_its_actor() {
+    let (_dir, s) = store();
+    let event = NewEvent {
+        app: "clinic",
+        service: Some("api"),
+        revision: None,
+        kind: EventKind::ApiRequest,
+        message: "POST /v1/apps/clinic/deploy: 200".into(),
+    };
+    s.add_event_by(&event, "ci").unwrap();
+    s.add_event(&event).unwrap();
+    let actors: Vec<Option<String>> = s
+        .events(&EventFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.actor)
+        .collect();
+    assert_eq!(actors, [Some("ci".to_owned()), None]);
+}
+
+#[test]
+fn a_database_without_the_actor_column_gets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    drop(Store::open(&path).unwrap());
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("DROP TABLE events; DROP TABLE tokens; CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, app TEXT NOT NULL, service TEXT, revision INTEGER, kind TEXT NOT NULL, message TEXT NOT NULL);")
+            .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    s.add_event_by(
+        &NewEvent {
+            app: "clinic",
+            service: None,
+            revision: None,
+            kind: EventKind::ApiRequest,
+            message: "x".into(),
+        },
+        "local",
+    )
+    .unwrap();
+    assert_eq!(
+        s.events(&EventFilter::default()).unwrap()[0]
+            .actor
+            .as_deref(),
+        Some("local")
+    );
+    s.create_token(&new_token("id1", "ci", &[])).unwrap();
+}

@@ -175,6 +175,11 @@ pub(crate) enum Command {
         #[arg(long, short = 'f', default_value = ".")]
         file: PathBuf,
     },
+    /// Grant, list and revoke access to the admin listener (API, metrics, dashboard).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Manage the secrets an app's services receive as environment variables.
     Secret {
         #[command(subcommand)]
@@ -295,6 +300,10 @@ pub(crate) enum Command {
         follow: bool,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Every app's events and the server's own (tokens, platform backups, stop), each
+        /// line with its app; instead of one app's.
+        #[arg(long, conflicts_with = "service")]
+        all: bool,
         #[command(flatten)]
         app: AppArg,
     },
@@ -342,6 +351,30 @@ pub(crate) enum ExportTarget {
 pub(crate) enum ExportFormat {
     Yaml,
     Helm,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Make a token and print it (once: the server keeps only its hash).
+    Create {
+        /// A name for the token, e.g. `ci` (lowercase letters, digits and `-`); the event
+        /// log names it as the actor of every change made with it.
+        name: String,
+        /// viewer (reads), deployer (also deploys, rolls back, moves traffic, steers
+        /// rollouts), admin (also secrets, tokens, the server) or metrics (/metrics only).
+        #[arg(long)]
+        role: String,
+        /// Limit the token to this environment (repeat for more); default: all.
+        #[arg(long = "env", value_name = "ENVIRONMENT")]
+        environments: Vec<String>,
+        /// How long the token is valid, e.g. `30d` or `12h`; default: until revoked.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List the tokens: name, role, environments, created, expires, last used (never values).
+    List,
+    /// Revoke a token: it is refused from now on.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]

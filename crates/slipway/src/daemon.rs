@@ -121,17 +121,13 @@ pub(crate) async fn wait_exited(pid: u32, within: Duration) -> bool {
     }
 }
 
-/// Prints where the dashboard is, with the admin token in the URL's fragment when this user
-/// can read it (the token file is private to the user running the server).
-pub(crate) async fn print_dashboard_url(client: &Client, data: &Path) {
+/// Prints where the dashboard is. The page asks for a token; no token is printed.
+pub(crate) async fn print_dashboard_url(client: &Client) {
     let Ok(info) = client.get::<dto::ServerInfo>("/v1/server").await else {
         return;
     };
-    match std::fs::read_to_string(slipway_control::dashboard::token_path(data)) {
-        Ok(token) => println!("\ndashboard: http://{}/#token={}", info.admin, token.trim()),
-        Err(_) => println!(
-            "\ndashboard: http://{}/ (read-only without the admin token)",
-            info.admin
-        ),
-    }
+    println!(
+        "\ndashboard: http://{}/ (sign in with a token from `slipway token create NAME --role viewer`)",
+        info.admin
+    );
 }

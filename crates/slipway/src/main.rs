@@ -261,6 +261,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Token { command } => token(&client, &data, command).await,
         Command::Secret { command } => secret(&client, &data, command).await,
         Command::Db { command } => db(&client, command).await,
         Command::Backup { command } => backup(&client, &data, command).await,
@@ -555,17 +556,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             service,
             follow,
             limit,
+            all,
             app,
         } => {
-            let app = resolve_app(&client, &app).await?;
-            let mut q = format!("app={app}&limit={limit}");
+            let mut q = format!("limit={limit}");
+            if !all {
+                q.push_str(&format!("&app={}", resolve_app(&client, &app).await?));
+            }
             if let Some(s) = &service {
                 check_name("service", s)?;
                 q.push_str(&format!("&service={s}"));
             }
             let print = |e: dto::EventInfo| {
+                let by = e.actor.map_or(String::new(), |a| format!("  (by {a})"));
+                // With --all, each line says whose event it is; the server's own have no app.
+                let app = match (all, e.app.is_empty()) {
+                    (false, _) => String::new(),
+                    (true, true) => format!("{:<16} ", "(server)"),
+                    (true, false) => format!("{:<16} ", e.app),
+                };
                 println!(
-                    "{} {:<22} {:<8} {}",
+                    "{} {:<22} {app}{:<8} {}{by}",
                     e.ts,
                     e.kind,
                     e.service.unwrap_or_default(),
@@ -903,6 +914,93 @@ async fn db_connect(
     bail!("cannot run {}: {error}", connection.client)
 }
 
+async fn token(client: &Client, data: &Path, command: TokenCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TokenCommand::Create {
+            name,
+            role,
+            environments,
+            expires,
+        } => {
+            check_name("token", &name)?;
+            let role = slipway_control::access::Role::parse(&role).map_err(anyhow::Error::msg)?;
+            for environment in &environments {
+                check_name("environment", environment)?;
+            }
+            let expires_in_seconds = match expires.as_deref() {
+                None => None,
+                Some(text) => {
+                    let lifetime = slipway_spec::parse_duration(text)
+                        .map_err(|e| anyhow::anyhow!("--expires {text}: {e}"))?;
+                    if lifetime.as_secs() == 0 {
+                        bail!("--expires {text}: a token must live at least one second");
+                    }
+                    Some(lifetime.as_secs())
+                }
+            };
+            ensure_server(client, data).await?;
+            let request = dto::CreateTokenRequest {
+                name,
+                role,
+                environments,
+                expires_in_seconds,
+            };
+            let created: dto::CreatedToken = client.post("/v1/tokens", &request).await?;
+            let info = &created.info;
+            let scope = if info.environments.is_empty() {
+                "all environments".to_owned()
+            } else {
+                format!("environments {}", info.environments.join(", "))
+            };
+            let expiry = info
+                .expires_at
+                .as_deref()
+                .map_or("never expires".to_owned(), |at| format!("expires {at}"));
+            eprintln!(
+                "token {} created: role {}, {scope}, {expiry}\nIt is shown once (the server keeps only its hash); send it to the admin listener as `Authorization: Bearer <token>`, or paste it into the dashboard:",
+                info.name, info.role
+            );
+            println!("{}", created.token);
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCommand::List => {
+            let tokens: Vec<dto::TokenInfo> = client.get("/v1/tokens").await?;
+            let mut t = table(&[
+                "NAME",
+                "ROLE",
+                "ENVIRONMENTS",
+                "CREATED",
+                "EXPIRES",
+                "LAST USED",
+            ]);
+            for k in tokens {
+                t.add_row(vec![
+                    k.name,
+                    k.role.to_string(),
+                    if k.environments.is_empty() {
+                        "all".to_owned()
+                    } else {
+                        k.environments.join(",")
+                    },
+                    k.created_at,
+                    k.expires_at.unwrap_or_else(|| "never".into()),
+                    k.last_used_at.unwrap_or_else(|| "never".into()),
+                ]);
+            }
+            println!("{t}");
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCommand::Revoke { name } => {
+            check_name("token", &name)?;
+            let _: () = client
+                .call("DELETE", &format!("/v1/tokens/{name}"), &())
+                .await?;
+            println!("token {name} revoked: the admin listener refuses it from now on");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 async fn secret(client: &Client, data: &Path, command: SecretCommand) -> anyhow::Result<ExitCode> {
     if let SecretCommand::Set { name, .. } | SecretCommand::Rm { name, .. } = &command {
         let mut chars = name.chars();
@@ -1011,7 +1109,7 @@ async fn up(
     let status: dto::AppStatus = client.get(&format!("/v1/apps/{}", applied.app)).await?;
     println!();
     print_status(&status, None);
-    print_dashboard_url(client, data).await;
+    print_dashboard_url(client).await;
     if detach {
         return Ok(if ok {
             ExitCode::SUCCESS

@@ -95,7 +95,7 @@ fn scales_to_zero_when_idle_and_serves_50_requests_arriving_together() {
     let events = s.ok(&["events", "--app", "shop", "--limit", "200"]);
     assert!(events.contains("scale.cold_start"), "{events}");
     assert!(events.contains("scale.decision"), "{events}");
-    let metrics = http_get(s.admin, "localhost", "/metrics").unwrap().1;
+    let metrics = s.metrics().unwrap().1;
     assert!(
         metrics.contains("slipway_cold_starts_total{app=\"shop\",service=\"api\",revision=\"1\"}"),
         "{metrics}"

@@ -32,14 +32,12 @@ fn example_app_comes_up_and_every_service_answers_through_the_router() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/clinic");
     let out = s.ok(&["up", example, "--detach"]);
     assert!(out.contains("web"), "{out}");
-    // `up` says where the dashboard is, with the admin token the server wrote.
-    let token = std::fs::read_to_string(s.data.join("admin.token")).unwrap();
+    // `up` says where the dashboard is, and how to get a token for it: none is printed.
     assert!(
         out.contains(&format!(
-            "dashboard: http://{}/#token={}",
-            s.admin,
-            token.trim()
-        )),
+            "dashboard: http://{}/ (sign in with a token from `slipway token create",
+            s.admin
+        )) && !out.contains("#token="),
         "{out}"
     );
     let status = s.status("clinic");
@@ -556,7 +554,7 @@ fn metrics_count_exactly_what_was_sent_and_parse_as_openmetrics() {
     for _ in 0..3 {
         assert_eq!(s.get("api.shop.localhost", "/status/404").unwrap().0, 404);
     }
-    let (code, text) = http_get(s.admin, "localhost", "/metrics").unwrap();
+    let (code, text) = s.metrics().unwrap();
     assert_eq!(code, 200);
     let l = r#"app="shop",service="api",revision="1""#;
     for (needle, value) in [

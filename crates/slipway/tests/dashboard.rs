@@ -1,8 +1,8 @@
 //! The web dashboard, tested as a person would use it. The test runs the real server with
 //! the bundled example app and drives the page in headless Chromium (playwright-core,
 //! `tests/browser/dashboard.mjs`). The page must show live figures under load and roll a
-//! service back with a click. The test also checks the admin token that guards changes
-//! made over the admin listener.
+//! service back with a click, signed in with a deployer's token. The test also checks what
+//! the admin listener serves without a token (the page and `/healthz`, nothing of the API).
 //!
 //! It needs Chromium (`apt-get install -y chromium`) and the script's node packages
 //! (`npm ci --prefix crates/slipway/tests/browser`); `./run-tests` installs both. Without them
@@ -12,7 +12,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,7 +31,8 @@ fn dashboard_shows_live_figures_and_rolls_back_in_a_real_browser() {
     // Revision 2 of api, so that the dashboard has something to roll back to.
     s.ok(&["deploy", "--force", "api", "-f", EXAMPLE]);
 
-    let token = admin_token(&s);
+    let token = s.ok(&["token", "create", "dashboard", "--role", "deployer"]);
+    let token = token.trim().to_owned();
     check_admin_listener(&s, &token);
 
     let artifacts = artifact_dir();
@@ -113,44 +113,38 @@ fn require_browser_tools() -> PathBuf {
     chromium
 }
 
-/// Reads the token the server wrote at start, and checks the file is private and that the
-/// printed dashboard URL carries it.
-fn admin_token(s: &Slipway) -> String {
-    let path = s.data.join("admin.token");
-    let mode = std::fs::metadata(&path)
-        .unwrap_or_else(|e| panic!("no token file {}: {e}", path.display()))
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600, "{} has mode {mode:o}", path.display());
-    let token = std::fs::read_to_string(&path).unwrap().trim().to_owned();
-    assert_eq!(token.len(), 64, "{token:?}");
-    let url = format!("dashboard http://{}/#token={token}", s.admin);
-    let log = s.server_log();
-    assert!(log.contains(&url), "the start line lacks {url}:\n{log}");
-    token
-}
-
-/// Without the token the admin listener reads but refuses changes; with it, it serves
-/// the full API.
+/// Without a token the admin listener serves the page and `/healthz` and refuses the API,
+/// reads included; a wrong token is refused too; the deployer's token reaches the API.
+/// No token file is left in the data directory, and the printed dashboard URL has none.
 fn check_admin_listener(s: &Slipway, token: &str) {
+    assert!(
+        !s.data.join("admin.token").exists(),
+        "a token file in the data directory"
+    );
+    let log = s.server_log();
+    assert!(
+        log.contains(&format!("dashboard http://{}/", s.admin)) && !log.contains("#token="),
+        "{log}"
+    );
     let rollback = "/v1/apps/clinic/services/api/rollback";
     let (code, body) = request(s.admin, "POST", rollback, None, "{}");
     assert_eq!(code, 401, "{body}");
     assert!(
-        body.contains("Authorization: Bearer <token>") && body.contains("admin.token"),
+        body.contains("Authorization: Bearer <token>") && body.contains("slipway token create"),
         "{body}"
     );
     let (code, body) = request(s.admin, "POST", rollback, Some("Bearer 0123"), "{}");
     assert_eq!(code, 401, "{body}");
-    assert!(body.contains("not this server's admin token"), "{body}");
+    assert!(body.contains("not valid on this server"), "{body}");
     let (code, body) = request(s.admin, "GET", "/v1/apps/clinic", None, "");
-    assert_eq!(code, 200, "{body}");
+    assert_eq!(code, 401, "{body}");
     let (code, body) = request(s.admin, "GET", "/", None, "");
     assert!(
         code == 200 && body.contains("<title>Slipway</title>"),
         "{body}"
     );
-    // The full API answers the token: an unknown service is its own 404, not a 401.
+    assert_eq!(request(s.admin, "GET", "/healthz", None, "").0, 200);
+    // The API answers the token: an unknown service is its own 404, not a 401 or 403.
     let bearer = format!("Bearer {token}");
     let (code, body) = request(
         s.admin,
@@ -159,7 +153,7 @@ fn check_admin_listener(s: &Slipway, token: &str) {
         Some(&bearer),
         "{}",
     );
-    assert_ne!(code, 401, "{body}");
+    assert!(code != 401 && code != 403, "{code} {body}");
 }
 
 /// One HTTP/1.1 request with `Connection: close`; returns the status and the raw body.

@@ -419,7 +419,7 @@ services:
         status.contains("redis") && status.contains("ready"),
         "{status}"
     );
-    let (_, metrics) = http_get(s.admin, "localhost", "/metrics").unwrap();
+    let (_, metrics) = s.metrics().unwrap();
     assert!(
         metrics
             .contains("slipway_database_up{app=\"counter\",database=\"cache\",engine=\"redis\"} 1"),
@@ -653,7 +653,7 @@ fn scheduled_backups_that_fail_are_loud_and_the_ones_that_succeed_are_kept_per_k
     let status = s.ok(&["status", "--app", "notes", "--env", "production"]);
     assert!(status.contains("FAILED"), "{status}");
     assert!(status.contains("BACKUP FAILED"), "{status}");
-    let (_, metrics) = http_get(s.admin, "localhost", "/metrics").unwrap();
+    let (_, metrics) = s.metrics().unwrap();
     assert!(
         metrics.contains("slipway_backup_failures_total{app=\"notes@production\",database=\"db\"}"),
         "{metrics}"
@@ -684,7 +684,7 @@ fn scheduled_backups_that_fail_are_loud_and_the_ones_that_succeed_are_kept_per_k
     assert!(list.len() <= 2, "keep: 2 — {list:?}");
     let status = s.ok(&["status", "--app", "notes", "--env", "production"]);
     assert!(!status.contains("FAILED"), "{status}");
-    let (_, metrics) = http_get(s.admin, "localhost", "/metrics").unwrap();
+    let (_, metrics) = s.metrics().unwrap();
     assert!(
         metrics.contains("slipway_backup_last_success_timestamp_seconds{app=\"notes@production\",database=\"db\"}"),
         "{metrics}"

@@ -1,7 +1,8 @@
 //! The API as OpenAPI tools see it. The test runs the real server, fetches `/v1/openapi.json`
 //! from its admin listener, checks the document with `openapi-spec-validator`, then lets
-//! Schemathesis call every operation with generated requests (`--checks all`, admin token
-//! included): every answer must be one the document declares, with the declared content type
+//! Schemathesis call every operation with generated requests (`--checks all`, with an admin
+//! token made by `slipway token create`; its `ignored_auth` check also sends each operation
+//! without a token and with a wrong one, which must be refused): every answer must be one the document declares, with the declared content type
 //! and body, and none may be a 5xx.
 //!
 //! Both tools come from PyPI, pinned in `tests/openapi/requirements.txt`, and are installed by
@@ -11,9 +12,9 @@
 //! deploy, secrets, traffic, down…), with generated names and bodies. The server runs on a
 //! fresh temporary data dir with no app registered, listens on loopback only, and has no
 //! master key but the one it makes in that data dir (`SLIPWAY_MASTER_KEY_FILE` is removed from
-//! its environment). Schemathesis is given the loopback URL of the document and nothing else
-//! (the document names no servers, and proxies are switched off), so no request leaves the
-//! machine. `apply` only reads the absolute file path it is given, and refuses anything that
+//! its environment). Schemathesis is given the document as a file and the loopback URL of the
+//! admin listener as its base, and nothing else (the document names no servers, and proxies
+//! are switched off), so no request leaves the machine. `apply` only reads the absolute file path it is given, and refuses anything that
 //! is not a valid spec.
 
 mod support;
@@ -39,13 +40,25 @@ fn the_api_document_validates_and_the_server_answers_as_it_says() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openapi/requirements.txt"),
     );
     let s = Slipway::start();
-    let token = std::fs::read_to_string(s.data.join("admin.token"))
-        .expect("the server writes its admin token at start")
+    let token = s
+        .ok(&["token", "create", "openapi-run", "--role", "admin"])
         .trim()
         .to_owned();
+    let bearer = format!("Bearer {token}");
 
-    // 1. The document, as served, is valid OpenAPI.
-    let (code, document) = http_get(s.admin, "127.0.0.1", "/v1/openapi.json").unwrap();
+    // 1. The document, as served, is valid OpenAPI; like every `/v1` call on the admin
+    // listener, it needs a token.
+    let (code, _) = http_get(s.admin, "127.0.0.1", "/v1/openapi.json").unwrap();
+    assert_eq!(code, 401, "the document is served without a token");
+    let (code, document) = http_request_with(
+        s.admin,
+        "GET",
+        "127.0.0.1",
+        "/v1/openapi.json",
+        "",
+        Some(&bearer),
+    )
+    .unwrap();
     assert_eq!(
         code, 200,
         "GET /v1/openapi.json answered {code}: {document}"
@@ -65,12 +78,14 @@ fn the_api_document_validates_and_the_server_answers_as_it_says() {
     );
 
     // 2. The server answers every generated request as the document says.
-    let url = format!("http://{}/v1/openapi.json", s.admin);
+    let url = format!("http://{}", s.admin);
     let log = s.dir.path().join("schemathesis.log");
     let started = Instant::now();
     let mut run = tool(&tools, "st", s.dir.path());
-    run.args(["run", &url, "--checks", "all"])
-        .args(["--header", &format!("Authorization: Bearer {token}")])
+    run.arg("run")
+        .arg(&file)
+        .args(["--url", &url, "--checks", "all"])
+        .args(["--header", &format!("Authorization: {bearer}")])
         .args(["--max-examples", MAX_EXAMPLES, "--seed", SEED])
         .args(["--generation-database", "none", "--no-color"])
         .args(["--request-timeout", "10"])
@@ -79,6 +94,9 @@ fn the_api_document_validates_and_the_server_answers_as_it_says() {
         // Follows the event log for as long as the client stays: an answer that never ends by
         // design, which Schemathesis would wait for until its request timeout and report.
         .args(["--exclude-path", "/v1/events/stream"])
+        // Revokes tokens by name, and names come back from `GET /v1/tokens`: the run would
+        // revoke its own token and be refused from then on. `tests/access.rs` revokes.
+        .args(["--exclude-path", "/v1/tokens/{name}"])
         .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
         .stderr(Stdio::from(
             std::fs::OpenOptions::new().append(true).open(&log).unwrap(),

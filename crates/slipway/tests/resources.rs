@@ -88,7 +88,7 @@ fn an_instance_over_its_memory_limit_is_reported_oom_killed_everywhere() {
         table.contains("MEMORY") && table.contains("/64.0Mi"),
         "{table}"
     );
-    let metrics = http_get(s.admin, "localhost", "/metrics").unwrap().1;
+    let metrics = s.metrics().unwrap().1;
     assert!(
         metrics.contains("slipway_instance_oom_kills_total{app=\"hog\",service=\"web\""),
         "{metrics}"

@@ -1,6 +1,7 @@
 // The Slipway dashboard. It polls /v1/apps/{app} once a second and keeps each service's
 // last 120 figures (two minutes) to draw as SVG polylines. It also follows the event
-// stream, tails logs, and rolls back using the admin token from the URL fragment.
+// stream, tails logs, and rolls back. Every request carries the token the user signed in
+// with; the page keeps it in sessionStorage (this tab only) and asks again on a 401.
 'use strict';
 
 const POINTS = 120; // One point a second: two minutes of history.
@@ -10,21 +11,35 @@ const OP_TIMEOUT_MS = 180000; // A rollback may first have to start a cold revis
 const H = 40; // The charts' height in SVG units.
 const PAD = 2; // Keeps lines off the charts' top and bottom edges.
 const SVG = 'http://www.w3.org/2000/svg';
-const NO_TOKEN = 'Read-only: to roll back, open the dashboard URL that the server printed at start (it ends in #token=…)';
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
-const ui = { app: null, cards: new Map(), series: new Map(), events: null, status: null, logsBusy: false };
+const ui = { app: null, cards: new Map(), series: new Map(), events: null, status: null, logsBusy: false, started: false };
+let token = sessionStorage.getItem('slipway-token');
+const auth = (headers = {}) => ({ ...headers, Authorization: `Bearer ${token}` });
 
-// The token arrives once, in the fragment (#token=…). The page keeps it for this tab only
-// and removes it from the address bar, so it stays out of bookmarks and screenshots.
-const token = (() => {
-  const m = /[#&]token=([0-9a-fA-F]+)/.exec(location.hash);
-  if (m) {
-    sessionStorage.setItem('slipway-token', m[1]);
-    history.replaceState(null, '', location.pathname + location.search);
+/** Shows the sign-in form (with why, after a refused token) and forgets the token. */
+function signOut(why = '') {
+  token = null;
+  sessionStorage.removeItem('slipway-token');
+  if (ui.events) ui.events.abort();
+  $('signin-error').textContent = why;
+  $('signin').hidden = false;
+  $('auth').textContent = '';
+  $('token').focus();
+}
+
+$('signin').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  token = $('token').value.trim();
+  try {
+    await getJSON('/v1/server');
+  } catch (err) {
+    return signOut(err.message);
   }
-  return sessionStorage.getItem('slipway-token');
-})();
+  sessionStorage.setItem('slipway-token', token);
+  $('token').value = '';
+  start();
+});
 
 /** Makes an element, for example h('td', {class: 'x'}, 'text', child). SVG tags get SVG's namespace. */
 function h(tag, attrs = {}, ...kids) {
@@ -45,9 +60,10 @@ async function call(path, read, opts = {}, ms = TIMEOUT_MS) {
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(), ms);
   try {
-    const r = await fetch(path, { cache: 'no-store', ...opts, signal: ctl.signal });
+    const r = await fetch(path, { cache: 'no-store', ...opts, headers: auth(opts.headers), signal: ctl.signal });
     if (!r.ok) {
       const body = await r.json().catch(() => ({}));
+      if (r.status === 401 && token) signOut(body.error);
       throw new Error(body.error || `${path} answered ${r.status}`);
     }
     return await read(r);
@@ -59,8 +75,9 @@ async function call(path, read, opts = {}, ms = TIMEOUT_MS) {
 }
 const getJSON = (path) => call(path, (r) => r.json());
 
-/** Calls `onLine` with each object of a newline-delimited JSON answer as soon as the object arrives. */
-async function readLines(r, onLine) {
+/** Calls `onLine` with each object of a newline-delimited JSON answer as soon as it arrives (each raw line with `json` false). */
+async function readLines(r, onLine, json = true) {
+  const parse = json ? JSON.parse : (l) => l;
   const reader = r.body.getReader();
   const decoder = new TextDecoder();
   let buf = '';
@@ -71,9 +88,9 @@ async function readLines(r, onLine) {
     while ((i = buf.indexOf('\n')) >= 0) {
       const line = buf.slice(0, i).trim();
       buf = buf.slice(i + 1);
-      if (line) onLine(JSON.parse(line));
+      if (line) onLine(parse(line));
     }
-    if (done) return buf.trim() && onLine(JSON.parse(buf));
+    if (done) return buf.trim() && onLine(parse(buf.trim()));
   }
 }
 
@@ -115,7 +132,7 @@ function selectApp(name) {
 }
 
 async function poll() {
-  if (ui.app) {
+  if (ui.app && token) {
     try {
       render(await getJSON(`/v1/apps/${enc(ui.app)}`));
       setConn(true);
@@ -215,7 +232,7 @@ function makeCard(name) {
   c.instances = h('tbody');
   c.revisions = h('tbody');
   c.op = h('pre', { class: 'op', hidden: true, 'aria-live': 'polite' });
-  c.rollback = h('button', { type: 'button', class: 'rollback', disabled: !token, title: token ? null : NO_TOKEN,
+  c.rollback = h('button', { type: 'button', class: 'rollback', disabled: true,
     onclick: (e) => rollback(c, null, e.currentTarget) }, 'Roll back');
   const head = (...titles) => h('thead', {}, h('tr', {}, titles.map((t) => h('th', {}, t))));
   c.el = h('article', { class: 'card', 'data-service': name },
@@ -285,13 +302,13 @@ function loadRevisions(c) {
       // A plain rollback returns to the newest ready revision older than the serving one.
       const serving = Math.max(0, ...revs.filter((r) => r.traffic > 0).map((r) => r.number));
       const earlier = revs.some((r) => r.state === 'ready' && r.traffic === 0 && r.number < serving);
-      c.rollback.disabled = !token || c.busy || !earlier;
-      c.rollback.title = !token ? NO_TOKEN : earlier ? '' : 'There is no earlier ready revision to roll back to';
+      c.rollback.disabled = c.busy || !earlier;
+      c.rollback.title = earlier ? '' : 'There is no earlier ready revision to roll back to';
       c.revisions.replaceChildren(...revs.slice(-5).reverse().map((r) => h('tr', { 'data-revision': r.number },
         h('td', {}, `r${r.number}`), h('td', { class: `state-${r.state}` }, r.state), h('td', {}, `${r.traffic} %`),
         h('td', {}, r.instances), h('td', {}, time(r.created_at)), h('td', {}, r.message),
         h('td', {}, r.state === 'ready' && r.traffic === 0 && h('button', {
-          type: 'button', class: 'rollback-to', disabled: !token || c.busy, title: token ? null : NO_TOKEN,
+          type: 'button', class: 'rollback-to', disabled: c.busy,
           onclick: (e) => rollback(c, r.number, e.currentTarget),
         }, `serve r${r.number}`)))));
     } catch (e) {
@@ -339,7 +356,7 @@ async function rollback(c, to, btn) {
   try {
     await call(`/v1/apps/${enc(ui.app)}/services/${enc(c.name)}/rollback`,
       (r) => readLines(r, (p) => { if (p.type === 'done') ok = p.ok; say(describe(p)); }),
-      { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ to }) },
+      { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ to }) },
       OP_TIMEOUT_MS);
   } catch (e) {
     say(`error: ${e.message}`);
@@ -351,22 +368,39 @@ async function rollback(c, to, btn) {
   loadRevisions(c);
 }
 
-function followEvents() {
-  if (ui.events) ui.events.close();
+/** Follows the app's event stream (server-sent events read through fetch, which can send
+ * the token, unlike EventSource), reconnecting after the last event seen. */
+async function followEvents() {
+  if (ui.events) ui.events.abort();
   $('events').replaceChildren();
-  if (!ui.app) return;
-  // EventSource reconnects by itself and resumes after the last event id it saw.
-  ui.events = new EventSource(`/v1/events/stream?app=${enc(ui.app)}&limit=50`);
-  ui.events.addEventListener('event', (m) => {
-    const e = JSON.parse(m.data);
-    if (e.app !== ui.app) return;
-    const list = $('events');
-    list.prepend(h('li', { 'data-kind': e.kind }, h('span', { class: 'muted' }, time(e.ts)), h('span', { class: 'kind' }, e.kind),
-      e.service && `${e.service}${e.revision ? ` r${e.revision}` : ''}: `, e.message));
-    while (list.children.length > 200) list.lastChild.remove();
-    const c = e.service && ui.cards.get(e.service);
-    if (c) loadRevisions(c);
-  });
+  if (!ui.app || !token) return;
+  const ctl = new AbortController();
+  ui.events = ctl;
+  let after = '';
+  while (!ctl.signal.aborted) {
+    try {
+      const r = await fetch(`/v1/events/stream?app=${enc(ui.app)}&limit=50${after}`, { headers: auth(), signal: ctl.signal });
+      if (r.status === 401) return signOut((await r.json()).error);
+      await readLines(r, (line) => {
+        if (line.startsWith('data:')) after = `&after=${showEvent(JSON.parse(line.slice(5)))}`;
+      }, false);
+    } catch (e) {
+      if (ctl.signal.aborted) return;
+    }
+    await new Promise((res) => setTimeout(res, 2000));
+  }
+}
+
+/** Adds an event to the list, newest first; returns its id. */
+function showEvent(e) {
+  if (e.app !== ui.app) return e.id;
+  const list = $('events');
+  list.prepend(h('li', { 'data-kind': e.kind }, h('span', { class: 'muted' }, time(e.ts)), h('span', { class: 'kind' }, e.kind),
+    e.service && `${e.service}${e.revision ? ` r${e.revision}` : ''}: `, e.message, e.actor && h('span', { class: 'actor' }, ` by ${e.actor}`)));
+  while (list.children.length > 200) list.lastChild.remove();
+  const c = e.service && ui.cards.get(e.service);
+  if (c) loadRevisions(c);
+  return e.id;
 }
 
 function updateLogChoices(st) {
@@ -422,9 +456,17 @@ $('app').addEventListener('change', (e) => selectApp(e.target.value));
 $('log-service').addEventListener('change', () => { if (ui.status) updateLogChoices(ui.status); refreshLogs(); });
 $('log-instance').addEventListener('change', refreshLogs);
 $('log-refresh').addEventListener('click', refreshLogs);
-$('auth').textContent = token ? 'admin' : 'read-only';
-$('auth').title = token ? 'This tab holds the admin token and can roll back' : NO_TOKEN;
-loadApps();
-setInterval(loadApps, 10000);
-setInterval(() => { if ($('log-follow').checked) refreshLogs(); }, 2000);
-poll();
+$('signout').addEventListener('click', () => signOut());
+
+/** Starts polling once a token is there; the timers run from then on and skip while signed out. */
+function start() {
+  $('signin').hidden = true;
+  $('auth').textContent = 'signed in';
+  if (ui.started) return loadApps().then(followEvents);
+  ui.started = true;
+  loadApps();
+  setInterval(() => token && loadApps(), 10000);
+  setInterval(() => { if (token && $('log-follow').checked) refreshLogs(); }, 2000);
+  poll();
+}
+if (token) start(); else signOut();

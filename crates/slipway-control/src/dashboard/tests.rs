@@ -1,152 +1,57 @@
-//! Tests of the admin token, the gate in front of the admin listener, and the embedded
-//! dashboard files. The browser test in `crates/slipway/tests/dashboard.rs` covers the page.
-
-use std::os::unix::fs::PermissionsExt;
+//! Tests of the gate in front of the admin listener (with a real store and stand-in routes)
+//! and of the embedded dashboard files. The browser test in
+//! `crates/slipway/tests/dashboard.rs` covers the page, `crates/slipway/tests/access.rs`
+//! the whole server.
 
 use axum::body::{Body, to_bytes};
 
 use super::*;
 
-fn token() -> AdminToken {
-    let mut bytes = [7u8; TOKEN_BYTES];
-    bytes[0] = 0xab;
-    bytes[1] = 0x01;
-    AdminToken::from_bytes(bytes)
+/// A gate over a stand-in API that answers with the caller's name, and its store.
+fn gate() -> (tempfile::TempDir, Gate) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("state.db")).unwrap());
+    let whoami = |caller: Option<axum::Extension<Caller>>| async move {
+        caller.map_or("nobody".to_owned(), |c| c.actor().to_owned())
+    };
+    let full = Router::new()
+        .route("/v1/apps/{app}", get(whoami))
+        .route("/v1/apps/{app}/deploy", axum::routing::post(whoami))
+        .route("/v1/tokens", get(whoami))
+        .route("/healthz", get(healthz));
+    (dir, Gate::new(store, full))
 }
 
-fn headers(authorization: &[u8]) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::AUTHORIZATION,
-        HeaderValue::from_bytes(authorization).unwrap(),
-    );
-    h
+fn make(gate: &Gate, name: &str, role: Role, envs: &[&str], expires_at: Option<&str>) -> String {
+    let value = TokenValue::generate().unwrap();
+    let envs: Vec<String> = envs.iter().map(|e| (*e).to_owned()).collect();
+    gate.store
+        .create_token(&slipway_state::NewToken {
+            id: value.id(),
+            name,
+            role: role.as_str(),
+            environments: &envs,
+            hash: &value.hash(),
+            expires_at,
+        })
+        .unwrap();
+    value.as_str().to_owned()
 }
 
-/// A private directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("slipway-dashboard-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+async fn send(gate: &Gate, method: Method, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-#[test]
-fn a_token_is_its_bytes_in_lowercase_hex() {
-    let t = token();
-    assert_eq!(t.as_str().len(), 64);
-    assert!(t.as_str().starts_with("ab0107"), "{}", t.as_str());
-    assert_eq!(format!("{t:?}"), "AdminToken(<redacted>)");
-}
-
-#[test]
-fn generated_tokens_differ() {
-    let a = AdminToken::generate().unwrap();
-    let b = AdminToken::generate().unwrap();
-    assert_ne!(a, b);
-    assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
-}
-
-#[test]
-fn only_the_whole_token_matches() {
-    let t = token();
-    let s = t.as_str().to_owned();
-    assert!(t.matches(&s));
-    assert!(!t.matches(&s[..63]), "a prefix");
-    assert!(!t.matches(&format!("{s}0")), "a longer string");
-    assert!(
-        !t.matches(&format!("{}8", &s[..63])),
-        "the last character wrong"
-    );
-    assert!(!t.matches(""));
-    assert!(!t.matches(&s.to_uppercase()), "hex is compared as text");
-}
-
-#[test]
-fn the_authorization_header_decides_access() {
-    let t = token();
-    let tok = t.as_str();
-    assert_eq!(access(&HeaderMap::new(), &t), Access::Anonymous);
-    let cases: [(String, Access); 6] = [
-        (format!("Bearer {tok}"), Access::Admin),
-        (format!("bearer {tok}"), Access::Admin),
-        (format!("Bearer  {tok} "), Access::Admin),
-        (format!("Basic {tok}"), Access::WrongToken),
-        ("Bearer 00".to_owned(), Access::WrongToken),
-        (tok.to_owned(), Access::WrongToken),
-    ];
-    for (value, expected) in cases {
-        assert_eq!(access(&headers(value.as_bytes()), &t), expected, "{value}");
-    }
-    // A header that is not text is not the token either.
-    assert_eq!(access(&headers(b"Bearer \xff\xfe"), &t), Access::WrongToken);
-}
-
-#[test]
-fn the_dashboard_url_carries_the_token_in_the_fragment() {
-    let t = token();
-    let url = dashboard_url("127.0.0.1:8081".parse().unwrap(), &t);
-    assert_eq!(url, format!("http://127.0.0.1:8081/#token={}", t.as_str()));
-    // A browser cannot open a wildcard address, so the URL uses loopback instead.
-    let url = dashboard_url("0.0.0.0:9000".parse().unwrap(), &t);
-    assert!(url.starts_with("http://127.0.0.1:9000/#token="), "{url}");
-    let url = dashboard_url("[::]:9000".parse().unwrap(), &t);
-    assert!(url.starts_with("http://[::1]:9000/#token="), "{url}");
-}
-
-#[test]
-fn the_token_file_is_private_and_replaces_an_older_one() {
-    let dir = TempDir::new("token-file");
-    let path = token_path(&dir.0);
-    std::fs::write(&path, "old token").unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let t = token();
-    t.write_to(&path).unwrap();
-    assert_eq!(
-        std::fs::read_to_string(&path).unwrap(),
-        format!("{}\n", t.as_str())
-    );
-    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "mode {mode:o}");
-    let names: Vec<_> = std::fs::read_dir(&dir.0)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(names, ["admin.token"], "no temporary file is left behind");
-}
-
-/// A gate over two stand-in routers that say which of them answered.
-fn gate() -> Gate {
-    let full = Router::new().route(
-        "/v1/thing",
-        get(|| async { "full read" }).post(|| async { "full change" }),
-    );
-    let public = Router::new().route("/v1/thing", get(|| async { "public read" }));
-    Gate::new(token(), PathBuf::from("/data/admin.token"), full, public)
-}
-
-async fn send(gate: &Gate, method: Method, authorization: Option<String>) -> (u16, String) {
-    let mut req = Request::builder().method(method).uri("/v1/thing");
-    if let Some(a) = authorization {
-        req = req.header(header::AUTHORIZATION, a);
-    }
-    let response = gate.dispatch(req.body(Body::empty()).unwrap()).await;
+    let mut req = req.body(Body::empty()).unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([10, 1, 2, 3], 5000))));
+    let response = gate.dispatch(req).await;
     let status = response.status().as_u16();
     if status == 401 {
         assert_eq!(
             response.headers()[header::WWW_AUTHENTICATE],
-            "Bearer realm=\"slipway admin\""
+            "Bearer realm=\"slipway\""
         );
     }
     let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
@@ -154,61 +59,154 @@ async fn send(gate: &Gate, method: Method, authorization: Option<String>) -> (u1
 }
 
 #[tokio::test]
-async fn anonymous_requests_read_through_the_public_router() {
-    let g = gate();
+async fn only_the_liveness_endpoint_is_open() {
+    let (_dir, g) = gate();
     assert_eq!(
-        send(&g, Method::GET, None).await,
-        (200, "public read".to_owned())
+        send(&g, Method::GET, "/healthz", None).await,
+        (200, "ok\n".into())
     );
-    assert_eq!(send(&g, Method::HEAD, None).await.0, 200);
+    let (status, body) = send(&g, Method::GET, "/v1/apps/clinic", None).await;
+    assert_eq!(status, 401);
+    assert!(
+        body.contains("GET /v1/apps/clinic needs a token") && body.contains("slipway token create"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
-async fn anonymous_changes_get_401_saying_where_the_token_is() {
-    let g = gate();
-    for method in [Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS] {
-        let (status, body) = send(&g, method.clone(), None).await;
-        assert_eq!(status, 401, "{method}");
-        let error: dto::ApiError = serde_json::from_str(&body).unwrap();
+async fn a_valid_token_passes_with_its_name_as_the_caller() {
+    let (_dir, g) = gate();
+    let viewer = make(&g, "ops", Role::Viewer, &[], None);
+    assert_eq!(
+        send(&g, Method::GET, "/v1/apps/clinic", Some(&viewer)).await,
+        (200, "ops".into())
+    );
+    // The scheme name is case-insensitive.
+    let mut req = Request::builder()
+        .uri("/v1/apps/clinic")
+        .header(header::AUTHORIZATION, format!("bearer  {viewer} "))
+        .body(Body::empty())
+        .unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([10, 1, 2, 3], 5000))));
+    assert_eq!(g.dispatch(req).await.status(), 200);
+    // Its use is recorded.
+    assert!(g.store.tokens().unwrap()[0].last_used_at.is_some());
+}
+
+#[tokio::test]
+async fn a_weak_role_or_another_environment_gets_403() {
+    let (_dir, g) = gate();
+    let viewer = make(&g, "ops", Role::Viewer, &[], None);
+    let (status, body) = send(&g, Method::POST, "/v1/apps/clinic/deploy", Some(&viewer)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("needs the deployer role"), "{body}");
+    let staging = make(&g, "ci", Role::Deployer, &["staging"], None);
+    assert_eq!(
+        send(
+            &g,
+            Method::POST,
+            "/v1/apps/clinic@staging/deploy",
+            Some(&staging)
+        )
+        .await,
+        (200, "ci".into())
+    );
+    let (status, body) = send(
+        &g,
+        Method::POST,
+        "/v1/apps/clinic%40production/deploy",
+        Some(&staging),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("limited to the environments staging"),
+        "{body}"
+    );
+    assert_eq!(
+        send(&g, Method::GET, "/v1/tokens", Some(&staging)).await.0,
+        403
+    );
+}
+
+#[tokio::test]
+async fn wrong_expired_and_revoked_tokens_get_401() {
+    let (_dir, g) = gate();
+    let good = make(&g, "ops", Role::Admin, &[], None);
+    let mut wrong = good.clone();
+    wrong.pop();
+    wrong.push(if good.ends_with('0') { '1' } else { '0' });
+    for bad in [wrong.as_str(), "slp_", "0123", good.to_uppercase().as_str()] {
+        let (status, body) = send(&g, Method::GET, "/v1/apps/clinic", Some(bad)).await;
+        assert_eq!(status, 401, "{bad}");
         assert!(
-            error
-                .error
-                .starts_with(&format!("{method} /v1/thing changes state"))
-                && error.error.contains("Authorization: Bearer <token>")
-                && error.error.contains("/data/admin.token"),
-            "{}",
-            error.error
-        );
-    }
-}
-
-#[tokio::test]
-async fn the_token_opens_the_full_api() {
-    let g = gate();
-    let bearer = Some(format!("Bearer {}", token().as_str()));
-    assert_eq!(
-        send(&g, Method::POST, bearer.clone()).await,
-        (200, "full change".to_owned())
-    );
-    assert_eq!(
-        send(&g, Method::GET, bearer).await,
-        (200, "full read".to_owned())
-    );
-}
-
-#[tokio::test]
-async fn a_wrong_token_gets_401_even_for_reads() {
-    // A stale token (from before a restart) is refused outright, so the page can say so
-    // instead of silently losing its rights.
-    let g = gate();
-    for method in [Method::GET, Method::POST] {
-        let (status, body) = send(&g, method, Some("Bearer 1234".to_owned())).await;
-        assert_eq!(status, 401);
-        assert!(
-            body.contains("not this server's admin token") && body.contains("/data/admin.token"),
+            body.contains("not valid on this server") && !body.contains(bad),
             "{body}"
         );
     }
+    let old = make(
+        &g,
+        "old",
+        Role::Admin,
+        &[],
+        Some("2020-01-01T00:00:00.000Z"),
+    );
+    let (status, body) = send(&g, Method::GET, "/v1/apps/clinic", Some(&old)).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("token old expired at 2020-01-01"), "{body}");
+    g.store.revoke_token("ops").unwrap();
+    let (status, body) = send(&g, Method::GET, "/v1/apps/clinic", Some(&good)).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("token ops was revoked"), "{body}");
+}
+
+#[tokio::test]
+async fn too_many_refused_tokens_from_one_address_get_429() {
+    let (_dir, g) = gate();
+    let good = make(&g, "ops", Role::Admin, &[], None);
+    for _ in 0..MAX_FAILURES {
+        assert_eq!(
+            send(&g, Method::GET, "/v1/apps/clinic", Some("slp_x"))
+                .await
+                .0,
+            401
+        );
+    }
+    // Now even the right token waits: the address is not told whether its guesses are right.
+    let (status, body) = send(&g, Method::GET, "/v1/apps/clinic", Some(&good)).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body.contains("too many refused tokens from 10.1.2.3"),
+        "{body}"
+    );
+    // Requests without a token are no guesses and are not counted; the page stays open.
+    assert_eq!(send(&g, Method::GET, "/healthz", None).await.0, 200);
+}
+
+#[test]
+fn the_dashboard_url_has_no_token_and_no_wildcard_address() {
+    assert_eq!(
+        dashboard_url("127.0.0.1:8081".parse().unwrap()),
+        "http://127.0.0.1:8081/"
+    );
+    assert_eq!(
+        dashboard_url("0.0.0.0:9000".parse().unwrap()),
+        "http://127.0.0.1:9000/"
+    );
+    assert_eq!(
+        dashboard_url("[::]:9000".parse().unwrap()),
+        "http://[::1]:9000/"
+    );
+}
+
+#[test]
+fn an_expiry_time_that_does_not_parse_counts_as_expired() {
+    let now: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+    assert!(expired("2025-12-31T23:59:59.999Z", now));
+    assert!(expired("2026-01-01T00:00:00.000Z", now));
+    assert!(!expired("2026-01-01T00:00:00.001Z", now));
+    assert!(expired("tomorrow", now));
 }
 
 async fn get_asset(path: &str) -> (u16, HeaderMap, String) {
@@ -241,7 +239,10 @@ async fn the_page_and_its_files_are_served_with_a_strict_policy() {
         headers[header::CONTENT_TYPE],
         "text/javascript; charset=utf-8"
     );
-    assert!(body.contains("EventSource"), "the script follows events");
+    assert!(
+        body.contains("sessionStorage"),
+        "the script keeps the token for the tab"
+    );
     let (status, headers, _) = get_asset("/dashboard/style.css").await;
     assert_eq!(
         (status, headers[header::CONTENT_TYPE].to_str().unwrap()),

@@ -3,10 +3,11 @@
 // Usage: node dashboard.mjs <admin-url> <token> <router-url> <artifact-dir>
 //
 // The app `clinic` must already be up, with api at revision 2 and revision 1 still
-// ready. The script opens the dashboard with the token and checks that the three services
-// are listed. It sends load to api through the router and checks that the req/s chart
+// ready. The script opens the dashboard, is asked for a token, signs in with a wrong one
+// (refused) and then with <token> (a deployer's), and checks that the three services are
+// listed. It sends load to api through the router and checks that the req/s chart
 // rises. It then rolls api back with a click and checks that the page shows revision 1
-// at 100 %. Screenshots go to <artifact-dir>. The script exits 0 when every check passed.
+// at 100 %, and the event log names the token as the rollback's actor. Screenshots go to <artifact-dir>. The script exits 0 when every check passed.
 // Otherwise it prints the failed check (and saves failure.png) and exits 1.
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
@@ -88,14 +89,32 @@ try {
   page = context.pages()[0] ?? await context.newPage();
   page.setDefaultTimeout(STEP_MS);
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') problems.push(`console error: ${m.text()}`); });
+  // The one refused request is the wrong token's, on purpose; Chromium logs it as an error.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().includes('status of 401')) problems.push(`console error: ${m.text()}`);
+  });
 
-  step('open the dashboard with the token in the fragment');
-  await page.goto(`${adminUrl}/#token=${token}`);
+  step('open the dashboard: it asks for a token');
+  await page.goto(`${adminUrl}/`);
+  await page.locator('#signin').waitFor();
+  check(await page.locator('article').count() === 0, 'the page shows services before it has a token');
+
+  step('a wrong token is refused with the server\'s message');
+  await page.fill('#token', 'slp_0000000000000000_0000000000000000000000000000000000000000000000000000000000000000');
+  await page.click('#signin button[type="submit"]');
+  await page.waitForFunction(() => document.getElementById('signin-error').textContent.includes('not valid'));
+  check(await page.evaluate(() => sessionStorage.getItem('slipway-token')) === null, 'a refused token was kept');
+
+  step('sign in with the token');
+  await page.fill('#token', token);
+  await page.click('#signin button[type="submit"]');
   for (const svc of ['web', 'api', 'notify']) await page.locator(`article[data-service="${svc}"]`).waitFor();
-  check(await page.evaluate(() => location.hash) === '', 'the token stayed in the address bar');
+  check(await page.locator('#signin').isHidden(), 'the sign-in form stays after signing in');
   check(await page.evaluate(() => sessionStorage.getItem('slipway-token')) === token, 'the token is not in sessionStorage');
-  check(await page.locator('#auth').textContent() === 'admin', 'the page does not say it holds the admin token');
+  check(!page.url().includes(token), 'the token is in the address bar');
+  // A reload keeps the tab signed in.
+  await page.reload();
+  await page.locator('article[data-service="api"]').waitFor();
   const api = page.locator('article[data-service="api"]');
   await page.waitForFunction(() => document.querySelector('article[data-service="api"] .traffic').dataset.split === '2:100');
   await api.locator('.instances tbody tr').first().waitFor();
@@ -152,6 +171,8 @@ try {
   check(traffic === 'revision 1 · 100 %', `the traffic bar reads ${JSON.stringify(traffic)}`);
   await page.waitForFunction(() => [...document.querySelectorAll('#events li[data-kind="traffic.changed"]')]
     .some((li) => li.textContent.includes('rollback') && li.textContent.includes('r1=100%')));
+  await page.waitForFunction(() => [...document.querySelectorAll('#events li[data-kind="api.request"]')]
+    .some((li) => li.textContent.includes('/services/api/rollback') && li.textContent.includes('by dashboard')));
   await page.screenshot({ path: join(artifacts, '3-rolled-back.png'), fullPage: true });
 
   check(problems.length === 0, `the page reported errors:\n${problems.join('\n')}`);

@@ -116,6 +116,8 @@ pub struct Slipway {
     server_args: Vec<String>,
     /// Environment variables given to every start of the server from now on.
     pub server_env: Vec<(String, String)>,
+    /// A `metrics` token, made at the first scrape.
+    scrape_token: std::sync::OnceLock<String>,
 }
 
 pub fn free_port() -> u16 {
@@ -127,6 +129,23 @@ pub fn free_port() -> u16 {
 }
 
 impl Slipway {
+    /// `GET /metrics` from the admin listener with a `metrics` token (made on first use).
+    pub fn metrics(&self) -> Result<(u16, String), String> {
+        let token = self.scrape_token.get_or_init(|| {
+            self.ok(&["token", "create", "scrape", "--role", "metrics"])
+                .trim()
+                .to_owned()
+        });
+        http_request_with(
+            self.admin,
+            "GET",
+            "localhost",
+            "/metrics",
+            "",
+            Some(&format!("Bearer {token}")),
+        )
+    }
+
     /// Starts a server on a fresh data dir.
     pub fn start() -> Slipway {
         Slipway::start_with(&[])
@@ -146,6 +165,7 @@ impl Slipway {
             server: None,
             server_args: Vec::new(),
             server_env: Vec::new(),
+            scrape_token: std::sync::OnceLock::new(),
         };
         s.start_server();
         s
@@ -163,6 +183,7 @@ impl Slipway {
             server: None,
             server_args: server_args.iter().map(|a| a.to_string()).collect(),
             server_env: Vec::new(),
+            scrape_token: std::sync::OnceLock::new(),
         };
         s.start_server();
         s
@@ -390,8 +411,8 @@ pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, String
     http_request(addr, "GET", host, path, "")
 }
 
-/// A minimal HTTP/1.1 request with `Connection: close` and `body` as `text/plain` (none for an
-/// empty GET).
+/// A minimal HTTP/1.1 request with `Connection: close` and `body` as `text/plain`, or as
+/// `application/json` when it starts with `{` (none for an empty GET).
 pub fn http_request(
     addr: SocketAddr,
     method: &str,
@@ -399,20 +420,36 @@ pub fn http_request(
     path: &str,
     body: &str,
 ) -> Result<(u16, String), String> {
+    http_request_with(addr, method, host, path, body, None)
+}
+
+/// [`http_request`] with an `Authorization` header.
+pub fn http_request_with(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    body: &str,
+    authorization: Option<&str>,
+) -> Result<(u16, String), String> {
     let mut s =
         TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // A JSON object goes as JSON, anything else as text.
+    let kind = if body.starts_with('{') {
+        "application/json"
+    } else {
+        "text/plain"
+    };
     let length = if method == "GET" && body.is_empty() {
         String::new()
     } else {
-        format!(
-            "Content-Type: text/plain\r\nContent-Length: {}\r\n",
-            body.len()
-        )
+        format!("Content-Type: {kind}\r\nContent-Length: {}\r\n", body.len())
     };
+    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{length}\r\n{body}"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{auth}{length}\r\n{body}"
     )
     .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
