@@ -329,6 +329,10 @@ pub(crate) enum Command {
         /// Leave out services that run as native processes instead of refusing to export.
         #[arg(long)]
         skip_native: bool,
+        /// Do not ask a running server for the current traffic split and tags (without a
+        /// server, all traffic goes to the revision the manifests describe).
+        #[arg(long)]
+        offline: bool,
     },
 }
 
