@@ -306,8 +306,8 @@ pub(crate) enum Command {
     /// Print the JSON Schema of slipway.yaml (for editors).
     Schema,
     /// Write Kubernetes or Knative manifests (or a Helm chart) of one environment of
-    /// DIR/slipway.yaml, offline; what the target cannot express is listed on stderr and in
-    /// the README written beside them.
+    /// DIR/slipway.yaml; no server is needed. What the target cannot express is listed on
+    /// stderr and in the README written beside them.
     Export {
         /// Directory holding slipway.yaml (or the file itself).
         #[arg(default_value = ".")]
