@@ -390,6 +390,34 @@ fn knative_services_pass_the_knative_schema_and_the_rest_strict_validation() {
         .collect();
     assert_eq!(services.len(), 3);
     let report = validate_models(&services);
+    // The Knative schema lets unknown fields through (Knative's own CRDs preserve them and
+    // leave the checks to its webhook), so each revision's pod spec, less Knative's own
+    // fields, is also validated strictly as the core PodSpec it is.
+    let pods = out.path().join("revision-pods.yaml");
+    let mut text = String::new();
+    for service in &services {
+        let mut spec = service["spec"]["template"]["spec"].clone();
+        let knative_fields = [
+            "containerConcurrency",
+            "timeoutSeconds",
+            "responseStartTimeoutSeconds",
+            "idleTimeoutSeconds",
+        ];
+        for field in knative_fields {
+            spec.as_object_mut().expect("a pod spec").remove(field);
+        }
+        let pod = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": { "name": service["metadata"]["name"] },
+            "spec": spec,
+        });
+        text.push_str("---\n");
+        text.push_str(&serde_json::to_string(&pod).expect("json"));
+        text.push('\n');
+    }
+    fs::write(&pods, text).expect("write the revision pods");
+    assert!(validate_strict(&[pods]).is_empty());
     assert_eq!(
         report.lines().filter(|l| l.starts_with("OK ")).count(),
         3,
