@@ -68,14 +68,9 @@ pub(crate) async fn run(request: Request, client: &Client) -> anyhow::Result<Exi
                     .map_err(|e| anyhow::anyhow!("environment `{environment}`: {e}"))?;
                 exports.push((environment.clone(), export));
             }
-            let warnings = exports
-                .iter()
-                .find(|(name, _)| *name == spec.environment)
-                .map(|(_, export)| export.warnings.clone())
-                .unwrap_or_default();
             let chart =
                 slipway_export::helm::chart(&spec.app, &spec.environment, &options, &exports);
-            (chart.files, warnings)
+            (chart.files, chart.warnings)
         }
     };
     let out = request
