@@ -842,3 +842,56 @@ fn knative_traffic_follows_the_running_servers_split_and_tags() {
         serde_json::json!([{ "latestRevision": true, "percent": 100 }])
     );
 }
+
+/// Mistakes a user can make get one clear message, a failure exit and no files.
+#[test]
+fn user_mistakes_get_one_clear_message() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let target = out.path().join("k8s");
+    let missing = out.path().join("nowhere");
+    let run = |args: &[&str], spec: &Path| {
+        let output = Command::new(BIN)
+            .env("SLIPWAY_HOME", no_server())
+            .env_remove("SLIPWAY_ENV")
+            .arg("export")
+            .args(args)
+            .arg("--out")
+            .arg(&target)
+            .arg(spec)
+            .output()
+            .expect("run slipway export");
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!target.exists(), "{args:?} wrote files");
+        stderr
+    };
+    let stderr = run(
+        &[
+            "--target",
+            "kubernetes",
+            "--env",
+            "staging",
+            "--skip-native",
+        ],
+        &dir(),
+    );
+    assert!(stderr.contains("unknown environment `staging`"), "{stderr}");
+    assert!(stderr.contains("`development`, `production`"), "{stderr}");
+    let stderr = run(
+        &["--target", "knative", "--gateway", "--skip-native"],
+        &dir(),
+    );
+    assert!(
+        stderr.contains("--gateway applies to --target kubernetes"),
+        "{stderr}"
+    );
+    let stderr = run(&["--target", "kubernetes"], &missing);
+    assert!(stderr.contains("cannot read"), "{stderr}");
+    assert!(stderr.contains("hint:"), "{stderr}");
+    let stderr = run(&["--target", "openshift"], &dir());
+    assert!(
+        stderr.contains("possible values: kubernetes, knative"),
+        "{stderr}"
+    );
+}
