@@ -390,6 +390,9 @@ pub struct ServiceStatus {
     pub route_urls: Vec<String>,
     pub traffic: Vec<TrafficShare>,
     pub latest_revision: Option<u64>,
+    /// The service's tags and the revision each points at.
+    #[serde(default)]
+    pub tags: Vec<TagInfo>,
     pub instances: Vec<InstanceStatus>,
     pub ready: u32,
     pub total: u32,
@@ -424,6 +427,14 @@ pub struct TrafficShare {
     pub revision: u64,
     #[serde(deserialize_with = "whole::required")]
     pub percent: u32,
+}
+
+/// A tag: a name that always reaches one revision (`<tag>.<service>.<host>`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TagInfo {
+    pub tag: String,
+    #[serde(deserialize_with = "whole::required")]
+    pub revision: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -268,7 +268,7 @@ pub(crate) fn container(ctx: &Context, out: &mut Output, document: &str, base: &
         name: ctx.name.to_owned(),
         image: Some(image),
         args,
-        env: Some(env),
+        env: (!env.is_empty()).then_some(env),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
             container_port: i32::from(port),

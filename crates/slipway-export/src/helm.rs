@@ -14,13 +14,17 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-use crate::{Export, File, Options, yaml};
+use crate::{Export, File, Options, Warning, yaml};
 
 /// The chart's files: path relative to the output folder, and contents.
 #[derive(Debug, Clone)]
 pub struct Chart {
-    /// `chart/Chart.yaml`, `chart/values*.yaml`, `chart/templates/*.yaml`.
+    /// `chart/Chart.yaml`, `chart/values*.yaml`, `chart/templates/*.yaml`, the Secret
+    /// template and the README.
     pub files: Vec<(String, String)>,
+    /// The warnings of every environment; one that not all share names its environments
+    /// after the subject.
+    pub warnings: Vec<Warning>,
 }
 
 /// The chart of `exports` (one per environment, in the spec's order), with `environment`'s
@@ -152,11 +156,43 @@ pub fn chart(
     if !secrets.is_empty() {
         files.push((File::SecretTemplate.name().to_owned(), secrets));
     }
+    let mut readme = export.clone();
+    readme.warnings = warnings_of_all(exports);
     files.push((
         "README.md".to_owned(),
-        yaml::readme(app, environment, options, export, true),
+        yaml::readme(app, environment, options, &readme, true),
     ));
-    Chart { files }
+    Chart {
+        files,
+        warnings: readme.warnings,
+    }
+}
+
+/// The warnings of every environment: those all share as they are, the others with the
+/// environments they apply to after the subject (`api (production)`).
+fn warnings_of_all(exports: &[(String, Export)]) -> Vec<Warning> {
+    let mut all = Vec::new();
+    for (_, export) in exports {
+        for warning in &export.warnings {
+            if all.contains(warning) {
+                continue;
+            }
+            let holders: Vec<&str> = exports
+                .iter()
+                .filter(|(_, e)| e.warnings.contains(warning))
+                .map(|(name, _)| name.as_str())
+                .collect();
+            let mut shown = warning.clone();
+            if holders.len() != exports.len() {
+                shown.subject = format!("{} ({})", warning.subject, holders.join(", "));
+            }
+            if !all.contains(&shown) {
+                all.push(shown);
+            }
+        }
+    }
+    all.sort();
+    all
 }
 
 fn placeholder(number: usize) -> String {

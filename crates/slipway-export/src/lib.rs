@@ -11,9 +11,13 @@
 //! HorizontalPodAutoscaler (when `max > min`), a PodDisruptionBudget, an Ingress (or
 //! Gateway API HTTPRoutes) and, for a release command, a Job. The `knative` target makes a
 //! `serving.knative.dev/v1` Service instead of the Deployment, Service, autoscaler and
-//! routes. Both make a StatefulSet, a headless Service and a claim template per database,
-//! and one Secret *template* that names every secret key the manifests refer to, with
-//! empty values: an export never contains a secret's value.
+//! routes (a release command's Job stays). Both make a StatefulSet, a headless Service and
+//! a claim template per database, and one Secret *template* that names every secret key the
+//! manifests refer to, with empty values: an export never contains a secret's value.
+//!
+//! The spec allows `release:` on native services only today, and those are not exported,
+//! so the Job is made for a [`ServiceSpec`] built by hand (the tests); it is ready for
+//! container services that take a release command.
 //!
 //! Architecture invariant: pure. No I/O, no clock, no network; the caller reads the spec
 //! and writes the files.

@@ -91,7 +91,15 @@ pub fn readme(
             Target::Knative => "Knative Serving",
         },
         options.target.as_str(),
-        if helm { " --format helm" } else { "" }
+        [
+            (helm, " --format helm"),
+            (options.gateway, " --gateway"),
+            (options.skip_native, " --skip-native"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, flag)| *flag)
+        .collect::<String>()
     );
     let secrets = export
         .documents

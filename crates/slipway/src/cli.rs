@@ -315,8 +315,8 @@ pub(crate) enum Command {
     /// Print the JSON Schema of slipway.yaml (for editors).
     Schema,
     /// Write Kubernetes or Knative manifests (or a Helm chart) of one environment of
-    /// DIR/slipway.yaml, offline; what the target cannot express is listed on stderr and in
-    /// the README written beside them.
+    /// DIR/slipway.yaml; no server is needed. What the target cannot express is listed on
+    /// stderr and in the README written beside them.
     Export {
         /// Directory holding slipway.yaml (or the file itself).
         #[arg(default_value = ".")]
@@ -338,6 +338,10 @@ pub(crate) enum Command {
         /// Leave out services that run as native processes instead of refusing to export.
         #[arg(long)]
         skip_native: bool,
+        /// Do not ask a running server for the current traffic split and tags (without a
+        /// server, all traffic goes to the revision the manifests describe).
+        #[arg(long)]
+        offline: bool,
     },
 }
 

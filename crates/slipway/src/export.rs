@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use slipway_export::{Options, Target};
+use slipway_control::dto;
+use slipway_export::{Options, Target, TrafficTarget};
 
 use crate::cli::{ExportFormat, ExportTarget};
+use crate::client::Client;
 
 /// Written into the output folder: the files the last export wrote, one per line, so the
 /// next export replaces them and never touches anything else.
@@ -22,9 +24,10 @@ pub(crate) struct Request {
     pub format: ExportFormat,
     pub gateway: bool,
     pub skip_native: bool,
+    pub offline: bool,
 }
 
-pub(crate) fn run(request: Request) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(request: Request, client: &Client) -> anyhow::Result<ExitCode> {
     let target = match request.target {
         ExportTarget::Kubernetes => Target::Kubernetes,
         ExportTarget::Knative => Target::Knative,
@@ -40,8 +43,12 @@ pub(crate) fn run(request: Request) -> anyhow::Result<ExitCode> {
     let Some(spec) = load(&request.file, &request.environment)? else {
         return Ok(ExitCode::FAILURE);
     };
+
     let (files, warnings) = match request.format {
         ExportFormat::Yaml => {
+            if !request.offline {
+                options.traffic = current_traffic(client, &spec).await.unwrap_or_default();
+            }
             let export = slipway_export::export(&spec, &options).map_err(|e| anyhow::anyhow!(e))?;
             let files =
                 slipway_export::yaml::files(&spec.app, &spec.environment, &options, &export);
@@ -53,18 +60,17 @@ pub(crate) fn run(request: Request) -> anyhow::Result<ExitCode> {
                 let Some(one) = load(&request.file, environment)? else {
                     return Ok(ExitCode::FAILURE);
                 };
+                let mut options = options.clone();
+                if !request.offline {
+                    options.traffic = current_traffic(client, &one).await.unwrap_or_default();
+                }
                 let export = slipway_export::export(&one, &options)
                     .map_err(|e| anyhow::anyhow!("environment `{environment}`: {e}"))?;
                 exports.push((environment.clone(), export));
             }
-            let warnings = exports
-                .iter()
-                .find(|(name, _)| *name == spec.environment)
-                .map(|(_, export)| export.warnings.clone())
-                .unwrap_or_default();
             let chart =
                 slipway_export::helm::chart(&spec.app, &spec.environment, &options, &exports);
-            (chart.files, warnings)
+            (chart.files, chart.warnings)
         }
     };
     let out = request
@@ -88,6 +94,74 @@ pub(crate) fn run(request: Request) -> anyhow::Result<ExitCode> {
         out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The traffic split and tags of each service of the app as deployed, when a server
+/// answers on the data directory's socket and knows the app in this environment; `None`
+/// otherwise (the export then puts all traffic on the revision it describes).
+async fn current_traffic(
+    client: &Client,
+    spec: &slipway_spec::Spec,
+) -> Option<std::collections::BTreeMap<String, Vec<TrafficTarget>>> {
+    if !client.is_up().await {
+        return None;
+    }
+    let key = slipway_control::app_key(&spec.app, &spec.environment);
+    let status: dto::AppStatus = client.get(&format!("/v1/apps/{key}")).await.ok()?;
+    let mut traffic = std::collections::BTreeMap::new();
+    for service in status.services {
+        let Some(latest) = service.latest_revision else {
+            continue;
+        };
+        let mut targets: Vec<TrafficTarget> = service
+            .traffic
+            .iter()
+            .map(|share| TrafficTarget {
+                revision: share.revision,
+                latest: share.revision == latest,
+                percent: share.percent,
+                tag: None,
+            })
+            .collect();
+        for tag in &service.tags {
+            match targets
+                .iter_mut()
+                .find(|t| t.revision == tag.revision && t.tag.is_none())
+            {
+                Some(target) => target.tag = Some(tag.tag.clone()),
+                // A tag on a revision without traffic: reachable by its URL only.
+                None => targets.push(TrafficTarget {
+                    revision: tag.revision,
+                    latest: tag.revision == latest,
+                    percent: 0,
+                    tag: Some(tag.tag.clone()),
+                }),
+            }
+        }
+        // All on the newest revision, untagged, is what the export does without a server.
+        let plain = targets.len() == 1 && targets[0].latest && targets[0].tag.is_none();
+        if !targets.is_empty() && !plain {
+            eprintln!(
+                "{}: traffic as the server routes it now ({}); slipway.yaml is taken as revision {latest}",
+                service.name,
+                targets
+                    .iter()
+                    .map(|t| format!(
+                        "revision {} {} %{}",
+                        t.revision,
+                        t.percent,
+                        t.tag
+                            .as_ref()
+                            .map(|g| format!(" tag {g}"))
+                            .unwrap_or_default()
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            traffic.insert(service.name, targets);
+        }
+    }
+    Some(traffic)
 }
 
 /// The spec of `environment`, or `None` once its problems are printed.

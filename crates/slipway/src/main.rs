@@ -116,15 +116,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             gateway,
             skip_native,
-        } => export::run(export::Request {
-            file: spec_file(&dir),
-            target,
-            environment: env.environment,
-            out,
-            format,
-            gateway,
-            skip_native,
-        }),
+            offline,
+        } => {
+            export::run(
+                export::Request {
+                    file: spec_file(&dir),
+                    target,
+                    environment: env.environment,
+                    out,
+                    format,
+                    gateway,
+                    skip_native,
+                    offline,
+                },
+                &client,
+            )
+            .await
+        }
         Command::Schema => {
             println!(
                 "{}",

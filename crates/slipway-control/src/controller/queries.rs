@@ -67,6 +67,7 @@ impl Controller {
         let mut services = Vec::new();
         for name in self.store.services(app)? {
             let traffic = self.store.traffic(app, &name)?;
+            let tags = self.store.tags(app, &name)?;
             let revisions = self.store.revisions(app, &name)?;
             let routes = self.serving_routes(app, &name).unwrap_or_default();
             let mut instances = Vec::new();
@@ -158,6 +159,10 @@ impl Controller {
                     })
                     .collect(),
                 latest_revision: revisions.last().map(|r| r.number),
+                tags: tags
+                    .into_iter()
+                    .map(|(tag, revision)| dto::TagInfo { tag, revision })
+                    .collect(),
                 instances,
                 ready,
                 total,
