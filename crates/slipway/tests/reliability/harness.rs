@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::support::{Slipway, http_get};
+use crate::support::Slipway;
 
 /// One request of the load generator.
 #[derive(Debug, Clone)]
@@ -271,21 +271,18 @@ pub fn traffic(s: &Slipway, app: &str) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// The revisions of `service` as the read-only API on the admin listener lists them.
+/// The revisions of `service` as the API on the admin listener lists them to a viewer.
 pub fn revisions(s: &Slipway, app: &str, service: &str) -> Vec<serde_json::Value> {
-    let (code, body) = http_get(
-        s.admin,
-        "localhost",
-        &format!("/v1/apps/{app}/services/{service}/revisions"),
-    )
-    .expect("revisions API answers");
+    let (code, body) = s
+        .read(&format!("/v1/apps/{app}/services/{service}/revisions"))
+        .expect("revisions API answers");
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).expect("revisions are JSON")
 }
 
 /// Whether service `api` of app `shop` has a canary in progress (running or paused).
 pub fn canary_active(s: &Slipway) -> bool {
-    match http_get(s.admin, "localhost", "/v1/apps/shop/services/api/rollout") {
+    match s.read("/v1/apps/shop/services/api/rollout") {
         Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body)
             .map(|status| status["active"] == true)
             .unwrap_or(false),

@@ -118,6 +118,8 @@ pub struct Slipway {
     pub server_env: Vec<(String, String)>,
     /// A `metrics` token, made at the first scrape.
     scrape_token: std::sync::OnceLock<String>,
+    /// A `viewer` token for reads on the admin listener, made on first use.
+    viewer_token: std::sync::OnceLock<String>,
 }
 
 pub fn free_port() -> u16 {
@@ -146,6 +148,23 @@ impl Slipway {
         )
     }
 
+    /// `GET path` from the admin listener with a `viewer` token (made on first use).
+    pub fn read(&self, path: &str) -> Result<(u16, String), String> {
+        let token = self.viewer_token.get_or_init(|| {
+            self.ok(&["token", "create", "reader", "--role", "viewer"])
+                .trim()
+                .to_owned()
+        });
+        http_request_with(
+            self.admin,
+            "GET",
+            "localhost",
+            path,
+            "",
+            Some(&format!("Bearer {token}")),
+        )
+    }
+
     /// Starts a server on a fresh data dir.
     pub fn start() -> Slipway {
         Slipway::start_with(&[])
@@ -166,6 +185,7 @@ impl Slipway {
             server_args: Vec::new(),
             server_env: Vec::new(),
             scrape_token: std::sync::OnceLock::new(),
+            viewer_token: std::sync::OnceLock::new(),
         };
         s.start_server();
         s
@@ -184,6 +204,7 @@ impl Slipway {
             server_args: server_args.iter().map(|a| a.to_string()).collect(),
             server_env: Vec::new(),
             scrape_token: std::sync::OnceLock::new(),
+            viewer_token: std::sync::OnceLock::new(),
         };
         s.start_server();
         s
