@@ -146,6 +146,8 @@ pub struct Controller {
     master_key: Mutex<Option<Arc<slipway_state::MasterKey>>>,
     /// The managed databases this server runs.
     databases: databases::Databases,
+    /// The ACME client, when the server obtains certificates (`--acme-directory`).
+    acme: std::sync::OnceLock<Arc<crate::acme::Acme>>,
 }
 
 /// The autoscaler of one revision and what it last saw.
@@ -167,6 +169,10 @@ struct RouteSettings {
     routes: Vec<String>,
     /// The longest request body (`limits.body`); `None`: no limit.
     max_body: Option<u64>,
+    /// Plain HTTP is redirected to HTTPS (`https.redirect`).
+    redirect_https: bool,
+    /// The `Strict-Transport-Security` value of HTTPS responses (`https.hsts`).
+    hsts: Option<axum::http::HeaderValue>,
 }
 
 /// Marks an instance id as being started for as long as it lives.
@@ -326,8 +332,25 @@ impl Controller {
             ports: ports::Ports::new(),
             starting: Mutex::new(std::collections::HashSet::new()),
             master_key: Mutex::new(None),
+            acme: std::sync::OnceLock::new(),
             databases: databases::Databases::default(),
         })
+    }
+
+    /// Hands the controller the server's ACME client, for `status` and `/metrics`.
+    pub fn set_acme(&self, acme: Arc<crate::acme::Acme>) {
+        let _ = self.acme.set(acme);
+    }
+
+    /// The certificates obtained over ACME (all hosts, or those of `app`).
+    pub fn certificates(&self, app: Option<&str>) -> Vec<dto::CertificateStatus> {
+        let Some(acme) = self.acme.get() else {
+            return Vec::new();
+        };
+        acme.certificates()
+            .into_iter()
+            .filter(|c| app.is_none_or(|app| c.app == app))
+            .collect()
     }
 
     pub fn store(&self) -> &Store {

@@ -204,6 +204,9 @@ pub struct AppStatus {
     /// The app's managed databases in this environment.
     #[serde(default)]
     pub databases: Vec<DatabaseStatus>,
+    /// The certificates the server obtains over ACME for the app's hosts.
+    #[serde(default)]
+    pub certificates: Vec<CertificateStatus>,
 }
 
 /// A managed database and its health.
@@ -220,6 +223,35 @@ pub struct DatabaseStatus {
     /// Its backups: the last success, and the last failure if it came after it (red).
     #[serde(default)]
     pub backup: BackupHealth,
+}
+
+/// A certificate the server obtains over ACME for a host, and how it is doing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct CertificateStatus {
+    pub host: String,
+    /// The app key whose route the host is.
+    pub app: String,
+    /// `acme`.
+    pub source: String,
+    /// `valid`; `expiring` (past the renewal point and not renewed yet: red); `expired`
+    /// (red); `pending` (being obtained); `failed` (none obtained yet, attempts fail: red).
+    pub state: String,
+    pub not_before: Option<String>,
+    pub not_after: Option<String>,
+    /// Seconds until `not_after` (negative once expired).
+    pub expires_in_secs: Option<i64>,
+    /// When renewal starts (two thirds into the lifetime).
+    pub renew_after: Option<String>,
+    /// Failed attempts since the last success.
+    pub failures: u32,
+    /// Failed attempts since the server started.
+    pub failures_total: u64,
+    /// Certificates obtained since the server started.
+    pub issued_total: u64,
+    /// Why the last attempt failed, while attempts fail.
+    pub last_error: Option<String>,
+    /// When the next attempt starts, after a failure.
+    pub next_attempt_in_secs: Option<u64>,
 }
 
 /// How a database's backups are doing.

@@ -2,6 +2,7 @@
 //! toward the desired state in the store, the REST API, and the server that wires the
 //! store, the router and the API together.
 
+pub mod acme;
 pub mod api;
 pub mod controller;
 pub mod dashboard;
@@ -56,6 +57,8 @@ pub struct ServerConfig {
     /// Where the HTTPS listener's certificates are (`<host>.crt` + `<host>.key`); default
     /// `<data dir>/tls`.
     pub tls_dir: Option<PathBuf>,
+    /// Obtain certificates over ACME for the hosts the apps serve (needs `tls_listen`).
+    pub acme: Option<acme::AcmeSettings>,
 }
 
 /// The Unix socket of the API inside a data dir.
@@ -101,6 +104,11 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
         let _enter = data_plane.enter();
         bind(config.listen, "--listen", "router")?
     };
+    if config.acme.is_some() && config.tls_listen.is_none() {
+        bail!(
+            "--acme-directory needs --tls-listen: certificates obtained over ACME are served on the HTTPS listener\n  hint: add --tls-listen 0.0.0.0:443"
+        );
+    }
     let tls_listener = match config.tls_listen {
         Some(addr) => {
             let _enter = data_plane.enter();
@@ -124,10 +132,14 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
         max_headers: config.max_headers,
         head_timeout: config.head_timeout,
         body_timeout: config.body_timeout,
+        https_port: match &tls_listener {
+            Some(listener) => Some(listener.local_addr()?.port()),
+            None => None,
+        },
         ..RouterConfig::default()
     });
     let controller = Controller::new(
-        store,
+        store.clone(),
         router.clone(),
         ControllerConfig {
             data_dir: config.data_dir.clone(),
@@ -176,6 +188,22 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
             }
             certs.publish(loaded);
             tokio::spawn(tls::watch(certs.clone(), dir.clone(), tls_cancel.clone()));
+            if let Some(settings) = config.acme.clone() {
+                let master_key = controller.master_key(true)?;
+                let directory = settings.directory.clone();
+                let acme = acme::Acme::new(
+                    settings,
+                    &config.data_dir,
+                    router.clone(),
+                    certs.clone(),
+                    store.clone(),
+                    master_key,
+                );
+                acme.load_stored();
+                controller.set_acme(acme.clone());
+                tokio::spawn(acme.run(tls_cancel.clone()));
+                println!("slipway ACME: certificates for the apps' hosts from {directory}");
+            }
             let addr = tls_listener.local_addr()?;
             println!(
                 "slipway HTTPS router: https://{addr} with the certificates in {} ({} host(s))",

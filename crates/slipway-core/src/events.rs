@@ -103,10 +103,16 @@ pub enum EventKind {
     BackupRestored,
     /// `backup.pruned`
     BackupPruned,
+    /// `certificate.issued`
+    CertificateIssued,
+    /// `certificate.renewed`
+    CertificateRenewed,
+    /// `certificate.failed`
+    CertificateFailed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 48] = [
+    pub const ALL: [EventKind; 51] = [
         EventKind::AppRegistered,
         EventKind::AppDown,
         EventKind::AppUp,
@@ -155,6 +161,9 @@ impl EventKind {
         EventKind::BackupVerified,
         EventKind::BackupRestored,
         EventKind::BackupPruned,
+        EventKind::CertificateIssued,
+        EventKind::CertificateRenewed,
+        EventKind::CertificateFailed,
     ];
 
     /// The stored spelling, such as `revision.created`.
@@ -208,6 +217,9 @@ impl EventKind {
             EventKind::BackupVerified => "backup.verified",
             EventKind::BackupRestored => "backup.restored",
             EventKind::BackupPruned => "backup.pruned",
+            EventKind::CertificateIssued => "certificate.issued",
+            EventKind::CertificateRenewed => "certificate.renewed",
+            EventKind::CertificateFailed => "certificate.failed",
         }
     }
 }

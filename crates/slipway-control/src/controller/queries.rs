@@ -175,6 +175,7 @@ impl Controller {
             services,
             limits_unavailable: self.driver.limits_unavailable(),
             databases: self.database_status(app),
+            certificates: self.certificates(Some(app)),
         })
     }
 

@@ -62,6 +62,7 @@ impl Controller {
                             max_concurrency: s.scaling.max_concurrency,
                             routes: s.routes,
                             max_body: s.limits.body,
+                            ..RouteSettings::default()
                         })
                         .unwrap_or_default(),
                 ),
@@ -87,6 +88,8 @@ impl Controller {
                 sticky: settings.sticky,
                 max_concurrency: settings.max_concurrency,
                 max_body: settings.max_body,
+                redirect_https: settings.redirect_https,
+                hsts: settings.hsts.clone(),
             });
             table.add_host(&format!("{service}.{host}"), target.clone());
             for prefix in &settings.routes {
@@ -104,6 +107,8 @@ impl Controller {
                     sticky: false,
                     max_concurrency: settings.max_concurrency,
                     max_body: settings.max_body,
+                    redirect_https: settings.redirect_https,
+                    hsts: settings.hsts.clone(),
                 });
                 table.add_host(&format!("{tag}.{service}.{host}"), tagged);
             }
