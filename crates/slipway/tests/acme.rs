@@ -154,6 +154,8 @@ impl Pebble {
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": false,
                 "certificateValidityPeriod": validity.as_secs(),
+                // The CA refuses these names: how the tests see a failure.
+                "domainBlocklist": ["blocked.test"],
             }
         });
         let config_path = self.dir.join("pebble.json");
@@ -258,6 +260,65 @@ fn events(s: &Slipway) -> String {
     s.ok(&["events", "--app", "shop"])
 }
 
+/// An app whose host the CA refuses: its failure is an event, in `status` (JSON and table)
+/// and in `/metrics`, retried with a growing wait.
+fn refused_host_is_reported(s: &Slipway) {
+    let dir = s.write_app(
+        "bad",
+        "app: bad\nenvironments:\n  development:\n    host: blocked.test\nservices:\n  web:\n    run: [\"python3\", \"app.py\"]\n",
+    );
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        let events = s.ok(&["events", "--app", "bad"]);
+        if events.matches("certificate.failed").count() >= 2 {
+            break events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no second failure: {events}\n{}",
+            s.server_log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        events.contains("certificate issuance for web.blocked.test failed")
+            && events.contains("next attempt in 5s")
+            && events.contains("next attempt in 10s"),
+        "{events}"
+    );
+    let status = s.status("bad");
+    let cert = &status["certificates"][0];
+    assert_eq!(cert["host"], "web.blocked.test", "{status}");
+    assert_eq!(cert["state"], "failed", "{status}");
+    assert!(
+        cert["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("blocked.test")),
+        "{status}"
+    );
+    let table = s.ok(&["status", "--app", "bad"]);
+    assert!(
+        table.contains("FAILED") && table.contains("ACME FAILED"),
+        "{table}"
+    );
+    let (_, metrics) = http_get(s.admin, "localhost", "/metrics").unwrap();
+    assert!(
+        metrics.contains("slipway_certificate_failing{app=\"bad\",host=\"web.blocked.test\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("slipway_certificate_failing{app=\"shop\",host=\"web.shop.test\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "slipway_certificate_expiry_timestamp_seconds{app=\"shop\",host=\"web.shop.test\"}"
+        ),
+        "{metrics}"
+    );
+}
+
 /// Starts a server with ACME against a fresh pebble, deploys an app on `shop.test` and
 /// waits for `web.shop.test` to be served with a certificate that pebble's root verifies.
 fn issued(challenge: &str, validity: Duration) -> (Slipway, Pebble, u16, PathBuf) {
@@ -319,6 +380,7 @@ fn a_new_hosts_certificate_comes_over_http_01_and_is_renewed_under_load() {
     assert_eq!(cert["state"], "valid", "{status}");
     let first = served_serial(tls_port, "web.shop.test");
     assert!(first.starts_with("serial="), "{first}");
+    refused_host_is_reported(&s);
 
     // Load with a new TLS handshake per request until the renewed certificate is served.
     let stop = Arc::new(AtomicBool::new(false));
