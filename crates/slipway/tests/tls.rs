@@ -290,3 +290,102 @@ fn the_tls_listener_complies_with_mozillas_intermediate_configuration() {
         );
     }
 }
+
+/// `curl -sS -D - ... url`: the response head and body as text.
+fn curl_head(args: &[&str], url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-D", "-"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn an_app_can_redirect_plain_http_to_https_and_send_hsts() {
+    let tls_port = free_port();
+    let s = Slipway::start_with(&["--tls-listen", &format!("127.0.0.1:{tls_port}")]);
+    let certs = s.data.join("tls");
+    let work = s.dir.path().join("pki");
+    std::fs::create_dir_all(&work).unwrap();
+    make_ca(&work);
+    let ca = work.join("ca.crt");
+    for (app, https) in [
+        ("alpha", "https: { redirect: true, hsts: 1d }\n"),
+        ("beta", ""),
+    ] {
+        make_cert(&work, &format!("web.{app}.localhost"), "first", &certs);
+        let spec = format!(
+            "app: {app}\nservices:\n  web:\n    run: [\"python3\", \"app.py\"]\n    env: {{ VERSION: \"{app}\" }}\n{https}"
+        );
+        let dir = s.write_app(app, &spec);
+        s.ok(&["up", &path_str(&dir), "--detach"]);
+    }
+    s.wait_body("web.beta.localhost", "/", "beta", Duration::from_secs(10));
+    let port = s.router.port();
+    let resolve = |host: &str| {
+        [
+            format!("{host}:{port}:127.0.0.1"),
+            format!("{host}:{tls_port}:127.0.0.1"),
+        ]
+    };
+    let [plain, secure] = resolve("web.alpha.localhost");
+    let plain_url = format!("http://web.alpha.localhost:{port}/some/path?q=1");
+    let location = format!("location: https://web.alpha.localhost:{tls_port}/some/path?q=1");
+    // The fast path (HTTP/1.1) and hyper's path (HTTP/1.0) both answer 308 to the same URL.
+    for version in ["--http1.1", "--http1.0"] {
+        let head = curl_head(&["--resolve", &plain, version], &plain_url);
+        assert!(
+            head.lines().next().is_some_and(|l| l.contains(" 308 "))
+                && head.to_lowercase().contains(&location),
+            "{version}: {head}"
+        );
+    }
+    // Following it reaches the app over HTTPS, with HSTS on the answer.
+    let head = curl_head(
+        &[
+            "--resolve",
+            &plain,
+            "--resolve",
+            &secure,
+            "--cacert",
+            &path_str(&ca),
+            "-L",
+        ],
+        &plain_url,
+    );
+    let lower = head.to_lowercase();
+    assert!(
+        lower.contains("strict-transport-security: max-age=86400") && head.contains("alpha"),
+        "{head}"
+    );
+    // ACME HTTP-01 paths are never redirected (here no challenge is pending: the app answers).
+    let head = curl_head(
+        &["--resolve", &plain],
+        &format!("http://web.alpha.localhost:{port}/.well-known/acme-challenge/abc"),
+    );
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("alpha"),
+        "{head}"
+    );
+    // An app without the options is served over plain HTTP and gets no HSTS over HTTPS.
+    let [plain, secure] = resolve("web.beta.localhost");
+    let head = curl_head(
+        &["--resolve", &plain],
+        &format!("http://web.beta.localhost:{port}/"),
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let head = curl_head(
+        &["--resolve", &secure, "--cacert", &path_str(&ca)],
+        &format!("https://web.beta.localhost:{tls_port}/"),
+    );
+    assert!(
+        head.contains("200") && !head.to_lowercase().contains("strict-transport-security"),
+        "{head}"
+    );
+}

@@ -62,7 +62,10 @@ impl Controller {
                             max_concurrency: s.scaling.max_concurrency,
                             routes: s.routes,
                             max_body: s.limits.body,
-                            ..RouteSettings::default()
+                            redirect_https: s.https.redirect,
+                            hsts: s.https.hsts_max_age_secs.and_then(|age| {
+                                axum::http::HeaderValue::from_str(&format!("max-age={age}")).ok()
+                            }),
                         })
                         .unwrap_or_default(),
                 ),
