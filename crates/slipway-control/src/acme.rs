@@ -189,6 +189,28 @@ pub fn backoff(failures: u32) -> Duration {
     doubled.min(LAST_RETRY)
 }
 
+/// Checks that `path` holds a PEM certificate to trust for the ACME server (`--acme-ca`).
+///
+/// # Errors
+/// A file that cannot be read or holds no certificate, said in one message with a hint.
+pub fn check_ca_file(path: &Path) -> anyhow::Result<()> {
+    use rustls::pki_types::pem::PemObject;
+    let hint = "--acme-ca takes the PEM root certificate of the ACME server's own HTTPS listener";
+    let pem = std::fs::read(path).map_err(|e| {
+        anyhow!(
+            "cannot read the ACME CA file {}: {e}\n  hint: {hint}",
+            path.display()
+        )
+    })?;
+    match CertificateDer::pem_slice_iter(&pem).next() {
+        Some(Ok(_)) => Ok(()),
+        _ => bail!(
+            "the ACME CA file {} holds no PEM certificate\n  hint: {hint}",
+            path.display()
+        ),
+    }
+}
+
 /// Reads the validity of the first certificate of a PEM chain, in Unix seconds.
 fn validity(chain_pem: &str) -> anyhow::Result<(i64, i64)> {
     use rustls::pki_types::pem::PemObject;

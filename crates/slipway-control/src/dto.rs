@@ -510,6 +510,9 @@ pub struct ServerInfo {
     pub data_dir: String,
     pub router: String,
     pub admin: String,
+    /// Whether the admin listener serves HTTPS.
+    #[serde(default)]
+    pub admin_https: bool,
 }
 
 /// Sets a service's traffic split.

@@ -57,6 +57,8 @@ pub struct ServerConfig {
     /// Where the HTTPS listener's certificates are (`<host>.crt` + `<host>.key`); default
     /// `<data dir>/tls`.
     pub tls_dir: Option<PathBuf>,
+    /// Serve the admin listener over HTTPS with this certificate chain and key (PEM files).
+    pub admin_tls: Option<(PathBuf, PathBuf)>,
     /// Obtain certificates over ACME for the hosts the apps serve (needs `tls_listen`).
     pub acme: Option<acme::AcmeSettings>,
 }
@@ -109,6 +111,9 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
             "--acme-directory needs --tls-listen: certificates obtained over ACME are served on the HTTPS listener\n  hint: add --tls-listen 0.0.0.0:443"
         );
     }
+    if let Some(ca) = config.acme.as_ref().and_then(|a| a.ca_file.as_ref()) {
+        acme::check_ca_file(ca)?;
+    }
     let tls_listener = match config.tls_listen {
         Some(addr) => {
             let _enter = data_plane.enter();
@@ -159,13 +164,17 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
             data_dir: config.data_dir.display().to_string(),
             router: router_addr.to_string(),
             admin: admin_addr.to_string(),
+            admin_https: config.admin_tls.is_some(),
         },
         stop: stop.clone(),
     };
     let app = api::router(state.clone());
     // The admin listener: the dashboard and the read-only API for anyone, the full API
     // for requests with the admin token that this start writes to the data dir.
-    let (admin_app, dashboard_url) = dashboard::admin_app(state, &config.data_dir, admin_addr)?;
+    let (admin_app, mut dashboard_url) = dashboard::admin_app(state, &config.data_dir, admin_addr)?;
+    if config.admin_tls.is_some() {
+        dashboard_url = dashboard_url.replacen("http://", "https://", 1);
+    }
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
@@ -221,11 +230,21 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let admin_task = tokio::spawn(
-        axum::serve(admin, admin_app)
+    let admin_task = match config.admin_tls.clone() {
+        Some((cert, key)) => tokio::spawn(
+            axum::serve(
+                tls::AdminTlsListener::new(admin, cert, key, tls_cancel.clone())?,
+                admin_app,
+            )
             .with_graceful_shutdown(wait(shutdown_rx.clone()))
             .into_future(),
-    );
+        ),
+        None => tokio::spawn(
+            axum::serve(admin, admin_app)
+                .with_graceful_shutdown(wait(shutdown_rx.clone()))
+                .into_future(),
+        ),
+    };
     let unix_task = tokio::spawn(
         axum::serve(unix, app)
             .with_graceful_shutdown(wait(shutdown_rx.clone()))
@@ -233,7 +252,12 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
     );
     tracing::info!(%router_addr, %admin_addr, socket = %sock.display(), "slipway server ready");
     println!(
-        "slipway server listening: router http://{router_addr}  admin http://{admin_addr}  api {}  dashboard {dashboard_url}",
+        "slipway server listening: router http://{router_addr}  admin {}://{admin_addr}  api {}  dashboard {dashboard_url}",
+        if config.admin_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         sock.display()
     );
 

@@ -136,3 +136,140 @@ pub async fn watch(
         }
     }
 }
+
+/// The admin listener over HTTPS (`--admin-tls-cert`, `--admin-tls-key`): an
+/// [`axum::serve::Listener`] that hands out connections whose TLS handshake finished. The
+/// handshakes run in tasks of their own (a slow client holds up no other), within
+/// [`ADMIN_HANDSHAKE_TIMEOUT`]. TLS 1.3 and 1.2 as on the router, ALPN `http/1.1` only
+/// (the admin API speaks HTTP/1.1). The two files are read again when they change, as the
+/// router's certificates are; a pair that cannot be used keeps the previous one.
+pub struct AdminTlsListener {
+    accepted: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        std::net::SocketAddr,
+    )>,
+    local: std::net::SocketAddr,
+}
+
+/// How long a client of the HTTPS admin listener may take to finish its handshake.
+pub const ADMIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads the admin certificate pair; the error names the files and says why.
+fn load_pair(cert: &Path, key: &Path) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    let cert_pem =
+        std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
+    let key_pem = std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
+    certified_key(&cert_pem, &key_pem)
+        .map(Arc::new)
+        .map_err(|e| format!("{} and {}: {e}", cert.display(), key.display()))
+}
+
+impl AdminTlsListener {
+    /// Serves HTTPS on `listener` with the certificate chain in `cert` and its key in `key`,
+    /// until `cancel`.
+    ///
+    /// # Errors
+    /// The files cannot be read or do not hold a usable certificate and key.
+    pub fn new(
+        listener: tokio::net::TcpListener,
+        cert: PathBuf,
+        key: PathBuf,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<AdminTlsListener> {
+        let certs = TlsCerts::new();
+        let pair = load_pair(&cert, &key).map_err(|why| {
+            anyhow::anyhow!(
+                "cannot serve the admin listener over HTTPS: {why}\n  hint: --admin-tls-cert takes the PEM certificate chain and --admin-tls-key its PEM private key"
+            )
+        })?;
+        certs.publish(HashMap::from([(
+            slipway_router::tls::DEFAULT_HOST.to_owned(),
+            pair,
+        )]));
+        let mut config = (*slipway_router::tls::server_config(certs.clone())).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let local = listener.local_addr()?;
+        let (tx, accepted) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, peer) = tokio::select! {
+                    () = tx.closed() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(accepted) => accepted,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "accepting an admin connection failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(ADMIN_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                    {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "admin TLS handshake failed");
+                        }
+                        Err(_) => {}
+                    }
+                });
+            }
+        });
+        tokio::spawn(async move {
+            let stamp = |path: &Path| {
+                std::fs::metadata(path)
+                    .ok()
+                    .map(|m| (m.len(), m.modified().ok()))
+            };
+            let mut last = (stamp(&cert), stamp(&key));
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(RELOAD_EVERY) => {}
+                }
+                let now = (stamp(&cert), stamp(&key));
+                if now == last {
+                    continue;
+                }
+                match load_pair(&cert, &key) {
+                    Ok(pair) => {
+                        certs.publish(HashMap::from([(
+                            slipway_router::tls::DEFAULT_HOST.to_owned(),
+                            pair,
+                        )]));
+                        tracing::info!("admin TLS certificate reloaded");
+                        last = now;
+                    }
+                    // Retried at the next change; a half-copied pair is left alone until then.
+                    Err(why) => {
+                        tracing::warn!("admin TLS certificate not reloaded: {why}");
+                        eprintln!("warning: admin TLS certificate not reloaded: {why}");
+                        last = now;
+                    }
+                }
+            }
+        });
+        Ok(AdminTlsListener { accepted, local })
+    }
+}
+
+impl axum::serve::Listener for AdminTlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.accepted.recv().await {
+            Some(accepted) => accepted,
+            // The accept task ended (shutdown): nothing more comes.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}

@@ -127,6 +127,13 @@ pub(crate) enum Command {
         /// Default: `<data dir>/tls`.
         #[arg(long, value_name = "DIR")]
         tls_dir: Option<std::path::PathBuf>,
+        /// Serve the admin listener (API, metrics, dashboard) over HTTPS with this PEM
+        /// certificate chain (with --admin-tls-key); reloaded when it changes.
+        #[arg(long, value_name = "FILE", requires = "admin_tls_key")]
+        admin_tls_cert: Option<std::path::PathBuf>,
+        /// The PEM private key of --admin-tls-cert.
+        #[arg(long, value_name = "FILE", requires = "admin_tls_cert")]
+        admin_tls_key: Option<std::path::PathBuf>,
         /// Obtain and renew certificates over ACME from this directory URL (e.g.
         /// https://acme-v02.api.letsencrypt.org/directory) for every host the apps serve that
         /// has no certificate file. Needs --tls-listen; the CA must reach this server on ports

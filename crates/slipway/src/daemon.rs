@@ -127,10 +127,15 @@ pub(crate) async fn print_dashboard_url(client: &Client, data: &Path) {
     let Ok(info) = client.get::<dto::ServerInfo>("/v1/server").await else {
         return;
     };
+    let scheme = if info.admin_https { "https" } else { "http" };
     match std::fs::read_to_string(slipway_control::dashboard::token_path(data)) {
-        Ok(token) => println!("\ndashboard: http://{}/#token={}", info.admin, token.trim()),
+        Ok(token) => println!(
+            "\ndashboard: {scheme}://{}/#token={}",
+            info.admin,
+            token.trim()
+        ),
         Err(_) => println!(
-            "\ndashboard: http://{}/ (read-only without the admin token)",
+            "\ndashboard: {scheme}://{}/ (read-only without the admin token)",
             info.admin
         ),
     }

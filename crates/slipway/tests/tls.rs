@@ -389,3 +389,112 @@ fn an_app_can_redirect_plain_http_to_https_and_send_hsts() {
         "{head}"
     );
 }
+
+#[test]
+fn the_admin_listener_serves_https_and_takes_a_replaced_certificate_without_restart() {
+    let pki = tempfile::tempdir().unwrap();
+    let work = pki.path();
+    make_ca(work);
+    let ca = work.join("ca.crt");
+    let files = work.join("admin");
+    std::fs::create_dir_all(&files).unwrap();
+    make_cert(work, "admin.localhost", "first", &files);
+    let (cert, key) = (
+        files.join("admin.localhost.crt"),
+        files.join("admin.localhost.key"),
+    );
+    let s = Slipway::start_with(&[
+        "--admin-tls-cert",
+        &path_str(&cert),
+        "--admin-tls-key",
+        &path_str(&key),
+    ]);
+    let port = s.admin.port();
+    let resolve = format!("admin.localhost:{port}:127.0.0.1");
+    let url = format!("https://admin.localhost:{port}/metrics");
+    let head = curl_head(&["--resolve", &resolve, "--cacert", &path_str(&ca)], &url);
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("slipway_process_resident_memory_bytes"),
+        "{head}"
+    );
+    // Plain HTTP gets no answer from a TLS listener.
+    let plain = curl_head(&[], &format!("http://127.0.0.1:{port}/metrics"));
+    assert!(!plain.contains("200"), "{plain}");
+    // A renewed certificate copied over the old one is served within seconds.
+    assert!(served_subject(port, "admin.localhost").contains("O = first"));
+    make_cert(work, "admin.localhost", "second", &files);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let subject = served_subject(port, "admin.localhost");
+        if subject.contains("O = second") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still served: {subject}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let head = curl_head(&["--resolve", &resolve, "--cacert", &path_str(&ca)], &url);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+#[test]
+fn an_unusable_admin_certificate_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("admin.crt");
+    let key = dir.path().join("admin.key");
+    std::fs::write(&cert, "not a certificate").unwrap();
+    std::fs::write(&key, "not a key").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["server", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin", &format!("127.0.0.1:{}", free_port())])
+        .arg("--admin-tls-cert")
+        .arg(&cert)
+        .arg("--admin-tls-key")
+        .arg(&key)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("SLIPWAY_MASTER_KEY_FILE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot serve the admin listener over HTTPS")
+            && stderr.contains("admin.crt")
+            && stderr.contains("hint:"),
+        "{stderr}"
+    );
+    // ACME without an HTTPS listener is refused the same way.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["server", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin", &format!("127.0.0.1:{}", free_port())])
+        .args(["--acme-directory", "https://127.0.0.1:9/dir"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("SLIPWAY_MASTER_KEY_FILE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--acme-directory needs --tls-listen"),
+        "{stderr}"
+    );
+    // So is a CA file for the ACME server that holds no certificate.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["server", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin", &format!("127.0.0.1:{}", free_port())])
+        .args(["--tls-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--acme-directory", "https://127.0.0.1:9/dir", "--acme-ca"])
+        .arg(&cert)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("SLIPWAY_MASTER_KEY_FILE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("holds no PEM certificate")
+            && stderr.contains("hint: --acme-ca"),
+        "{stderr}"
+    );
+}
