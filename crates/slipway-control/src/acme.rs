@@ -441,6 +441,15 @@ impl Acme {
             Err(err) => {
                 let wait = backoff(failures + 1);
                 let error = format!("{err:#}");
+                if error.contains("accountDoesNotExist") {
+                    // The CA forgot the account (a reset test CA, a deactivated account): the
+                    // next attempt registers a new one.
+                    *self.account.lock().await = None;
+                    let _ = std::fs::remove_file(self.dir.join("account.sealed"));
+                    tracing::warn!(
+                        "the ACME server does not know the stored account; a new one will be created"
+                    );
+                }
                 {
                     let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
                     let state = hosts.entry(host.to_owned()).or_default();
@@ -678,13 +687,11 @@ impl Acme {
                         .map(|t| t.to_string())
                         .unwrap_or_default()
                 };
-                let condition = match (&state.issued, &state.last_error) {
-                    (Some(issued), _) if now >= issued.not_after => "expired",
-                    (Some(issued), _) if now >= issued.renew_after() => "expiring",
-                    (Some(_), _) => "valid",
-                    (None, Some(_)) => "failed",
-                    (None, None) => "pending",
-                };
+                let condition = condition(
+                    state.issued.as_ref().map(|i| (i.not_before, i.not_after)),
+                    state.last_error.is_some(),
+                    now,
+                );
                 dto::CertificateStatus {
                     host: host.clone(),
                     app: state.app.clone(),
@@ -705,6 +712,23 @@ impl Acme {
                 }
             })
             .collect()
+    }
+}
+
+/// What `status` calls a host's certificate, from its validity (Unix seconds), whether
+/// attempts fail, and the time: `expired`, `expiring` (past the renewal point: a renewal
+/// should have replaced it), `valid`; without one, `failed` or `pending`.
+pub fn condition(validity: Option<(i64, i64)>, failing: bool, now: i64) -> &'static str {
+    match validity {
+        Some((_, not_after)) if now >= not_after => "expired",
+        Some((not_before, not_after))
+            if now >= not_before + ((not_after - not_before) as f64 * RENEW_AT) as i64 =>
+        {
+            "expiring"
+        }
+        Some(_) => "valid",
+        None if failing => "failed",
+        None => "pending",
     }
 }
 
@@ -745,6 +769,19 @@ mod tests {
         assert!(!eligible("intranet"));
         assert!(!eligible("127.0.0.1"));
         assert!(!eligible("*.example.com"));
+    }
+
+    #[test]
+    fn a_certificate_past_two_thirds_of_its_lifetime_is_expiring() {
+        // 90 days from 0: renewal after day 60.
+        let day = 86_400;
+        let validity = Some((0, 90 * day));
+        assert_eq!(condition(validity, false, 59 * day), "valid");
+        assert_eq!(condition(validity, false, 60 * day), "expiring");
+        assert_eq!(condition(validity, true, 89 * day), "expiring");
+        assert_eq!(condition(validity, true, 90 * day), "expired");
+        assert_eq!(condition(None, true, 0), "failed");
+        assert_eq!(condition(None, false, 0), "pending");
     }
 
     #[test]

@@ -203,6 +203,17 @@ impl Pebble {
         }
     }
 
+    /// Stops pebble and its DNS server and starts them again: a CA that forgot every
+    /// account and order (pebble keeps them in memory), with a new root.
+    fn restart(&mut self, http_port: u16, tls_port: u16, validity: Duration) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.clear();
+        self.start(http_port, tls_port, validity);
+    }
+
     /// The root that pebble's issued certificates chain to (new at each pebble start).
     fn issuing_root(&self) -> PathBuf {
         let path = self.dir.join("issuing-root.pem");
@@ -433,7 +444,7 @@ fn a_new_hosts_certificate_comes_over_http_01_and_is_renewed_under_load() {
 
 #[test]
 fn tls_alpn_01_issues_too_and_a_restart_serves_the_stored_certificate() {
-    let (mut s, _pebble, tls_port, _root) = issued("tls-alpn-01", Duration::from_secs(3600));
+    let (mut s, mut pebble, tls_port, _root) = issued("tls-alpn-01", Duration::from_secs(3600));
     let events_now = events(&s);
     assert!(
         events_now.contains("certificate.issued") && events_now.contains("(tls-alpn-01)"),
@@ -464,4 +475,32 @@ fn tls_alpn_01_issues_too_and_a_restart_serves_the_stored_certificate() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(events(&s).matches("certificate.issued").count(), 1);
+
+    // A CA that no longer knows the stored account: the attempt fails, the account is
+    // registered anew, and the next attempt gets the certificate.
+    pebble.restart(s.router.port(), tls_port, Duration::from_secs(3600));
+    let root = pebble.issuing_root();
+    let dir = s.write_app(
+        "two",
+        "app: two\nenvironments:\n  development:\n    host: two.test\nservices:\n  web:\n    run: [\"python3\", \"app.py\"]\n    env: { VERSION: \"two\" }\n",
+    );
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (ok, text) = curl_https(&root, tls_port, "web.two.test");
+        if ok && text.starts_with("two") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{text}\n{}",
+            s.ok(&["events", "--app", "two"])
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let two = s.ok(&["events", "--app", "two"]);
+    assert!(
+        two.contains("accountDoesNotExist") && two.contains("certificate.issued"),
+        "{two}"
+    );
 }
