@@ -681,6 +681,8 @@ impl Acme {
         hosts
             .iter()
             .filter(|(_, state)| !state.app.is_empty() || state.issued.is_some())
+            // A certificate file took over the host: the issued one is no longer served.
+            .filter(|(host, _)| !self.certs.has_file_cert(host))
             .map(|(host, state)| {
                 let stamp = |secs: i64| {
                     jiff::Timestamp::from_second(secs)

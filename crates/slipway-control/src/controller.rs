@@ -148,6 +148,8 @@ pub struct Controller {
     databases: databases::Databases,
     /// The ACME client, when the server obtains certificates (`--acme-directory`).
     acme: std::sync::OnceLock<Arc<crate::acme::Acme>>,
+    /// The HTTPS listener's certificates, when the server has one.
+    tls_certs: std::sync::OnceLock<Arc<slipway_router::tls::TlsCerts>>,
 }
 
 /// The autoscaler of one revision and what it last saw.
@@ -333,6 +335,7 @@ impl Controller {
             starting: Mutex::new(std::collections::HashSet::new()),
             master_key: Mutex::new(None),
             acme: std::sync::OnceLock::new(),
+            tls_certs: std::sync::OnceLock::new(),
             databases: databases::Databases::default(),
         })
     }
@@ -342,15 +345,31 @@ impl Controller {
         let _ = self.acme.set(acme);
     }
 
-    /// The certificates obtained over ACME (all hosts, or those of `app`).
+    /// Hands the controller the HTTPS listener's certificates, for `status` and `/metrics`.
+    pub fn set_tls_certs(&self, certs: Arc<slipway_router::tls::TlsCerts>) {
+        let _ = self.tls_certs.set(certs);
+    }
+
+    /// The certificates of the routed hosts, from files and obtained over ACME (all hosts,
+    /// or those of `app`).
     pub fn certificates(&self, app: Option<&str>) -> Vec<dto::CertificateStatus> {
-        let Some(acme) = self.acme.get() else {
-            return Vec::new();
-        };
-        acme.certificates()
-            .into_iter()
-            .filter(|c| app.is_none_or(|app| c.app == app))
-            .collect()
+        let mut all = Vec::new();
+        if let Some(certs) = self.tls_certs.get() {
+            let hosts: Vec<(String, String)> = self
+                .router
+                .table()
+                .hosts()
+                .into_iter()
+                .filter(|(_, owner)| app.is_none_or(|app| owner == app))
+                .collect();
+            all = crate::tls::file_certificates(certs, &hosts);
+        }
+        if let Some(acme) = self.acme.get() {
+            all.extend(acme.certificates());
+        }
+        all.retain(|c| app.is_none_or(|app| c.app == app));
+        all.sort_by(|a, b| a.host.cmp(&b.host));
+        all
     }
 
     pub fn store(&self) -> &Store {

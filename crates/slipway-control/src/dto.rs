@@ -225,16 +225,17 @@ pub struct DatabaseStatus {
     pub backup: BackupHealth,
 }
 
-/// A certificate the server obtains over ACME for a host, and how it is doing.
+/// The certificate of a routed host, from a file or obtained over ACME, and how it is doing.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct CertificateStatus {
     pub host: String,
     /// The app key whose route the host is.
     pub app: String,
-    /// `acme`.
+    /// `acme` or `file`.
     pub source: String,
-    /// `valid`; `expiring` (past the renewal point and not renewed yet: red); `expired`
-    /// (red); `pending` (being obtained); `failed` (none obtained yet, attempts fail: red).
+    /// `valid`; `expiring` (red: over ACME, past the renewal point and not renewed yet;
+    /// from a file, in the last third of its lifetime or its last 30 days); `expired` (red);
+    /// `pending` (being obtained); `failed` (none obtained yet, attempts fail: red).
     pub state: String,
     pub not_before: Option<String>,
     pub not_after: Option<String>,

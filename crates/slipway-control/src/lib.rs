@@ -197,6 +197,7 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
             }
             certs.publish(loaded);
             tokio::spawn(tls::watch(certs.clone(), dir.clone(), tls_cancel.clone()));
+            controller.set_tls_certs(certs.clone());
             if let Some(settings) = config.acme.clone() {
                 let master_key = controller.master_key(true)?;
                 let directory = settings.directory.clone();

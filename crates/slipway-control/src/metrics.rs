@@ -68,7 +68,7 @@ pub struct Scrape {
     pub backups: Vec<(Labels, i64)>,
     /// Per running database (app, database, engine): 1 when its probe passes, else 0.
     pub databases: Vec<(Labels, i64)>,
-    /// Per host with a certificate obtained over ACME (app, host).
+    /// Per routed host with a certificate from a file or obtained over ACME (app, host).
     pub certificates: Vec<CertificateSample>,
 }
 
@@ -218,7 +218,7 @@ impl Collector for Scrape {
             {
                 let mut m = encoder.encode_descriptor(
                     "slipway_certificate_expiry_timestamp_seconds",
-                    "When the certificate served for a host (obtained over ACME) expires (seconds since the epoch).",
+                    "When the certificate served for a host (from a file or obtained over ACME) expires (seconds since the epoch).",
                     None,
                     MetricType::Gauge,
                 )?;

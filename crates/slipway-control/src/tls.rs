@@ -13,6 +13,59 @@ use std::time::{Duration, SystemTime};
 
 use slipway_router::tls::{TlsCerts, certified_key};
 
+/// A file certificate is `expiring` (red) once less than a third of its lifetime, or less
+/// than this, whichever is shorter, is left: time to copy a renewed one over it.
+pub const FILE_EXPIRING: Duration = Duration::from_secs(30 * 86_400);
+
+/// What `status` calls a certificate from a file valid from `not_before` to `not_after`
+/// (Unix seconds) at `now`: `valid`, `expiring` or `expired`.
+pub fn file_condition(not_before: i64, not_after: i64, now: i64) -> &'static str {
+    let warn = ((not_after - not_before) / 3).min(FILE_EXPIRING.as_secs() as i64);
+    if now >= not_after {
+        "expired"
+    } else if not_after - now < warn {
+        "expiring"
+    } else {
+        "valid"
+    }
+}
+
+/// The state of the file certificate of each routed host (`hosts`: host and app) that has
+/// one, for `status`, `/metrics` and the dashboard.
+pub fn file_certificates(
+    certs: &TlsCerts,
+    hosts: &[(String, String)],
+) -> Vec<crate::dto::CertificateStatus> {
+    let now = jiff::Timestamp::now().as_second();
+    let stamp = |secs: i64| {
+        jiff::Timestamp::from_second(secs)
+            .map(|t| t.to_string())
+            .unwrap_or_default()
+    };
+    hosts
+        .iter()
+        .filter_map(|(host, app)| {
+            let key = certs.file_cert(host)?;
+            let (_, cert) = x509_parser::parse_x509_certificate(key.cert.first()?).ok()?;
+            let validity = cert.validity();
+            let (not_before, not_after) = (
+                validity.not_before.timestamp(),
+                validity.not_after.timestamp(),
+            );
+            Some(crate::dto::CertificateStatus {
+                host: host.clone(),
+                app: app.clone(),
+                source: "file".into(),
+                state: file_condition(not_before, not_after, now).into(),
+                not_before: Some(stamp(not_before)),
+                not_after: Some(stamp(not_after)),
+                expires_in_secs: Some(not_after - now),
+                ..crate::dto::CertificateStatus::default()
+            })
+        })
+        .collect()
+}
+
 /// How often the TLS directory is looked at for changes.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
@@ -271,5 +324,25 @@ impl axum::serve::Listener for AdminTlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_certificate_is_expiring_in_its_last_third_or_last_30_days() {
+        let day = 86_400;
+        // 90 days: the last 30 (a third) are red.
+        assert_eq!(file_condition(0, 90 * day, 59 * day), "valid");
+        assert_eq!(file_condition(0, 90 * day, 61 * day), "expiring");
+        assert_eq!(file_condition(0, 90 * day, 90 * day), "expired");
+        // A year: the last 30 days.
+        assert_eq!(file_condition(0, 365 * day, 300 * day), "valid");
+        assert_eq!(file_condition(0, 365 * day, 340 * day), "expiring");
+        // One day: the last 8 hours.
+        assert_eq!(file_condition(0, day, day / 2), "valid");
+        assert_eq!(file_condition(0, day, day - 3600), "expiring");
     }
 }

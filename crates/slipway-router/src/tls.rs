@@ -81,12 +81,18 @@ impl TlsCerts {
 
     /// Whether a file certificate covers `name` (its own or a wildcard one).
     pub fn has_file_cert(&self, name: &str) -> bool {
+        self.file_cert(name).is_some()
+    }
+
+    /// The file certificate that covers `name`: its own, else a wildcard one.
+    pub fn file_cert(&self, name: &str) -> Option<Arc<CertifiedKey>> {
         let name = name.to_ascii_lowercase();
         let by_host = self.by_host.load();
-        by_host.contains_key(&name)
-            || name
-                .split_once('.')
-                .is_some_and(|(_, parent)| by_host.contains_key(&format!("*.{parent}")))
+        if let Some(key) = by_host.get(&name) {
+            return Some(key.clone());
+        }
+        let (_, parent) = name.split_once('.')?;
+        by_host.get(&format!("*.{parent}")).cloned()
     }
 
     /// The certificate for `name`: its own file one, else an issued one, else a wildcard

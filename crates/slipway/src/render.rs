@@ -374,7 +374,7 @@ pub(crate) fn print_status(status: &dto::AppStatus, only: Option<&str>) {
         println!("\n{d}");
     }
     if !status.certificates.is_empty() {
-        let mut c = table(&["HOST", "CERTIFICATE", "EXPIRES", "RENEWS AFTER"]);
+        let mut c = table(&["HOST", "SOURCE", "CERTIFICATE", "EXPIRES", "RENEWS AFTER"]);
         for cert in &status.certificates {
             let bad = matches!(cert.state.as_str(), "expiring" | "expired" | "failed");
             if let Some(error) = &cert.last_error {
@@ -387,6 +387,15 @@ pub(crate) fn print_status(status: &dto::AppStatus, only: Option<&str>) {
                     ),
                     Vec::new(),
                 ));
+            } else if bad && cert.source == "file" {
+                problems.push((
+                    format!("certificate {}", cert.host),
+                    format!(
+                        "{}: copy a renewed certificate over its file in the TLS directory",
+                        cert.state
+                    ),
+                    Vec::new(),
+                ));
             } else if bad {
                 problems.push((
                     format!("certificate {}", cert.host),
@@ -396,6 +405,7 @@ pub(crate) fn print_status(status: &dto::AppStatus, only: Option<&str>) {
             }
             c.add_row(vec![
                 cert.host.clone(),
+                cert.source.clone(),
                 if bad {
                     cert.state.to_uppercase()
                 } else {

@@ -180,6 +180,18 @@ fn two_hosts_get_their_certificates_by_sni_and_a_replaced_one_is_served_without_
             "{host} over HTTP/1.1: {text}"
         );
     }
+    // `status` shows each host's certificate file and when it expires.
+    let status = s.status("alpha");
+    let cert = &status["certificates"][0];
+    assert_eq!(cert["host"], "web.alpha.localhost", "{status}");
+    assert_eq!(cert["source"], "file", "{status}");
+    assert_eq!(cert["state"], "valid", "{status}");
+    assert!(cert["expires_in_secs"].as_i64().unwrap() > 3600, "{status}");
+    let table = s.ok(&["status", "--app", "alpha"]);
+    assert!(
+        table.contains("web.alpha.localhost") && table.contains("file"),
+        "{table}"
+    );
     // A host without a certificate gets none (the handshake fails), and old TLS is refused.
     let (ok, text) = curl(&ca, tls_port, "web.gamma.localhost", &[]);
     assert!(!ok, "a host without a certificate was served: {text}");
@@ -327,6 +339,17 @@ fn an_app_can_redirect_plain_http_to_https_and_send_hsts() {
         s.ok(&["up", &path_str(&dir), "--detach"]);
     }
     s.wait_body("web.beta.localhost", "/", "beta", Duration::from_secs(10));
+    // The TLS directory is read every second: wait until both certificates are served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for host in ["web.alpha.localhost", "web.beta.localhost"] {
+        while !served_subject(tls_port, host).contains(host) {
+            assert!(
+                Instant::now() < deadline,
+                "{host}'s certificate was not loaded"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     let port = s.router.port();
     let resolve = |host: &str| {
         [

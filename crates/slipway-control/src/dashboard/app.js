@@ -163,8 +163,8 @@ function renderDatabases(list) {
   }));
 }
 
-/** One line per host with an ACME certificate: state, expiry; red when it fails, is past its
- * renewal point without a renewal, or has expired. */
+/** One line per routed host with a certificate (from a file or over ACME): state, expiry; red
+ * when obtaining it fails, when it is expiring (see `CertificateStatus`), or has expired. */
 function renderCertificates(list) {
   const box = $('certificates');
   box.hidden = list.length === 0;
@@ -173,7 +173,7 @@ function renderCertificates(list) {
     const expiry = c.not_after ? `expires ${c.not_after}` : 'none yet';
     const failing = c.last_error ? ` · ACME FAILED (${c.failures}×): ${c.last_error}` : '';
     return h('p', { class: bad ? 'certificate problem' : 'certificate', 'data-host': c.host },
-      `${c.host} · ${c.state} · ${expiry}${failing}`);
+      `${c.host} · ${c.source} · ${c.state} · ${expiry}${failing}`);
   }));
 }
 
