@@ -332,7 +332,8 @@ fn refused_host_is_reported(s: &Slipway) {
 
 /// Starts a server with ACME against a fresh pebble, deploys an app on `shop.test` and
 /// waits for `web.shop.test` to be served with a certificate that pebble's root verifies.
-fn issued(challenge: &str, validity: Duration) -> (Slipway, Pebble, u16, PathBuf) {
+/// `extra` is added to the app's spec.
+fn issued(challenge: &str, validity: Duration, extra: &str) -> (Slipway, Pebble, u16, PathBuf) {
     let mut pebble = Pebble::prepare();
     let tls_port = free_port();
     let s = Slipway::start_with(&[
@@ -351,7 +352,7 @@ fn issued(challenge: &str, validity: Duration) -> (Slipway, Pebble, u16, PathBuf
     let root = pebble.issuing_root();
     let dir = s.write_app(
         "shop",
-        "app: shop\nenvironments:\n  development:\n    host: shop.test\nservices:\n  web:\n    run: [\"python3\", \"app.py\"]\n    env: { VERSION: \"shop\" }\n",
+        &format!("app: shop\nenvironments:\n  development:\n    host: shop.test\nservices:\n  web:\n    run: [\"python3\", \"app.py\"]\n    env: {{ VERSION: \"shop\" }}\n{extra}"),
     );
     s.ok(&["up", &path_str(&dir), "--detach"]);
     let started = Instant::now();
@@ -379,10 +380,17 @@ fn issued(challenge: &str, validity: Duration) -> (Slipway, Pebble, u16, PathBuf
 #[test]
 fn a_new_hosts_certificate_comes_over_http_01_and_is_renewed_under_load() {
     // Renewal starts two thirds into the lifetime: 20 s after issuance.
-    let (s, _pebble, tls_port, root) = issued("http-01", Duration::from_secs(30));
+    // The app redirects plain HTTP to HTTPS: the CA's HTTP-01 requests still get their answer.
+    let (s, _pebble, tls_port, root) = issued(
+        "http-01",
+        Duration::from_secs(30),
+        "https: { redirect: true }\n",
+    );
+    let plain = s.get("web.shop.test", "/").unwrap();
+    assert_eq!(plain.0, 308, "{plain:?}");
     let events_now = events(&s);
     assert!(
-        events_now.contains("certificate.issued") && events_now.contains("(http-01)"),
+        events_now.contains("web.shop.test issued over ACME (http-01)"),
         "{events_now}"
     );
     let status = s.status("shop");
@@ -444,10 +452,10 @@ fn a_new_hosts_certificate_comes_over_http_01_and_is_renewed_under_load() {
 
 #[test]
 fn tls_alpn_01_issues_too_and_a_restart_serves_the_stored_certificate() {
-    let (mut s, mut pebble, tls_port, _root) = issued("tls-alpn-01", Duration::from_secs(3600));
+    let (mut s, mut pebble, tls_port, _root) = issued("tls-alpn-01", Duration::from_secs(3600), "");
     let events_now = events(&s);
     assert!(
-        events_now.contains("certificate.issued") && events_now.contains("(tls-alpn-01)"),
+        events_now.contains("web.shop.test issued over ACME (tls-alpn-01)"),
         "{events_now}"
     );
     // The account and the certificate are stored sealed: no PEM under the data dir.
