@@ -114,6 +114,9 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
     if let Some(ca) = config.acme.as_ref().and_then(|a| a.ca_file.as_ref()) {
         acme::check_ca_file(ca)?;
     }
+    if let Some((cert, key)) = &config.admin_tls {
+        tls::check_admin_pair(cert, key)?;
+    }
     let tls_listener = match config.tls_listen {
         Some(addr) => {
             let _enter = data_plane.enter();

@@ -217,6 +217,22 @@ fn load_pair(cert: &Path, key: &Path) -> Result<Arc<rustls::sign::CertifiedKey>,
         .map_err(|e| format!("{} and {}: {e}", cert.display(), key.display()))
 }
 
+/// Reads the admin listener's certificate pair, or says in one message why it cannot be
+/// used (the server checks it before it starts anything).
+///
+/// # Errors
+/// A file that cannot be read, or no usable certificate and matching key.
+pub fn check_admin_pair(
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<Arc<rustls::sign::CertifiedKey>> {
+    load_pair(cert, key).map_err(|why| {
+        anyhow::anyhow!(
+            "cannot serve the admin listener over HTTPS: {why}\n  hint: --admin-tls-cert takes the PEM certificate chain and --admin-tls-key its PEM private key"
+        )
+    })
+}
+
 impl AdminTlsListener {
     /// Serves HTTPS on `listener` with the certificate chain in `cert` and its key in `key`,
     /// until `cancel`.
@@ -230,11 +246,7 @@ impl AdminTlsListener {
         cancel: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<AdminTlsListener> {
         let certs = TlsCerts::new();
-        let pair = load_pair(&cert, &key).map_err(|why| {
-            anyhow::anyhow!(
-                "cannot serve the admin listener over HTTPS: {why}\n  hint: --admin-tls-cert takes the PEM certificate chain and --admin-tls-key its PEM private key"
-            )
-        })?;
+        let pair = check_admin_pair(&cert, &key)?;
         certs.publish(HashMap::from([(
             slipway_router::tls::DEFAULT_HOST.to_owned(),
             pair,
