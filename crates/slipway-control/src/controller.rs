@@ -146,6 +146,10 @@ pub struct Controller {
     master_key: Mutex<Option<Arc<slipway_state::MasterKey>>>,
     /// The managed databases this server runs.
     databases: databases::Databases,
+    /// The ACME client, when the server obtains certificates (`--acme-directory`).
+    acme: std::sync::OnceLock<Arc<crate::acme::Acme>>,
+    /// The HTTPS listener's certificates, when the server has one.
+    tls_certs: std::sync::OnceLock<Arc<slipway_router::tls::TlsCerts>>,
 }
 
 /// The autoscaler of one revision and what it last saw.
@@ -167,6 +171,10 @@ struct RouteSettings {
     routes: Vec<String>,
     /// The longest request body (`limits.body`); `None`: no limit.
     max_body: Option<u64>,
+    /// Plain HTTP is redirected to HTTPS (`https.redirect`).
+    redirect_https: bool,
+    /// The `Strict-Transport-Security` value of HTTPS responses (`https.hsts`).
+    hsts: Option<axum::http::HeaderValue>,
 }
 
 /// Marks an instance id as being started for as long as it lives.
@@ -326,8 +334,42 @@ impl Controller {
             ports: ports::Ports::new(),
             starting: Mutex::new(std::collections::HashSet::new()),
             master_key: Mutex::new(None),
+            acme: std::sync::OnceLock::new(),
+            tls_certs: std::sync::OnceLock::new(),
             databases: databases::Databases::default(),
         })
+    }
+
+    /// Hands the controller the server's ACME client, for `status` and `/metrics`.
+    pub fn set_acme(&self, acme: Arc<crate::acme::Acme>) {
+        let _ = self.acme.set(acme);
+    }
+
+    /// Hands the controller the HTTPS listener's certificates, for `status` and `/metrics`.
+    pub fn set_tls_certs(&self, certs: Arc<slipway_router::tls::TlsCerts>) {
+        let _ = self.tls_certs.set(certs);
+    }
+
+    /// The certificates of the routed hosts, from files and obtained over ACME (all hosts,
+    /// or those of `app`).
+    pub fn certificates(&self, app: Option<&str>) -> Vec<dto::CertificateStatus> {
+        let mut all = Vec::new();
+        if let Some(certs) = self.tls_certs.get() {
+            let hosts: Vec<(String, String)> = self
+                .router
+                .table()
+                .hosts()
+                .into_iter()
+                .filter(|(_, owner)| app.is_none_or(|app| owner == app))
+                .collect();
+            all = crate::tls::file_certificates(certs, &hosts);
+        }
+        if let Some(acme) = self.acme.get() {
+            all.extend(acme.certificates());
+        }
+        all.retain(|c| app.is_none_or(|app| c.app == app));
+        all.sort_by(|a, b| a.host.cmp(&b.host));
+        all
     }
 
     pub fn store(&self) -> &Store {

@@ -242,8 +242,8 @@ impl Gate {
         }
         let peer = req
             .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+            .get::<ConnectInfo<Peer>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.0.ip());
         let now = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
@@ -349,6 +349,30 @@ impl Gate {
 /// that does not parse counts as expired.
 fn expired(at: &str, now: jiff::Timestamp) -> bool {
     at.parse::<jiff::Timestamp>().map_or(true, |at| now >= at)
+}
+
+/// The address of the peer of an admin connection, plain or over TLS: the gate limits refused
+/// tokens per address. Serve the admin app with `into_make_service_with_connect_info::<Peer>()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<
+        axum::serve::IncomingStream<'_, crate::tls::AdminTlsListener>,
+    > for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::AdminTlsListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
 }
 
 #[cfg(test)]

@@ -204,6 +204,9 @@ pub struct AppStatus {
     /// The app's managed databases in this environment.
     #[serde(default)]
     pub databases: Vec<DatabaseStatus>,
+    /// The certificates the server obtains over ACME for the app's hosts.
+    #[serde(default)]
+    pub certificates: Vec<CertificateStatus>,
 }
 
 /// A managed database and its health.
@@ -220,6 +223,36 @@ pub struct DatabaseStatus {
     /// Its backups: the last success, and the last failure if it came after it (red).
     #[serde(default)]
     pub backup: BackupHealth,
+}
+
+/// The certificate of a routed host, from a file or obtained over ACME, and how it is doing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct CertificateStatus {
+    pub host: String,
+    /// The app key whose route the host is.
+    pub app: String,
+    /// `acme` or `file`.
+    pub source: String,
+    /// `valid`; `expiring` (red: over ACME, past the renewal point and not renewed yet;
+    /// from a file, in the last third of its lifetime or its last 30 days); `expired` (red);
+    /// `pending` (being obtained); `failed` (none obtained yet, attempts fail: red).
+    pub state: String,
+    pub not_before: Option<String>,
+    pub not_after: Option<String>,
+    /// Seconds until `not_after` (negative once expired).
+    pub expires_in_secs: Option<i64>,
+    /// When renewal starts (two thirds into the lifetime).
+    pub renew_after: Option<String>,
+    /// Failed attempts since the last success.
+    pub failures: u32,
+    /// Failed attempts since the server started.
+    pub failures_total: u64,
+    /// Certificates obtained since the server started.
+    pub issued_total: u64,
+    /// Why the last attempt failed, while attempts fail.
+    pub last_error: Option<String>,
+    /// When the next attempt starts, after a failure.
+    pub next_attempt_in_secs: Option<u64>,
 }
 
 /// How a database's backups are doing.
@@ -570,6 +603,9 @@ pub struct ServerInfo {
     pub data_dir: String,
     pub router: String,
     pub admin: String,
+    /// Whether the admin listener serves HTTPS.
+    #[serde(default)]
+    pub admin_https: bool,
 }
 
 /// Sets a service's traffic split.

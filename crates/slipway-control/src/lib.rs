@@ -3,6 +3,7 @@
 //! store, the router and the API together.
 
 pub mod access;
+pub mod acme;
 pub mod api;
 pub mod controller;
 pub mod dashboard;
@@ -57,6 +58,10 @@ pub struct ServerConfig {
     /// Where the HTTPS listener's certificates are (`<host>.crt` + `<host>.key`); default
     /// `<data dir>/tls`.
     pub tls_dir: Option<PathBuf>,
+    /// Serve the admin listener over HTTPS with this certificate chain and key (PEM files).
+    pub admin_tls: Option<(PathBuf, PathBuf)>,
+    /// Obtain certificates over ACME for the hosts the apps serve (needs `tls_listen`).
+    pub acme: Option<acme::AcmeSettings>,
 }
 
 /// The Unix socket of the API inside a data dir.
@@ -103,6 +108,17 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
         let _enter = data_plane.enter();
         bind(config.listen, "--listen", "router")?
     };
+    if config.acme.is_some() && config.tls_listen.is_none() {
+        bail!(
+            "--acme-directory needs --tls-listen: certificates obtained over ACME are served on the HTTPS listener\n  hint: add --tls-listen 0.0.0.0:443"
+        );
+    }
+    if let Some(ca) = config.acme.as_ref().and_then(|a| a.ca_file.as_ref()) {
+        acme::check_ca_file(ca)?;
+    }
+    if let Some((cert, key)) = &config.admin_tls {
+        tls::check_admin_pair(cert, key)?;
+    }
     let tls_listener = match config.tls_listen {
         Some(addr) => {
             let _enter = data_plane.enter();
@@ -132,10 +148,14 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
         max_headers: config.max_headers,
         head_timeout: config.head_timeout,
         body_timeout: config.body_timeout,
+        https_port: match &tls_listener {
+            Some(listener) => Some(listener.local_addr()?.port()),
+            None => None,
+        },
         ..RouterConfig::default()
     });
     let controller = Controller::new(
-        store,
+        store.clone(),
         router.clone(),
         ControllerConfig {
             data_dir: config.data_dir.clone(),
@@ -155,12 +175,16 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
             data_dir: config.data_dir.display().to_string(),
             router: router_addr.to_string(),
             admin: admin_addr.to_string(),
+            admin_https: config.admin_tls.is_some(),
         },
         stop: stop.clone(),
     };
     let app = api::router(state.clone()).layer(axum::Extension(access::Caller::Local));
     // The admin listener: the dashboard's page for anyone, the API for tokens.
-    let (admin_app, dashboard_url) = dashboard::admin_app(state, &config.data_dir, admin_addr)?;
+    let (admin_app, mut dashboard_url) = dashboard::admin_app(state, &config.data_dir, admin_addr)?;
+    if config.admin_tls.is_some() {
+        dashboard_url = dashboard_url.replacen("http://", "https://", 1);
+    }
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
@@ -183,6 +207,23 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
             }
             certs.publish(loaded);
             tokio::spawn(tls::watch(certs.clone(), dir.clone(), tls_cancel.clone()));
+            controller.set_tls_certs(certs.clone());
+            if let Some(settings) = config.acme.clone() {
+                let master_key = controller.master_key(true)?;
+                let directory = settings.directory.clone();
+                let acme = acme::Acme::new(
+                    settings,
+                    &config.data_dir,
+                    router.clone(),
+                    certs.clone(),
+                    store.clone(),
+                    master_key,
+                );
+                acme.load_stored();
+                controller.set_acme(acme.clone());
+                tokio::spawn(acme.run(tls_cancel.clone()));
+                println!("slipway ACME: certificates for the apps' hosts from {directory}");
+            }
             let addr = tls_listener.local_addr()?;
             println!(
                 "slipway HTTPS router: https://{addr} with the certificates in {} ({} host(s))",
@@ -200,14 +241,25 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let admin_task = tokio::spawn(
-        axum::serve(
-            admin,
-            admin_app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(wait(shutdown_rx.clone()))
-        .into_future(),
-    );
+    // The peer's address reaches the handlers (the limiter of refused tokens is per address).
+    let admin_task = match config.admin_tls.clone() {
+        Some((cert, key)) => tokio::spawn(
+            axum::serve(
+                tls::AdminTlsListener::new(admin, cert, key, tls_cancel.clone())?,
+                admin_app.into_make_service_with_connect_info::<dashboard::Peer>(),
+            )
+            .with_graceful_shutdown(wait(shutdown_rx.clone()))
+            .into_future(),
+        ),
+        None => tokio::spawn(
+            axum::serve(
+                admin,
+                admin_app.into_make_service_with_connect_info::<dashboard::Peer>(),
+            )
+            .with_graceful_shutdown(wait(shutdown_rx.clone()))
+            .into_future(),
+        ),
+    };
     let unix_task = tokio::spawn(
         axum::serve(unix, app)
             .with_graceful_shutdown(wait(shutdown_rx.clone()))
@@ -215,7 +267,12 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
     );
     tracing::info!(%router_addr, %admin_addr, socket = %sock.display(), "slipway server ready");
     println!(
-        "slipway server listening: router http://{router_addr}  admin http://{admin_addr}  api {}  dashboard {dashboard_url}",
+        "slipway server listening: router http://{router_addr}  admin {}://{admin_addr}  api {}  dashboard {dashboard_url}",
+        if config.admin_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         sock.display()
     );
 

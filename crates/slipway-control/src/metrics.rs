@@ -68,6 +68,20 @@ pub struct Scrape {
     pub backups: Vec<(Labels, i64)>,
     /// Per running database (app, database, engine): 1 when its probe passes, else 0.
     pub databases: Vec<(Labels, i64)>,
+    /// Per routed host with a certificate from a file or obtained over ACME (app, host).
+    pub certificates: Vec<CertificateSample>,
+}
+
+/// What `/metrics` shows of one host's ACME certificate.
+#[derive(Debug)]
+pub struct CertificateSample {
+    pub labels: Labels,
+    /// When the certificate served expires (seconds since the epoch), if there is one.
+    pub not_after: Option<i64>,
+    /// 1 while attempts to obtain or renew it fail, else 0.
+    pub failing: i64,
+    /// Failed attempts since the server started.
+    pub failures: u64,
 }
 
 impl Scrape {
@@ -198,6 +212,41 @@ impl Collector for Scrape {
             )?;
             for (labels, seconds) in &self.backups {
                 ConstGauge::new(*seconds).encode(m.encode_family(labels)?)?;
+            }
+        }
+        if !self.certificates.is_empty() {
+            {
+                let mut m = encoder.encode_descriptor(
+                    "slipway_certificate_expiry_timestamp_seconds",
+                    "When the certificate served for a host (from a file or obtained over ACME) expires (seconds since the epoch).",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                for c in &self.certificates {
+                    if let Some(not_after) = c.not_after {
+                        ConstGauge::new(not_after).encode(m.encode_family(&c.labels)?)?;
+                    }
+                }
+            }
+            {
+                let mut m = encoder.encode_descriptor(
+                    "slipway_certificate_failing",
+                    "Whether obtaining or renewing a host's certificate over ACME fails (1) or not (0).",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                for c in &self.certificates {
+                    ConstGauge::new(c.failing).encode(m.encode_family(&c.labels)?)?;
+                }
+            }
+            let mut m = encoder.encode_descriptor(
+                "slipway_certificate_failures",
+                "Failed attempts to obtain or renew a host's certificate over ACME.",
+                None,
+                MetricType::Counter,
+            )?;
+            for c in &self.certificates {
+                ConstCounter::new(c.failures).encode(m.encode_family(&c.labels)?)?;
             }
         }
         for (name, help) in HELP {

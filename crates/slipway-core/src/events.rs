@@ -112,10 +112,16 @@ pub enum EventKind {
     TokenCreated,
     /// `token.revoked`
     TokenRevoked,
+    /// `certificate.issued`
+    CertificateIssued,
+    /// `certificate.renewed`
+    CertificateRenewed,
+    /// `certificate.failed`
+    CertificateFailed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 52] = [
+    pub const ALL: [EventKind; 55] = [
         EventKind::AppRegistered,
         EventKind::AppDown,
         EventKind::AppUp,
@@ -168,6 +174,9 @@ impl EventKind {
         EventKind::ApiRequest,
         EventKind::TokenCreated,
         EventKind::TokenRevoked,
+        EventKind::CertificateIssued,
+        EventKind::CertificateRenewed,
+        EventKind::CertificateFailed,
     ];
 
     /// The stored spelling, such as `revision.created`.
@@ -225,6 +234,9 @@ impl EventKind {
             EventKind::ApiRequest => "api.request",
             EventKind::TokenCreated => "token.created",
             EventKind::TokenRevoked => "token.revoked",
+            EventKind::CertificateIssued => "certificate.issued",
+            EventKind::CertificateRenewed => "certificate.renewed",
+            EventKind::CertificateFailed => "certificate.failed",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The errors the proxy answers itself (no route, unknown revision, no ready instance, a full
 //! or timed-out revision queue, unreachable or slow upstream) and the one function that turns
-//! them into HTTP responses.
+//! them into HTTP responses; with them the two answers that are not errors but that the
+//! router gives itself too: an ACME HTTP-01 challenge response and the redirect to HTTPS.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -9,7 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS};
+use http::header::{
+    CACHE_CONTROL, CONNECTION, CONTENT_TYPE, LOCATION, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS,
+};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::body::ResponseBody;
@@ -92,6 +95,14 @@ pub(crate) enum ProxyError {
         what: &'static str,
         after: Duration,
     },
+    /// Not an error: the key authorization of an ACME HTTP-01 challenge (RFC 8555, 8.3).
+    AcmeChallenge {
+        key_authorization: String,
+    },
+    /// Not an error: a plain-HTTP request of a target that redirects to HTTPS.
+    RedirectHttps {
+        location: HeaderValue,
+    },
 }
 
 impl ProxyError {
@@ -115,6 +126,8 @@ impl ProxyError {
             }
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::AcmeChallenge { .. } => StatusCode::OK,
+            ProxyError::RedirectHttps { .. } => StatusCode::PERMANENT_REDIRECT,
         }
     }
 
@@ -146,6 +159,8 @@ impl ProxyError {
             ProxyError::BadHost { .. } => "bad-host",
             ProxyError::BodyTooLarge { .. } => "body-too-large",
             ProxyError::RequestTimeout { .. } => "request-timeout",
+            ProxyError::AcmeChallenge { .. } => "acme-challenge",
+            ProxyError::RedirectHttps { .. } => "https-redirect",
         }
     }
 }
@@ -261,6 +276,12 @@ impl fmt::Display for ProxyError {
                 "the client sent no more of the request {what} for {}",
                 human(*after)
             ),
+            ProxyError::AcmeChallenge { key_authorization } => f.write_str(key_authorization),
+            ProxyError::RedirectHttps { location } => write!(
+                f,
+                "this site is served over HTTPS: {}",
+                location.to_str().unwrap_or_default()
+            ),
             ProxyError::UpstreamFailed {
                 target,
                 addr,
@@ -296,6 +317,14 @@ pub(crate) fn error_response(error: &ProxyError) -> Response<ResponseBody> {
     );
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    match error {
+        ProxyError::AcmeChallenge { .. } => return response,
+        ProxyError::RedirectHttps { location } => {
+            headers.insert(LOCATION, location.clone());
+            return response;
+        }
+        _ => {}
+    }
     headers.insert(ERROR_HEADER, HeaderValue::from_static(error.kind()));
     if error.status() == StatusCode::SERVICE_UNAVAILABLE {
         headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));

@@ -239,16 +239,21 @@ async fn exchange(
     let request_id = head.id.bytes(buf);
     let table = router.table.load_full();
     let mut outcome = Outcome::default();
-    let admitted = router
-        .admit(
-            &table,
-            &host,
-            path,
-            &head.choice,
-            head.body_len as u64,
-            &mut outcome,
-        )
-        .await;
+    let admitted = match router.own_answer(&table, &host, target, false) {
+        Some(answer) => Err(answer),
+        None => {
+            router
+                .admit(
+                    &table,
+                    &host,
+                    path,
+                    &head.choice,
+                    head.body_len as u64,
+                    &mut outcome,
+                )
+                .await
+        }
+    };
     let date = http_date();
     let answer = match admitted {
         Ok(admitted) => {

@@ -5,6 +5,7 @@
 //! response back. Upgrades (WebSocket and friends) become raw byte tunnels. Each request that
 //! reaches a revision's pool is measured in that revision's stats.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::poll_fn;
 use std::hash::{BuildHasher, RandomState};
@@ -55,6 +56,9 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// request fails over to another instance).
 const REPLAY_AFTER_IDLE: Duration = Duration::ZERO;
 
+/// Where ACME HTTP-01 challenges are fetched (RFC 8555, section 8.3).
+pub(crate) const ACME_CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
+
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -95,6 +99,9 @@ pub struct RouterConfig {
     /// The longest pause allowed while a client sends a request body; after it, the client
     /// gets a 408 (if the answer has not started) and the connection is closed.
     pub body_timeout: Duration,
+    /// The port of the router's HTTPS listener, if it has one: where plain requests of a
+    /// target with [`crate::Target::redirect_https`] are sent (no port in the URL for 443).
+    pub https_port: Option<u16>,
 }
 
 /// The smallest [`RouterConfig::max_head_bytes`]: room for a request line and a few headers.
@@ -114,6 +121,7 @@ impl Default for RouterConfig {
             max_headers: 100,
             head_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
+            https_port: None,
         }
     }
 }
@@ -132,6 +140,8 @@ pub struct Router {
     pub(crate) config: RouterConfig,
     pub(crate) table: ArcSwap<RouteTable>,
     pub(crate) ids: RequestIds,
+    /// ACME HTTP-01 challenges being validated: token -> key authorization.
+    http_challenges: ArcSwap<HashMap<String, String>>,
     /// Read only when a revision has no ready backend.
     activator: RwLock<Option<Activator>>,
 }
@@ -163,6 +173,7 @@ impl Router {
             config,
             table: ArcSwap::from_pointee(RouteTable::new()),
             ids: RequestIds::new(),
+            http_challenges: ArcSwap::from_pointee(HashMap::new()),
             activator: RwLock::new(None),
         })
     }
@@ -181,6 +192,51 @@ impl Router {
         for pool in old.pools().chain(table.pools()) {
             pool.stats.queue().wake_head();
         }
+    }
+
+    /// Replaces the ACME HTTP-01 challenges the plain listener answers (token -> key
+    /// authorization) at `/.well-known/acme-challenge/<token>`, for any host.
+    pub fn publish_http_challenges(&self, challenges: HashMap<String, String>) {
+        self.http_challenges.store(Arc::new(challenges));
+    }
+
+    /// The answer the router gives itself, before routing, to a request for `host` and
+    /// `target` (path and query) on the plain listener (`https` false) or the TLS one: the
+    /// key authorization of a pending ACME HTTP-01 challenge, or the redirect of a target
+    /// that asks for HTTPS. `None` for every other request.
+    pub(crate) fn own_answer(
+        &self,
+        table: &RouteTable,
+        host: &str,
+        target: &str,
+        https: bool,
+    ) -> Option<ProxyError> {
+        if https {
+            return None;
+        }
+        if let Some(token) = target.strip_prefix(ACME_CHALLENGE_PATH) {
+            // Challenge paths are never redirected: a validator may not follow to HTTPS
+            // before the host has a certificate.
+            let key_authorization = self.http_challenges.load().get(token).cloned()?;
+            return Some(ProxyError::AcmeChallenge { key_authorization });
+        }
+        if !table.redirects() {
+            return None;
+        }
+        let port = self.config.https_port?;
+        let path = target.split_once('?').map_or(target, |(path, _)| path);
+        let route = table.route(host, path)?;
+        if !route.target.redirect_https {
+            return None;
+        }
+        let target = if target.starts_with('/') { target } else { "/" };
+        let location = if port == 443 {
+            format!("https://{host}{target}")
+        } else {
+            format!("https://{host}:{port}{target}")
+        };
+        let location = HeaderValue::from_str(&location).ok()?;
+        Some(ProxyError::RedirectHttps { location })
     }
 
     /// Installs the hook that starts an instance of a revision without a ready one (scale
@@ -287,7 +343,14 @@ impl Router {
                             }
                             Err(_) => return,
                         };
-                    let is_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let alpn = tls.get_ref().1.alpn_protocol();
+                    if alpn == Some(crate::tls::ACME_TLS_ALPN) {
+                        // A TLS-ALPN-01 validation: the handshake was all it wanted.
+                        let mut tls = tls;
+                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+                        return;
+                    }
+                    let is_h2 = alpn == Some(b"h2");
                     protocols
                         .serve(router, client, TokioIo::new(tls), is_h2, &guard.signal)
                         .await
@@ -402,6 +465,10 @@ impl Router {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         let host = normalize_host(host_text);
+        let target_text = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        if let Some(answer) = self.own_answer(&table, &host, target_text, client.https) {
+            return Err(answer);
+        }
         let body_len = req.body().size_hint().exact().unwrap_or(0);
         let admitted = self
             .admit(
@@ -495,13 +562,22 @@ impl Router {
             })
             .await
         };
-        result.unwrap_or_else(|| {
+        let mut result = result.unwrap_or_else(|| {
             Err(ProxyError::Timeout {
                 target: target.clone(),
                 addr: current,
                 after: timeout,
             })
-        })
+        });
+        if client.https
+            && let Some(hsts) = &target.hsts
+            && let Ok(response) = &mut result
+        {
+            response
+                .headers_mut()
+                .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
+        result
     }
 
     /// Sends the request to the chosen backend, moving on to the next ready backend of the

@@ -91,6 +91,13 @@ pub struct Target {
     /// is answered 413: at once when its `Content-Length` says so, else when it grows past
     /// the limit while it streams.
     pub max_body: Option<u64>,
+    /// Whether a plain-HTTP request is answered with a 308 to the same URL over HTTPS (when
+    /// the router has a TLS listener, [`crate::RouterConfig::https_port`]). ACME HTTP-01
+    /// challenge paths are never redirected.
+    pub redirect_https: bool,
+    /// The `Strict-Transport-Security` value added to the target's HTTPS responses, e.g.
+    /// `max-age=31536000`.
+    pub hsts: Option<HeaderValue>,
 }
 
 /// The name of the cookie that keeps a client on one revision of `service` (for a
@@ -415,6 +422,9 @@ pub struct RouteTable {
     prefixes: HostMap<Vec<(String, Route)>>,
     /// Balancers by target identity, so routes sharing an `Arc<Target>` share its state.
     balancers: HashMap<usize, Arc<Balancer>>,
+    /// Whether any target redirects plain HTTP to HTTPS (most tables have none, and then
+    /// plain requests skip the check).
+    redirects: bool,
 }
 
 impl RouteTable {
@@ -426,6 +436,7 @@ impl RouteTable {
     /// Routes every path of `host` to `target`. The host is matched case-insensitively and any
     /// port is ignored. Adding the same host again replaces the earlier route.
     pub fn add_host(&mut self, host: &str, target: Arc<Target>) {
+        self.redirects |= target.redirect_https;
         let route = self.route_for(target);
         self.hosts.insert(normalize_host(host).into_owned(), route);
     }
@@ -434,6 +445,7 @@ impl RouteTable {
     /// wins. `/api` matches `/api`, `/api/x` and `/api?q` but not `/apix`; `/` matches all.
     /// Adding the same host and prefix again replaces the earlier route.
     pub fn add_prefix(&mut self, host: &str, prefix: &str, target: Arc<Target>) {
+        self.redirects |= target.redirect_https;
         let route = self.route_for(target);
         let prefix = normalize_prefix(prefix);
         let routes = self
@@ -462,6 +474,28 @@ impl RouteTable {
             .iter()
             .find(|(prefix, _)| prefix_matches(prefix, path))
             .map(|(_, route)| route)
+    }
+
+    /// Whether some target redirects plain HTTP to HTTPS.
+    pub(crate) fn redirects(&self) -> bool {
+        self.redirects
+    }
+
+    /// Every host name the table routes with the app of its (first) target, sorted by host
+    /// (for certificates).
+    pub fn hosts(&self) -> Vec<(String, String)> {
+        let mut hosts: Vec<(String, String)> = self
+            .hosts
+            .iter()
+            .map(|(host, route)| (host.clone(), route.target.app.clone()))
+            .chain(self.prefixes.iter().filter_map(|(host, routes)| {
+                let (_, route) = routes.first()?;
+                Some((host.clone(), route.target.app.clone()))
+            }))
+            .collect();
+        hosts.sort();
+        hosts.dedup_by(|a, b| a.0 == b.0);
+        hosts
     }
 
     /// Whether the table has no routes at all.

@@ -9,6 +9,13 @@
 //! certificate, gets the one published as [`DEFAULT_HOST`] if any. The server speaks TLS 1.3 and 1.2 with rustls's
 //! default (modern, forward-secret, AEAD-only) cipher suites, and offers HTTP/2 and HTTP/1.1
 //! over ALPN.
+//!
+//! Certificates come in two layers: those from files ([`TlsCerts::publish`]) and those
+//! issued over ACME ([`TlsCerts::publish_issued`]); a host's own file certificate wins over
+//! an issued one, and an issued one over a wildcard file. For the ACME TLS-ALPN-01 challenge
+//! (RFC 8737) the control plane publishes one self-signed challenge certificate per host
+//! ([`TlsCerts::publish_challenges`]); a client that offers only the `acme-tls/1` protocol
+//! gets that certificate, and its connection is closed after the handshake.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +31,23 @@ use rustls::sign::CertifiedKey;
 #[derive(Debug, Default)]
 pub struct TlsCerts {
     by_host: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+    /// Certificates issued over ACME, by host.
+    issued: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+    /// TLS-ALPN-01 challenge certificates, by host.
+    challenges: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+}
+
+/// The ALPN protocol of the ACME TLS-ALPN-01 challenge (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+fn lowercase_keys(
+    map: HashMap<String, Arc<CertifiedKey>>,
+) -> Arc<HashMap<String, Arc<CertifiedKey>>> {
+    Arc::new(
+        map.into_iter()
+            .map(|(host, key)| (host.to_ascii_lowercase(), key))
+            .collect(),
+    )
 }
 
 impl TlsCerts {
@@ -32,27 +56,54 @@ impl TlsCerts {
         Arc::new(TlsCerts::default())
     }
 
-    /// Replaces all certificates at once; handshakes in progress keep what they chose.
+    /// Replaces all certificates from files at once; handshakes in progress keep what they
+    /// chose.
     pub fn publish(&self, by_host: HashMap<String, Arc<CertifiedKey>>) {
-        let by_host = by_host
-            .into_iter()
-            .map(|(host, key)| (host.to_ascii_lowercase(), key))
-            .collect();
-        self.by_host.store(Arc::new(by_host));
+        self.by_host.store(lowercase_keys(by_host));
     }
 
-    /// The host names that have a certificate, sorted.
+    /// Replaces all certificates issued over ACME at once.
+    pub fn publish_issued(&self, by_host: HashMap<String, Arc<CertifiedKey>>) {
+        self.issued.store(lowercase_keys(by_host));
+    }
+
+    /// Replaces all TLS-ALPN-01 challenge certificates at once.
+    pub fn publish_challenges(&self, by_host: HashMap<String, Arc<CertifiedKey>>) {
+        self.challenges.store(lowercase_keys(by_host));
+    }
+
+    /// The host names that have a certificate from a file, sorted.
     pub fn hosts(&self) -> Vec<String> {
         let mut hosts: Vec<String> = self.by_host.load().keys().cloned().collect();
         hosts.sort();
         hosts
     }
 
-    /// The certificate for `name`: its own, else a wildcard one for its parent domain.
+    /// Whether a file certificate covers `name` (its own or a wildcard one).
+    pub fn has_file_cert(&self, name: &str) -> bool {
+        self.file_cert(name).is_some()
+    }
+
+    /// The file certificate that covers `name`: its own, else a wildcard one.
+    pub fn file_cert(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        let name = name.to_ascii_lowercase();
+        let by_host = self.by_host.load();
+        if let Some(key) = by_host.get(&name) {
+            return Some(key.clone());
+        }
+        let (_, parent) = name.split_once('.')?;
+        by_host.get(&format!("*.{parent}")).cloned()
+    }
+
+    /// The certificate for `name`: its own file one, else an issued one, else a wildcard
+    /// file one for its parent domain.
     pub fn lookup(&self, name: &str) -> Option<Arc<CertifiedKey>> {
         let name = name.to_ascii_lowercase();
         let by_host = self.by_host.load();
         if let Some(key) = by_host.get(&name) {
+            return Some(key.clone());
+        }
+        if let Some(key) = self.issued.load().get(&name) {
             return Some(key.clone());
         }
         let (_, parent) = name.split_once('.')?;
@@ -62,6 +113,15 @@ impl TlsCerts {
 
 impl ResolvesServerCert for TlsCerts {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // An ACME validator offers `acme-tls/1` alone and must get the challenge
+        // certificate for the name it asks for, or nothing.
+        if hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN))
+        {
+            let name = hello.server_name()?.to_ascii_lowercase();
+            return self.challenges.load().get(&name).cloned();
+        }
         // A client that sends no SNI (an IP address in the URL) or a name without a
         // certificate gets the `default` one, if there is one (nginx's default server);
         // without it the handshake fails.
@@ -97,7 +157,8 @@ pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, St
 }
 
 /// The rustls configuration of the TLS listener: TLS 1.3 and 1.2, certificates from
-/// `certs` by SNI, ALPN `h2` then `http/1.1`.
+/// `certs` by SNI, ALPN `h2` then `http/1.1` (and `acme-tls/1`, which only an ACME validator
+/// offers).
 pub fn server_config(certs: Arc<TlsCerts>) -> Arc<rustls::ServerConfig> {
     // ring rather than rustls's default aws-lc-rs: lighter to build, the same TLS 1.2/1.3
     // suites; what it lacks (and why the function is marked deprecated) is the post-quantum
@@ -109,6 +170,6 @@ pub fn server_config(certs: Arc<TlsCerts>) -> Arc<rustls::ServerConfig> {
         .expect("ring supports TLS 1.3 and 1.2")
         .with_no_client_auth()
         .with_cert_resolver(certs);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     Arc::new(config)
 }

@@ -938,3 +938,90 @@ async fn shutdown_stops_accepting_and_lets_running_requests_finish() {
     })
     .await;
 }
+
+/// Sends one request as raw text over a fresh connection and reads the answer to its end.
+async fn raw_exchange(addr: std::net::SocketAddr, version: &str, host: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} {version}\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_challenges_and_https_redirects_are_answered_by_the_router_on_both_paths() {
+    bounded(async {
+        let backend = TestBackend::start("a").await;
+        let mut table = RouteTable::new();
+        table.add_host(
+            "secure.test",
+            target_with("web", vec![(100, vec![backend.backend()])], |t| {
+                t.redirect_https = true;
+            }),
+        );
+        table.add_host(
+            "plain.test",
+            target("plain", vec![(100, vec![backend.backend()])]),
+        );
+        let config = RouterConfig {
+            https_port: Some(8443),
+            ..RouterConfig::default()
+        };
+        let proxy = Proxy::with_config(config, table).await;
+        proxy.router.publish_http_challenges(
+            [("tok".to_owned(), "tok.thumb".to_owned())]
+                .into_iter()
+                .collect(),
+        );
+        // HTTP/1.1 takes the fast path, HTTP/1.0 hyper's.
+        for version in ["HTTP/1.1", "HTTP/1.0"] {
+            for host in ["secure.test", "plain.test", "unknown.test"] {
+                let answer =
+                    raw_exchange(proxy.addr, version, host, "/.well-known/acme-challenge/tok")
+                        .await;
+                assert!(answer.contains(" 200 OK\r\n"), "{version} {host}: {answer}");
+                assert!(answer.ends_with("\r\n\r\ntok.thumb"), "{answer}");
+                assert!(!answer.contains("x-slipway-error"), "{answer}");
+            }
+            let answer = raw_exchange(proxy.addr, version, "secure.test", "/a/b?c=1").await;
+            assert!(
+                answer.contains(" 308 Permanent Redirect\r\n")
+                    && answer.contains("location: https://secure.test:8443/a/b?c=1\r\n"),
+                "{version}: {answer}"
+            );
+            // A challenge path with no pending challenge goes to the app, not to HTTPS.
+            let answer = raw_exchange(
+                proxy.addr,
+                version,
+                "secure.test",
+                "/.well-known/acme-challenge/other",
+            )
+            .await;
+            assert!(answer.contains(" 200 OK\r\n"), "{version}: {answer}");
+            assert!(answer.contains("backend=a"), "{version}: {answer}");
+            let answer = raw_exchange(proxy.addr, version, "plain.test", "/").await;
+            assert!(
+                answer.contains(" 200 OK\r\n") && answer.contains("backend=a"),
+                "{version}: {answer}"
+            );
+        }
+        // Withdrawn challenges are no longer answered.
+        proxy
+            .router
+            .publish_http_challenges(std::collections::HashMap::new());
+        let answer = raw_exchange(
+            proxy.addr,
+            "HTTP/1.1",
+            "unknown.test",
+            "/.well-known/acme-challenge/tok",
+        )
+        .await;
+        assert!(answer.contains(" 404 Not Found\r\n"), "{answer}");
+    })
+    .await;
+}

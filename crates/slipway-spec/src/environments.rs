@@ -38,10 +38,13 @@ fn pointer(name: &str) -> String {
 
 /// Whether `environment` changes any service (otherwise its view is the base itself).
 pub(crate) fn has_overlay(tree: &Tree, environment: &str) -> bool {
-    tree.json
-        .pointer(&format!("{}/services", pointer(environment)))
-        .and_then(Value::as_object)
-        .is_some_and(|services| !services.is_empty())
+    let non_empty = |key: &str| {
+        tree.json
+            .pointer(&format!("{}/{key}", pointer(environment)))
+            .and_then(Value::as_object)
+            .is_some_and(|map| !map.is_empty())
+    };
+    non_empty("services") || non_empty("https")
 }
 
 /// The app's host in `environment`: its `host`, or `<app>.localhost` for `development`
@@ -252,6 +255,15 @@ pub(crate) fn apply(base: &Tree, environment: &str) -> Tree {
             }
         }
         merge_map(&mut view, base, "/services", &source, &known);
+    }
+    // The environment's `https` merges into the top-level one, key by key.
+    if let Some(https) = base
+        .json
+        .pointer(&format!("{}/https", pointer(environment)))
+    {
+        let overlay: Map<String, Value> =
+            [("https".to_owned(), https.clone())].into_iter().collect();
+        merge_map(&mut view, base, "", &pointer(environment), &overlay);
     }
     view
 }

@@ -64,6 +64,25 @@ pub(crate) struct SpecFile {
     /// taken, e.g. `{ every: 24h, keep: 14 }`. Default: none scheduled (`slipway backup
     /// create` any time).
     pub backups: Option<BackupsFile>,
+    /// How the app's hosts treat plain HTTP when the server also serves HTTPS, e.g.
+    /// `{ redirect: true, hsts: 365d }`. An environment may set its own (`environments:
+    /// { production: { https: { redirect: true } } }`). Default: plain HTTP is served as
+    /// is, no HSTS.
+    pub https: Option<HttpsFile>,
+}
+
+/// HTTPS options of the app.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HttpsFile {
+    /// Answer plain-HTTP requests with a `308 Permanent Redirect` to the same URL over
+    /// HTTPS (when the server has an HTTPS listener; ACME challenge requests are still
+    /// answered over HTTP). Default: `false`.
+    pub redirect: Option<bool>,
+    /// Send `Strict-Transport-Security: max-age=<this, in seconds>` with every HTTPS
+    /// response, so browsers use HTTPS only for that long, e.g. `365d`; `0s` tells them to
+    /// forget an earlier one. Default: none.
+    pub hsts: Option<DurationText>,
 }
 
 /// When databases are backed up and how many backups each keeps.
@@ -138,6 +157,8 @@ pub(crate) struct EnvironmentFile {
     /// labels separated by dots). Default: `<app>.localhost` for `development` and
     /// `<environment>.<app>.localhost` for the others.
     pub host: Option<String>,
+    /// The environment's HTTPS options, merged key by key into the top-level `https`.
+    pub https: Option<HttpsFile>,
     /// Per-service overrides, keyed by the name of a service defined under the top-level
     /// `services`. Any service key may be set; mappings merge into the base service, lists
     /// and single values replace the base's.

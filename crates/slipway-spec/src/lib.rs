@@ -44,8 +44,8 @@ pub use diagnostic::Diagnostic;
 use diagnostic::Pos;
 pub use model::{
     Analysis, BackupPolicy, Check, DatabaseSpec, DatabaseUse, DeploySettings, Engine, Health,
-    Limits, OnFailure, Port, Probe, Resources, Scaling, ServiceSpec, Shutdown, Spec, Strategy,
-    TrafficSettings, duration_ms,
+    HttpsSettings, Limits, OnFailure, Port, Probe, Resources, Scaling, ServiceSpec, Shutdown, Spec,
+    Strategy, TrafficSettings, duration_ms,
 };
 pub use quantity::{show_cpu, show_memory};
 pub use render::render;

@@ -161,6 +161,10 @@ pub struct ServiceSpec {
     /// How the router treats clients while two revisions share traffic.
     #[serde(default)]
     pub traffic: TrafficSettings,
+    /// The app's `https:` options (left out of the stored config while off, so revisions
+    /// made before the option keep their digest).
+    #[serde(default, skip_serializing_if = "HttpsSettings::is_off")]
+    pub https: HttpsSettings,
     /// The build command, run in `workdir` before a revision is created.
     #[serde(default)]
     pub build: Option<Vec<String>>,
@@ -565,6 +569,25 @@ impl Default for Analysis {
             max_p95: None,
             min_requests: 20,
         }
+    }
+}
+
+/// How the router treats the app's plain-HTTP and HTTPS clients (`https:`, the same for
+/// every service of the app).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpsSettings {
+    /// Plain HTTP gets a 308 to the same URL over HTTPS.
+    pub redirect: bool,
+    /// `Strict-Transport-Security: max-age=<seconds>` on HTTPS responses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hsts_max_age_secs: Option<u64>,
+}
+
+impl HttpsSettings {
+    /// Whether nothing is asked for (what configs stored before the option read as).
+    pub fn is_off(&self) -> bool {
+        *self == HttpsSettings::default()
     }
 }
 

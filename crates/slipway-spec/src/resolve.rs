@@ -17,8 +17,8 @@ use crate::file::{
 };
 use crate::model::{
     Analysis, BackupPolicy, Check, DatabaseSpec, DatabaseUse, DeploySettings, Engine, Health,
-    Limits, OnFailure, Port, Probe, Resources, Scaling, ServiceSpec, Shutdown, Spec, Strategy,
-    TrafficSettings, default_release_timeout,
+    HttpsSettings, Limits, OnFailure, Port, Probe, Resources, Scaling, ServiceSpec, Shutdown, Spec,
+    Strategy, TrafficSettings, default_release_timeout,
 };
 use crate::tree::{Tree, escape_pointer};
 use crate::{duration, percent, quantity, size};
@@ -67,6 +67,29 @@ pub(crate) fn resolve(
         .into_iter()
         .map(|(name, db)| (name, database(db, backups)))
         .collect();
+    let https = match file.https {
+        None => HttpsSettings::default(),
+        Some(https) => HttpsSettings {
+            redirect: https.redirect.unwrap_or(false),
+            hsts_max_age_secs: match https.hsts {
+                None => None,
+                Some(text) => Some(
+                    duration::parse(&text.0)
+                        .map_err(|_| {
+                            Diagnostic::at(
+                                tree.value_pos("/https/hsts"),
+                                format!(
+                                    "the spec passed validation but `{}` is not a duration",
+                                    text.0
+                                ),
+                            )
+                            .hint("please report this as a Slipway bug")
+                        })?
+                        .as_secs(),
+                ),
+            },
+        },
+    };
     let mut services = BTreeMap::new();
     for (name, service) in file.services {
         let pointer = format!("/services/{}", escape_pointer(&name));
@@ -76,6 +99,7 @@ pub(crate) fn resolve(
             pointer: &pointer,
         }
         .service(service, &base_dir)?;
+        resolved.https = https;
         for (index, used) in uses.into_iter().enumerate() {
             // The rules pass checked that every name is declared.
             let database = databases.get(&used).cloned().ok_or_else(|| {
@@ -264,6 +288,7 @@ impl Resolver<'_> {
                 .collect(),
             limits,
             uses: Vec::new(),
+            https: HttpsSettings::default(),
         })
     }
 

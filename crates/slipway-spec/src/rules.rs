@@ -55,6 +55,12 @@ pub(crate) fn check(tree: &Tree, out: &mut Vec<Diagnostic>, owned: &mut HashSet<
     for (name, service) in in_file_order {
         rules.service(name, service);
     }
+    if let Some(Value::Object(https)) = root.get("https")
+        && let Some(hsts) = https.get("hsts")
+    {
+        // `0s` is how a site withdraws an HSTS policy it sent before.
+        rules.duration("/https/hsts", hsts, true);
+    }
     databases::check(tree, root, rules.out);
 }
 

@@ -215,6 +215,7 @@ fn defaults_apply_to_everything_left_out() {
                 body: Some(100 * 1024 * 1024),
             },
             uses: vec![],
+            https: Default::default(),
         }
     );
     assert_eq!(web.health, Health::default());

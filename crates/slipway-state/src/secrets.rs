@@ -160,6 +160,31 @@ impl MasterKey {
         &self.path
     }
 
+    /// Seals `plaintext` for storage outside the database (a file under the data dir):
+    /// nonce then ciphertext, bound to `purpose` (e.g. `acme-cert:example.com`) so a sealed
+    /// file copied to another purpose fails to open.
+    ///
+    /// # Errors
+    /// No randomness from the OS, or an encryption failure.
+    pub fn seal(&self, purpose: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let aad = format!("slipway-sealed/v1\0{purpose}");
+        let (nonce, ciphertext) = seal(self, aad.as_bytes(), plaintext)?;
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&ciphertext);
+        Ok(sealed)
+    }
+
+    /// Opens what [`MasterKey::seal`] sealed for `purpose`; `None` when it was sealed under
+    /// another key or purpose, or altered.
+    pub fn open(&self, purpose: &str, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        if sealed.len() < NONCE_LEN {
+            return None;
+        }
+        let aad = format!("slipway-sealed/v1\0{purpose}");
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        open(self, aad.as_bytes(), nonce, ciphertext)
+    }
+
     fn cipher(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new(&Key::from(*self.bytes))
     }

@@ -127,6 +127,30 @@ pub(crate) enum Command {
         /// Default: `<data dir>/tls`.
         #[arg(long, value_name = "DIR")]
         tls_dir: Option<std::path::PathBuf>,
+        /// Serve the admin listener (API, metrics, dashboard) over HTTPS with this PEM
+        /// certificate chain (with --admin-tls-key); reloaded when it changes.
+        #[arg(long, value_name = "FILE", requires = "admin_tls_key")]
+        admin_tls_cert: Option<std::path::PathBuf>,
+        /// The PEM private key of --admin-tls-cert.
+        #[arg(long, value_name = "FILE", requires = "admin_tls_cert")]
+        admin_tls_key: Option<std::path::PathBuf>,
+        /// Obtain and renew certificates over ACME from this directory URL (e.g.
+        /// https://acme-v02.api.letsencrypt.org/directory) for every host the apps serve that
+        /// has no certificate file. Needs --tls-listen; the CA must reach this server on ports
+        /// 80 (HTTP-01) or 443 (TLS-ALPN-01) for each host.
+        #[arg(long, value_name = "URL")]
+        acme_directory: Option<String>,
+        /// A PEM root certificate to trust for the ACME server's own HTTPS (a test CA).
+        #[arg(long, value_name = "FILE", requires = "acme_directory")]
+        acme_ca: Option<std::path::PathBuf>,
+        /// The contact address of the ACME account.
+        #[arg(long, value_name = "EMAIL", requires = "acme_directory")]
+        acme_email: Option<String>,
+        /// The ACME challenge tried first: http-01 or tls-alpn-01 (after a failure the other
+        /// one is tried).
+        #[arg(long, value_name = "TYPE", default_value = "http-01", requires = "acme_directory",
+              value_parser = str::parse::<slipway_control::acme::ChallengeKind>)]
+        acme_challenge: slipway_control::acme::ChallengeKind,
     },
     /// Stop every instance of the app cleanly (the server keeps running).
     Down {

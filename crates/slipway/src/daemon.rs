@@ -126,8 +126,9 @@ pub(crate) async fn print_dashboard_url(client: &Client) {
     let Ok(info) = client.get::<dto::ServerInfo>("/v1/server").await else {
         return;
     };
+    let scheme = if info.admin_https { "https" } else { "http" };
     println!(
-        "\ndashboard: http://{}/ (sign in with a token from `slipway token create NAME --role viewer`)",
+        "\ndashboard: {scheme}://{}/ (sign in with a token from `slipway token create NAME --role viewer`)",
         info.admin
     );
 }

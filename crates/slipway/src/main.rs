@@ -170,6 +170,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             request_body_timeout,
             tls_listen,
             tls_dir,
+            admin_tls_cert,
+            admin_tls_key,
+            acme_directory,
+            acme_ca,
+            acme_email,
+            acme_challenge,
         } => {
             slipway_control::run_server(slipway_control::ServerConfig {
                 data_dir: data,
@@ -184,6 +190,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 body_timeout: request_body_timeout,
                 tls_listen,
                 tls_dir: tls_dir.map(|d| std::path::absolute(&d).unwrap_or(d)),
+                admin_tls: admin_tls_cert.zip(admin_tls_key).map(|(cert, key)| {
+                    (
+                        std::path::absolute(&cert).unwrap_or(cert),
+                        std::path::absolute(&key).unwrap_or(key),
+                    )
+                }),
+                acme: acme_directory.map(|directory| slipway_control::acme::AcmeSettings {
+                    directory,
+                    ca_file: acme_ca.map(|f| std::path::absolute(&f).unwrap_or(f)),
+                    email: acme_email,
+                    challenge: acme_challenge,
+                }),
             })
             .await?;
             Ok(ExitCode::SUCCESS)

@@ -373,6 +373,50 @@ pub(crate) fn print_status(status: &dto::AppStatus, only: Option<&str>) {
         }
         println!("\n{d}");
     }
+    if !status.certificates.is_empty() {
+        let mut c = table(&["HOST", "SOURCE", "CERTIFICATE", "EXPIRES", "RENEWS AFTER"]);
+        for cert in &status.certificates {
+            let bad = matches!(cert.state.as_str(), "expiring" | "expired" | "failed");
+            if let Some(error) = &cert.last_error {
+                problems.push((
+                    format!("certificate {}", cert.host),
+                    format!(
+                        "ACME FAILED ({} attempt(s), next in {}s): {error}",
+                        cert.failures,
+                        cert.next_attempt_in_secs.unwrap_or(0)
+                    ),
+                    Vec::new(),
+                ));
+            } else if bad && cert.source == "file" {
+                problems.push((
+                    format!("certificate {}", cert.host),
+                    format!(
+                        "{}: copy a renewed certificate over its file in the TLS directory",
+                        cert.state
+                    ),
+                    Vec::new(),
+                ));
+            } else if bad {
+                problems.push((
+                    format!("certificate {}", cert.host),
+                    format!("{} and not renewed yet", cert.state),
+                    Vec::new(),
+                ));
+            }
+            c.add_row(vec![
+                cert.host.clone(),
+                cert.source.clone(),
+                if bad {
+                    cert.state.to_uppercase()
+                } else {
+                    cert.state.clone()
+                },
+                cert.not_after.clone().unwrap_or_else(|| "-".into()),
+                cert.renew_after.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        println!("\n{c}");
+    }
     if let Some(reason) = &status.limits_unavailable {
         println!("\nwarning: resource limits are not enforced on this server: {reason}");
     }

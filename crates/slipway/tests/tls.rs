@@ -180,6 +180,18 @@ fn two_hosts_get_their_certificates_by_sni_and_a_replaced_one_is_served_without_
             "{host} over HTTP/1.1: {text}"
         );
     }
+    // `status` shows each host's certificate file and when it expires.
+    let status = s.status("alpha");
+    let cert = &status["certificates"][0];
+    assert_eq!(cert["host"], "web.alpha.localhost", "{status}");
+    assert_eq!(cert["source"], "file", "{status}");
+    assert_eq!(cert["state"], "valid", "{status}");
+    assert!(cert["expires_in_secs"].as_i64().unwrap() > 3600, "{status}");
+    let table = s.ok(&["status", "--app", "alpha"]);
+    assert!(
+        table.contains("web.alpha.localhost") && table.contains("file"),
+        "{table}"
+    );
     // A host without a certificate gets none (the handshake fails), and old TLS is refused.
     let (ok, text) = curl(&ca, tls_port, "web.gamma.localhost", &[]);
     assert!(!ok, "a host without a certificate was served: {text}");
@@ -289,4 +301,245 @@ fn the_tls_listener_complies_with_mozillas_intermediate_configuration() {
             "{old} is accepted:\n{report}"
         );
     }
+}
+
+/// `curl -sS -D - ... url`: the response head and body as text.
+fn curl_head(args: &[&str], url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-D", "-"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn an_app_can_redirect_plain_http_to_https_and_send_hsts() {
+    let tls_port = free_port();
+    let s = Slipway::start_with(&["--tls-listen", &format!("127.0.0.1:{tls_port}")]);
+    let certs = s.data.join("tls");
+    let work = s.dir.path().join("pki");
+    std::fs::create_dir_all(&work).unwrap();
+    make_ca(&work);
+    let ca = work.join("ca.crt");
+    for (app, https) in [
+        ("alpha", "https: { redirect: true, hsts: 1d }\n"),
+        ("beta", ""),
+    ] {
+        make_cert(&work, &format!("web.{app}.localhost"), "first", &certs);
+        let spec = format!(
+            "app: {app}\nservices:\n  web:\n    run: [\"python3\", \"app.py\"]\n    env: {{ VERSION: \"{app}\" }}\n{https}"
+        );
+        let dir = s.write_app(app, &spec);
+        s.ok(&["up", &path_str(&dir), "--detach"]);
+    }
+    s.wait_body("web.beta.localhost", "/", "beta", Duration::from_secs(10));
+    // The TLS directory is read every second: wait until both certificates are served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for host in ["web.alpha.localhost", "web.beta.localhost"] {
+        while !served_subject(tls_port, host).contains(host) {
+            assert!(
+                Instant::now() < deadline,
+                "{host}'s certificate was not loaded"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let port = s.router.port();
+    let resolve = |host: &str| {
+        [
+            format!("{host}:{port}:127.0.0.1"),
+            format!("{host}:{tls_port}:127.0.0.1"),
+        ]
+    };
+    let [plain, secure] = resolve("web.alpha.localhost");
+    let plain_url = format!("http://web.alpha.localhost:{port}/some/path?q=1");
+    let location = format!("location: https://web.alpha.localhost:{tls_port}/some/path?q=1");
+    // The fast path (HTTP/1.1) and hyper's path (HTTP/1.0) both answer 308 to the same URL.
+    for version in ["--http1.1", "--http1.0"] {
+        let head = curl_head(&["--resolve", &plain, version], &plain_url);
+        assert!(
+            head.lines().next().is_some_and(|l| l.contains(" 308 "))
+                && head.to_lowercase().contains(&location),
+            "{version}: {head}"
+        );
+    }
+    // Following it reaches the app over HTTPS, with HSTS on the answer.
+    let head = curl_head(
+        &[
+            "--resolve",
+            &plain,
+            "--resolve",
+            &secure,
+            "--cacert",
+            &path_str(&ca),
+            "-L",
+        ],
+        &plain_url,
+    );
+    let lower = head.to_lowercase();
+    assert!(
+        lower.contains("strict-transport-security: max-age=86400") && head.contains("alpha"),
+        "{head}"
+    );
+    // ACME HTTP-01 paths are never redirected (here no challenge is pending: the app answers).
+    let head = curl_head(
+        &["--resolve", &plain],
+        &format!("http://web.alpha.localhost:{port}/.well-known/acme-challenge/abc"),
+    );
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("alpha"),
+        "{head}"
+    );
+    // An app without the options is served over plain HTTP and gets no HSTS over HTTPS.
+    let [plain, secure] = resolve("web.beta.localhost");
+    let head = curl_head(
+        &["--resolve", &plain],
+        &format!("http://web.beta.localhost:{port}/"),
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let head = curl_head(
+        &["--resolve", &secure, "--cacert", &path_str(&ca)],
+        &format!("https://web.beta.localhost:{tls_port}/"),
+    );
+    assert!(
+        head.contains("200") && !head.to_lowercase().contains("strict-transport-security"),
+        "{head}"
+    );
+}
+
+#[test]
+fn the_admin_listener_serves_https_and_takes_a_replaced_certificate_without_restart() {
+    let pki = tempfile::tempdir().unwrap();
+    let work = pki.path();
+    make_ca(work);
+    let ca = work.join("ca.crt");
+    let files = work.join("admin");
+    std::fs::create_dir_all(&files).unwrap();
+    make_cert(work, "admin.localhost", "first", &files);
+    let (cert, key) = (
+        files.join("admin.localhost.crt"),
+        files.join("admin.localhost.key"),
+    );
+    let s = Slipway::start_with(&[
+        "--admin-tls-cert",
+        &path_str(&cert),
+        "--admin-tls-key",
+        &path_str(&key),
+    ]);
+    let port = s.admin.port();
+    let resolve = format!("admin.localhost:{port}:127.0.0.1");
+    let url = format!("https://admin.localhost:{port}/metrics");
+    let token = s.ok(&["token", "create", "scrape", "--role", "metrics"]);
+    let bearer = format!("Authorization: Bearer {}", token.trim());
+    let head = curl_head(
+        &[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            &path_str(&ca),
+            "-H",
+            &bearer,
+        ],
+        &url,
+    );
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("slipway_process_resident_memory_bytes"),
+        "{head}"
+    );
+    // Plain HTTP gets no answer from a TLS listener.
+    let plain = curl_head(&[], &format!("http://127.0.0.1:{port}/metrics"));
+    assert!(!plain.contains("200"), "{plain}");
+    // A renewed certificate copied over the old one is served within seconds.
+    assert!(served_subject(port, "admin.localhost").contains("O = first"));
+    make_cert(work, "admin.localhost", "second", &files);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let subject = served_subject(port, "admin.localhost");
+        if subject.contains("O = second") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still served: {subject}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let head = curl_head(
+        &[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            &path_str(&ca),
+            "-H",
+            &bearer,
+        ],
+        &url,
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+#[test]
+fn an_unusable_admin_certificate_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("admin.crt");
+    let key = dir.path().join("admin.key");
+    std::fs::write(&cert, "not a certificate").unwrap();
+    std::fs::write(&key, "not a key").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["server", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin", &format!("127.0.0.1:{}", free_port())])
+        .arg("--admin-tls-cert")
+        .arg(&cert)
+        .arg("--admin-tls-key")
+        .arg(&key)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("SLIPWAY_MASTER_KEY_FILE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot serve the admin listener over HTTPS")
+            && stderr.contains("admin.crt")
+            && stderr.contains("hint:"),
+        "{stderr}"
+    );
+    // ACME without an HTTPS listener is refused the same way.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["server", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin", &format!("127.0.0.1:{}", free_port())])
+        .args(["--acme-directory", "https://127.0.0.1:9/dir"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("SLIPWAY_MASTER_KEY_FILE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--acme-directory needs --tls-listen"),
+        "{stderr}"
+    );
+    // So is a CA file for the ACME server that holds no certificate.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["server", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin", &format!("127.0.0.1:{}", free_port())])
+        .args(["--tls-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--acme-directory", "https://127.0.0.1:9/dir", "--acme-ca"])
+        .arg(&cert)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("SLIPWAY_MASTER_KEY_FILE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("holds no PEM certificate")
+            && stderr.contains("hint: --acme-ca"),
+        "{stderr}"
+    );
 }

@@ -54,6 +54,18 @@ impl Controller {
         drop(live);
         scrape.backups = self.backup_gauges();
         scrape.databases = self.database_gauges();
+        scrape.certificates = self
+            .certificates(None)
+            .into_iter()
+            .map(|c| crate::metrics::CertificateSample {
+                labels: vec![("app".into(), c.app), ("host".into(), c.host)],
+                not_after: c
+                    .expires_in_secs
+                    .map(|left| jiff::Timestamp::now().as_second() + left),
+                failing: i64::from(c.failures > 0),
+                failures: c.failures_total,
+            })
+            .collect();
         scrape.with_counters(&self.counters)
     }
 
@@ -180,6 +192,7 @@ impl Controller {
             services,
             limits_unavailable: self.driver.limits_unavailable(),
             databases: self.database_status(app),
+            certificates: self.certificates(Some(app)),
         })
     }
 

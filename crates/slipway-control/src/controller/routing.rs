@@ -62,6 +62,10 @@ impl Controller {
                             max_concurrency: s.scaling.max_concurrency,
                             routes: s.routes,
                             max_body: s.limits.body,
+                            redirect_https: s.https.redirect,
+                            hsts: s.https.hsts_max_age_secs.and_then(|age| {
+                                axum::http::HeaderValue::from_str(&format!("max-age={age}")).ok()
+                            }),
                         })
                         .unwrap_or_default(),
                 ),
@@ -87,6 +91,8 @@ impl Controller {
                 sticky: settings.sticky,
                 max_concurrency: settings.max_concurrency,
                 max_body: settings.max_body,
+                redirect_https: settings.redirect_https,
+                hsts: settings.hsts.clone(),
             });
             table.add_host(&format!("{service}.{host}"), target.clone());
             for prefix in &settings.routes {
@@ -104,6 +110,8 @@ impl Controller {
                     sticky: false,
                     max_concurrency: settings.max_concurrency,
                     max_body: settings.max_body,
+                    redirect_https: settings.redirect_https,
+                    hsts: settings.hsts.clone(),
                 });
                 table.add_host(&format!("{tag}.{service}.{host}"), tagged);
             }

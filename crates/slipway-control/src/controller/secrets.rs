@@ -92,7 +92,7 @@ impl Controller {
     }
 
     /// The master key, created on first use when `create` is set.
-    pub(super) fn master_key(&self, create: bool) -> Result<Arc<MasterKey>> {
+    pub(crate) fn master_key(&self, create: bool) -> Result<Arc<MasterKey>> {
         let mut cached = self.master_key.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(key) = cached.as_ref() {
             return Ok(key.clone());

@@ -150,6 +150,7 @@ function render(st) {
   $('limits').textContent = st.limits_unavailable
     ? `Resource limits are not enforced on this server: ${st.limits_unavailable}` : '';
   renderDatabases(st.databases ?? []);
+  renderCertificates(st.certificates ?? []);
   const names = st.services.map((s) => s.name);
   for (const [name, c] of ui.cards) {
     if (!names.includes(name)) { c.el.remove(); ui.cards.delete(name); ui.series.delete(name); }
@@ -176,6 +177,20 @@ function renderDatabases(list) {
       : (d.backup && d.backup.last_success ? `last backup ${d.backup.last_success}` : 'no backup yet');
     return h('p', { class: down || failing ? 'database problem' : 'database', 'data-database': d.name },
       `${d.name} · ${d.engine} ${d.version} · ${d.state} · ${backup}`);
+  }));
+}
+
+/** One line per routed host with a certificate (from a file or over ACME): state, expiry; red
+ * when obtaining it fails, when it is expiring (see `CertificateStatus`), or has expired. */
+function renderCertificates(list) {
+  const box = $('certificates');
+  box.hidden = list.length === 0;
+  box.replaceChildren(h('h2', {}, 'Certificates'), ...list.map((c) => {
+    const bad = c.last_error || ['expiring', 'expired', 'failed'].includes(c.state);
+    const expiry = c.not_after ? `expires ${c.not_after}` : 'none yet';
+    const failing = c.last_error ? ` · ACME FAILED (${c.failures}×): ${c.last_error}` : '';
+    return h('p', { class: bad ? 'certificate problem' : 'certificate', 'data-host': c.host },
+      `${c.host} · ${c.source} · ${c.state} · ${expiry}${failing}`);
   }));
 }
 

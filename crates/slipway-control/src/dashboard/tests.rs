@@ -45,7 +45,10 @@ async fn send(gate: &Gate, method: Method, path: &str, token: Option<&str>) -> (
     }
     let mut req = req.body(Body::empty()).unwrap();
     req.extensions_mut()
-        .insert(ConnectInfo(SocketAddr::from(([10, 1, 2, 3], 5000))));
+        .insert(ConnectInfo(super::Peer(SocketAddr::from((
+            [10, 1, 2, 3],
+            5000,
+        )))));
     let response = gate.dispatch(req).await;
     let status = response.status().as_u16();
     if status == 401 {
@@ -88,7 +91,10 @@ async fn a_valid_token_passes_with_its_name_as_the_caller() {
         .body(Body::empty())
         .unwrap();
     req.extensions_mut()
-        .insert(ConnectInfo(SocketAddr::from(([10, 1, 2, 3], 5000))));
+        .insert(ConnectInfo(super::Peer(SocketAddr::from((
+            [10, 1, 2, 3],
+            5000,
+        )))));
     assert_eq!(g.dispatch(req).await.status(), 200);
     // Its use is recorded.
     assert!(g.store.tokens().unwrap()[0].last_used_at.is_some());
@@ -253,10 +259,11 @@ async fn the_page_and_its_files_are_served_with_a_strict_policy() {
 
 #[test]
 fn the_dashboard_stays_small() {
-    // Three hand-written files, no framework: a budget keeps it that way.
+    // Three hand-written files, no framework: a budget keeps it that way (raised from 600
+    // for the sign-in form and the certificates panel).
     let lines = [INDEX_HTML, APP_JS, STYLE_CSS]
         .iter()
         .map(|f| f.lines().count())
         .sum::<usize>();
-    assert!(lines < 600, "the dashboard has {lines} lines");
+    assert!(lines < 650, "the dashboard has {lines} lines");
 }

@@ -183,3 +183,24 @@ fn the_clear_value_is_not_in_the_database_and_rows_cannot_be_moved_or_read_with_
         value
     );
 }
+
+#[test]
+fn a_sealed_file_opens_only_with_its_key_and_purpose() {
+    let key = MasterKey::from_bytes([7; KEY_LEN]);
+    let sealed = key.seal("acme-cert:a.example", b"-----BEGIN").unwrap();
+    assert!(!sealed.windows(10).any(|w| w == b"-----BEGIN"));
+    assert_eq!(
+        key.open("acme-cert:a.example", &sealed).unwrap().as_slice(),
+        b"-----BEGIN"
+    );
+    assert!(key.open("acme-cert:b.example", &sealed).is_none());
+    assert!(
+        MasterKey::from_bytes([8; KEY_LEN])
+            .open("acme-cert:a.example", &sealed)
+            .is_none()
+    );
+    let mut altered = sealed.clone();
+    *altered.last_mut().unwrap() ^= 1;
+    assert!(key.open("acme-cert:a.example", &altered).is_none());
+    assert!(key.open("acme-cert:a.example", &sealed[..10]).is_none());
+}
