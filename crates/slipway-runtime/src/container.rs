@@ -69,6 +69,9 @@ pub struct ContainerConfig {
     /// Labels naming what the container is (app, environment, service, revision); the
     /// driver adds the server, instance and port labels. Adoption matches on these.
     pub labels: BTreeMap<String, String>,
+    /// Host folders mounted at the same path inside (`/host/dir:/host/dir`): the socket
+    /// folders of the databases the service uses, so their URLs work unchanged.
+    pub binds: Vec<String>,
 }
 
 /// Runs instances as containers of the local Docker (or Podman) engine.
@@ -134,6 +137,7 @@ impl ContainerDriver {
             // Memory and swap together: the limit is the limit, as for native processes.
             memory_swap: limits.memory_bytes.and_then(|b| i64::try_from(b).ok()),
             pids_limit: limits.pids.map(i64::from),
+            binds: (!container.binds.is_empty()).then(|| container.binds.clone()),
             // A small init as pid 1 (the engine's `docker-init`) passes SIGTERM on to the
             // command and reaps its children: a command that sets no SIGTERM handler still
             // stops at once, as a native process does.

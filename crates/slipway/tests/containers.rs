@@ -631,3 +631,70 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A container service that reports whether PostgreSQL answers on the socket its
+/// `DATABASE_URL` names (an SSLRequest, answered `N` before any authentication).
+const DB_PROBE: &str = r#"
+import os, socket, urllib.parse
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+def answer():
+    url = urllib.parse.urlparse(os.environ["DATABASE_URL"])
+    folder = urllib.parse.parse_qs(url.query)["host"][0]
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(folder + "/.s.PGSQL.5432")
+    s.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")
+    return s.recv(1).decode()
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        try:
+            body = "postgres says " + answer()
+        except Exception as e:
+            body = "no database: " + repr(e)
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+HTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+#[test]
+fn a_container_service_reaches_its_managed_database_through_the_url_it_gets() {
+    docker::engine();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/clinic");
+    let made = std::process::Command::new(example.join("notify/python-image"))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let s = Slipway::start();
+    // The database runs as another user, who must pass through the test's folder.
+    std::fs::set_permissions(
+        s.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let app = app_name("ctr-db");
+    let _cleanup = Cleanup(app.clone());
+    let dir = s.dir.path().join(&app);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("probe.py"), DB_PROBE).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM clinic/python:3\nCOPY probe.py /app/probe.py\nCMD [\"python3\", \"/app/probe.py\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        format!(
+            "app: {app}\ndatabases:\n  db: {{ engine: postgres }}\nservices:\n  web:\n    image: slipway-test/{app}:dev\n    dockerfile: Dockerfile\n    uses: [db]\n    health:\n      ready: {{ http: /, interval: 200ms }}\n      startup_timeout: 20s\n"
+        ),
+    )
+    .unwrap();
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    let host = format!("web.{app}.localhost");
+    let body = s.wait_body(&host, "/", "postgres says", Duration::from_secs(20));
+    assert_eq!(body.trim(), "postgres says N", "{body}");
+    s.ok(&["down", "--app", &app]);
+}

@@ -386,6 +386,17 @@ impl Controller {
                 .as_ref()
                 .map(|c| c.iter().map(|a| expand(a, env)).collect()),
             labels,
+            // Managed databases listen on Unix sockets only: their socket folders are
+            // mounted at the same path, so the URLs the service gets work inside too.
+            binds: stored
+                .spec
+                .uses
+                .iter()
+                .map(|used| {
+                    let socket = self.database_dir(key, &used.name).join("socket");
+                    format!("{0}:{0}", socket.display())
+                })
+                .collect(),
         })
     }
 
