@@ -15,10 +15,6 @@
 //! a claim template per database, and one Secret *template* that names every secret key the
 //! manifests refer to, with empty values: an export never contains a secret's value.
 //!
-//! The spec allows `release:` on native services only today, and those are not exported,
-//! so the Job is made for a [`ServiceSpec`] built by hand (the tests); it is ready for
-//! container services that take a release command.
-//!
 //! Architecture invariant: pure. No I/O, no clock, no network; the caller reads the spec
 //! and writes the files.
 

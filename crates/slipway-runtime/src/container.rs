@@ -272,6 +272,14 @@ impl Driver for ContainerDriver {
         })
     }
 
+    fn run_container_job(
+        &self,
+        job: ContainerJob,
+        on_line: crate::OnLine,
+    ) -> BoxFuture<'_, Result<crate::JobOutcome, String>> {
+        Box::pin(self.run_job(job, on_line))
+    }
+
     fn build_image(
         &self,
         dockerfile: &Path,
@@ -416,6 +424,212 @@ impl Driver for ContainerDriver {
 
 /// The engine's client, connected (and its API version agreed) on first use; a failure is
 /// not remembered, so an engine started later is found.
+/// A one-shot command in a container of a revision's image (a container service's
+/// `release:`), run to completion like a [`crate::Job`].
+#[derive(Clone, Debug)]
+pub struct ContainerJob {
+    /// The image, by id.
+    pub image: String,
+    /// The command instead of the image's own (already expanded).
+    pub command: Vec<String>,
+    /// Its environment.
+    pub env: Vec<(String, String)>,
+    /// Labels naming what it is; the driver adds the server's, and `slipway.job`.
+    pub labels: BTreeMap<String, String>,
+    /// Host folders mounted at the same path inside (as [`ContainerConfig::binds`]).
+    pub binds: Vec<String>,
+    /// The service's resource limits.
+    pub limits: crate::Limits,
+    /// How long it may run before it is killed.
+    pub timeout: Duration,
+    /// How many of the newest output lines are kept.
+    pub keep_lines: usize,
+}
+
+/// The label that marks a one-shot container (its value says which: `release`).
+pub(crate) const JOB_LABEL: &str = "slipway.job";
+
+impl ContainerDriver {
+    /// Runs `job` in a new container to completion (or its timeout, then it is killed), its
+    /// output passed line by line to `on_line`; the container is removed in every case.
+    pub async fn run_job(
+        &self,
+        job: ContainerJob,
+        on_line: crate::OnLine,
+    ) -> Result<crate::JobOutcome, String> {
+        use std::os::unix::process::ExitStatusExt;
+        let docker = self.engine.get().await?;
+        let started = std::time::Instant::now();
+        let mut labels: HashMap<String, String> = job.labels.into_iter().collect();
+        labels.insert(SERVER_LABEL.into(), self.server.clone());
+        labels.insert(JOB_LABEL.into(), "release".into());
+        let limits = &job.limits;
+        let body = ContainerCreateBody {
+            image: Some(job.image.clone()),
+            cmd: Some(job.command.clone()),
+            env: Some(job.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                nano_cpus: limits.cpu_millis.map(|m| i64::from(m) * 1_000_000),
+                memory: limits.memory_bytes.and_then(|b| i64::try_from(b).ok()),
+                memory_swap: limits.memory_bytes.and_then(|b| i64::try_from(b).ok()),
+                pids_limit: limits.pids.map(i64::from),
+                binds: (!job.binds.is_empty()).then(|| job.binds.clone()),
+                init: Some(true),
+                ..Default::default()
+            }),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let container = docker
+            .create_container(None, body)
+            .await
+            .map_err(|e| engine_message(&e))?
+            .id;
+        let outcome = run_to_end(
+            &docker,
+            &container,
+            &job.command,
+            job.timeout,
+            job.keep_lines,
+            on_line,
+        )
+        .await;
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        if let Err(err) = docker.remove_container(&container, Some(options)).await {
+            tracing::warn!(%container, error = %engine_message(&err), "could not remove a job's container");
+        }
+        let (end, lines) = outcome?;
+        let end = match end {
+            Some(code) => crate::JobEnd::Exited(std::process::ExitStatus::from_raw(
+                // A wait status: the exit code in the second byte.
+                (code.clamp(0, 255) as i32) << 8,
+            )),
+            None => crate::JobEnd::TimedOut,
+        };
+        Ok(crate::JobOutcome {
+            end,
+            lines,
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+/// Starts the created `container`, collects its output lines until it exits or `limit`
+/// passes (then kills it); returns its exit code (`None`: timed out) and the newest
+/// `keep` lines.
+async fn run_to_end(
+    docker: &Docker,
+    container: &str,
+    command: &[String],
+    limit: Duration,
+    keep: usize,
+    on_line: crate::OnLine,
+) -> Result<(Option<i64>, Vec<String>), String> {
+    use bollard::container::LogOutput;
+    let options = AttachContainerOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .stream(true)
+        .logs(true)
+        .build();
+    let mut attached = docker
+        .attach_container(container, Some(options))
+        .await
+        .map_err(|e| engine_message(&e))?
+        .output;
+    docker.start_container(container, None).await.map_err(|e| {
+        format!(
+            "`{}` could not start: {}",
+            command.join(" "),
+            engine_message(&e)
+        )
+    })?;
+    let lines = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+    let collect = {
+        let lines = lines.clone();
+        async move {
+            // stdout and stderr, each split into lines as they come.
+            let mut partial = [Vec::new(), Vec::new()];
+            let emit = |buffer: &mut Vec<u8>, all: bool| {
+                for mut line in take_lines(buffer, all) {
+                    on_line(&mut line);
+                    let mut kept = lines.lock().unwrap_or_else(|p| p.into_inner());
+                    kept.push_back(line);
+                    while kept.len() > keep {
+                        kept.pop_front();
+                    }
+                }
+            };
+            while let Some(Ok(chunk)) = attached.next().await {
+                let (which, bytes) = match chunk {
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => (0, message),
+                    LogOutput::StdErr { message } => (1, message),
+                    LogOutput::StdIn { .. } => continue,
+                };
+                partial[which].extend_from_slice(&bytes);
+                emit(&mut partial[which], false);
+            }
+            for buffer in &mut partial {
+                emit(buffer, true);
+            }
+        }
+    };
+    let waited = async {
+        let options = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        let mut waiting = docker.wait_container(container, Some(options));
+        match waiting.next().await {
+            Some(Ok(response)) => Ok(response.status_code),
+            Some(Err(EngineError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(engine_message(&e)),
+            None => Err("the engine ended the wait without a status".to_owned()),
+        }
+    };
+    let both = async { tokio::join!(waited, collect).0 };
+    let code = match timeout(limit, both).await {
+        Ok(code) => Some(code?),
+        Err(_) => {
+            let _ = docker
+                .kill_container(
+                    container,
+                    None::<bollard::query_parameters::KillContainerOptions>,
+                )
+                .await;
+            None
+        }
+    };
+    let kept = lines
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain(..)
+        .collect();
+    Ok((code, kept))
+}
+
+/// Takes the complete lines off the front of `buffer` (with `all`, also what remains after
+/// the last line break), without their line endings.
+fn take_lines(buffer: &mut Vec<u8>, all: bool) -> Vec<String> {
+    let text = |bytes: &[u8]| {
+        String::from_utf8_lossy(bytes)
+            .trim_end_matches('\r')
+            .to_owned()
+    };
+    let mut lines = Vec::new();
+    while let Some(at) = buffer.iter().position(|b| *b == b'\n') {
+        let rest = buffer.split_off(at + 1);
+        lines.push(text(&buffer[..at]));
+        *buffer = rest;
+    }
+    if all && !buffer.is_empty() {
+        lines.push(text(buffer));
+        buffer.clear();
+    }
+    lines
+}
+
 #[derive(Default)]
 struct Engine {
     docker: OnceCell<Docker>,
@@ -1009,5 +1223,17 @@ mod tests {
             oom_killed: false,
         };
         assert_eq!(describe_exit(&exited, None), "exited with status 3");
+    }
+
+    #[test]
+    fn a_jobs_output_is_cut_into_lines_as_it_comes() {
+        let mut buffer = b"one\r\ntwo\nthr".to_vec();
+        assert_eq!(take_lines(&mut buffer, false), ["one", "two"]);
+        assert_eq!(buffer, b"thr");
+        buffer.extend_from_slice(b"ee");
+        assert_eq!(take_lines(&mut buffer, false), Vec::<String>::new());
+        assert_eq!(take_lines(&mut buffer, true), ["three"]);
+        assert!(buffer.is_empty());
+        assert_eq!(take_lines(&mut buffer, true), Vec::<String>::new());
     }
 }

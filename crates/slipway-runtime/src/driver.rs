@@ -61,6 +61,22 @@ pub trait Driver: Send + Sync {
         Box::pin(async move { Err(message) })
     }
 
+    /// Runs a one-shot command in a container of an image to completion (a container
+    /// service's `release:`). A driver that runs no containers says so.
+    fn run_container_job(
+        &self,
+        job: crate::ContainerJob,
+        on_line: crate::OnLine,
+    ) -> BoxFuture<'_, Result<crate::JobOutcome, String>> {
+        let _ = on_line;
+        let message = format!(
+            "cannot run `{}` in a container of {}: this server runs no containers",
+            job.command.join(" "),
+            job.image
+        );
+        Box::pin(async move { Err(message) })
+    }
+
     /// What a previous server of the same data directory left running that this driver
     /// can adopt or remove (containers; processes are found by pid instead, see
     /// [`Driver::remove_orphan`]).

@@ -39,7 +39,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use cgroup::{Cgroups, InstanceCgroup, Limits, Usage, Version as CgroupVersion, limit_files};
-pub use container::{ContainerConfig, ContainerDriver};
+pub use container::{ContainerConfig, ContainerDriver, ContainerJob};
 pub use driver::{BoxFuture, Driver, InstanceHandle, Leftover, ProcessDriver, RunningInstance};
 pub use guard::{GUARD_ARG, guard_main, set_guard_program};
 pub use instance::{Instance, NotReady};

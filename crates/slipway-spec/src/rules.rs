@@ -260,7 +260,7 @@ impl Rules<'_> {
             );
         }
         if service.contains_key("image") {
-            for only_run in ["build", "artifact", "test", "release", "volumes", "workdir"] {
+            for only_run in ["build", "artifact", "test", "volumes", "workdir"] {
                 if service.contains_key(only_run) {
                     self.out.push(
                         Diagnostic::at(

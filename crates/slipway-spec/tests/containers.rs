@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{hint, problems, problems_env, single, valid, valid_env};
+use support::{hint, problems, single, valid, valid_env};
 
 #[test]
 fn an_image_service_runs_a_container_with_an_optional_command() {
@@ -95,7 +95,7 @@ fn an_environment_can_run_a_process_service_as_a_container_and_back() {
 }
 
 #[test]
-fn an_environment_that_runs_a_container_drops_how_the_process_was_made_but_not_its_release() {
+fn an_environment_that_runs_a_container_drops_how_the_process_was_made_but_keeps_its_release() {
     // `workdir`, `build`, `artifact`, `test` and `volumes` make and run the native code,
     // which the image replaces.
     let source = "app: a\nservices:\n  api:\n    run: [./api]\n    workdir: api\n    build: [make]\n    test: [make, test]\n    artifact: out/api\n    volumes: { data: ./data }\n    env: { MODE: web }\nenvironments:\n  production:\n    services:\n      api: { image: clinic/api:1.4, dockerfile: api/Dockerfile }\n";
@@ -108,14 +108,12 @@ fn an_environment_that_runs_a_container_drops_how_the_process_was_made_but_not_i
     assert!(api.volumes.is_empty());
     assert_eq!(api.env["MODE"], "web");
     assert_eq!(valid(source).services["api"].run, ["./api"]);
-    // A release command would be dropped silently: it stays, and says it does not apply.
+    // A release command (a migration) stays: it runs in a container of the image.
     let with_release = "app: a\nservices:\n  api:\n    run: [./api]\n    release: [./api, migrate]\nenvironments:\n  production:\n    services:\n      api: { image: clinic/api:1.4 }\n";
-    let problems = problems_env(with_release, "production");
-    assert!(
-        problems
-            .iter()
-            .any(|d| d.message.contains("`release` applies to native processes")),
-        "{problems:?}"
+    let production = valid_env(with_release, "production");
+    assert_eq!(
+        production.services["api"].release.as_deref(),
+        Some(&["./api".to_owned(), "migrate".to_owned()][..])
     );
 }
 

@@ -121,7 +121,7 @@ fn unknown_keys_suggest_the_closest_known_key() {
     assert_eq!(d.message, "unknown key `banana` at the top level");
     assert_eq!(
         hint(&d),
-        "the keys allowed here are `app`, `backups`, `databases`, `environments`, `services`"
+        "the keys allowed here are `app`, `backups`, `databases`, `environments`, `https`, `services`"
     );
 
     let d = single(

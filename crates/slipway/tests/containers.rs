@@ -657,11 +657,15 @@ class H(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body.encode())
 
+import sys
+if sys.argv[1:] == ["release"]:
+    print("release sees postgres say " + answer() + "; " + os.environ["GREETING"], flush=True)
+    sys.exit(int(os.environ.get("RELEASE_EXIT", "0")))
 HTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
 "#;
 
 #[test]
-fn a_container_service_reaches_its_managed_database_through_the_url_it_gets() {
+fn a_container_service_and_its_release_command_reach_its_managed_database() {
     docker::engine();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/clinic");
     let made = std::process::Command::new(example.join("notify/python-image"))
@@ -688,13 +692,43 @@ fn a_container_service_reaches_its_managed_database_through_the_url_it_gets() {
     std::fs::write(
         dir.join("slipway.yaml"),
         format!(
-            "app: {app}\ndatabases:\n  db: {{ engine: postgres }}\nservices:\n  web:\n    image: slipway-test/{app}:dev\n    dockerfile: Dockerfile\n    uses: [db]\n    health:\n      ready: {{ http: /, interval: 200ms }}\n      startup_timeout: 20s\n"
+            "app: {app}\ndatabases:\n  db: {{ engine: postgres }}\nservices:\n  web:\n    image: slipway-test/{app}:dev\n    dockerfile: Dockerfile\n    uses: [db]\n    release: [python3, /app/probe.py, release]\n    env: {{ GREETING: hello }}\n    health:\n      ready: {{ http: /, interval: 200ms }}\n      startup_timeout: 20s\n"
         ),
     )
     .unwrap();
-    s.ok(&["up", &path_str(&dir), "--detach"]);
+    // The release command runs first, in a container of the new image, with the env and
+    // the database's socket; its output reaches the deploying terminal.
+    let out = s.ok(&["up", &path_str(&dir), "--detach"]);
+    assert!(out.contains("release sees postgres say N; hello"), "{out}");
     let host = format!("web.{app}.localhost");
     let body = s.wait_body(&host, "/", "postgres says", Duration::from_secs(20));
     assert_eq!(body.trim(), "postgres says N", "{body}");
+
+    // A failing release fails the deploy; the serving revision keeps serving, and no
+    // release container is left behind.
+    let spec = std::fs::read_to_string(dir.join("slipway.yaml")).unwrap();
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        spec.replace("GREETING: hello", "GREETING: hello, RELEASE_EXIT: \"3\""),
+    )
+    .unwrap();
+    let out = s.cli(&["deploy", "-f", &path_str(&dir)]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("release command"), "{text}");
+    assert!(
+        text.contains("status 3") || text.contains("exit status: 3"),
+        "{text}"
+    );
+    assert_eq!(s.get(&host, "/").unwrap().1.trim(), "postgres says N");
+    assert_eq!(
+        containers("slipway.app", &app).len(),
+        1,
+        "only the instance"
+    );
     s.ok(&["down", "--app", &app]);
 }

@@ -386,18 +386,21 @@ impl Controller {
                 .as_ref()
                 .map(|c| c.iter().map(|a| expand(a, env)).collect()),
             labels,
-            // Managed databases listen on Unix sockets only: their socket folders are
-            // mounted at the same path, so the URLs the service gets work inside too.
-            binds: stored
-                .spec
-                .uses
-                .iter()
-                .map(|used| {
-                    let socket = self.database_dir(key, &used.name).join("socket");
-                    format!("{0}:{0}", socket.display())
-                })
-                .collect(),
+            binds: self.database_binds(key, &stored.spec),
         })
+    }
+
+    /// The mounts that let a container reach the databases `spec` uses: they listen on
+    /// Unix sockets only, so each socket folder is mounted at the same path, and the URLs
+    /// the service gets work inside too.
+    pub(super) fn database_binds(&self, key: &str, spec: &ServiceSpec) -> Vec<String> {
+        spec.uses
+            .iter()
+            .map(|used| {
+                let socket = self.database_dir(key, &used.name).join("socket");
+                format!("{0}:{0}", socket.display())
+            })
+            .collect()
     }
 
     pub(super) fn record_instance(

@@ -95,7 +95,6 @@ impl Controller {
         let env = super::process_env(key, service, revision, spec);
         // As for instances, secrets join the environment only after argv is expanded.
         let argv: Vec<String> = command.iter().map(|a| expand(a, &env)).collect();
-        let (workdir, argv) = self.layout(key, stored, argv).await?;
         let mut secrets = self.secret_env(key, &stored.secret_versions)?;
         // Database URLs hold passwords: masked like secrets.
         secrets.extend(self.database_env(key, &spec.uses).await?);
@@ -128,19 +127,62 @@ impl Controller {
                 .map(|(k, v)| (k.clone(), v.as_str().to_owned())),
         );
         let timeout = spec.release_timeout;
-        let job = slipway_runtime::Job {
-            argv,
-            env: job_env,
-            workdir: workdir.clone(),
-            timeout,
-            keep_lines: MAX_LINES,
+        let outcome = if spec.image.is_some() {
+            // A container service's release runs in a container of the revision's image,
+            // with what its instances get (env, secrets, database sockets, limits).
+            let Some(image) = &stored.image_id else {
+                return Err(Failure::msg(format!(
+                    "revision {revision} of {service} recorded no image id; deploy it again"
+                )));
+            };
+            let (app, environment) = slipway_state::split_app_key(key);
+            let labels = [
+                ("slipway.app", app),
+                ("slipway.environment", environment),
+                ("slipway.service", service),
+                ("slipway.revision", &revision.to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+            let job = slipway_runtime::ContainerJob {
+                image: image.clone(),
+                command: argv,
+                env: job_env,
+                labels,
+                binds: self.database_binds(key, spec),
+                limits: slipway_runtime::Limits {
+                    cpu_millis: spec.resources.cpu_millis,
+                    memory_bytes: spec.resources.memory_bytes,
+                    pids: spec.resources.pids,
+                },
+                timeout,
+                keep_lines: MAX_LINES,
+            };
+            self.containers
+                .run_container_job(job, on_line)
+                .await
+                .map_err(|e| {
+                    Failure::msg(format!(
+                        "the release command `{shown}` of {service} could not run in a container of its image: {e}; check `release:` in slipway.yaml"
+                    ))
+                })?
+        } else {
+            let (workdir, argv) = self.layout(key, stored, argv).await?;
+            let job = slipway_runtime::Job {
+                argv,
+                env: job_env,
+                workdir: workdir.clone(),
+                timeout,
+                keep_lines: MAX_LINES,
+            };
+            slipway_runtime::run_job(job, on_line).await.map_err(|e| {
+                Failure::msg(format!(
+                    "the release command `{shown}` of {service} could not start in {}: {e}; check `release:` in slipway.yaml",
+                    workdir.display()
+                ))
+            })?
         };
-        let outcome = slipway_runtime::run_job(job, on_line).await.map_err(|e| {
-            Failure::msg(format!(
-                "the release command `{shown}` of {service} could not start in {}: {e}; check `release:` in slipway.yaml",
-                workdir.display()
-            ))
-        })?;
         let output = outcome.lines;
         let path = self.release_log(key, service, revision);
         let saved = path
