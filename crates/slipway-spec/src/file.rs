@@ -92,6 +92,32 @@ pub(crate) struct DatabaseFile {
     /// Default: `DATABASE_URL` for PostgreSQL, `REDIS_URL` for Redis.
     #[schemars(regex(pattern = ENV_NAME_PATTERN))]
     pub env: Option<String>,
+    /// The engine's own settings, by name: a string, a number or a boolean each, e.g.
+    /// `{ max_connections: 200, work_mem: 16MB }` (PostgreSQL) or `{ maxmemory: 100mb,
+    /// maxmemory-policy: allkeys-lru }` (Redis). A deploy that changes them says whether the
+    /// change is a reload or a restart; a restart needs `slipway deploy --restart-databases`.
+    /// The settings Slipway owns (its socket, port, files, password) are refused.
+    /// Default: the engine's defaults.
+    pub settings: Option<BTreeMap<String, SettingValue>>,
+}
+
+/// The value of a database setting: a string, a number or a boolean.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct SettingValue(pub serde_json::Value);
+
+impl JsonSchema for SettingValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DatabaseSetting".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": ["string", "number", "boolean"],
+            "description": "A setting's value, e.g. `16MB`, `200` or `on`.",
+            "examples": ["16MB", 200],
+        })
+    }
 }
 
 /// A database engine.
