@@ -173,7 +173,8 @@ impl Controller {
             self.open_database(key, &used.name, engine, used.database.version.as_deref())?;
         let this = database.clone();
         let secret = password.clone();
-        let started = tokio::task::spawn_blocking(move || this.ensure(&secret))
+        let settings = used.database.settings.clone();
+        let started = tokio::task::spawn_blocking(move || this.ensure(&secret, &settings))
             .await
             .map_err(failure)?;
         let (app, environment) = split_app_key(key);
@@ -217,6 +218,119 @@ impl Controller {
                 },
             );
         Ok(Zeroizing::new(url))
+    }
+
+    /// A deploy's change of the settings of the app's databases (`databases.<name>.settings`),
+    /// before any revision is made: for each database that exists, PostgreSQL decides what
+    /// the change needs (see `slipway_databases::settings`); each change is said — on the
+    /// deploy's stream and as a `database.settings` event — before it is done. A change that
+    /// needs a restart is refused unless `restart` allows it, and an invalid value is refused
+    /// with PostgreSQL's message; both leave the database as it was. A database not made yet
+    /// starts with its settings when a process first uses it. Returns whether the deploy may
+    /// go on.
+    pub(super) async fn apply_database_settings(
+        &self,
+        key: &str,
+        spec: &slipway_spec::Spec,
+        restart: bool,
+        tx: &mpsc::UnboundedSender<Progress>,
+    ) -> bool {
+        for (name, declared) in &spec.databases {
+            let dir = self.database_dir(key, name);
+            // Not made yet: it is made with these settings when a process first uses it.
+            let Ok(Some(meta)) = slipway_databases::read_meta(&dir) else {
+                continue;
+            };
+            // Redis takes its settings from the config written at each start.
+            if meta.engine != slipway_databases::Engine::Postgres
+                || declared.engine != slipway_spec::Engine::Postgres
+            {
+                continue;
+            }
+            let _guard = self.databases.ensure.lock().await;
+            let refuse = |error: String| {
+                self.event(key, None, None, EventKind::DatabaseFailed, error.clone());
+                let _ = tx.send(Progress::Failed {
+                    service: String::new(),
+                    revision: None,
+                    error,
+                    last_lines: vec![],
+                });
+                false
+            };
+            let postgres = match self.open_database(key, name, meta.engine, Some(&meta.version)) {
+                Ok(Database::Postgres(postgres)) => postgres,
+                Ok(Database::Redis(_)) => continue,
+                Err(f) => return refuse(format!("database {name}: {}", f.error)),
+            };
+            let wanted = declared.settings.clone();
+            let this = postgres.clone();
+            let plan = match tokio::task::spawn_blocking(move || this.plan_settings(&wanted)).await
+            {
+                Ok(Ok(plan)) => plan,
+                Ok(Err(e)) => return refuse(format!("database {name}: {e}")),
+                Err(e) => return refuse(format!("database {name}: {e}")),
+            };
+            if plan.is_empty() {
+                continue;
+            }
+            let lines = plan.describe();
+            if plan.needs_restart() && !restart {
+                return refuse(format!(
+                    "{}
+  nothing was changed: a restart drops the connections of every service that uses database {name}
+  hint: deploy with `slipway deploy --restart-databases` to restart it now, or keep the setting as it is",
+                    lines.join("
+  ")
+                ));
+            }
+            // Said before it is done.
+            self.event(
+                key,
+                None,
+                None,
+                EventKind::DatabaseSettings,
+                lines.join("; "),
+            );
+            for message in &lines {
+                let _ = tx.send(Progress::Database {
+                    database: name.clone(),
+                    message: message.clone(),
+                });
+            }
+            if plan.needs_restart() {
+                let _ = tx.send(Progress::Database {
+                    database: name.clone(),
+                    message: format!("database {name}: restarting (pg_ctl restart -m fast)"),
+                });
+            }
+            let this = postgres.clone();
+            let applied =
+                match tokio::task::spawn_blocking(move || this.apply_settings(&plan)).await {
+                    Ok(Ok(applied)) => applied,
+                    Ok(Err(e)) => return refuse(format!("database {name}: {e}")),
+                    Err(e) => return refuse(format!("database {name}: {e}")),
+                };
+            let done = match applied {
+                slipway_databases::Applied::Unchanged => continue,
+                slipway_databases::Applied::Written => {
+                    format!("database {name}: settings written; it reads them when it starts")
+                }
+                slipway_databases::Applied::Reloaded => {
+                    format!("database {name}: settings reloaded, no connection dropped")
+                }
+                slipway_databases::Applied::Restarted { downtime_ms } => format!(
+                    "database {name}: restarted with the new settings; connections were refused for {:.1} s",
+                    downtime_ms as f64 / 1000.0
+                ),
+            };
+            self.event(key, None, None, EventKind::DatabaseSettings, done.clone());
+            let _ = tx.send(Progress::Database {
+                database: name.clone(),
+                message: done,
+            });
+        }
+        true
     }
 
     /// The URLs of the databases a process uses, as environment variables, each database made
@@ -406,6 +520,60 @@ impl Controller {
             database: name.to_owned(),
             password: password.as_str().to_owned(),
             state,
+        })
+    }
+
+    /// The settings the spec set on database `name` of `key` (for `slipway db settings`),
+    /// with the running server's value of each.
+    pub async fn database_settings(
+        self: &Arc<Self>,
+        key: &str,
+        name: &str,
+    ) -> Result<dto::DatabaseSettings> {
+        check_key(key)?;
+        slipway_core::names::check_name("database", name).map_err(ControlError::NotFound)?;
+        let (app, environment) = split_app_key(key);
+        let dir = self.database_dir(key, name);
+        let Some(meta) =
+            slipway_databases::read_meta(&dir).map_err(|e| ControlError::Invalid(e.to_string()))?
+        else {
+            return Err(ControlError::NotFound(format!(
+                "app {app} has no database `{name}` in environment {environment}; a database is made when a service that `uses` it first starts (`slipway up`)"
+            )));
+        };
+        let state = self
+            .databases
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&dir)
+            .map_or("stopped", |r| r.health.as_str())
+            .to_owned();
+        let database = self
+            .open_database(key, name, meta.engine, Some(&meta.version))
+            .map_err(|f| ControlError::Invalid(f.error))?;
+        let settings = match database {
+            Database::Postgres(postgres) => {
+                tokio::task::spawn_blocking(move || postgres.effective_settings())
+                    .await
+                    .map_err(|e| ControlError::Invalid(e.to_string()))?
+                    .map_err(|e| ControlError::Invalid(e.to_string()))?
+            }
+            Database::Redis(_) => Vec::new(),
+        };
+        Ok(dto::DatabaseSettings {
+            name: name.to_owned(),
+            engine: meta.engine.as_str().into(),
+            state,
+            settings: settings
+                .into_iter()
+                .map(|e| dto::DatabaseSetting {
+                    name: e.name,
+                    value: e.value,
+                    effective: e.now,
+                    pending_restart: e.pending_restart,
+                })
+                .collect(),
         })
     }
 
