@@ -148,7 +148,36 @@ impl Database {
     pub fn ensure(&self, password: &str, settings: &BTreeMap<String, String>) -> Result<Started> {
         match self {
             Database::Postgres(p) => p.ensure_with_settings(password, settings),
-            Database::Redis(r) => r.ensure(password),
+            Database::Redis(r) => r.ensure_with_settings(password, settings),
+        }
+    }
+
+    /// What applying `settings` does, decided before anything changes (see
+    /// [`Postgres::plan_settings`], [`Redis::plan_settings`]).
+    pub fn plan_settings(
+        &self,
+        password: &str,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<SettingsPlan> {
+        match self {
+            Database::Postgres(p) => p.plan_settings(settings),
+            Database::Redis(r) => r.plan_settings(password, settings),
+        }
+    }
+
+    /// Applies a plan (see [`Postgres::apply_settings`], [`Redis::apply_settings`]).
+    pub fn apply_settings(&self, password: &str, plan: &SettingsPlan) -> Result<Applied> {
+        match self {
+            Database::Postgres(p) => p.apply_settings(plan),
+            Database::Redis(r) => r.apply_settings(password, plan),
+        }
+    }
+
+    /// The settings the spec set, with the running server's value of each.
+    pub fn effective_settings(&self, password: &str) -> Result<Vec<Effective>> {
+        match self {
+            Database::Postgres(p) => p.effective_settings(),
+            Database::Redis(r) => r.effective_settings(password),
         }
     }
 

@@ -130,7 +130,7 @@ impl SettingsPlan {
 
     /// One line per change, saying what it will do: `database db: max_connections 100 ->
     /// 200 needs a restart: the app's connections drop for about 2 s`, `database db:
-    /// work_mem 4MB -> 16MB is applied by a reload (no connection drops)`.
+    /// work_mem 4MB -> 16MB is applied in place (no connection drops)`.
     pub fn describe(&self) -> Vec<String> {
         self.changes
             .iter()
@@ -144,7 +144,7 @@ impl SettingsPlan {
                         "needs a restart: the app's connections drop for about {RESTART_ESTIMATE_SECS} s"
                     )
                 } else {
-                    "is applied by a reload (no connection drops)".to_owned()
+                    "is applied in place (no connection drops)".to_owned()
                 };
                 format!("database {}: {} {from} -> {to} {what}", self.database, c.name)
             })
@@ -171,6 +171,38 @@ pub(crate) fn parse(text: &str) -> BTreeMap<String, String> {
             let (name, value) = l.split_once(" = ")?;
             let value = value.strip_prefix('\'')?.strip_suffix('\'')?;
             Some((name.to_owned(), value.replace("''", "'")))
+        })
+        .collect()
+}
+
+/// The text of a Redis settings file: one `name "value"` line each (`\` and `"` escaped).
+pub(crate) fn render_redis(settings: &BTreeMap<String, String>) -> String {
+    let mut text = String::from(
+        "# Written by Slipway from `databases.<name>.settings` in slipway.yaml; edits are overwritten.\n",
+    );
+    for (name, value) in settings {
+        let value = value.replace('\\', "\\\\").replace('"', "\\\"");
+        text.push_str(&format!("{name} \"{value}\"\n"));
+    }
+    text
+}
+
+/// The settings of a file written by [`render_redis`].
+pub(crate) fn parse_redis(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            let value = value.strip_prefix('"')?.strip_suffix('"')?;
+            let mut unescaped = String::with_capacity(value.len());
+            let mut chars = value.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => unescaped.extend(chars.next()),
+                    c => unescaped.push(c),
+                }
+            }
+            Some((name.to_owned(), unescaped))
         })
         .collect()
 }

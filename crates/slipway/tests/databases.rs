@@ -1133,10 +1133,10 @@ fn database_settings_reload_in_place_restart_only_when_allowed_and_refuse_invali
     settings_app(&s, 2, "{ work_mem: 16MB }");
     let out = s.ok(&["deploy", "-f", &spec]);
     let said = out
-        .find("database db: work_mem 8MB -> 16MB is applied by a reload (no connection drops)")
+        .find("database db: work_mem 8MB -> 16MB is applied in place (no connection drops)")
         .unwrap_or_else(|| panic!("{out}"));
     let done = out
-        .find("database db: settings reloaded, no connection dropped")
+        .find("database db: settings applied in place, no connection dropped")
         .unwrap_or_else(|| panic!("{out}"));
     assert!(said < done, "{out}");
     assert_eq!(show(&s, "work_mem"), "16MB");
@@ -1203,4 +1203,69 @@ fn database_settings_reload_in_place_restart_only_when_allowed_and_refuse_invali
     assert_eq!(json["settings"][1]["name"], "work_mem", "{json}");
     assert_eq!(json["settings"][1]["effective"], "16MB", "{json}");
     assert_eq!(json["settings"][1]["pending_restart"], false, "{json}");
+}
+
+#[test]
+fn redis_settings_change_in_place_on_deploy_without_a_restart() {
+    let s = Slipway::start();
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let dir = s.dir.path().join("counter");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.py"), COUNTER_APP).unwrap();
+    let spec = |policy: &str| {
+        format!(
+            r#"app: counter
+databases:
+  cache: {{ engine: redis, settings: {{ maxmemory-policy: {policy} }} }}
+services:
+  web:
+    run: ["python3", "app.py"]
+    uses: [cache]
+    health:
+      ready: {{ http: /ready, interval: 100ms }}
+    shutdown: {{ grace: 1s }}
+"#
+        )
+    };
+    let config_get = || {
+        let out = s.cli_with_stdin(
+            &["db", "shell", "cache", "--app", "counter"],
+            "CONFIG GET maxmemory-policy\n",
+        );
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    std::fs::write(dir.join("slipway.yaml"), spec("allkeys-lru")).unwrap();
+    let path = path_str(&dir);
+    s.ok(&["up", &path, "--detach"]);
+    s.wait_body(COUNTER, "/", "0", Duration::from_secs(20));
+    assert!(config_get().contains("allkeys-lru"), "{}", config_get());
+    assert_eq!(hits(&s, "/incr"), "1");
+    let pid = redis_pid(&s);
+
+    std::fs::write(dir.join("slipway.yaml"), spec("volatile-lru")).unwrap();
+    let out = s.ok(&["deploy", "-f", &path]);
+    assert!(
+        out.contains(
+            "database cache: maxmemory-policy allkeys-lru -> volatile-lru is applied in place (no connection drops)"
+        ),
+        "{out}"
+    );
+    assert!(config_get().contains("volatile-lru"), "{}", config_get());
+    assert_eq!(redis_pid(&s), pid, "changed in place, not restarted");
+    assert_eq!(hits(&s, "/incr"), "2");
+    let json: serde_json::Value =
+        serde_json::from_str(&s.ok(&["db", "settings", "cache", "--app", "counter", "--json"]))
+            .unwrap();
+    assert_eq!(json["settings"][0]["effective"], "volatile-lru", "{json}");
+
+    // Redis refuses a value with its own message; the deploy stops, nothing changes.
+    std::fs::write(dir.join("slipway.yaml"), spec("bogus")).unwrap();
+    let out = s.cli(&["deploy", "-f", &path]);
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("maxmemory-policy"), "{stderr}");
+    assert!(stderr.contains("nothing was changed"), "{stderr}");
+    assert!(config_get().contains("volatile-lru"), "{}", config_get());
+    assert_eq!(hits(&s, "/"), "2");
 }

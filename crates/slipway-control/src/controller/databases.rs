@@ -221,11 +221,12 @@ impl Controller {
     }
 
     /// A deploy's change of the settings of the app's databases (`databases.<name>.settings`),
-    /// before any revision is made: for each database that exists, PostgreSQL decides what
-    /// the change needs (see `slipway_databases::settings`); each change is said — on the
-    /// deploy's stream and as a `database.settings` event — before it is done. A change that
-    /// needs a restart is refused unless `restart` allows it, and an invalid value is refused
-    /// with PostgreSQL's message; both leave the database as it was. A database not made yet
+    /// before any revision is made: for each database that exists, the engine decides what
+    /// the change needs (see `slipway_databases::settings`, `Redis::plan_settings`); each
+    /// change is said — on the deploy's stream and as a `database.settings` event — before
+    /// it is done. A change that needs a restart is refused unless `restart` allows it, and
+    /// an invalid value is refused with the engine's message; both leave the database as it
+    /// was. A database not made yet
     /// starts with its settings when a process first uses it. Returns whether the deploy may
     /// go on.
     pub(super) async fn apply_database_settings(
@@ -241,10 +242,8 @@ impl Controller {
             let Ok(Some(meta)) = slipway_databases::read_meta(&dir) else {
                 continue;
             };
-            // Redis takes its settings from the config written at each start.
-            if meta.engine != slipway_databases::Engine::Postgres
-                || declared.engine != slipway_spec::Engine::Postgres
-            {
+            if meta.engine.as_str() != declared.engine.as_str() {
+                // `ensure_database` refuses it with what to do.
                 continue;
             }
             let _guard = self.databases.ensure.lock().await;
@@ -258,19 +257,24 @@ impl Controller {
                 });
                 false
             };
-            let postgres = match self.open_database(key, name, meta.engine, Some(&meta.version)) {
-                Ok(Database::Postgres(postgres)) => postgres,
-                Ok(Database::Redis(_)) => continue,
+            let database = match self.open_database(key, name, meta.engine, Some(&meta.version)) {
+                Ok(database) => database,
+                Err(f) => return refuse(format!("database {name}: {}", f.error)),
+            };
+            let password = match self.database_password(key, name) {
+                Ok(password) => password,
                 Err(f) => return refuse(format!("database {name}: {}", f.error)),
             };
             let wanted = declared.settings.clone();
-            let this = postgres.clone();
-            let plan = match tokio::task::spawn_blocking(move || this.plan_settings(&wanted)).await
-            {
-                Ok(Ok(plan)) => plan,
-                Ok(Err(e)) => return refuse(format!("database {name}: {e}")),
-                Err(e) => return refuse(format!("database {name}: {e}")),
-            };
+            let (this, secret) = (database.clone(), password.clone());
+            let plan =
+                match tokio::task::spawn_blocking(move || this.plan_settings(&secret, &wanted))
+                    .await
+                {
+                    Ok(Ok(plan)) => plan,
+                    Ok(Err(e)) => return refuse(format!("database {name}: {e}")),
+                    Err(e) => return refuse(format!("database {name}: {e}")),
+                };
             if plan.is_empty() {
                 continue;
             }
@@ -301,23 +305,26 @@ impl Controller {
             if plan.needs_restart() {
                 let _ = tx.send(Progress::Database {
                     database: name.clone(),
-                    message: format!("database {name}: restarting (pg_ctl restart -m fast)"),
+                    message: format!("database {name}: restarting"),
                 });
             }
-            let this = postgres.clone();
-            let applied =
-                match tokio::task::spawn_blocking(move || this.apply_settings(&plan)).await {
-                    Ok(Ok(applied)) => applied,
-                    Ok(Err(e)) => return refuse(format!("database {name}: {e}")),
-                    Err(e) => return refuse(format!("database {name}: {e}")),
-                };
+            let (this, secret) = (database.clone(), password.clone());
+            let applied = match tokio::task::spawn_blocking(move || {
+                this.apply_settings(&secret, &plan)
+            })
+            .await
+            {
+                Ok(Ok(applied)) => applied,
+                Ok(Err(e)) => return refuse(format!("database {name}: {e}")),
+                Err(e) => return refuse(format!("database {name}: {e}")),
+            };
             let done = match applied {
                 slipway_databases::Applied::Unchanged => continue,
                 slipway_databases::Applied::Written => {
                     format!("database {name}: settings written; it reads them when it starts")
                 }
                 slipway_databases::Applied::Reloaded => {
-                    format!("database {name}: settings reloaded, no connection dropped")
+                    format!("database {name}: settings applied in place, no connection dropped")
                 }
                 slipway_databases::Applied::Restarted { downtime_ms } => format!(
                     "database {name}: restarted with the new settings; connections were refused for {:.1} s",
@@ -552,15 +559,13 @@ impl Controller {
         let database = self
             .open_database(key, name, meta.engine, Some(&meta.version))
             .map_err(|f| ControlError::Invalid(f.error))?;
-        let settings = match database {
-            Database::Postgres(postgres) => {
-                tokio::task::spawn_blocking(move || postgres.effective_settings())
-                    .await
-                    .map_err(|e| ControlError::Invalid(e.to_string()))?
-                    .map_err(|e| ControlError::Invalid(e.to_string()))?
-            }
-            Database::Redis(_) => Vec::new(),
-        };
+        let password = self
+            .database_password(key, name)
+            .map_err(|f| ControlError::Invalid(f.error))?;
+        let settings = tokio::task::spawn_blocking(move || database.effective_settings(&password))
+            .await
+            .map_err(|e| ControlError::Invalid(e.to_string()))?
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
         Ok(dto::DatabaseSettings {
             name: name.to_owned(),
             engine: meta.engine.as_str().into(),

@@ -62,7 +62,7 @@ fn the_announcement_says_reload_or_restart_before_anything_is_done() {
         plan.describe(),
         vec![
             "database db: max_connections 100 -> 200 needs a restart: the app's connections drop for about 2 s",
-            "database db: work_mem 4MB -> (default) is applied by a reload (no connection drops)",
+            "database db: work_mem 4MB -> (default) is applied in place (no connection drops)",
         ]
     );
     // A stopped database restarts nobody: it reads the file when it starts.
@@ -247,4 +247,142 @@ fn an_invalid_value_is_refused_with_postgresqls_message_and_nothing_changes() {
     assert!(error.contains("outside the valid range"), "{error}");
     assert!(!pg.running().unwrap());
     assert!(!pg.settings_file().exists());
+}
+
+#[test]
+fn the_redis_file_round_trips_quotes_and_backslashes() {
+    let settings = map(&[("notify-keyspace-events", "Ex\\\"q"), ("save", "3600 1")]);
+    let text = render_redis(&settings);
+    assert!(text.contains("save \"3600 1\"\n"), "{text}");
+    assert_eq!(parse_redis(&text), settings);
+}
+
+/// A running Redis in a temporary folder, stopped when dropped.
+struct RedisServer {
+    redis: crate::Redis,
+    password: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.redis.stop();
+    }
+}
+
+fn redis_server(settings: &BTreeMap<String, String>) -> RedisServer {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    let user = OsUser::for_databases().unwrap();
+    let redis = crate::Redis::open(&tmp.path().join("cache"), "cache", None, user).unwrap();
+    let password = generate_password().unwrap();
+    redis.ensure_with_settings(&password, settings).unwrap();
+    RedisServer {
+        redis,
+        password,
+        _tmp: tmp,
+    }
+}
+
+fn config_get(r: &RedisServer, name: &str) -> String {
+    match r
+        .redis
+        .command(&r.password, &[b"CONFIG", b"GET", name.as_bytes()])
+        .unwrap()
+    {
+        crate::Reply::Array(pair) => match &pair[1] {
+            crate::Reply::Bulk(Some(v)) => String::from_utf8_lossy(v).into_owned(),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+fn redis_pid(r: &RedisServer) -> String {
+    fs::read_to_string(r._tmp.path().join("cache/redis.pid")).unwrap()
+}
+
+#[test]
+fn redis_settings_change_in_place_and_a_refused_value_changes_nothing() {
+    let r = redis_server(&map(&[("maxmemory-policy", "allkeys-lru")]));
+    assert_eq!(config_get(&r, "maxmemory-policy"), "allkeys-lru");
+    let pid = redis_pid(&r);
+
+    let plan = r
+        .redis
+        .plan_settings(
+            &r.password,
+            &map(&[("maxmemory-policy", "volatile-lru"), ("maxmemory", "100mb")]),
+        )
+        .unwrap();
+    assert!(!plan.needs_restart(), "{plan:?}");
+    assert_eq!(
+        plan.describe(),
+        vec![
+            "database cache: maxmemory 0 -> 100mb is applied in place (no connection drops)",
+            "database cache: maxmemory-policy allkeys-lru -> volatile-lru is applied in place (no connection drops)",
+        ]
+    );
+    assert_eq!(
+        config_get(&r, "maxmemory-policy"),
+        "allkeys-lru",
+        "planning changed it"
+    );
+    assert_eq!(
+        r.redis.apply_settings(&r.password, &plan).unwrap(),
+        Applied::Reloaded
+    );
+    assert_eq!(config_get(&r, "maxmemory-policy"), "volatile-lru");
+    assert_eq!(config_get(&r, "maxmemory"), "104857600");
+    assert_eq!(redis_pid(&r), pid, "changed in place");
+
+    // Redis refuses a value; neither setting changes, nor the file.
+    let before = fs::read_to_string(r.redis.settings_file()).unwrap();
+    let plan = r
+        .redis
+        .plan_settings(
+            &r.password,
+            &map(&[("maxmemory-policy", "bogus"), ("maxmemory", "200mb")]),
+        )
+        .unwrap();
+    let error = r
+        .redis
+        .apply_settings(&r.password, &plan)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("argument(s) must be one of the following"),
+        "{error}"
+    );
+    assert_eq!(config_get(&r, "maxmemory"), "104857600");
+    assert_eq!(fs::read_to_string(r.redis.settings_file()).unwrap(), before);
+
+    // A setting Redis reads only at start is planned as a restart; an unknown one is refused.
+    let plan = r
+        .redis
+        .plan_settings(
+            &r.password,
+            &map(&[
+                ("maxmemory-policy", "volatile-lru"),
+                ("maxmemory", "100mb"),
+                ("databases", "32"),
+            ]),
+        )
+        .unwrap();
+    assert!(plan.needs_restart(), "{plan:?}");
+    assert!(matches!(
+        r.redis.apply_settings(&r.password, &plan).unwrap(),
+        Applied::Restarted { .. }
+    ));
+    assert_eq!(config_get(&r, "databases"), "32");
+    assert_ne!(redis_pid(&r), pid);
+    let error = r
+        .redis
+        .plan_settings(&r.password, &map(&[("no-such-setting", "1")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("Redis does not know the setting `no-such-setting`"),
+        "{error}"
+    );
 }
