@@ -244,7 +244,7 @@ impl Postgres {
 
     /// Writes `text` as the settings file: a temporary file beside it, then a rename, so the
     /// server never reads half a file.
-    fn write_settings_text(&self, text: &str) -> Result<()> {
+    pub(crate) fn write_settings_text(&self, text: &str) -> Result<()> {
         let path = self.settings_file();
         let tmp = self.data_dir().join(format!(".{SETTINGS_FILE}.tmp"));
         fs::write(&tmp, text).map_err(io(format!("cannot write {}", tmp.display())))?;

@@ -899,6 +899,16 @@ fn a_major_upgrade_takes_a_backup_keeps_the_rows_and_the_url_and_can_be_reverted
     let pg16 = postgres_16();
     let s = Slipway::start_with_env(&[("SLIPWAY_POSTGRES_16_BIN", &path_str(&pg16))]);
     let dir = django_pg_app(&s);
+    // The spec's settings go with the data to the new cluster.
+    let yaml = std::fs::read_to_string(dir.join("slipway.yaml")).unwrap();
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        yaml.replace(
+            "db: { engine: postgres, version: \"15\" }",
+            "db: { engine: postgres, version: \"15\", settings: { work_mem: 12MB } }",
+        ),
+    )
+    .unwrap();
     let spec = path_str(&dir);
     s.ok(&["up", &spec, "--detach", "--env", "production"]);
     s.wait_body(PRODUCTION, "/", "v1 0", Duration::from_secs(20));
@@ -951,6 +961,11 @@ fn a_major_upgrade_takes_a_backup_keeps_the_rows_and_the_url_and_can_be_reverted
         "runs 16 after the upgrade"
     );
     assert_eq!(psql_value(&s, "db", sum), before, "every row came along");
+    assert_eq!(
+        psql_value(&s, "db", "SHOW work_mem"),
+        "12MB",
+        "the settings came along"
+    );
     assert_eq!(
         s.ok(&["db", "url", "db", "--app", "notes", "--env", "production"]),
         url,
