@@ -1157,6 +1157,19 @@ fn database_settings_reload_in_place_restart_only_when_allowed_and_refuse_invali
     assert_eq!(show(&s, "work_mem"), "16MB");
     assert_eq!(tuned_pid(&s), pid, "a reload restarted the database");
 
+    // The same value in other words changes nothing and says nothing; the file takes the
+    // spec's words.
+    settings_app(&s, 2, "{ work_mem: 16384kB }");
+    let out = s.ok(&["deploy", "-f", &spec]);
+    assert!(!out.contains("database db:"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&s.ok(&["db", "settings", "db", "--app", "tuned", "--json"])).unwrap();
+    assert_eq!(json["settings"][0]["value"], "16384kB", "{json}");
+    assert_eq!(json["settings"][0]["effective"], "16MB", "{json}");
+    assert_eq!(tuned_pid(&s), pid);
+    settings_app(&s, 2, "{ work_mem: 16MB }");
+    s.ok(&["deploy", "-f", &spec]);
+
     // A change that needs a restart is refused without the flag: nothing changes, the
     // serving revision keeps serving.
     settings_app(&s, 3, "{ work_mem: 16MB, max_connections: 120 }");

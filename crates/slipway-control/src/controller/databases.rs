@@ -275,9 +275,9 @@ impl Controller {
                     Ok(Err(e)) => return refuse(format!("database {name}: {e}")),
                     Err(e) => return refuse(format!("database {name}: {e}")),
                 };
-            if plan.is_empty() {
-                continue;
-            }
+            // No value changes, but the file may say them in other words (`16384kB` for
+            // `16MB`): it takes the spec's words, silently, as nothing else changes.
+            let quiet = plan.is_empty();
             let lines = plan.describe();
             if plan.needs_restart() && !restart {
                 return refuse(format!(
@@ -289,13 +289,15 @@ impl Controller {
                 ));
             }
             // Said before it is done.
-            self.event(
-                key,
-                None,
-                None,
-                EventKind::DatabaseSettings,
-                lines.join("; "),
-            );
+            if !quiet {
+                self.event(
+                    key,
+                    None,
+                    None,
+                    EventKind::DatabaseSettings,
+                    lines.join("; "),
+                );
+            }
             for message in &lines {
                 let _ = tx.send(Progress::Database {
                     database: name.clone(),
@@ -319,6 +321,7 @@ impl Controller {
                 Err(e) => return refuse(format!("database {name}: {e}")),
             };
             let done = match applied {
+                _ if quiet => continue,
                 slipway_databases::Applied::Unchanged => continue,
                 slipway_databases::Applied::Written => {
                     format!("database {name}: settings written; it reads them when it starts")
