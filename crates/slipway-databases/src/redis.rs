@@ -410,8 +410,8 @@ impl Redis {
                 };
                 let Some(now) = pair.get(1).map(text) else {
                     return Err(Error::Setup(format!(
-                        "Redis does not know the setting `{name}` (database {})\n  hint: fix `databases.{}.settings` in slipway.yaml; nothing was changed",
-                        self.meta.name, self.meta.name
+                        "Redis does not know the setting `{name}`\n  hint: fix `databases.{}.settings` in slipway.yaml; nothing was changed",
+                        self.meta.name
                     )));
                 };
                 if to.as_deref() == Some(now.as_str()) {
@@ -461,8 +461,8 @@ impl Redis {
             }
             self.command(password, &args).map_err(|e| {
                 Error::Setup(format!(
-                    "Redis refuses the settings of database {}: {e}\n  hint: fix `databases.{}.settings` in slipway.yaml; nothing was changed",
-                    self.meta.name, self.meta.name
+                    "Redis refuses these settings: {e}\n  hint: fix `databases.{}.settings` in slipway.yaml; nothing was changed",
+                    self.meta.name
                 ))
             })?;
         }
@@ -476,8 +476,8 @@ impl Redis {
             self.write_settings(&before)?;
             self.start(password)?;
             return Err(Error::Setup(format!(
-                "Redis did not start with the new settings of database {}, so it was started again with the previous ones: {e}\n  hint: fix `databases.{}.settings` in slipway.yaml",
-                self.meta.name, self.meta.name
+                "Redis did not start with these settings, so it was started again with the previous ones: {e}\n  hint: fix `databases.{}.settings` in slipway.yaml",
+                self.meta.name
             )));
         }
         Ok(Applied::Restarted {

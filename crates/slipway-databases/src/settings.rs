@@ -208,9 +208,11 @@ pub(crate) fn parse_redis(text: &str) -> BTreeMap<String, String> {
 }
 
 /// PostgreSQL's own message in the output of a server binary (`postgres -C`), without the
-/// log line prefix: `invalid value for parameter "work_mem": "16XB" (HINT: Valid units …)`.
+/// log line prefix, the level of each line (its hints kept as `HINT:`) and the closing line
+/// that only says the file has errors: `invalid value for parameter "work_mem": "16XB" /
+/// HINT: Valid units …`.
 pub(crate) fn server_message(output: &str) -> String {
-    let lines: Vec<&str> = output
+    let lines: Vec<String> = output
         .lines()
         .map(|l| match l.find("] ") {
             Some(at) if l[..at].contains(" [") => l[at + 2..].trim(),
@@ -218,6 +220,18 @@ pub(crate) fn server_message(output: &str) -> String {
         })
         .filter(|l| !l.is_empty())
         .filter(|l| !l.contains("skipping missing configuration file"))
+        .filter(|l| !(l.starts_with("FATAL:") && l.contains("contains errors")))
+        .map(|l| {
+            for level in ["LOG:", "FATAL:", "ERROR:", "WARNING:"] {
+                if let Some(rest) = l.strip_prefix(level) {
+                    return rest.trim().to_owned();
+                }
+            }
+            match l.strip_prefix("HINT:") {
+                Some(rest) => format!("HINT: {}", rest.trim()),
+                None => l.to_owned(),
+            }
+        })
         .collect();
     lines.join(" / ")
 }
@@ -294,8 +308,7 @@ impl Postgres {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
         } else {
             Err(Error::Setup(format!(
-                "PostgreSQL refuses the settings of database {}: {}\n  hint: fix `databases.{}.settings` in slipway.yaml; nothing was changed",
-                self.meta.name,
+                "PostgreSQL refuses these settings: {}\n  hint: fix `databases.{}.settings` in slipway.yaml; nothing was changed",
                 server_message(&String::from_utf8_lossy(&out.stderr)),
                 self.meta.name
             )))
@@ -441,8 +454,7 @@ impl Postgres {
             }
             self.psql_admin("postgres", "SELECT pg_reload_conf();", &[])?;
             return Err(Error::Setup(format!(
-                "PostgreSQL did not accept the settings of database {} ({}); the previous settings were put back\n  hint: see {}",
-                self.meta.name,
+                "PostgreSQL did not accept these settings ({}); the previous settings were put back\n  hint: see {}",
                 refused.join(", "),
                 self.log_file().display()
             )));

@@ -1215,7 +1215,9 @@ fn database_settings_reload_in_place_restart_only_when_allowed_and_refuse_invali
     assert!(!out.status.success(), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("invalid value for parameter \"work_mem\": \"16XB\""),
+        stderr.contains(
+            "error: database db: PostgreSQL refuses these settings: invalid value for parameter \"work_mem\": \"16XB\" / HINT: Valid units"
+        ),
         "{stderr}"
     );
     assert!(stderr.contains("nothing was changed"), "{stderr}");

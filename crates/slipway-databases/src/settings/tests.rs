@@ -89,11 +89,17 @@ fn the_file_round_trips_quotes_and_all() {
 }
 
 #[test]
-fn the_server_message_loses_the_log_prefix() {
-    let out = "2026-12-06 09:05:03.899 UTC [19928] LOG:  invalid value for parameter \"work_mem\": \"16XB\"\n2026-12-06 09:05:03.899 UTC [19928] HINT:  Valid units for this parameter are \"B\", \"kB\".\n";
+fn the_server_message_keeps_postgresqls_words_only() {
+    let out = "2026-12-06 09:05:03.899 UTC [19928] LOG:  invalid value for parameter \"work_mem\": \"16XB\"\n2026-12-06 09:05:03.899 UTC [19928] HINT:  Valid units for this parameter are \"B\", \"kB\".\n2026-12-06 09:05:03.899 UTC [19928] FATAL:  configuration file \"/x/slipway.settings.conf\" contains errors\n";
     assert_eq!(
         server_message(out),
-        "LOG:  invalid value for parameter \"work_mem\": \"16XB\" / HINT:  Valid units for this parameter are \"B\", \"kB\"."
+        "invalid value for parameter \"work_mem\": \"16XB\" / HINT: Valid units for this parameter are \"B\", \"kB\"."
+    );
+    assert_eq!(
+        server_message(
+            "2026-12-06 09:05:03.899 UTC [1] FATAL:  unrecognized configuration parameter \"x\"\n"
+        ),
+        "unrecognized configuration parameter \"x\""
     );
 }
 
