@@ -247,8 +247,10 @@ impl Controller {
                 continue;
             }
             let _guard = self.databases.ensure.lock().await;
-            let refuse = |error: String| {
-                self.event(key, None, None, EventKind::DatabaseFailed, error.clone());
+            // A change refused before anything was done is a `database.settings` event; a
+            // database that could not be reached or changed is a `database.failed` one.
+            let refuse = |kind: EventKind, error: String| {
+                self.event(key, None, None, kind, error.clone());
                 let _ = tx.send(Progress::Failed {
                     service: String::new(),
                     revision: None,
@@ -259,11 +261,21 @@ impl Controller {
             };
             let database = match self.open_database(key, name, meta.engine, Some(&meta.version)) {
                 Ok(database) => database,
-                Err(f) => return refuse(format!("database {name}: {}", f.error)),
+                Err(f) => {
+                    return refuse(
+                        EventKind::DatabaseFailed,
+                        format!("database {name}: {}", f.error),
+                    );
+                }
             };
             let password = match self.database_password(key, name) {
                 Ok(password) => password,
-                Err(f) => return refuse(format!("database {name}: {}", f.error)),
+                Err(f) => {
+                    return refuse(
+                        EventKind::DatabaseFailed,
+                        format!("database {name}: {}", f.error),
+                    );
+                }
             };
             let wanted = declared.settings.clone();
             let (this, secret) = (database.clone(), password.clone());
@@ -272,21 +284,28 @@ impl Controller {
                     .await
                 {
                     Ok(Ok(plan)) => plan,
-                    Ok(Err(e)) => return refuse(format!("database {name}: {e}")),
-                    Err(e) => return refuse(format!("database {name}: {e}")),
+                    Ok(Err(e)) => {
+                        return refuse(
+                            EventKind::DatabaseSettings,
+                            format!("database {name}: {e}"),
+                        );
+                    }
+                    Err(e) => {
+                        return refuse(EventKind::DatabaseFailed, format!("database {name}: {e}"));
+                    }
                 };
             // No value changes, but the file may say them in other words (`16384kB` for
             // `16MB`): it takes the spec's words, silently, as nothing else changes.
             let quiet = plan.is_empty();
             let lines = plan.describe();
             if plan.needs_restart() && !restart {
-                return refuse(format!(
-                    "{}
-  nothing was changed: a restart drops the connections of every service that uses database {name}
-  hint: deploy with `slipway deploy --restart-databases` to restart it now, or keep the setting as it is",
-                    lines.join("
-  ")
-                ));
+                return refuse(
+                    EventKind::DatabaseSettings,
+                    format!(
+                        "{}\n  nothing was changed: a restart drops the connections of every service that uses database {name}\n  hint: deploy with `slipway deploy --restart-databases` to restart it now, or keep the setting as it is",
+                        lines.join("\n  ")
+                    ),
+                );
             }
             // Said before it is done.
             if !quiet {
@@ -317,8 +336,12 @@ impl Controller {
             .await
             {
                 Ok(Ok(applied)) => applied,
-                Ok(Err(e)) => return refuse(format!("database {name}: {e}")),
-                Err(e) => return refuse(format!("database {name}: {e}")),
+                Ok(Err(e)) => {
+                    return refuse(EventKind::DatabaseFailed, format!("database {name}: {e}"));
+                }
+                Err(e) => {
+                    return refuse(EventKind::DatabaseFailed, format!("database {name}: {e}"));
+                }
             };
             let done = match applied {
                 _ if quiet => continue,
