@@ -170,6 +170,23 @@ pub(crate) struct EnvironmentFile {
     #[schemars(schema_with = "service_overlays")]
     #[serde(default)]
     pub services: Option<BTreeMap<String, serde_json::Value>>,
+    /// Per-database settings in this environment, keyed by the name of a database declared
+    /// under the top-level `databases`, e.g. `db: { settings: { max_connections: 300 } }`;
+    /// they merge into the database's `settings` name by name.
+    #[schemars(extend("propertyNames" = { "pattern": DNS_LABEL_PATTERN }))]
+    pub databases: Option<BTreeMap<String, DatabaseOverlayFile>>,
+}
+
+/// What an environment may change about a database: its settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DatabaseOverlayFile {
+    /// Settings that replace or add to the database's `settings` in this environment.
+    #[expect(
+        dead_code,
+        reason = "environments are read and merged as JSON (`environments.rs`); the field gives them a schema"
+    )]
+    pub settings: Option<BTreeMap<String, SettingValue>>,
 }
 
 /// One service: a native process or a container that Slipway runs, health-checks, scales

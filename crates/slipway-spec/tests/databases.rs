@@ -271,3 +271,54 @@ fn implausible_names_and_values_are_refused_where_they_are() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!((found[0].0, found[0].1), (6, 17), "{found:?}");
 }
+
+const PER_ENVIRONMENT: &str = "\
+app: a
+databases:
+  db: { engine: postgres, settings: { work_mem: 8MB, max_connections: 100 } }
+services:
+  web: { run: [x], uses: [db] }
+environments:
+  staging: {}
+  production:
+    databases:
+      db: { settings: { max_connections: 300 } }
+";
+
+#[test]
+fn an_environment_changes_a_databases_settings_name_by_name() {
+    let production = valid_env(PER_ENVIRONMENT, "production");
+    let db = &production.databases["db"].settings;
+    assert_eq!(db["max_connections"], "300");
+    assert_eq!(db["work_mem"], "8MB", "the base's other settings stay");
+    assert_eq!(production.services["web"].uses[0].database.settings, *db);
+    let staging = valid_env(PER_ENVIRONMENT, "staging");
+    assert_eq!(staging.databases["db"].settings["max_connections"], "100");
+}
+
+#[test]
+fn an_environments_database_overlay_is_checked_where_it_is_written() {
+    let d = single(
+        &PER_ENVIRONMENT.replace("      db: { settings", "      dbb: { settings"),
+        10,
+        7,
+    );
+    assert_eq!(
+        d.message,
+        "environment `production` changes database `dbb`, which is not declared under `databases`"
+    );
+    assert_eq!(hint(&d), "did you mean `db`?");
+    let d = single(
+        &PER_ENVIRONMENT.replace("max_connections: 300", "port: 5433"),
+        10,
+        25,
+    );
+    assert_eq!(
+        d.message,
+        "`port` of database `db` is set by Slipway: the socket's name carries the port Slipway chose (in environment `production`)"
+    );
+    // Only settings may differ between environments.
+    let found = positions(&PER_ENVIRONMENT.replace("{ settings:", "{ engine: redis, settings:"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, 10, "{found:?}");
+}
