@@ -1299,3 +1299,31 @@ services:
     assert!(config_get().contains("volatile-lru"), "{}", config_get());
     assert_eq!(hits(&s, "/"), "2");
 }
+
+#[test]
+fn each_environment_runs_its_database_with_its_own_settings() {
+    let s = Slipway::start();
+    let dir = settings_app(&s, 1, "{ work_mem: 8MB }");
+    let yaml = std::fs::read_to_string(dir.join("slipway.yaml")).unwrap();
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        format!(
+            "{yaml}environments:\n  production:\n    databases:\n      db: {{ settings: {{ work_mem: 24MB }} }}\n"
+        ),
+    )
+    .unwrap();
+    let spec = path_str(&dir);
+    s.ok(&["up", &spec, "--detach"]);
+    s.ok(&["up", &spec, "--detach", "--env", "production"]);
+    let show_in = |env: &str| {
+        let url = s.ok(&["db", "url", "db", "--app", "tuned", "--env", env]);
+        let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+            .args([url.trim(), "-X", "-q", "-A", "-t", "-c", "SHOW work_mem"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(show_in("development"), "8MB");
+    assert_eq!(show_in("production"), "24MB");
+}
