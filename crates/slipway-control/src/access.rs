@@ -153,6 +153,8 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Class {
         },
         (true, ["v1", "apps", app]) => read_in(app),
         (true, ["v1", "apps", app, "backups"]) => read_in(app),
+        // A database's settings hold no secret, unlike its connection.
+        (true, ["v1", "apps", app, "databases", _, "settings"]) => read_in(app),
         (
             true,
             [

@@ -51,6 +51,10 @@ pub fn router(state: ApiState) -> Router {
             get(database_connection),
         )
         .route(
+            "/v1/apps/{app}/databases/{name}/settings",
+            get(database_settings),
+        )
+        .route(
             "/v1/apps/{app}/databases/{name}/upgrade",
             post(upgrade_database),
         )
@@ -550,8 +554,15 @@ async fn deploy(
 ) -> Response {
     let c = s.controller.clone();
     progress_stream(move |tx| async move {
-        c.deploy(&app, &req.services, req.force, req.strategy, tx)
-            .await
+        c.deploy(
+            &app,
+            &req.services,
+            req.force,
+            req.strategy,
+            req.restart_databases,
+            tx,
+        )
+        .await
     })
 }
 
@@ -624,6 +635,31 @@ async fn list_secrets(
     Path(app): Path<String>,
 ) -> ApiResult<Json<Vec<dto::SecretInfo>>> {
     Ok(Json(s.controller.secrets(&app)?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/databases/{name}/settings",
+    params(
+        ("app" = String, Path, description = "the app's key: `app`, or `app@environment` outside `development`"),
+        ("name" = String, Path, description = "the database's name in the spec"),
+    ),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "the settings the spec set, with the running server's value of each", body = dto::DatabaseSettings),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = StoreFailed)
+    )
+)]
+async fn database_settings(
+    State(s): State<ApiState>,
+    Path((app, name)): Path<(String, String)>,
+) -> ApiResult<Json<dto::DatabaseSettings>> {
+    Ok(Json(s.controller.database_settings(&app, &name).await?))
 }
 
 #[utoipa::path(
@@ -1276,6 +1312,7 @@ impl utoipa::Modify for TokenScheme {
         down,
         list_secrets,
         database_connection,
+        database_settings,
         upgrade_database,
         list_backups,
         create_backup,

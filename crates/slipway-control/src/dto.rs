@@ -49,6 +49,11 @@ pub struct DeployRequest {
     /// Create a new revision even when the config did not change.
     #[serde(default)]
     pub force: bool,
+    /// Allow a change of a database's settings that needs the database restarted (its
+    /// connections drop for a few seconds); without it such a deploy is refused before
+    /// anything changes.
+    #[serde(default)]
+    pub restart_databases: bool,
 }
 
 /// A deploy strategy.
@@ -89,6 +94,9 @@ pub enum Progress {
         previous: Option<u64>,
         elapsed_ms: u64,
     },
+    /// What a change of a database's settings does, said before it is done (a reload, or a
+    /// restart that drops the app's connections), then how it went.
+    Database { database: String, message: String },
     /// The deploy of this service failed; the previous revision keeps serving.
     Failed {
         service: String,
@@ -390,6 +398,29 @@ pub struct RestoreOutcome {
     /// Keys after the restore (Redis).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<u64>,
+}
+
+/// The settings of a managed database that the spec set (`databases.<name>.settings`), as
+/// last applied by a deploy, with what the running server has for each.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DatabaseSettings {
+    pub name: String,
+    pub engine: String,
+    /// As in [`DatabaseStatus::state`].
+    pub state: String,
+    pub settings: Vec<DatabaseSetting>,
+}
+
+/// One setting of a managed database.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DatabaseSetting {
+    pub name: String,
+    /// The value written from the spec.
+    pub value: String,
+    /// The value the running server has (`SHOW`); absent when it is stopped.
+    pub effective: Option<String>,
+    /// Whether the server waits for a restart to take the value.
+    pub pending_restart: bool,
 }
 
 /// How to connect to a managed database (the Unix-socket API only: it holds the password).

@@ -96,6 +96,10 @@ pub enum EventKind {
     /// `database.upgraded`: a major version upgrade, its revert, or the removal of a kept
     /// cluster (`slipway db upgrade`).
     DatabaseUpgraded,
+    /// `database.settings`: a deploy changes a database's settings; what each change does
+    /// (a reload, or a restart that drops the app's connections) is recorded before it is
+    /// done, and how it went after.
+    DatabaseSettings,
     /// `backup.succeeded`
     BackupSucceeded,
     /// `backup.failed`
@@ -121,7 +125,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 55] = [
+    pub const ALL: [EventKind; 56] = [
         EventKind::AppRegistered,
         EventKind::AppDown,
         EventKind::AppUp,
@@ -166,6 +170,7 @@ impl EventKind {
         EventKind::DatabaseUnhealthy,
         EventKind::DatabaseHealthy,
         EventKind::DatabaseUpgraded,
+        EventKind::DatabaseSettings,
         EventKind::BackupSucceeded,
         EventKind::BackupFailed,
         EventKind::BackupVerified,
@@ -226,6 +231,7 @@ impl EventKind {
             EventKind::DatabaseUnhealthy => "database.unhealthy",
             EventKind::DatabaseHealthy => "database.healthy",
             EventKind::DatabaseUpgraded => "database.upgraded",
+            EventKind::DatabaseSettings => "database.settings",
             EventKind::BackupSucceeded => "backup.succeeded",
             EventKind::BackupFailed => "backup.failed",
             EventKind::BackupVerified => "backup.verified",

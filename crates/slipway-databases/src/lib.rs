@@ -28,9 +28,11 @@
 pub mod backup;
 pub mod redis;
 pub mod retention;
+pub mod settings;
 mod upgrade;
 mod user;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -41,6 +43,7 @@ use std::process::{Command, Stdio};
 use serde::{Deserialize, Serialize};
 
 pub use redis::{Redis, Reply};
+pub use settings::{Applied, Change, Effective, SettingsPlan};
 pub use upgrade::Upgraded;
 pub use user::OsUser;
 
@@ -140,11 +143,41 @@ impl Database {
         }
     }
 
-    /// Makes, starts or adopts it (see [`Postgres::ensure`], [`Redis::ensure`]).
-    pub fn ensure(&self, password: &str) -> Result<Started> {
+    /// Makes, starts or adopts it (see [`Postgres::ensure_with_settings`], [`Redis::ensure`]);
+    /// a database made now starts with `settings`.
+    pub fn ensure(&self, password: &str, settings: &BTreeMap<String, String>) -> Result<Started> {
         match self {
-            Database::Postgres(p) => p.ensure(password),
-            Database::Redis(r) => r.ensure(password),
+            Database::Postgres(p) => p.ensure_with_settings(password, settings),
+            Database::Redis(r) => r.ensure_with_settings(password, settings),
+        }
+    }
+
+    /// What applying `settings` does, decided before anything changes (see
+    /// [`Postgres::plan_settings`], [`Redis::plan_settings`]).
+    pub fn plan_settings(
+        &self,
+        password: &str,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<SettingsPlan> {
+        match self {
+            Database::Postgres(p) => p.plan_settings(settings),
+            Database::Redis(r) => r.plan_settings(password, settings),
+        }
+    }
+
+    /// Applies a plan (see [`Postgres::apply_settings`], [`Redis::apply_settings`]).
+    pub fn apply_settings(&self, password: &str, plan: &SettingsPlan) -> Result<Applied> {
+        match self {
+            Database::Postgres(p) => p.apply_settings(plan),
+            Database::Redis(r) => r.apply_settings(password, plan),
+        }
+    }
+
+    /// The settings the spec set, with the running server's value of each.
+    pub fn effective_settings(&self, password: &str) -> Result<Vec<Effective>> {
+        match self {
+            Database::Postgres(p) => p.effective_settings(),
+            Database::Redis(r) => r.effective_settings(password),
         }
     }
 
@@ -417,8 +450,21 @@ impl Postgres {
     /// Makes the cluster if it does not exist, starts it if it is not running, and makes sure
     /// the app's role exists with `password` and owns its database.
     pub fn ensure(&self, password: &str) -> Result<Started> {
+        self.ensure_with_settings(password, &BTreeMap::new())
+    }
+
+    /// [`Postgres::ensure`], a cluster made now starting with `settings` (checked by
+    /// PostgreSQL first). The settings of a cluster that exists are left as they are: a
+    /// deploy changes them through [`Postgres::plan_settings`] and
+    /// [`Postgres::apply_settings`], saying first what the change does.
+    pub fn ensure_with_settings(
+        &self,
+        password: &str,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<Started> {
         let started = if !self.exists() {
             self.init()?;
+            self.write_initial_settings(settings)?;
             self.start()?;
             Started::Created
         } else if self.running()? {
@@ -470,8 +516,9 @@ impl Postgres {
         let mut text =
             fs::read_to_string(&conf).map_err(io(format!("cannot read {}", conf.display())))?;
         text.push_str(&format!(
-            "\n# Slipway: a Unix socket only, in a folder only this user (and root) can enter.\nlisten_addresses = ''\nunix_socket_directories = '{}'\nport = {PG_PORT}\n",
-            self.socket_dir().display()
+            "\n# Slipway: a Unix socket only, in a folder only this user (and root) can enter.\nlisten_addresses = ''\nunix_socket_directories = '{}'\nport = {PG_PORT}\n\n# Slipway: the settings of slipway.yaml (`databases.<name>.settings`).\n{}\n",
+            self.socket_dir().display(),
+            settings::INCLUDE_LINE
         ));
         fs::write(&conf, text).map_err(io(format!("cannot write {}", conf.display())))?;
         let hba = staging.join("pg_hba.conf");

@@ -4,8 +4,11 @@
 //! its own, so it outlives a crashed Slipway server, which adopts it).
 //!
 //! Layout of its folder (the database user's, mode 0700): `redis.conf` (0600: it holds the
-//! password), `data/` (AOF and `dump.rdb`), `socket/redis.sock`, `redis.pid`, `redis.log`.
+//! password), `data/` (AOF and `dump.rdb`), `socket/redis.sock`, `redis.pid`, `redis.log`,
+//! `slipway.settings.conf` (the spec's `settings`, included first by `redis.conf`, so that
+//! Slipway's own lines come after and win).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -14,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::settings::{self, Applied, Change, SettingsPlan};
 use crate::{Engine, Error, Health, Meta, OsUser, Result, Started, io, read_meta};
 
 /// Where `redis-server` is: `SLIPWAY_REDIS_SERVER`, else `/usr/bin/redis-server`.
@@ -156,6 +160,17 @@ impl Redis {
     /// Writes its config (with `password`), makes it if needed, starts it if it does not
     /// answer, and waits until it does.
     pub fn ensure(&self, password: &str) -> Result<Started> {
+        self.ensure_with_settings(password, &BTreeMap::new())
+    }
+
+    /// [`Redis::ensure`], a database made now starting with `settings`. The settings of one
+    /// that exists are left as they are: a deploy changes them through
+    /// [`Redis::plan_settings`] and [`Redis::apply_settings`].
+    pub fn ensure_with_settings(
+        &self,
+        password: &str,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<Started> {
         let created = !self.exists();
         if created {
             for dir in [&self.dir, &self.data_dir(), &self.dir.join("socket")] {
@@ -166,9 +181,19 @@ impl Redis {
             }
             self.user.check_reaches(&self.dir)?;
         }
+        // Redis refuses to start when an included file is missing.
+        if created || !self.settings_file().exists() {
+            let initial = if created {
+                settings.clone()
+            } else {
+                BTreeMap::new()
+            };
+            self.write_settings(&initial)?;
+        }
         // The config is written every time: the password may have been set anew.
         let conf = format!(
             "# Written by Slipway at every start.\n\
+             include {settings}\n\
              daemonize yes\n\
              port 0\n\
              unixsocket {socket}\n\
@@ -185,6 +210,7 @@ impl Redis {
             data = self.data_dir().display(),
             pid = self.pid_file().display(),
             log = self.dir.join("redis.log").display(),
+            settings = self.settings_file().display(),
         );
         fs::write(self.conf(), conf)
             .map_err(io(format!("cannot write {}", self.conf().display())))?;
@@ -313,6 +339,174 @@ impl Redis {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(true)
+    }
+}
+
+// === impl Redis (settings) ===
+
+impl Redis {
+    /// The file of the spec's settings, which `redis.conf` includes.
+    pub fn settings_file(&self) -> PathBuf {
+        self.dir.join(settings::SETTINGS_FILE)
+    }
+
+    /// The settings the file holds now (what was last applied).
+    pub fn written_settings(&self) -> Result<BTreeMap<String, String>> {
+        match fs::read_to_string(self.settings_file()) {
+            Ok(text) => Ok(settings::parse_redis(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(io(format!(
+                "cannot read {}",
+                self.settings_file().display()
+            ))(e)),
+        }
+    }
+
+    /// Writes the settings file atomically (a temporary file, then a rename), mode 0600.
+    fn write_settings(&self, values: &BTreeMap<String, String>) -> Result<()> {
+        let path = self.settings_file();
+        let tmp = self.dir.join(format!(".{}.tmp", settings::SETTINGS_FILE));
+        fs::write(&tmp, settings::render_redis(values))
+            .map_err(io(format!("cannot write {}", tmp.display())))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
+            .map_err(io(format!("cannot set the mode of {}", tmp.display())))?;
+        self.user.own(&tmp)?;
+        fs::rename(&tmp, &path).map_err(io(format!(
+            "cannot rename {} to {}",
+            tmp.display(),
+            path.display()
+        )))
+    }
+
+    /// Decides what applying `values` does, changing nothing: `CONFIG GET` gives each
+    /// changed setting's value now (a name Redis does not know is refused), and setting it
+    /// to that same value tells a setting Redis changes in place from one it only reads at
+    /// start (`can't set immutable config`). A setting the spec no longer sets goes back to
+    /// its default only at a start.
+    pub fn plan_settings(
+        &self,
+        password: &str,
+        values: &BTreeMap<String, String>,
+    ) -> Result<SettingsPlan> {
+        let before = self.written_settings()?;
+        let running = self.health() != Health::Down;
+        let mut plan = SettingsPlan {
+            database: self.meta.name.clone(),
+            changes: Vec::new(),
+            running,
+            settings: values.clone(),
+        };
+        for (name, _, to) in settings::diff(&before, values) {
+            let mut change = Change {
+                name: name.clone(),
+                from: None,
+                to: to.clone(),
+                restart: to.is_none(),
+            };
+            if running {
+                let got = self.command(password, &[b"CONFIG", b"GET", name.as_bytes()])?;
+                let Reply::Array(pair) = got else {
+                    continue;
+                };
+                let Some(now) = pair.get(1).map(text) else {
+                    return Err(Error::Setup(format!(
+                        "Redis does not know the setting `{name}`\n  hint: fix `databases.{}.settings` in slipway.yaml; nothing was changed",
+                        self.meta.name
+                    )));
+                };
+                if to.as_deref() == Some(now.as_str()) {
+                    continue;
+                }
+                if let Err(e) = self.command(
+                    password,
+                    &[b"CONFIG", b"SET", name.as_bytes(), now.as_bytes()],
+                ) {
+                    if e.to_string().contains("immutable") {
+                        change.restart = true;
+                    } else {
+                        return Err(e);
+                    }
+                }
+                change.from = Some(now);
+            }
+            plan.changes.push(change);
+        }
+        Ok(plan)
+    }
+
+    /// Applies a plan made by [`Redis::plan_settings`]: the changes Redis makes in place in
+    /// one `CONFIG SET` (all or nothing: a refused value changes none, and the refusal is
+    /// Redis's own), then the file; a restart only when a change needs it. A restart that
+    /// fails puts the previous file back and starts Redis again.
+    pub fn apply_settings(&self, password: &str, plan: &SettingsPlan) -> Result<Applied> {
+        let before = self.written_settings()?;
+        if before == plan.settings {
+            return Ok(Applied::Unchanged);
+        }
+        if !plan.running {
+            self.write_settings(&plan.settings)?;
+            return Ok(Applied::Written);
+        }
+        let in_place: Vec<(&str, &str)> = plan
+            .changes
+            .iter()
+            .filter(|c| !c.restart)
+            .filter_map(|c| Some((c.name.as_str(), c.to.as_deref()?)))
+            .collect();
+        if !in_place.is_empty() {
+            let mut args: Vec<&[u8]> = vec![b"CONFIG", b"SET"];
+            for (name, value) in &in_place {
+                args.push(name.as_bytes());
+                args.push(value.as_bytes());
+            }
+            self.command(password, &args).map_err(|e| {
+                Error::Setup(format!(
+                    "Redis refuses these settings: {e}\n  hint: fix `databases.{}.settings` in slipway.yaml; nothing was changed",
+                    self.meta.name
+                ))
+            })?;
+        }
+        self.write_settings(&plan.settings)?;
+        if !plan.needs_restart() {
+            return Ok(Applied::Reloaded);
+        }
+        let started = Instant::now();
+        self.stop()?;
+        if let Err(e) = self.start(password) {
+            self.write_settings(&before)?;
+            self.start(password)?;
+            return Err(Error::Setup(format!(
+                "Redis did not start with these settings, so it was started again with the previous ones: {e}\n  hint: fix `databases.{}.settings` in slipway.yaml",
+                self.meta.name
+            )));
+        }
+        Ok(Applied::Restarted {
+            downtime_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// The settings the spec set, with the running server's value of each (`CONFIG GET`).
+    pub fn effective_settings(&self, password: &str) -> Result<Vec<settings::Effective>> {
+        let running = self.health() != Health::Down;
+        self.written_settings()?
+            .into_iter()
+            .map(|(name, value)| {
+                let now = if running {
+                    match self.command(password, &[b"CONFIG", b"GET", name.as_bytes()])? {
+                        Reply::Array(pair) => pair.get(1).map(text),
+                        _ => None,
+                    }
+                } else {
+                    None
+                };
+                Ok(settings::Effective {
+                    pending_restart: now.as_ref().is_some_and(|n| *n != value),
+                    name,
+                    value,
+                    now,
+                })
+            })
+            .collect()
     }
 }
 

@@ -175,6 +175,10 @@ impl Postgres {
         // Slipway removes the old cluster itself (`--remove-old`), never this script.
         let _ = fs::remove_file(self.dir.join("delete_old_cluster.sh"));
         target.write_meta()?;
+        // The spec's settings go with the data (pg_upgrade carries only the data).
+        if let Ok(text) = fs::read_to_string(kept.join(crate::settings::SETTINGS_FILE)) {
+            target.write_settings_text(&text)?;
+        }
         target.start()?;
         // pg_upgrade does not carry the planner's statistics over: gather them now, as its
         // own output advises, so the first queries are not planned blind.

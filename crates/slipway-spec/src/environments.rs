@@ -5,7 +5,8 @@
 //! key by key, lists and single values replace), carrying the overlay's source positions
 //! for every value it contributed. The ordinary rules and the schema then run on that view,
 //! so a problem caused by an overlay points into the overlay. [`check`] covers the section
-//! itself: environment names, hosts, and overlays naming services that do not exist.
+//! itself: environment names, hosts, and overlays naming services or databases that do
+//! not exist. An environment changes services and the settings of databases.
 
 use std::collections::HashSet;
 
@@ -44,7 +45,7 @@ pub(crate) fn has_overlay(tree: &Tree, environment: &str) -> bool {
             .and_then(Value::as_object)
             .is_some_and(|map| !map.is_empty())
     };
-    non_empty("services") || non_empty("https")
+    non_empty("services") || non_empty("databases") || non_empty("https")
 }
 
 /// The app's host in `environment`: its `host`, or `<app>.localhost` for `development`
@@ -121,6 +122,41 @@ pub(crate) fn check(tree: &Tree, out: &mut Vec<Diagnostic>) {
         if let Some(Value::Object(overlays)) = environment.get("services") {
             check_overlay_names(tree, name, &here, overlays, &services, out);
         }
+        if let Some(Value::Object(overlays)) = environment.get("databases") {
+            check_database_overlay_names(tree, name, &here, overlays, out);
+        }
+    }
+}
+
+/// Reports database overlays for databases that the base does not declare.
+fn check_database_overlay_names(
+    tree: &Tree,
+    environment: &str,
+    here: &str,
+    overlays: &Map<String, Value>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let declared: Vec<String> = match tree.json.get("databases") {
+        Some(Value::Object(databases)) => databases.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    for name in overlays.keys().filter(|name| !declared.contains(name)) {
+        let key = format!("{here}/databases/{}", escape_pointer(name));
+        let hint = match closest(name, &declared) {
+            Some(suggestion) => format!("did you mean `{suggestion}`?"),
+            None => format!(
+                "declare it under the top-level `databases` first, e.g. `databases: {{ {name}: {{ engine: postgres }} }}`"
+            ),
+        };
+        out.push(
+            Diagnostic::at(
+                tree.key_pos(&key),
+                format!(
+                    "environment `{environment}` changes database `{name}`, which is not declared under `databases`"
+                ),
+            )
+            .hint(hint),
+        );
     }
 }
 
@@ -264,6 +300,25 @@ pub(crate) fn apply(base: &Tree, environment: &str) -> Tree {
         let overlay: Map<String, Value> =
             [("https".to_owned(), https.clone())].into_iter().collect();
         merge_map(&mut view, base, "", &pointer(environment), &overlay);
+    }
+    let source = format!("{}/databases", pointer(environment));
+    if let Some(Value::Object(overlays)) = base.json.pointer(&source) {
+        let known: Map<String, Value> = match view.json.get("databases") {
+            // Only `settings` may differ between environments (the schema says so of the
+            // rest, which is left out of the view rather than merged into it).
+            Some(Value::Object(declared)) => overlays
+                .iter()
+                .filter(|(name, _)| declared.contains_key(*name))
+                .filter_map(|(name, overlay)| {
+                    let settings = overlay.get("settings")?.clone();
+                    let only: Map<String, Value> =
+                        std::iter::once(("settings".to_owned(), settings)).collect();
+                    Some((name.clone(), Value::Object(only)))
+                })
+                .collect(),
+            _ => Map::new(),
+        };
+        merge_map(&mut view, base, "/databases", &source, &known);
     }
     view
 }

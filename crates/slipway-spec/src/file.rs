@@ -111,6 +111,32 @@ pub(crate) struct DatabaseFile {
     /// Default: `DATABASE_URL` for PostgreSQL, `REDIS_URL` for Redis.
     #[schemars(regex(pattern = ENV_NAME_PATTERN))]
     pub env: Option<String>,
+    /// The engine's own settings, by name: a string, a number or a boolean each, e.g.
+    /// `{ max_connections: 200, work_mem: 16MB }` (PostgreSQL) or `{ maxmemory: 100mb,
+    /// maxmemory-policy: allkeys-lru }` (Redis). A deploy that changes them says whether the
+    /// change is a reload or a restart; a restart needs `slipway deploy --restart-databases`.
+    /// The settings Slipway owns (its socket, port, files, password) are refused.
+    /// Default: the engine's defaults.
+    pub settings: Option<BTreeMap<String, SettingValue>>,
+}
+
+/// The value of a database setting: a string, a number or a boolean.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct SettingValue(pub serde_json::Value);
+
+impl JsonSchema for SettingValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DatabaseSetting".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": ["string", "number", "boolean"],
+            "description": "A setting's value, e.g. `16MB`, `200` or `on`.",
+            "examples": ["16MB", 200],
+        })
+    }
 }
 
 /// A database engine.
@@ -165,6 +191,23 @@ pub(crate) struct EnvironmentFile {
     #[schemars(schema_with = "service_overlays")]
     #[serde(default)]
     pub services: Option<BTreeMap<String, serde_json::Value>>,
+    /// Per-database settings in this environment, keyed by the name of a database declared
+    /// under the top-level `databases`, e.g. `db: { settings: { max_connections: 300 } }`;
+    /// they merge into the database's `settings` name by name.
+    #[schemars(extend("propertyNames" = { "pattern": DNS_LABEL_PATTERN }))]
+    pub databases: Option<BTreeMap<String, DatabaseOverlayFile>>,
+}
+
+/// What an environment may change about a database: its settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DatabaseOverlayFile {
+    /// Settings that replace or add to the database's `settings` in this environment.
+    #[expect(
+        dead_code,
+        reason = "environments are read and merged as JSON (`environments.rs`); the field gives them a schema"
+    )]
+    pub settings: Option<BTreeMap<String, SettingValue>>,
 }
 
 /// One service: a native process or a container that Slipway runs, health-checks, scales

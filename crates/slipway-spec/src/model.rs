@@ -54,6 +54,11 @@ pub struct DatabaseSpec {
     /// Scheduled backups (the spec's top-level `backups`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backups: Option<BackupPolicy>,
+    /// The engine's settings by name, each value as the engine reads it (`true` is `on` for
+    /// PostgreSQL and `yes` for Redis). Absent from the JSON when empty, so specs without
+    /// settings keep their digest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
 }
 
 /// When a database is backed up and how many backups it keeps.

@@ -140,6 +140,24 @@ fn database(db: DatabaseFile, backups: Option<BackupPolicy>) -> DatabaseSpec {
         }),
         env: db.env.unwrap_or_else(|| engine.default_env().to_owned()),
         backups,
+        settings: db
+            .settings
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| {
+                let value = match value.0 {
+                    Value::String(text) => text,
+                    Value::Bool(on) => match (engine, on) {
+                        (Engine::Postgres, true) => "on".to_owned(),
+                        (Engine::Postgres, false) => "off".to_owned(),
+                        (Engine::Redis, true) => "yes".to_owned(),
+                        (Engine::Redis, false) => "no".to_owned(),
+                    },
+                    other => other.to_string(),
+                };
+                (name, value)
+            })
+            .collect(),
     }
 }
 

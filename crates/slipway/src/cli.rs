@@ -180,6 +180,10 @@ pub(crate) enum Command {
         /// Override the spec's deploy strategy: blue-green, canary, rolling or recreate.
         #[arg(long, value_parser = str::parse::<dto::Strategy>)]
         strategy: Option<dto::Strategy>,
+        /// Let a change of a database's settings restart the database when it needs to (the
+        /// app's connections drop for a few seconds); without it such a deploy is refused.
+        #[arg(long)]
+        restart_databases: bool,
         /// Directory holding slipway.yaml (or the file itself).
         #[arg(long, short = 'f', default_value = ".")]
         file: PathBuf,
@@ -440,6 +444,17 @@ pub(crate) enum DbCommand {
     Shell {
         /// The database's name in slipway.yaml.
         name: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Show the settings slipway.yaml set on the database (`settings:`), as last deployed,
+    /// with the value the running server has for each.
+    Settings {
+        /// The database's name in slipway.yaml.
+        name: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         app: AppArg,
     },

@@ -226,6 +226,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             services,
             force,
             strategy,
+            restart_databases,
             file,
             env,
         } => {
@@ -243,7 +244,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     },
                 )
                 .await?;
-            let ok = deploy(&client, &applied.app, services, force, strategy).await?;
+            let ok = deploy(
+                &client,
+                &applied.app,
+                services,
+                force,
+                strategy,
+                restart_databases,
+            )
+            .await?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -854,6 +863,19 @@ async fn db(client: &Client, command: DbCommand) -> anyhow::Result<ExitCode> {
     match command {
         DbCommand::Url { name, app } => db_connect(client, &name, &app, false).await,
         DbCommand::Shell { name, app } => db_connect(client, &name, &app, true).await,
+        DbCommand::Settings { name, json, app } => {
+            check_name("database", &name)?;
+            let key = resolve_app(client, &app).await?;
+            let settings: dto::DatabaseSettings = client
+                .get(&format!("/v1/apps/{key}/databases/{name}/settings"))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&settings)?);
+            } else {
+                render::print_database_settings(&settings);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         DbCommand::Upgrade {
             name,
             to,
@@ -1131,7 +1153,7 @@ async fn up(
             },
         )
         .await?;
-    let ok = deploy(client, &applied.app, vec![], false, None).await?;
+    let ok = deploy(client, &applied.app, vec![], false, None, false).await?;
     let status: dto::AppStatus = client.get(&format!("/v1/apps/{}", applied.app)).await?;
     println!();
     print_status(&status, None);
@@ -1186,6 +1208,7 @@ async fn deploy(
     services: Vec<String>,
     force: bool,
     strategy: Option<dto::Strategy>,
+    restart_databases: bool,
 ) -> anyhow::Result<bool> {
     let started = Instant::now();
     let mut ok = true;
@@ -1197,6 +1220,7 @@ async fn deploy(
                 services,
                 force,
                 strategy,
+                restart_databases,
             }),
             |p: Progress| ok &= print_progress(&p, started),
         )

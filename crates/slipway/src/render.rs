@@ -41,6 +41,9 @@ pub(crate) fn print_progress(p: &Progress, started: Instant) -> bool {
             ),
             None => println!("{t}  {service:<12} serving revision {revision} ({elapsed_ms} ms)"),
         },
+        Progress::Database { message, .. } => {
+            println!("{t}  {message}");
+        }
         Progress::Failed {
             service,
             error,
@@ -486,5 +489,33 @@ fn show_bytes(bytes: u64) -> String {
         format!("{:.1}Mi", b / f64::from(1u32 << 20))
     } else {
         format!("{:.0}Ki", b / 1024.0)
+    }
+}
+
+/// `slipway db settings`: one line per setting the spec set, with the running server's value.
+pub(crate) fn print_database_settings(s: &dto::DatabaseSettings) {
+    if s.settings.is_empty() {
+        println!(
+            "database {} ({}, {}) has no settings from slipway.yaml: the engine's defaults apply",
+            s.name, s.engine, s.state
+        );
+        return;
+    }
+    println!("database {} ({}, {})", s.name, s.engine, s.state);
+    let width = s
+        .settings
+        .iter()
+        .map(|x| x.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!("{:<width$}  {:<16}  NOW", "NAME", "SPEC");
+    for x in &s.settings {
+        let now = match (&x.effective, x.pending_restart) {
+            (Some(v), true) => format!("{v} (the spec's value waits for a restart)"),
+            (Some(v), false) => v.clone(),
+            (None, _) => "-".to_owned(),
+        };
+        println!("{:<width$}  {:<16}  {now}", x.name, x.value);
     }
 }

@@ -899,6 +899,16 @@ fn a_major_upgrade_takes_a_backup_keeps_the_rows_and_the_url_and_can_be_reverted
     let pg16 = postgres_16();
     let s = Slipway::start_with_env(&[("SLIPWAY_POSTGRES_16_BIN", &path_str(&pg16))]);
     let dir = django_pg_app(&s);
+    // The spec's settings go with the data to the new cluster.
+    let yaml = std::fs::read_to_string(dir.join("slipway.yaml")).unwrap();
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        yaml.replace(
+            "db: { engine: postgres, version: \"15\" }",
+            "db: { engine: postgres, version: \"15\", settings: { work_mem: 12MB } }",
+        ),
+    )
+    .unwrap();
     let spec = path_str(&dir);
     s.ok(&["up", &spec, "--detach", "--env", "production"]);
     s.wait_body(PRODUCTION, "/", "v1 0", Duration::from_secs(20));
@@ -951,6 +961,11 @@ fn a_major_upgrade_takes_a_backup_keeps_the_rows_and_the_url_and_can_be_reverted
         "runs 16 after the upgrade"
     );
     assert_eq!(psql_value(&s, "db", sum), before, "every row came along");
+    assert_eq!(
+        psql_value(&s, "db", "SHOW work_mem"),
+        "12MB",
+        "the settings came along"
+    );
     assert_eq!(
         s.ok(&["db", "url", "db", "--app", "notes", "--env", "production"]),
         url,
@@ -1033,4 +1048,282 @@ fn a_major_upgrade_takes_a_backup_keeps_the_rows_and_the_url_and_can_be_reverted
     assert!(out.contains("data-16"), "{out}");
     assert!(!db_dir.join("data-16").exists());
     assert!(db_dir.join("data/PG_VERSION").exists());
+}
+
+/// An app whose only service says which `V` it runs with; it `uses` a PostgreSQL database
+/// with the settings `settings` (YAML flow map), so its database is made at its first start.
+fn settings_app(s: &Slipway, version: u32, settings: &str) -> PathBuf {
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let dir = s.dir.path().join("tuned");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("app.py"),
+        r#"
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        data = ("v" + os.environ["V"]).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, *a):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        format!(
+            r#"app: tuned
+databases:
+  db: {{ engine: postgres, version: "15", settings: {settings} }}
+services:
+  web:
+    run: ["python3", "app.py"]
+    env: {{ V: "{version}" }}
+    uses: [db]
+    health:
+      ready: {{ http: /, interval: 100ms }}
+    shutdown: {{ grace: 1s }}
+    deploy: {{ keep_previous: 1s }}
+"#
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+const TUNED: &str = "web.tuned.localhost";
+
+/// `SHOW <name>` on the database of `tuned`, through the URL the app gets.
+fn show(s: &Slipway, name: &str) -> String {
+    let url = s.ok(&["db", "url", "db", "--app", "tuned"]);
+    let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args([url.trim(), "-X", "-q", "-A", "-t", "-c"])
+        .arg(format!("SHOW {name}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn tuned_pid(s: &Slipway) -> u32 {
+    let file = s
+        .data
+        .join("databases/tuned/development/db/data/postmaster.pid");
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()))
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn database_settings_reload_in_place_restart_only_when_allowed_and_refuse_invalid_values() {
+    let s = Slipway::start();
+    let dir = settings_app(&s, 1, "{ work_mem: 8MB }");
+    let spec = path_str(&dir);
+    s.ok(&["up", &spec, "--detach"]);
+    s.wait_body(TUNED, "/", "v1", Duration::from_secs(20));
+    // A database made with settings starts with them.
+    assert_eq!(show(&s, "work_mem"), "8MB");
+    let pid = tuned_pid(&s);
+
+    // An app deploy that changes no setting leaves the database alone.
+    settings_app(&s, 2, "{ work_mem: 8MB }");
+    let out = s.ok(&["deploy", "-f", &spec]);
+    assert!(!out.contains("database db:"), "{out}");
+    s.wait_body(TUNED, "/", "v2", Duration::from_secs(20));
+    assert_eq!(tuned_pid(&s), pid, "an app deploy restarted the database");
+
+    // A reloadable change is said, then applied in place.
+    settings_app(&s, 2, "{ work_mem: 16MB }");
+    let out = s.ok(&["deploy", "-f", &spec]);
+    let said = out
+        .find("database db: work_mem 8MB -> 16MB is applied in place (no connection drops)")
+        .unwrap_or_else(|| panic!("{out}"));
+    let done = out
+        .find("database db: settings applied in place, no connection dropped")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(said < done, "{out}");
+    assert_eq!(show(&s, "work_mem"), "16MB");
+    assert_eq!(tuned_pid(&s), pid, "a reload restarted the database");
+
+    // The same value in other words changes nothing and says nothing; the file takes the
+    // spec's words.
+    settings_app(&s, 2, "{ work_mem: 16384kB }");
+    let out = s.ok(&["deploy", "-f", &spec]);
+    assert!(!out.contains("database db:"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&s.ok(&["db", "settings", "db", "--app", "tuned", "--json"])).unwrap();
+    assert_eq!(json["settings"][0]["value"], "16384kB", "{json}");
+    assert_eq!(json["settings"][0]["effective"], "16MB", "{json}");
+    assert_eq!(tuned_pid(&s), pid);
+    settings_app(&s, 2, "{ work_mem: 16MB }");
+    s.ok(&["deploy", "-f", &spec]);
+
+    // A change that needs a restart is refused without the flag: nothing changes, the
+    // serving revision keeps serving.
+    settings_app(&s, 3, "{ work_mem: 16MB, max_connections: 120 }");
+    let out = s.cli(&["deploy", "-f", &spec]);
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "database db: max_connections 100 -> 120 needs a restart: the app's connections drop for about 2 s"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--restart-databases"), "{stderr}");
+    assert_eq!(show(&s, "max_connections"), "100");
+    assert_eq!(tuned_pid(&s), pid);
+    assert_eq!(s.get(TUNED, "/"), Ok((200, "v2".to_owned())));
+    let status = s.ok(&["status", "--app", "tuned"]);
+    assert!(status.contains("ready"), "{status}");
+
+    // With the flag: said first, then done, and the postmaster is a new one.
+    let out = s.ok(&["deploy", "-f", &spec, "--restart-databases"]);
+    let said = out
+        .find("database db: max_connections 100 -> 120 needs a restart")
+        .unwrap_or_else(|| panic!("{out}"));
+    let done = out
+        .find("database db: restarted with the new settings")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(said < done, "{out}");
+    s.wait_body(TUNED, "/", "v3", Duration::from_secs(20));
+    assert_eq!(show(&s, "max_connections"), "120");
+    assert_ne!(tuned_pid(&s), pid, "the restart made a new postmaster");
+    let log = s.ok(&["events", "--app", "tuned"]);
+    assert!(log.contains("database.settings"), "{log}");
+    assert!(
+        log.contains("max_connections 100 -> 120 needs a restart"),
+        "{log}"
+    );
+    let pid = tuned_pid(&s);
+
+    // An invalid value is refused with PostgreSQL's own message; nothing changes.
+    settings_app(&s, 4, "{ work_mem: 16XB, max_connections: 120 }");
+    let out = s.cli(&["deploy", "-f", &spec]);
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "error: database db: PostgreSQL refuses these settings: invalid value for parameter \"work_mem\": \"16XB\" / HINT: Valid units"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was changed"), "{stderr}");
+    assert_eq!(show(&s, "work_mem"), "16MB");
+    assert_eq!(tuned_pid(&s), pid);
+    assert_eq!(s.get(TUNED, "/"), Ok((200, "v3".to_owned())));
+
+    // `slipway db settings` shows what the spec set and what the server has.
+    let table = s.ok(&["db", "settings", "db", "--app", "tuned"]);
+    assert!(table.contains("max_connections"), "{table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&s.ok(&["db", "settings", "db", "--app", "tuned", "--json"])).unwrap();
+    assert_eq!(json["settings"][1]["name"], "work_mem", "{json}");
+    assert_eq!(json["settings"][1]["effective"], "16MB", "{json}");
+    assert_eq!(json["settings"][1]["pending_restart"], false, "{json}");
+}
+
+#[test]
+fn redis_settings_change_in_place_on_deploy_without_a_restart() {
+    let s = Slipway::start();
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let dir = s.dir.path().join("counter");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.py"), COUNTER_APP).unwrap();
+    let spec = |policy: &str| {
+        format!(
+            r#"app: counter
+databases:
+  cache: {{ engine: redis, settings: {{ maxmemory-policy: {policy} }} }}
+services:
+  web:
+    run: ["python3", "app.py"]
+    uses: [cache]
+    health:
+      ready: {{ http: /ready, interval: 100ms }}
+    shutdown: {{ grace: 1s }}
+"#
+        )
+    };
+    let config_get = || {
+        let out = s.cli_with_stdin(
+            &["db", "shell", "cache", "--app", "counter"],
+            "CONFIG GET maxmemory-policy\n",
+        );
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    std::fs::write(dir.join("slipway.yaml"), spec("allkeys-lru")).unwrap();
+    let path = path_str(&dir);
+    s.ok(&["up", &path, "--detach"]);
+    s.wait_body(COUNTER, "/", "0", Duration::from_secs(20));
+    assert!(config_get().contains("allkeys-lru"), "{}", config_get());
+    assert_eq!(hits(&s, "/incr"), "1");
+    let pid = redis_pid(&s);
+
+    std::fs::write(dir.join("slipway.yaml"), spec("volatile-lru")).unwrap();
+    let out = s.ok(&["deploy", "-f", &path]);
+    assert!(
+        out.contains(
+            "database cache: maxmemory-policy allkeys-lru -> volatile-lru is applied in place (no connection drops)"
+        ),
+        "{out}"
+    );
+    assert!(config_get().contains("volatile-lru"), "{}", config_get());
+    assert_eq!(redis_pid(&s), pid, "changed in place, not restarted");
+    assert_eq!(hits(&s, "/incr"), "2");
+    let json: serde_json::Value =
+        serde_json::from_str(&s.ok(&["db", "settings", "cache", "--app", "counter", "--json"]))
+            .unwrap();
+    assert_eq!(json["settings"][0]["effective"], "volatile-lru", "{json}");
+
+    // Redis refuses a value with its own message; the deploy stops, nothing changes.
+    std::fs::write(dir.join("slipway.yaml"), spec("bogus")).unwrap();
+    let out = s.cli(&["deploy", "-f", &path]);
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("maxmemory-policy"), "{stderr}");
+    assert!(stderr.contains("nothing was changed"), "{stderr}");
+    assert!(config_get().contains("volatile-lru"), "{}", config_get());
+    assert_eq!(hits(&s, "/"), "2");
+}
+
+#[test]
+fn each_environment_runs_its_database_with_its_own_settings() {
+    let s = Slipway::start();
+    let dir = settings_app(&s, 1, "{ work_mem: 8MB }");
+    let yaml = std::fs::read_to_string(dir.join("slipway.yaml")).unwrap();
+    std::fs::write(
+        dir.join("slipway.yaml"),
+        format!(
+            "{yaml}environments:\n  production:\n    databases:\n      db: {{ settings: {{ work_mem: 24MB }} }}\n"
+        ),
+    )
+    .unwrap();
+    let spec = path_str(&dir);
+    s.ok(&["up", &spec, "--detach"]);
+    s.ok(&["up", &spec, "--detach", "--env", "production"]);
+    let show_in = |env: &str| {
+        let url = s.ok(&["db", "url", "db", "--app", "tuned", "--env", env]);
+        let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+            .args([url.trim(), "-X", "-q", "-A", "-t", "-c", "SHOW work_mem"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(show_in("development"), "8MB");
+    assert_eq!(show_in("production"), "24MB");
 }

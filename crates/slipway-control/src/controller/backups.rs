@@ -47,6 +47,7 @@ fn internal_use(name: &str, engine: Engine, version: &str) -> DatabaseUse {
             version: Some(version.to_owned()),
             env: String::new(),
             backups: None,
+            settings: Default::default(),
         },
     }
 }

@@ -173,7 +173,8 @@ impl Controller {
             self.open_database(key, &used.name, engine, used.database.version.as_deref())?;
         let this = database.clone();
         let secret = password.clone();
-        let started = tokio::task::spawn_blocking(move || this.ensure(&secret))
+        let settings = used.database.settings.clone();
+        let started = tokio::task::spawn_blocking(move || this.ensure(&secret, &settings))
             .await
             .map_err(failure)?;
         let (app, environment) = split_app_key(key);
@@ -217,6 +218,152 @@ impl Controller {
                 },
             );
         Ok(Zeroizing::new(url))
+    }
+
+    /// A deploy's change of the settings of the app's databases (`databases.<name>.settings`),
+    /// before any revision is made: for each database that exists, the engine decides what
+    /// the change needs (see `slipway_databases::settings`, `Redis::plan_settings`); each
+    /// change is said — on the deploy's stream and as a `database.settings` event — before
+    /// it is done. A change that needs a restart is refused unless `restart` allows it, and
+    /// an invalid value is refused with the engine's message; both leave the database as it
+    /// was. A database not made yet
+    /// starts with its settings when a process first uses it. Returns whether the deploy may
+    /// go on.
+    pub(super) async fn apply_database_settings(
+        &self,
+        key: &str,
+        spec: &slipway_spec::Spec,
+        restart: bool,
+        tx: &mpsc::UnboundedSender<Progress>,
+    ) -> bool {
+        for (name, declared) in &spec.databases {
+            let dir = self.database_dir(key, name);
+            // Not made yet: it is made with these settings when a process first uses it.
+            let Ok(Some(meta)) = slipway_databases::read_meta(&dir) else {
+                continue;
+            };
+            if meta.engine.as_str() != declared.engine.as_str() {
+                // `ensure_database` refuses it with what to do.
+                continue;
+            }
+            let _guard = self.databases.ensure.lock().await;
+            // A change refused before anything was done is a `database.settings` event; a
+            // database that could not be reached or changed is a `database.failed` one.
+            let refuse = |kind: EventKind, error: String| {
+                self.event(key, None, None, kind, error.clone());
+                let _ = tx.send(Progress::Failed {
+                    service: String::new(),
+                    revision: None,
+                    error,
+                    last_lines: vec![],
+                });
+                false
+            };
+            let database = match self.open_database(key, name, meta.engine, Some(&meta.version)) {
+                Ok(database) => database,
+                Err(f) => {
+                    return refuse(
+                        EventKind::DatabaseFailed,
+                        format!("database {name}: {}", f.error),
+                    );
+                }
+            };
+            let password = match self.database_password(key, name) {
+                Ok(password) => password,
+                Err(f) => {
+                    return refuse(
+                        EventKind::DatabaseFailed,
+                        format!("database {name}: {}", f.error),
+                    );
+                }
+            };
+            let wanted = declared.settings.clone();
+            let (this, secret) = (database.clone(), password.clone());
+            let plan =
+                match tokio::task::spawn_blocking(move || this.plan_settings(&secret, &wanted))
+                    .await
+                {
+                    Ok(Ok(plan)) => plan,
+                    Ok(Err(e)) => {
+                        return refuse(
+                            EventKind::DatabaseSettings,
+                            format!("database {name}: {e}"),
+                        );
+                    }
+                    Err(e) => {
+                        return refuse(EventKind::DatabaseFailed, format!("database {name}: {e}"));
+                    }
+                };
+            // No value changes, but the file may say them in other words (`16384kB` for
+            // `16MB`): it takes the spec's words, silently, as nothing else changes.
+            let quiet = plan.is_empty();
+            let lines = plan.describe();
+            if plan.needs_restart() && !restart {
+                return refuse(
+                    EventKind::DatabaseSettings,
+                    format!(
+                        "{}\n  nothing was changed: a restart drops the connections of every service that uses database {name}\n  hint: deploy with `slipway deploy --restart-databases` to restart it now, or keep the setting as it is",
+                        lines.join("\n  ")
+                    ),
+                );
+            }
+            // Said before it is done.
+            if !quiet {
+                self.event(
+                    key,
+                    None,
+                    None,
+                    EventKind::DatabaseSettings,
+                    lines.join("; "),
+                );
+            }
+            for message in &lines {
+                let _ = tx.send(Progress::Database {
+                    database: name.clone(),
+                    message: message.clone(),
+                });
+            }
+            if plan.needs_restart() {
+                let _ = tx.send(Progress::Database {
+                    database: name.clone(),
+                    message: format!("database {name}: restarting"),
+                });
+            }
+            let (this, secret) = (database.clone(), password.clone());
+            let applied = match tokio::task::spawn_blocking(move || {
+                this.apply_settings(&secret, &plan)
+            })
+            .await
+            {
+                Ok(Ok(applied)) => applied,
+                Ok(Err(e)) => {
+                    return refuse(EventKind::DatabaseFailed, format!("database {name}: {e}"));
+                }
+                Err(e) => {
+                    return refuse(EventKind::DatabaseFailed, format!("database {name}: {e}"));
+                }
+            };
+            let done = match applied {
+                _ if quiet => continue,
+                slipway_databases::Applied::Unchanged => continue,
+                slipway_databases::Applied::Written => {
+                    format!("database {name}: settings written; it reads them when it starts")
+                }
+                slipway_databases::Applied::Reloaded => {
+                    format!("database {name}: settings applied in place, no connection dropped")
+                }
+                slipway_databases::Applied::Restarted { downtime_ms } => format!(
+                    "database {name}: restarted with the new settings; connections were refused for {:.1} s",
+                    downtime_ms as f64 / 1000.0
+                ),
+            };
+            self.event(key, None, None, EventKind::DatabaseSettings, done.clone());
+            let _ = tx.send(Progress::Database {
+                database: name.clone(),
+                message: done,
+            });
+        }
+        true
     }
 
     /// The URLs of the databases a process uses, as environment variables, each database made
@@ -406,6 +553,58 @@ impl Controller {
             database: name.to_owned(),
             password: password.as_str().to_owned(),
             state,
+        })
+    }
+
+    /// The settings the spec set on database `name` of `key` (for `slipway db settings`),
+    /// with the running server's value of each.
+    pub async fn database_settings(
+        self: &Arc<Self>,
+        key: &str,
+        name: &str,
+    ) -> Result<dto::DatabaseSettings> {
+        check_key(key)?;
+        slipway_core::names::check_name("database", name).map_err(ControlError::NotFound)?;
+        let (app, environment) = split_app_key(key);
+        let dir = self.database_dir(key, name);
+        let Some(meta) =
+            slipway_databases::read_meta(&dir).map_err(|e| ControlError::Invalid(e.to_string()))?
+        else {
+            return Err(ControlError::NotFound(format!(
+                "app {app} has no database `{name}` in environment {environment}; a database is made when a service that `uses` it first starts (`slipway up`)"
+            )));
+        };
+        let state = self
+            .databases
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&dir)
+            .map_or("stopped", |r| r.health.as_str())
+            .to_owned();
+        let database = self
+            .open_database(key, name, meta.engine, Some(&meta.version))
+            .map_err(|f| ControlError::Invalid(f.error))?;
+        let password = self
+            .database_password(key, name)
+            .map_err(|f| ControlError::Invalid(f.error))?;
+        let settings = tokio::task::spawn_blocking(move || database.effective_settings(&password))
+            .await
+            .map_err(|e| ControlError::Invalid(e.to_string()))?
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        Ok(dto::DatabaseSettings {
+            name: name.to_owned(),
+            engine: meta.engine.as_str().into(),
+            state,
+            settings: settings
+                .into_iter()
+                .map(|e| dto::DatabaseSetting {
+                    name: e.name,
+                    value: e.value,
+                    effective: e.now,
+                    pending_restart: e.pending_restart,
+                })
+                .collect(),
         })
     }
 

@@ -18,6 +18,8 @@ impl Controller {
         // A strategy given for one deploy is how this deploy rolls out, not config: it
         // never enters the revision's digest.
         strategy: Option<slipway_spec::Strategy>,
+        // Whether a database settings change that needs a restart may restart it.
+        restart_databases: bool,
         tx: mpsc::UnboundedSender<Progress>,
     ) -> Result<bool> {
         let spec = self.app_spec(app)?;
@@ -46,6 +48,14 @@ impl Controller {
             }
         }
         if missing {
+            return Ok(false);
+        }
+        // The databases' settings change first, each saying what it does before doing it;
+        // a refused change stops the deploy before any revision is made.
+        if !self
+            .apply_database_settings(app, &spec, restart_databases, &tx)
+            .await
+        {
             return Ok(false);
         }
         let was_down = self.store.app(app)?.is_some_and(|a| a.down);

@@ -98,7 +98,7 @@ impl Scenario {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let ok = self
             .controller
-            .deploy(APP, &[], false, None, tx)
+            .deploy(APP, &[], false, None, false, tx)
             .await
             .unwrap();
         let mut progress = Vec::new();
@@ -251,7 +251,7 @@ async fn a_restart_in_the_middle_of_a_deploy_recovers_the_serving_revision() {
         let controller = s.controller.clone();
         tokio::spawn(async move {
             let (tx, _rx) = mpsc::unbounded_channel();
-            controller.deploy(APP, &[], false, None, tx).await
+            controller.deploy(APP, &[], false, None, false, tx).await
         })
     };
     s.until("revision 2 starting", |s| s.running("api-r2-") == 1)
