@@ -206,7 +206,18 @@ impl Slipway {
             scrape_token: std::sync::OnceLock::new(),
             viewer_token: std::sync::OnceLock::new(),
         };
-        s.start_server();
+        // A port that was free a moment ago may be taken meanwhile (by the local end of a
+        // connection another test opened): the first start tries other ports then.
+        for attempt in 1.. {
+            match s.try_start_server() {
+                Ok(()) => break,
+                Err(log) if attempt < 5 && log.contains("the address is in use") => {
+                    s.router = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                    s.admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                }
+                Err(log) => panic!("server did not start: {log}"),
+            }
+        }
         s
     }
 
