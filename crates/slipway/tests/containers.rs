@@ -160,21 +160,7 @@ fn a_retag_is_a_new_revision_deployed_blue_green_under_load_and_rollback_runs_th
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     let (answers, span) = loader.join().unwrap();
-    let failed: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
-    let rate = answers.len() as f64 / span.as_secs_f64();
-    eprintln!(
-        "sent {} requests in {span:?} ({rate:.0}/s); failed {}",
-        answers.len(),
-        failed.len()
-    );
-    assert!(
-        failed.is_empty(),
-        "{} of {} failed: {:?}",
-        failed.len(),
-        answers.len(),
-        &failed[..failed.len().min(5)]
-    );
-    assert!(rate >= 200.0, "load generator too slow: {rate:.0} req/s");
+    none_failed(&answers, span);
     let bodies: Vec<&str> = answers
         .iter()
         .map(|a| a.as_deref().unwrap().trim())
@@ -441,6 +427,26 @@ fn without_an_engine_an_image_deploy_fails_clearly_and_the_old_revision_keeps_se
     assert_eq!(s.get(&host, "/").unwrap().1.split(' ').next(), Some("v1"));
 }
 
+/// Asserts that every answer of a [`load`] run came back 200, at 200 requests a second
+/// or more.
+fn none_failed(answers: &[Result<String, String>], span: Duration) {
+    let failed: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+    let rate = answers.len() as f64 / span.as_secs_f64();
+    eprintln!(
+        "sent {} requests in {span:?} ({rate:.0}/s); failed {}",
+        answers.len(),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        answers.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(rate >= 200.0, "load generator too slow: {rate:.0} req/s");
+}
+
 /// `conns` keep-alive connections sending GET / to `host` until `stop`; every answer (its
 /// body, or why it failed) in the order they completed, and the time it took.
 fn load(
@@ -588,21 +594,7 @@ fn the_example_app_runs_one_service_as_a_container_and_redeploys_it_blue_green_u
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     let (answers, span) = loader.join().unwrap();
-    let failed: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
-    let rate = answers.len() as f64 / span.as_secs_f64();
-    eprintln!(
-        "sent {} requests in {span:?} ({rate:.0}/s); failed {}",
-        answers.len(),
-        failed.len()
-    );
-    assert!(
-        failed.is_empty(),
-        "{} of {} failed: {:?}",
-        failed.len(),
-        answers.len(),
-        &failed[..failed.len().min(5)]
-    );
-    assert!(rate >= 200.0, "load generator too slow: {rate:.0} req/s");
+    none_failed(&answers, span);
     let first = answers[0].as_deref().unwrap();
     let last = answers.last().unwrap().as_deref().unwrap();
     assert!(first.contains("\"notify\""), "{first}");

@@ -506,23 +506,34 @@ impl Controller {
         out
     }
 
+    /// The folder and [`slipway_databases::Meta`] of database `name` of the app stored under
+    /// `key`, which must have been made (the first start of a service that uses it).
+    fn existing_database(
+        &self,
+        key: &str,
+        name: &str,
+    ) -> Result<(PathBuf, slipway_databases::Meta)> {
+        check_key(key)?;
+        slipway_core::names::check_name("database", name).map_err(ControlError::NotFound)?;
+        let (app, environment) = split_app_key(key);
+        let dir = self.database_dir(key, name);
+        match slipway_databases::read_meta(&dir)
+            .map_err(|e| ControlError::Invalid(e.to_string()))?
+        {
+            Some(meta) => Ok((dir, meta)),
+            None => Err(ControlError::NotFound(format!(
+                "app {app} has no database `{name}` in environment {environment}; a database is made when a service that `uses` it first starts (`slipway up`)"
+            ))),
+        }
+    }
+
     /// How to connect to database `name` of the app stored under `key` (for `slipway db`).
     pub async fn database_connection(
         self: &Arc<Self>,
         key: &str,
         name: &str,
     ) -> Result<dto::DatabaseConnection> {
-        check_key(key)?;
-        slipway_core::names::check_name("database", name).map_err(ControlError::NotFound)?;
-        let (app, environment) = split_app_key(key);
-        let dir = self.database_dir(key, name);
-        let Some(meta) =
-            slipway_databases::read_meta(&dir).map_err(|e| ControlError::Invalid(e.to_string()))?
-        else {
-            return Err(ControlError::NotFound(format!(
-                "app {app} has no database `{name}` in environment {environment}; a database is made when a service that `uses` it first starts (`slipway up`)"
-            )));
-        };
+        let (dir, meta) = self.existing_database(key, name)?;
         let database = self
             .open_database(key, name, meta.engine, Some(&meta.version))
             .map_err(|f| ControlError::Invalid(f.error))?;
@@ -563,17 +574,7 @@ impl Controller {
         key: &str,
         name: &str,
     ) -> Result<dto::DatabaseSettings> {
-        check_key(key)?;
-        slipway_core::names::check_name("database", name).map_err(ControlError::NotFound)?;
-        let (app, environment) = split_app_key(key);
-        let dir = self.database_dir(key, name);
-        let Some(meta) =
-            slipway_databases::read_meta(&dir).map_err(|e| ControlError::Invalid(e.to_string()))?
-        else {
-            return Err(ControlError::NotFound(format!(
-                "app {app} has no database `{name}` in environment {environment}; a database is made when a service that `uses` it first starts (`slipway up`)"
-            )));
-        };
+        let (dir, meta) = self.existing_database(key, name)?;
         let state = self
             .databases
             .running
@@ -619,7 +620,6 @@ impl Controller {
     ) -> Result<dto::UpgradeOutcome> {
         check_key(key)?;
         slipway_core::names::check_name("database", name).map_err(ControlError::NotFound)?;
-        let (app, environment) = split_app_key(key);
         let asked = usize::from(request.to.is_some())
             + usize::from(request.revert)
             + usize::from(request.remove_old);
@@ -629,14 +629,7 @@ impl Controller {
                     .into(),
             ));
         }
-        let dir = self.database_dir(key, name);
-        let Some(meta) =
-            slipway_databases::read_meta(&dir).map_err(|e| ControlError::Invalid(e.to_string()))?
-        else {
-            return Err(ControlError::NotFound(format!(
-                "app {app} has no database `{name}` in environment {environment}; a database is made when a service that `uses` it first starts (`slipway up`)"
-            )));
-        };
+        let (dir, meta) = self.existing_database(key, name)?;
         if meta.engine != slipway_databases::Engine::Postgres {
             return Err(ControlError::Invalid(format!(
                 "database {name} is {}; `slipway db upgrade` migrates PostgreSQL clusters",
