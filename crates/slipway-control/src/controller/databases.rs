@@ -527,6 +527,18 @@ impl Controller {
         }
     }
 
+    /// What the health loop last saw of the database in `dir`, as [`dto::DatabaseStatus::state`]
+    /// (`stopped` when this server does not run it).
+    fn database_state(&self, dir: &Path) -> String {
+        self.databases
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(dir)
+            .map_or("stopped", |r| r.health.as_str())
+            .to_owned()
+    }
+
     /// How to connect to database `name` of the app stored under `key` (for `slipway db`).
     pub async fn database_connection(
         self: &Arc<Self>,
@@ -540,14 +552,7 @@ impl Controller {
         let password = self
             .database_password(key, name)
             .map_err(|f| ControlError::Invalid(f.error))?;
-        let state = self
-            .databases
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&dir)
-            .map_or("stopped", |r| r.health.as_str())
-            .to_owned();
+        let state = self.database_state(&dir);
         let (client, host) = database.client();
         Ok(dto::DatabaseConnection {
             name: name.to_owned(),
@@ -575,14 +580,7 @@ impl Controller {
         name: &str,
     ) -> Result<dto::DatabaseSettings> {
         let (dir, meta) = self.existing_database(key, name)?;
-        let state = self
-            .databases
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&dir)
-            .map_or("stopped", |r| r.health.as_str())
-            .to_owned();
+        let state = self.database_state(&dir);
         let database = self
             .open_database(key, name, meta.engine, Some(&meta.version))
             .map_err(|f| ControlError::Invalid(f.error))?;
