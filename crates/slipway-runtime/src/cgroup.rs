@@ -3,9 +3,9 @@
 //! Each instance runs in a cgroup of its own, nested under one group per server
 //! (`slipway-<tag>`) inside the server's own cgroup, so that limits set on the server's
 //! group (a systemd unit's `MemoryMax`, a container's) still bound the instances. The
-//! child joins its cgroup between fork and exec by writing `0` to `cgroup.procs` file
-//! descriptors that the parent opened beforehand (a raw `write`, async-signal-safe), so it
-//! never runs a single instruction of the app outside its limits.
+//! child joins its cgroup before it executes the app by writing `0` to the `cgroup.procs`
+//! files (the launcher, `launch.rs`; a forked child between fork and exec), so it never
+//! runs a single instruction of the app outside its limits.
 //!
 //! Two layouts exist. cgroup v2 has one tree whose `cgroup.controllers` lists what it can
 //! limit; a parent must delegate controllers to its children (`cgroup.subtree_control`)
@@ -20,7 +20,6 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// What one instance may use; `None` is no limit.
@@ -365,16 +364,16 @@ impl InstanceCgroup {
             .unwrap_or_default()
     }
 
-    /// Opens `cgroup.procs` of every hierarchy for the child to join between fork and exec
-    /// (see [`crate::process::join_cgroup`]); the descriptors close on exec.
-    pub(crate) fn procs_files(&self) -> io::Result<Vec<OwnedFd>> {
+    /// The `cgroup.procs` file of every hierarchy, for the child to join before its program
+    /// runs (see [`crate::process::start`]); each is opened for writing once here, so that a
+    /// cgroup the server cannot write is reported before anything starts.
+    pub(crate) fn procs_paths(&self) -> io::Result<Vec<PathBuf>> {
         self.dirs
             .iter()
             .map(|(_, dir)| {
-                fs::OpenOptions::new()
-                    .write(true)
-                    .open(dir.join("cgroup.procs"))
-                    .map(OwnedFd::from)
+                let procs = dir.join("cgroup.procs");
+                fs::OpenOptions::new().write(true).open(&procs)?;
+                Ok(procs)
             })
             .collect()
     }

@@ -1,6 +1,6 @@
 //! One-shot commands — a service's build, test and release commands, and any later job —
-//! started exactly like instances (see [`crate::process::command`]: own process group,
-//! parent-death signal, forked by the spawner thread), their output collected line by line,
+//! started exactly like instances (see [`crate::process::start`]: own process group,
+//! parent-death signal, started by the spawner thread), their output collected line by line,
 //! and bounded by a timeout after which the whole process group is killed.
 
 use std::collections::VecDeque;
@@ -74,7 +74,7 @@ pub async fn run_job(job: Job, on_line: OnLine) -> io::Result<JobOutcome> {
     };
     let started = Instant::now();
     // Behind the guard when the server has one, so that the whole group dies with it.
-    let command = match crate::guard::guard_program() {
+    let mut child = match crate::guard::guard_program() {
         Some(guard) => {
             let mut argv = vec![
                 "slipway".to_owned(),
@@ -82,11 +82,10 @@ pub async fn run_job(job: Job, on_line: OnLine) -> io::Result<JobOutcome> {
                 program.clone(),
             ];
             argv.extend(job.argv.iter().cloned());
-            process::command(guard, &argv, &job.env, &job.workdir)
+            process::start(guard, &argv, &job.env, &job.workdir, &[])?
         }
-        None => process::command(Path::new(program), &job.argv, &job.env, &job.workdir),
+        None => process::start(Path::new(program), &job.argv, &job.env, &job.workdir, &[])?,
     };
-    let mut child = crate::spawner::spawn(command)?;
     let pid = child.id();
     let lines = Arc::new(Mutex::new(VecDeque::new()));
     let mut readers = Vec::new();

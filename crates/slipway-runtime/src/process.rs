@@ -230,65 +230,67 @@ pub(crate) fn spawn_error(config: &InstanceConfig, source: io::Error) -> StartEr
 
 /// Spawns the program in a new process group, with stdin from /dev/null, stdout and stderr
 /// piped, and SIGKILL as its parent-death signal.
-/// With `cgroup`, the child joins it between fork and exec.
+/// With `cgroup`, the child joins it before the program runs.
 pub(crate) fn spawn(
     config: &InstanceConfig,
     program: &Path,
     cgroup: Option<&crate::InstanceCgroup>,
 ) -> io::Result<Child> {
-    let mut command = command(program, &config.argv, &config.env, &config.workdir);
-    if let Some(argv0) = config.argv.first() {
-        command.arg0(argv0);
-    }
-    if let Some(cgroup) = cgroup {
-        join_cgroup(&mut command, cgroup.procs_files()?);
-    }
-    crate::spawner::spawn(command)
+    let cgroup_procs = match cgroup {
+        Some(cgroup) => cgroup.procs_paths()?,
+        None => Vec::new(),
+    };
+    start(
+        program,
+        &config.argv,
+        &config.env,
+        &config.workdir,
+        &cgroup_procs,
+    )
 }
 
-/// Makes the child move itself into the cgroups whose `cgroup.procs` files are `procs`
-/// before it executes the program, so none of the program runs outside its limits. The
-/// descriptors were opened by the parent with close-on-exec.
-pub(crate) fn join_cgroup(command: &mut Command, procs: Vec<std::os::fd::OwnedFd>) {
-    // SAFETY: the closure runs in the forked child before exec and only makes raw `write`
-    // system calls on descriptors it owns, without allocating or taking locks, which is
-    // async-signal-safe.
-    unsafe {
-        command.pre_exec(move || {
-            for fd in &procs {
-                // "0" is the writing process itself, in v1 and v2 alike.
-                rustix::io::write(fd, b"0")?;
-            }
-            Ok(())
-        });
-    }
-}
-
-/// A child process as Slipway starts them all (instances and jobs): `program` with
-/// `argv[1..]`, `env` added to the server's, in `workdir`, stdin from /dev/null, stdout and
-/// stderr piped, in a process group of its own (so a stop reaches its children too), killed
-/// when its handle is dropped, and with SIGKILL as its parent-death signal (it dies with the
-/// server even under `kill -9`). Start it with [`crate::spawner::spawn`], whose thread lives
-/// as long as the server.
-pub(crate) fn command(
+/// Starts a child process as Slipway starts them all (instances and jobs): `program` with
+/// `argv` (`argv[0]` first), `env` added to the server's, in `workdir`, stdin from
+/// /dev/null, stdout and stderr piped, in a process group of its own (so a stop reaches its
+/// children too), killed when its handle is dropped, with SIGKILL as its parent-death
+/// signal (it dies with the server even under `kill -9`), and in the cgroups whose
+/// `cgroup.procs` files are `cgroup_procs` before any of the program runs. Started on the
+/// spawner thread ([`crate::spawner`]), whose life is the server's; through the launcher
+/// when the server's executable is known ([`crate::launch`]: no copy of the server's
+/// address space), else forked.
+pub(crate) fn start(
     program: &Path,
     argv: &[String],
     env: &[(String, String)],
     workdir: &Path,
-) -> Command {
+    cgroup_procs: &[PathBuf],
+) -> io::Result<Child> {
+    if let Some(executable) = crate::guard::guard_program() {
+        let mut command = crate::launch::launcher(executable, program, argv, cgroup_procs);
+        configure(&mut command, env, workdir);
+        let report = crate::launch::report_pipe(&mut command)?;
+        return crate::spawner::spawn_reported(command, Some(report));
+    }
     let mut command = Command::new(program);
-    command
-        .args(argv.iter().skip(1))
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir(workdir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    if let Some(argv0) = argv.first() {
+        command.arg0(argv0);
+    }
+    command.args(argv.iter().skip(1));
+    configure(&mut command, env, workdir);
+    command.stdin(Stdio::null());
+    let procs = cgroup_procs
+        .iter()
+        .map(|p| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .map(std::os::fd::OwnedFd::from)
+        })
+        .collect::<io::Result<Vec<_>>>()?;
     let parent = rustix::process::getpid();
     // SAFETY: the closure runs in the forked child before exec and only makes raw system calls
-    // (prctl, getppid) without allocating or taking locks, which is async-signal-safe.
+    // (prctl, getppid, write on descriptors it owns) without allocating or taking locks,
+    // which is async-signal-safe.
     unsafe {
         command.pre_exec(move || {
             rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
@@ -296,10 +298,26 @@ pub(crate) fn command(
             if rustix::process::getppid() != Some(parent) {
                 return Err(rustix::io::Errno::SRCH.into());
             }
+            for fd in &procs {
+                // "0" is the writing process itself, in v1 and v2 alike.
+                rustix::io::write(fd, b"0")?;
+            }
             Ok(())
         });
     }
+    crate::spawner::spawn(command)
+}
+
+/// What every child gets, launched or forked: the environment, the directory, piped
+/// output, a process group of its own and a kill when its handle is dropped.
+fn configure(command: &mut Command, env: &[(String, String)], workdir: &Path) {
     command
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(workdir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
 }
 
 /// Sends `signal` to the process group `pgid`; a group that no longer exists is not an error.

@@ -956,3 +956,31 @@ fn a_server_started_by_up_detach_works_in_its_data_directory() {
     let (code, body) = http_get(f.listen, "api.shop.localhost", "/api").unwrap();
     assert_eq!((code, body.starts_with("v1")), (200, true), "{body}");
 }
+
+#[test]
+fn a_program_that_cannot_be_executed_is_reported_with_its_reason() {
+    // Children start through the server's own executable in launch mode (no fork of the
+    // server); what fails in it must reach the user as the exec error it is.
+    let s = Slipway::start();
+    let dir = s.write_app(
+        "noexec",
+        r#"app: noexec
+services:
+  web:
+    run: ["./serve"]
+    health: { ready: { tcp: true }, startup_timeout: 5s }
+"#,
+    );
+    let script = dir.join("serve");
+    std::fs::write(&script, "#!/nonexistent/interpreter\necho never\n").unwrap();
+    let mut mode = std::fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o755);
+    std::fs::set_permissions(&script, mode).unwrap();
+    let out = s.cli(&["up", &path_str(&dir), "--detach"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("the interpreter named on its #! line"),
+        "the hint for ENOENT from exec: {stderr}"
+    );
+}
