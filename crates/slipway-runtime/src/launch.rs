@@ -48,22 +48,22 @@ pub(crate) fn report_pipe(command: &mut Command) -> io::Result<OwnedFd> {
 }
 
 /// The launcher's command: the server's executable in launch mode, which joins the
-/// `cgroup_procs` files, then runs `program` with `argv` (`argv[0]` first). The caller adds
+/// `cgroup_files` files, then runs `program` with `argv` (`argv[0]` first). The caller adds
 /// the environment, directory, output and process group as for the program itself, and
 /// the report pipe with [`report_pipe`].
 pub(crate) fn launcher(
     executable: &std::path::Path,
     program: &std::path::Path,
     argv: &[String],
-    cgroup_procs: &[PathBuf],
+    cgroup_files: &[PathBuf],
 ) -> Command {
     let mut command = Command::new(executable);
     command
         .arg0("slipway")
         .arg(LAUNCH_ARG)
         .arg(std::process::id().to_string())
-        .arg(cgroup_procs.len().to_string())
-        .args(cgroup_procs)
+        .arg(cgroup_files.len().to_string())
+        .args(cgroup_files)
         .arg(program);
     if argv.is_empty() {
         command.arg(program);
@@ -132,7 +132,7 @@ pub fn launch_main(args: impl Iterator<Item = OsString>) -> ! {
     let parsed = parse_args(&args);
     let Some((parent, cgroups, program, argv)) = parsed else {
         eprintln!(
-            "slipway {LAUNCH_ARG}: usage: slipway {LAUNCH_ARG} PARENT_PID N CGROUP_PROCS… PROGRAM ARGV0 [ARGS…]"
+            "slipway {LAUNCH_ARG}: usage: slipway {LAUNCH_ARG} PARENT_PID N CGROUP_FILE… PROGRAM ARGV0 [ARGS…]"
         );
         fail(b'?', &io::Error::from_raw_os_error(libc::EINVAL));
     };
@@ -143,7 +143,7 @@ pub fn launch_main(args: impl Iterator<Item = OsString>) -> ! {
         fail(STAGE_PARENT, &io::Error::from_raw_os_error(libc::ESRCH));
     }
     for procs in cgroups {
-        // "0" is the writing process itself, in v1 and v2 alike.
+        // "0" is the writer: this process, a single thread until the program starts.
         let joined = std::fs::OpenOptions::new()
             .write(true)
             .open(procs)

@@ -236,8 +236,8 @@ pub(crate) fn spawn(
     program: &Path,
     cgroup: Option<&crate::InstanceCgroup>,
 ) -> io::Result<Child> {
-    let cgroup_procs = match cgroup {
-        Some(cgroup) => cgroup.procs_paths()?,
+    let cgroup_files = match cgroup {
+        Some(cgroup) => cgroup.join_paths()?,
         None => Vec::new(),
     };
     start(
@@ -245,7 +245,7 @@ pub(crate) fn spawn(
         &config.argv,
         &config.env,
         &config.workdir,
-        &cgroup_procs,
+        &cgroup_files,
     )
 }
 
@@ -254,7 +254,8 @@ pub(crate) fn spawn(
 /// /dev/null, stdout and stderr piped, in a process group of its own (so a stop reaches its
 /// children too), killed when its handle is dropped, with SIGKILL as its parent-death
 /// signal (it dies with the server even under `kill -9`), and in the cgroups whose
-/// `cgroup.procs` files are `cgroup_procs` before any of the program runs. Started on the
+/// files to write `0` to (`tasks` or `cgroup.procs`, see `InstanceCgroup::join_paths`) are
+/// `cgroup_files` before any of the program runs. Started on the
 /// spawner thread ([`crate::spawner`]), whose life is the server's; through the launcher
 /// when the server's executable is known ([`crate::launch`]: no copy of the server's
 /// address space), else forked.
@@ -263,10 +264,10 @@ pub(crate) fn start(
     argv: &[String],
     env: &[(String, String)],
     workdir: &Path,
-    cgroup_procs: &[PathBuf],
+    cgroup_files: &[PathBuf],
 ) -> io::Result<Child> {
     if let Some(executable) = crate::guard::guard_program() {
-        let mut command = crate::launch::launcher(executable, program, argv, cgroup_procs);
+        let mut command = crate::launch::launcher(executable, program, argv, cgroup_files);
         configure(&mut command, env, workdir);
         let report = crate::launch::report_pipe(&mut command)?;
         return crate::spawner::spawn_reported(command, Some(report));
@@ -278,7 +279,7 @@ pub(crate) fn start(
     command.args(argv.iter().skip(1));
     configure(&mut command, env, workdir);
     command.stdin(Stdio::null());
-    let procs = cgroup_procs
+    let procs = cgroup_files
         .iter()
         .map(|p| {
             std::fs::OpenOptions::new()
@@ -299,7 +300,7 @@ pub(crate) fn start(
                 return Err(rustix::io::Errno::SRCH.into());
             }
             for fd in &procs {
-                // "0" is the writing process itself, in v1 and v2 alike.
+                // "0" is the writer: the forked child, a single thread.
                 rustix::io::write(fd, b"0")?;
             }
             Ok(())
