@@ -519,6 +519,17 @@ class Slipway:
             self.pin_router_only()
         return self
 
+    def threads(self):
+        """(thread id, whether it is one of the router's: named `slipway-router`) of every
+        thread the server has now."""
+        for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+            try:
+                with open(f"/proc/{self.proc.pid}/task/{tid}/comm", encoding="utf-8") as f:
+                    name = f.read().strip()
+            except OSError:
+                continue
+            yield int(tid), name == "slipway-router"
+
     def pin_router_only(self):
         """Leaves only the router's threads (named `slipway-router`) on PROXY_CORE and moves
         every other thread of the server (API, controller, probes, log capture, store) to
@@ -526,15 +537,9 @@ class Slipway:
         measure with one core for the router alone, as the data plane would get it in
         production."""
         pinned = {"router": 0, "other": 0}
-        for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
-            try:
-                with open(f"/proc/{self.proc.pid}/task/{tid}/comm", encoding="utf-8") as f:
-                    name = f.read().strip()
-            except OSError:
-                continue
-            core = PROXY_CORE if name == "slipway-router" else LOAD_CORE
-            os.sched_setaffinity(int(tid), {core})
-            pinned["router" if core == PROXY_CORE else "other"] += 1
+        for tid, router in self.threads():
+            os.sched_setaffinity(tid, {PROXY_CORE if router else LOAD_CORE})
+            pinned["router" if router else "other"] += 1
         if pinned["router"] == 0:
             fail("BENCH_PIN_ROUTER_ONLY=1, but the server has no thread named slipway-router (an older build?)")
         self.pinned = pinned
