@@ -9,6 +9,10 @@
 //!
 //! Every write that changes desired state happens in one transaction together with the
 //! event that describes it, so the event log never disagrees with the state it narrates.
+//! An event recorded on its own (`add_event`: an instance started or became ready, an API
+//! call) is committed without an fsync of its own: it survives a crash of the server at
+//! once and reaches the disk with the next state change, so only a power loss can take
+//! the last few back.
 //!
 //! This crate knows nothing about tokio, HTTP or processes; callers serialise access
 //! through the internal mutex (one writer, short transactions).
@@ -469,6 +473,28 @@ impl Store {
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
+    }
+
+    /// Like [`Store::write`], but the commit does not wait for the disk
+    /// (`synchronous=NORMAL` for this one transaction): it is in the WAL at once, safe from a
+    /// crash of the server, and reaches the disk with the next synced commit or checkpoint,
+    /// so only a power loss or a crash of the machine can take it back. For an event
+    /// recorded on its own (an instance became ready, an API call was made): a deploy
+    /// records several, and each fsync (3-8 ms here) was on the deploy's path.
+    fn write_unsynced<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let out = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(StoreError::from)
+            .and_then(|tx| {
+                let out = f(&tx)?;
+                tx.commit()?;
+                Ok(out)
+            });
+        // Every other write stays synced, whatever happened above.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        out
     }
 
     // --- apps and services ---
@@ -1004,12 +1030,12 @@ impl Store {
     // --- events ---
 
     pub fn add_event(&self, event: &NewEvent<'_>) -> Result<()> {
-        self.write(|tx| insert_event(tx, event))
+        self.write_unsynced(|tx| insert_event(tx, event))
     }
 
     /// Appends an event that records what `actor` did (see [`Event::actor`]).
     pub fn add_event_by(&self, event: &NewEvent<'_>, actor: &str) -> Result<()> {
-        self.write(|tx| insert_event_by(tx, event, Some(actor)))
+        self.write_unsynced(|tx| insert_event_by(tx, event, Some(actor)))
     }
 
     /// Events matching the filter, oldest first.

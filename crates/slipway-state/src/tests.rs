@@ -503,3 +503,37 @@ fn a_database_without_the_actor_column_gets_it() {
     );
     s.create_token(&new_token("id1", "ci", &[])).unwrap();
 }
+
+#[test]
+fn an_event_on_its_own_is_committed_unsynced_and_every_other_write_stays_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let synchronous = |s: &Store| -> i64 {
+        s.lock()
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    };
+    let s = Store::open(&path).unwrap();
+    assert_eq!(synchronous(&s), 2, "FULL from the start");
+    s.upsert_app("a", "p", &[]).unwrap();
+    let event = |message: &str| NewEvent {
+        app: "a",
+        service: None,
+        revision: None,
+        kind: slipway_core::events::EventKind::AppUp,
+        message: message.to_owned(),
+    };
+    s.add_event(&event("alone")).unwrap();
+    assert_eq!(synchronous(&s), 2, "FULL again after the unsynced commit");
+    s.add_event_by(&event("by someone"), "local").unwrap();
+    assert_eq!(synchronous(&s), 2);
+    drop(s);
+    // Committed: a new connection (a restarted server) reads it.
+    let s = Store::open(&path).unwrap();
+    let events = s.events(&EventFilter::default()).unwrap();
+    assert!(events.iter().any(|e| e.message == "alone"), "{events:?}");
+    assert!(
+        events.iter().any(|e| e.message == "by someone"),
+        "{events:?}"
+    );
+}
