@@ -24,6 +24,7 @@ pub mod token;
 use std::fmt;
 
 use axum::http::Method;
+use slipway_core::app_key::AppKey;
 
 /// What a token may do.
 #[derive(
@@ -128,6 +129,11 @@ pub enum Class {
     Read { environment: Option<String> },
     /// A change to one environment's app that a deployer may make.
     Deploy { environment: String },
+    /// A call about one app whose key (in the path, or the event log's `app=`) is no app
+    /// key (`Clinic`, `clinic@development`), so it names no environment: refused to a token
+    /// limited to environments; with the role the call `needs`, any other token reaches the
+    /// handler, which refuses the key with the name rule (the event log finds nothing).
+    NotAnApp { needs: Role },
     /// Secrets, tokens, the server, and anything not listed.
     Admin,
 }
@@ -148,8 +154,9 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Class {
         (true, ["metrics"]) => Class::Metrics,
         (true, ["v1", "server"] | ["v1", "openapi.json"]) => Class::Info,
         (true, ["v1", "apps"]) => Class::AppList,
-        (true, ["v1", "events"] | ["v1", "events", "stream"]) => Class::Read {
-            environment: query_param(query, "app").map(|app| environment_of(&app).to_owned()),
+        (true, ["v1", "events"] | ["v1", "events", "stream"]) => match query_param(query, "app") {
+            Some(app) => read_of(&app),
+            None => Class::Read { environment: None },
         },
         (true, ["v1", "apps", app]) => read_in(app),
         (true, ["v1", "apps", app, "backups"]) => read_in(app),
@@ -241,6 +248,17 @@ pub fn authorize(role: Role, environments: &[String], class: &Class) -> Result<(
             needs(Role::Deployer)?;
             in_scope(environment)
         }
+        Class::NotAnApp { needs: needed } => {
+            needs(*needed)?;
+            if environments.is_empty() {
+                Ok(())
+            } else {
+                Err(Denied(format!(
+                    "this token is limited to the environments {}, and the call names no app in any environment (an app is named `APP`, or `APP@ENVIRONMENT` outside development)",
+                    environments.join(", ")
+                )))
+            }
+        }
         Class::Admin => {
             needs(Role::Admin)?;
             if environments.is_empty() {
@@ -254,20 +272,33 @@ pub fn authorize(role: Role, environments: &[String], class: &Class) -> Result<(
     }
 }
 
-/// The environment of an app key (`clinic@staging` → `staging`, `clinic` → `development`).
-fn environment_of(app: &str) -> &str {
-    slipway_state::split_app_key(app).1
+/// A read about the app keyed by path segment `app`.
+fn read_in(app: &str) -> Class {
+    read_of(&decode(app))
 }
 
-fn read_in(app: &str) -> Class {
-    Class::Read {
-        environment: Some(environment_of(&decode(app)).to_owned()),
+/// A read about the app keyed `key`, in its environment (`clinic@staging` → `staging`,
+/// `clinic` → `development`).
+fn read_of(key: &str) -> Class {
+    match AppKey::parse(key) {
+        Ok(key) => Class::Read {
+            environment: Some(key.environment().to_owned()),
+        },
+        Err(_) => Class::NotAnApp {
+            needs: Role::Viewer,
+        },
     }
 }
 
+/// A change to the app keyed by path segment `app`, in its environment.
 fn deploy_in(app: &str) -> Class {
-    Class::Deploy {
-        environment: environment_of(&decode(app)).to_owned(),
+    match AppKey::parse(&decode(app)) {
+        Ok(key) => Class::Deploy {
+            environment: key.environment().to_owned(),
+        },
+        Err(_) => Class::NotAnApp {
+            needs: Role::Deployer,
+        },
     }
 }
 

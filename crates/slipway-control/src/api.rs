@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Deserializer};
+use slipway_core::app_key::{AppKey, DEVELOPMENT};
 use tokio::sync::{Notify, mpsc};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -141,6 +142,7 @@ async fn traffic(
     Path((app, service)): Path<(String, String)>,
     ApiJson(req): ApiJson<dto::TrafficRequest>,
 ) -> ApiResult<Json<Vec<dto::TrafficShare>>> {
+    let app = app_key(&app)?;
     let targets = req
         .targets
         .iter()
@@ -179,6 +181,7 @@ async fn tag(
     Path((app, service)): Path<(String, String)>,
     ApiJson(req): ApiJson<dto::TagRequest>,
 ) -> ApiResult<StatusCode> {
+    let app = app_key(&app)?;
     s.controller
         .set_tag(&app, &service, &req.tag, req.revision)
         .await?;
@@ -205,6 +208,7 @@ async fn rollout_status(
     State(s): State<ApiState>,
     Path((app, service)): Path<(String, String)>,
 ) -> ApiResult<Json<dto::RolloutStatus>> {
+    let app = app_key(&app)?;
     Ok(Json(s.controller.rollout_status(&app, &service)?))
 }
 
@@ -233,6 +237,7 @@ async fn rollout_action(
     let action: slipway_core::deploy::RolloutAction = action
         .parse()
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let app = app_key(&app)?;
     Ok(Json(
         s.controller.rollout_action(&app, &service, action).await?,
     ))
@@ -262,7 +267,9 @@ async fn promote(
     ApiJson(req): ApiJson<dto::PromoteRequest>,
 ) -> Response {
     let c = s.controller.clone();
-    progress_stream(move |tx| async move { c.promote(&app, &service, &req.from, tx).await })
+    progress_stream(
+        move |tx| async move { c.promote(&app_key(&app)?, &service, &req.from, tx).await },
+    )
 }
 
 /// Prometheus metrics in the OpenMetrics text format.
@@ -275,6 +282,12 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         )
         .body(Body::from(body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The app key in a path (`clinic`, `clinic@staging`), read once here; anything else is
+/// refused (404) with the name rule before it can reach a file path.
+fn app_key(text: &str) -> Result<AppKey, ControlError> {
+    AppKey::parse(text).map_err(ControlError::NotFound)
 }
 
 /// Errors turned into answers in one place: status code plus `{"error": "..."}`.
@@ -452,15 +465,12 @@ async fn apply(
     State(s): State<ApiState>,
     ApiJson(req): ApiJson<dto::ApplyRequest>,
 ) -> ApiResult<Json<dto::ApplyResponse>> {
-    let environment = req
-        .environment
-        .as_deref()
-        .unwrap_or(slipway_state::DEVELOPMENT);
+    let environment = req.environment.as_deref().unwrap_or(DEVELOPMENT);
     let (key, spec) = s
         .controller
         .apply(std::path::Path::new(&req.spec_path), environment)?;
     Ok(Json(dto::ApplyResponse {
-        app: key,
+        app: key.to_string(),
         environment: spec.environment,
         host: spec.host,
         services: spec.services.into_keys().collect(),
@@ -487,6 +497,7 @@ async fn app_status(
     State(s): State<ApiState>,
     Path(app): Path<String>,
 ) -> ApiResult<Json<dto::AppStatus>> {
+    let app = app_key(&app)?;
     Ok(Json(s.controller.status(&app)?))
 }
 
@@ -555,7 +566,7 @@ async fn deploy(
     let c = s.controller.clone();
     progress_stream(move |tx| async move {
         c.deploy(
-            &app,
+            &app_key(&app)?,
             &req.services,
             req.force,
             req.strategy,
@@ -590,7 +601,9 @@ async fn rollback(
     ApiJson(req): ApiJson<dto::RollbackRequest>,
 ) -> Response {
     let c = s.controller.clone();
-    progress_stream(move |tx| async move { c.rollback(&app, &service, req.to, tx).await })
+    progress_stream(
+        move |tx| async move { c.rollback(&app_key(&app)?, &service, req.to, tx).await },
+    )
 }
 
 #[utoipa::path(
@@ -610,6 +623,7 @@ async fn rollback(
     )
 )]
 async fn down(State(s): State<ApiState>, Path(app): Path<String>) -> ApiResult<StatusCode> {
+    let app = app_key(&app)?;
     s.controller.down(&app).await?;
     Ok(StatusCode::OK)
 }
@@ -634,6 +648,7 @@ async fn list_secrets(
     State(s): State<ApiState>,
     Path(app): Path<String>,
 ) -> ApiResult<Json<Vec<dto::SecretInfo>>> {
+    let app = app_key(&app)?;
     Ok(Json(s.controller.secrets(&app)?))
 }
 
@@ -659,6 +674,7 @@ async fn database_settings(
     State(s): State<ApiState>,
     Path((app, name)): Path<(String, String)>,
 ) -> ApiResult<Json<dto::DatabaseSettings>> {
+    let app = app_key(&app)?;
     Ok(Json(s.controller.database_settings(&app, &name).await?))
 }
 
@@ -684,6 +700,7 @@ async fn database_connection(
     State(s): State<ApiState>,
     Path((app, name)): Path<(String, String)>,
 ) -> ApiResult<Json<dto::DatabaseConnection>> {
+    let app = app_key(&app)?;
     Ok(Json(s.controller.database_connection(&app, &name).await?))
 }
 
@@ -714,6 +731,7 @@ async fn upgrade_database(
     Path((app, name)): Path<(String, String)>,
     ApiJson(req): ApiJson<dto::UpgradeRequest>,
 ) -> ApiResult<Json<dto::UpgradeOutcome>> {
+    let app = app_key(&app)?;
     Ok(Json(s.controller.upgrade_database(&app, &name, req).await?))
 }
 
@@ -737,6 +755,7 @@ async fn list_backups(
     State(s): State<ApiState>,
     Path(app): Path<String>,
 ) -> ApiResult<Json<Vec<dto::BackupInfo>>> {
+    let app = app_key(&app)?;
     Ok(Json(s.controller.backups(&app)?))
 }
 
@@ -766,6 +785,7 @@ async fn create_backup(
     Path(app): Path<String>,
     ApiJson(req): ApiJson<dto::BackupRequest>,
 ) -> ApiResult<Json<Vec<dto::BackupInfo>>> {
+    let app = app_key(&app)?;
     Ok(Json(
         s.controller
             .create_backups(&app, req.database.as_deref())
@@ -795,6 +815,7 @@ async fn verify_backup(
     State(s): State<ApiState>,
     Path((app, id)): Path<(String, String)>,
 ) -> ApiResult<Json<dto::BackupInfo>> {
+    let app = app_key(&app)?;
     Ok(Json(s.controller.verify_backup(&app, &id).await?))
 }
 
@@ -825,6 +846,7 @@ async fn restore_backup(
     Path((app, id)): Path<(String, String)>,
     ApiJson(req): ApiJson<dto::RestoreRequest>,
 ) -> ApiResult<Json<dto::RestoreOutcome>> {
+    let app = app_key(&app)?;
     Ok(Json(
         s.controller
             .restore_backup(&app, &id, req.to.as_deref())
@@ -857,6 +879,7 @@ async fn set_secret(
     Path((app, name)): Path<(String, String)>,
     ApiJson(req): ApiJson<dto::SetSecretRequest>,
 ) -> ApiResult<Json<dto::SecretInfo>> {
+    let app = app_key(&app)?;
     let version = s.controller.set_secret(&app, &name, req.value.as_bytes())?;
     Ok(Json(dto::SecretInfo {
         name,
@@ -886,6 +909,7 @@ async fn remove_secret(
     State(s): State<ApiState>,
     Path((app, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
+    let app = app_key(&app)?;
     s.controller.remove_secret(&app, &name)?;
     Ok(StatusCode::OK)
 }
@@ -910,6 +934,7 @@ async fn revisions(
     State(s): State<ApiState>,
     Path((app, service)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<dto::RevisionInfo>>> {
+    let app = app_key(&app)?;
     Ok(Json(s.controller.revisions(&app, &service)?))
 }
 
@@ -957,6 +982,7 @@ async fn release_output(
     Path((app, service)): Path<(String, String)>,
     Query(q): Query<ReleaseQuery>,
 ) -> ApiResult<Json<dto::ReleaseOutput>> {
+    let app = app_key(&app)?;
     Ok(Json(
         s.controller.release_output(&app, &service, q.revision)?,
     ))
@@ -988,6 +1014,7 @@ async fn run_plan(
     Path((app, service)): Path<(String, String)>,
     ApiJson(req): ApiJson<dto::RunRequest>,
 ) -> ApiResult<Json<dto::RunPlan>> {
+    let app = app_key(&app)?;
     Ok(Json(s.controller.run_plan(&app, &service, &req).await?))
 }
 
@@ -1017,6 +1044,7 @@ async fn run_finished(
     Path((app, service)): Path<(String, String)>,
     ApiJson(req): ApiJson<dto::RunExit>,
 ) -> ApiResult<StatusCode> {
+    let app = app_key(&app)?;
     s.controller.run_finished(&app, &service, &req)?;
     Ok(StatusCode::OK)
 }
@@ -1056,6 +1084,7 @@ async fn logs(
     Path((app, service)): Path<(String, String)>,
     Query(q): Query<LogsQuery>,
 ) -> ApiResult<Response> {
+    let app = app_key(&app)?;
     let tail = q.tail.map_or(100, |t| t as usize);
     // Where following starts: the files' ends before the first lines are read, so that a
     // line written in between is sent twice at worst, never lost.

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use slipway_core::app_key::AppKey;
 use slipway_core::events::EventKind;
 use slipway_router::{Backend, Pool, RevisionStats, RouteTable, Router, Target};
 use slipway_runtime::{Driver, InstanceConfig, InstanceState, RunningInstance};
@@ -74,7 +75,7 @@ const RETIRE_FLOOR: Duration = Duration::from_secs(1);
 const RETIRED_STATS_KEPT: Duration = Duration::from_secs(15 * 60);
 
 /// Each revision's (app, service, number) measurements, with when it last carried traffic.
-type StatsByRevision = HashMap<(String, String, u64), (Arc<RevisionStats>, Duration)>;
+type StatsByRevision = HashMap<(AppKey, String, u64), (Arc<RevisionStats>, Duration)>;
 
 /// Errors of controller operations, shown to the user as they are.
 #[derive(Debug, thiserror::Error)]
@@ -116,14 +117,14 @@ pub struct Controller {
     cancel: tokio_util::sync::CancellationToken,
     config: ControllerConfig,
     live: Mutex<Live>,
-    slots: Mutex<HashMap<(String, String), Slot>>,
+    slots: Mutex<HashMap<(AppKey, String), Slot>>,
     /// Held while a route table is built and published, so an older table can never
     /// overwrite a newer one.
     publishing: Mutex<()>,
     /// The router settings of each service's serving revision, by app, service and
     /// revision: parsed from the revision's stored config once, not on every table built
     /// (a revision's config never changes). Replaced by what each build used.
-    route_settings: Mutex<HashMap<(String, String, u64), Arc<RouteSettings>>>,
+    route_settings: Mutex<HashMap<(AppKey, String, u64), Arc<RouteSettings>>>,
     /// The router's measurements of each revision; kept across route-table swaps and
     /// instance restarts so rates and percentiles cover the revision's whole life.
     /// Each revision's measurements, with the last autoscaler tick (time since `epoch`) at
@@ -133,9 +134,9 @@ pub struct Controller {
     /// Counts of controller actions (deploys, rollbacks, restarts) for `/metrics`.
     pub counters: crate::metrics::Counters,
     /// Canary rollouts in progress, by app and service.
-    rollouts: Mutex<HashMap<(String, String), progressive::LiveRollout>>,
+    rollouts: Mutex<HashMap<(AppKey, String), progressive::LiveRollout>>,
     /// One autoscaler per revision that can receive requests.
-    scalers: Mutex<HashMap<(String, String, u64), Scaler>>,
+    scalers: Mutex<HashMap<(AppKey, String, u64), Scaler>>,
     /// The controller's clock origin: autoscaler time is measured from here.
     epoch: Instant,
     /// Where instances of `port: auto` services get their ports.
@@ -210,7 +211,7 @@ type Slot = Arc<tokio::sync::Mutex<()>>;
 /// Instances that exist right now, by app, service and revision.
 #[derive(Default)]
 struct Live {
-    apps: BTreeMap<String, BTreeMap<String, BTreeMap<u64, LiveRevision>>>,
+    apps: BTreeMap<AppKey, BTreeMap<String, BTreeMap<u64, LiveRevision>>>,
 }
 
 struct LiveRevision {
@@ -352,7 +353,7 @@ impl Controller {
 
     /// The certificates of the routed hosts, from files and obtained over ACME (all hosts,
     /// or those of `app`).
-    pub fn certificates(&self, app: Option<&str>) -> Vec<dto::CertificateStatus> {
+    pub fn certificates(&self, app: Option<&AppKey>) -> Vec<dto::CertificateStatus> {
         let mut all = Vec::new();
         if let Some(certs) = self.tls_certs.get() {
             let hosts: Vec<(String, String)> = self
@@ -360,14 +361,14 @@ impl Controller {
                 .table()
                 .hosts()
                 .into_iter()
-                .filter(|(_, owner)| app.is_none_or(|app| owner == app))
+                .filter(|(_, owner)| app.is_none_or(|app| app == owner.as_str()))
                 .collect();
             all = crate::tls::file_certificates(certs, &hosts);
         }
         if let Some(acme) = self.acme.get() {
             all.extend(acme.certificates());
         }
-        all.retain(|c| app.is_none_or(|app| c.app == app));
+        all.retain(|c| app.is_none_or(|app| app == c.app.as_str()));
         all.sort_by(|a, b| a.host.cmp(&b.host));
         all
     }
@@ -424,7 +425,7 @@ impl Controller {
         })
     }
 
-    fn slot(&self, app: &str, service: &str) -> Slot {
+    fn slot(&self, app: &AppKey, service: &str) -> Slot {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots
             .entry((app.to_owned(), service.to_owned()))
@@ -433,6 +434,19 @@ impl Controller {
     }
 
     fn event(
+        &self,
+        app: &AppKey,
+        service: Option<&str>,
+        revision: Option<u64>,
+        kind: EventKind,
+        message: String,
+    ) {
+        self.record_event(app.as_str(), service, revision, kind, message);
+    }
+
+    /// [`Controller::event`] about an app as a store row or a container's labels name it,
+    /// which may be no valid key.
+    fn record_event(
         &self,
         app: &str,
         service: Option<&str>,
@@ -455,20 +469,22 @@ impl Controller {
     // --- apps ---
 
     /// Parses the spec at `spec_path` for `environment` and registers the app in that
-    /// environment (under its key, see [`slipway_state::app_key`]) with its services and
-    /// host. Returns the key and the resolved spec.
+    /// environment (under its [`AppKey`]) with its services and host. Returns the key and
+    /// the resolved spec.
     ///
     /// # Errors
     /// A relative path or one where no file is ([`ControlError::NotFound`]), an invalid spec,
     /// an environment the file does not declare, or a host that another running app or
     /// environment already serves.
-    pub fn apply(&self, spec_path: &Path, environment: &str) -> Result<(String, Spec)> {
+    pub fn apply(&self, spec_path: &Path, environment: &str) -> Result<(AppKey, Spec)> {
         check_spec_path(spec_path)?;
         let spec = load_spec(spec_path, environment)?;
-        let key = slipway_state::app_key(&spec.app, &spec.environment);
+        // The spec's names follow the rule: this cannot fail.
+        let key = AppKey::new(&spec.app, &spec.environment).map_err(ControlError::Spec)?;
         for other in self.store.apps()? {
-            if other.name != key && !other.down && app_host(&other) == spec.host {
-                let (other_app, other_env) = slipway_state::split_app_key(&other.name);
+            if key != other.name.as_str() && !other.down && app_host(&other) == spec.host {
+                let other = AppKey::parse(&other.name).map_err(ControlError::Invalid)?;
+                let (other_app, other_env) = (other.app(), other.environment());
                 return Err(ControlError::Invalid(format!(
                     "host {} of app {} in environment {} is already served by app {other_app} in environment {other_env}\n  hint: give environment `{}` its own `host:` under `environments:` in {}, or stop the other with `slipway down --app {other_app} --env {other_env}`",
                     spec.host,
@@ -481,7 +497,7 @@ impl Controller {
         }
         let names: Vec<&str> = spec.services.keys().map(String::as_str).collect();
         self.store.register_app(
-            &key,
+            key.as_str(),
             &spec_path.to_string_lossy(),
             &names,
             &spec.environment,
@@ -490,13 +506,13 @@ impl Controller {
         Ok((key, spec))
     }
 
-    fn app_spec(&self, key: &str) -> Result<Spec> {
+    fn app_spec(&self, key: &AppKey) -> Result<Spec> {
         let row = self
             .store
-            .app(key)?
+            .app(key.as_str())?
             .ok_or_else(|| ControlError::NotFound(unknown_app(key)))?;
         let spec = load_spec(Path::new(&row.spec_path), &row.environment)?;
-        let (app, _) = slipway_state::split_app_key(key);
+        let app = key.app();
         if spec.app != app {
             return Err(ControlError::Invalid(format!(
                 "{} now declares app `{}`, not `{app}`; run `slipway up` in that directory to register it",
@@ -507,7 +523,7 @@ impl Controller {
     }
 
     /// The measurements of one revision (created on first use).
-    pub fn revision_stats(&self, app: &str, service: &str, revision: u64) -> Arc<RevisionStats> {
+    pub fn revision_stats(&self, app: &AppKey, service: &str, revision: u64) -> Arc<RevisionStats> {
         let now = self.epoch.elapsed();
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         stats
@@ -517,17 +533,21 @@ impl Controller {
             .clone()
     }
 
-    fn prune_stats(&self, serving: &[(String, String, u64, bool)], now: Duration) {
+    fn prune_stats(&self, serving: &[(AppKey, String, u64, bool)], now: Duration) {
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         prune_stats(&mut stats, serving, now);
     }
 
-    fn is_down(&self, app: &str) -> bool {
-        self.store.app(app).ok().flatten().is_none_or(|a| a.down)
+    fn is_down(&self, app: &AppKey) -> bool {
+        self.store
+            .app(app.as_str())
+            .ok()
+            .flatten()
+            .is_none_or(|a| a.down)
     }
 
     /// The revisions of a service that have live instances, oldest first.
-    fn live_revisions(&self, app: &str, service: &str) -> Vec<u64> {
+    fn live_revisions(&self, app: &AppKey, service: &str) -> Vec<u64> {
         self.live()
             .apps
             .get(app)
@@ -536,7 +556,7 @@ impl Controller {
             .unwrap_or_default()
     }
 
-    fn running_count(&self, app: &str, service: &str, revision: u64) -> usize {
+    fn running_count(&self, app: &AppKey, service: &str, revision: u64) -> usize {
         self.live()
             .apps
             .get(app)
@@ -546,7 +566,7 @@ impl Controller {
     }
 
     /// Why a revision's first instance is not ready now, and its last output lines.
-    fn not_ready_now(&self, app: &str, service: &str, revision: u64) -> (String, Vec<String>) {
+    fn not_ready_now(&self, app: &AppKey, service: &str, revision: u64) -> (String, Vec<String>) {
         let live = self.live();
         let Some(first) = live
             .apps
@@ -570,7 +590,7 @@ impl Controller {
         )
     }
 
-    fn ready_count(&self, app: &str, service: &str, revision: u64) -> usize {
+    fn ready_count(&self, app: &AppKey, service: &str, revision: u64) -> usize {
         self.live()
             .apps
             .get(app)
@@ -584,23 +604,23 @@ impl Controller {
             })
     }
 
-    fn serving_revision(&self, app: &str, service: &str) -> Result<Option<RevisionRow>> {
-        let traffic = self.store.traffic(app, service)?;
+    fn serving_revision(&self, app: &AppKey, service: &str) -> Result<Option<RevisionRow>> {
+        let traffic = self.store.traffic(app.as_str(), service)?;
         let Some(top) = traffic.iter().max_by_key(|t| t.percent) else {
             return Ok(None);
         };
-        Ok(self.store.revision(app, service, top.revision)?)
+        Ok(self.store.revision(app.as_str(), service, top.revision)?)
     }
 
     fn revision_spec(
         &self,
-        app: &str,
+        app: &AppKey,
         service: &str,
         revision: u64,
     ) -> Result<ServiceSpec, Failure> {
         let row = self
             .store
-            .revision(app, service, revision)
+            .revision(app.as_str(), service, revision)
             .map_err(Failure::from)?
             .ok_or_else(|| {
                 Failure::msg(format!("revision {revision} of {service} does not exist"))
@@ -639,7 +659,7 @@ impl Failure {
     /// Instance `id` of `revision` (one of `instances` started together) did not become
     /// ready: why, where to read all its output, and the lines that explain it.
     fn not_ready(
-        key: &str,
+        key: &AppKey,
         service: &str,
         revision: u64,
         id: &str,
@@ -655,9 +675,10 @@ impl Failure {
         } else {
             String::new()
         };
-        let env = match slipway_state::split_app_key(key) {
-            (_, slipway_state::DEVELOPMENT) => String::new(),
-            (_, environment) => format!(" --env {environment}"),
+        let env = if key.is_development() {
+            String::new()
+        } else {
+            format!(" --env {}", key.environment())
         };
         Failure {
             revision: Some(revision),
@@ -682,14 +703,6 @@ impl From<slipway_state::StoreError> for Failure {
     }
 }
 
-/// An app's key in the store (`app` or `app@environment`, both DNS labels); anything else
-/// in an API path is refused before it can reach a file path.
-pub(crate) fn check_key(key: &str) -> Result<()> {
-    let (app, environment) = slipway_state::split_app_key(key);
-    check_name("app", app)?;
-    check_name("environment", environment)
-}
-
 /// App, environment and service names follow the one rule of `slipway_core::names` (the
 /// spec enforces it); anything else in an API path is refused before it can reach a file
 /// path.
@@ -702,7 +715,7 @@ fn check_name(kind: &str, name: &str) -> Result<()> {
 /// one-off commands): the spec's `env` and where it runs. Secrets are added after `run`
 /// is expanded: a value in argv would be visible to every local user (`ps`).
 fn process_env(
-    key: &str,
+    key: &AppKey,
     service: &str,
     revision: u64,
     spec: &ServiceSpec,
@@ -712,17 +725,16 @@ fn process_env(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let (app, environment) = slipway_state::split_app_key(key);
-    env.push(("SLIPWAY_APP".into(), app.to_owned()));
-    env.push(("SLIPWAY_ENVIRONMENT".into(), environment.to_owned()));
+    env.push(("SLIPWAY_APP".into(), key.app().to_owned()));
+    env.push(("SLIPWAY_ENVIRONMENT".into(), key.environment().to_owned()));
     env.push(("SLIPWAY_SERVICE".into(), service.to_owned()));
     env.push(("SLIPWAY_REVISION".into(), revision.to_string()));
     env
 }
 
-fn labels(app: &str, service: &str, extra: &[(&str, &str)]) -> crate::metrics::Labels {
+fn labels(app: &AppKey, service: &str, extra: &[(&str, &str)]) -> crate::metrics::Labels {
     let mut l = vec![
-        ("app".to_owned(), app.to_owned()),
+        ("app".to_owned(), app.to_string()),
         ("service".to_owned(), service.to_owned()),
     ];
     l.extend(
@@ -733,9 +745,9 @@ fn labels(app: &str, service: &str, extra: &[(&str, &str)]) -> crate::metrics::L
     l
 }
 
-fn unknown_app(key: &str) -> String {
-    let (app, environment) = slipway_state::split_app_key(key);
-    if environment == slipway_state::DEVELOPMENT {
+fn unknown_app(key: &AppKey) -> String {
+    let (app, environment) = (key.app(), key.environment());
+    if key.is_development() {
         format!("no app named `{app}` is registered; run `slipway up` in its directory first")
     } else {
         format!(
@@ -745,10 +757,10 @@ fn unknown_app(key: &str) -> String {
 }
 
 /// The host an app serves in its environment (rows written before environments have
-/// none stored: theirs is `<app>.localhost`).
+/// none stored: theirs is `<app>.localhost`, and their key is the app's name).
 fn app_host(row: &slipway_state::AppRow) -> String {
     if row.host.is_empty() {
-        format!("{}.localhost", slipway_state::split_app_key(&row.name).0)
+        format!("{}.localhost", row.name)
     } else {
         row.host.clone()
     }
@@ -863,7 +875,7 @@ pub fn expand(arg: &str, env: &[(String, String)]) -> String {
 /// or waiting.
 fn prune_stats(
     stats: &mut StatsByRevision,
-    serving: &[(String, String, u64, bool)],
+    serving: &[(AppKey, String, u64, bool)],
     now: Duration,
 ) {
     for (app, service, revision, _) in serving {
@@ -881,9 +893,14 @@ mod tests {
     use std::collections::HashMap;
     use std::time::Duration;
 
+    use slipway_core::app_key::AppKey;
     use slipway_router::RevisionStats;
 
     use super::{RETIRED_STATS_KEPT, expand, prune_stats};
+
+    fn key(text: &str) -> AppKey {
+        AppKey::parse(text).unwrap()
+    }
 
     #[test]
     fn expands_port_and_braced_names_like_a_shell() {
@@ -907,7 +924,8 @@ mod tests {
             log_file: "/data/logs/shop/web/web-r3-1a2b.log".into(),
             log_lines: 60,
         };
-        let failure = super::Failure::not_ready("shop", "web", 3, "web-r3-1a2b", &not_ready, 2);
+        let failure =
+            super::Failure::not_ready(&key("shop"), "web", 3, "web-r3-1a2b", &not_ready, 2);
         assert_eq!(
             failure.error,
             "instance web-r3-1a2b exited with status 4 before becoming ready \
@@ -916,7 +934,7 @@ mod tests {
         assert_eq!(failure.last_lines, not_ready.last_lines);
         not_ready.log_lines = 12;
         let failure =
-            super::Failure::not_ready("shop@staging", "web", 3, "web-r3-1a2b", &not_ready, 2);
+            super::Failure::not_ready(&key("shop@staging"), "web", 3, "web-r3-1a2b", &not_ready, 2);
         assert!(
             failure
                 .error
@@ -928,12 +946,12 @@ mod tests {
 
     #[test]
     fn measurements_of_revisions_out_of_traffic_are_forgotten_after_the_window() {
-        let key = |rev: u64| ("shop".to_owned(), "web".to_owned(), rev);
+        let revision = |rev: u64| (key("shop"), "web".to_owned(), rev);
         let mut stats = HashMap::new();
         for rev in 1..=3 {
-            stats.insert(key(rev), (RevisionStats::new(), Duration::ZERO));
+            stats.insert(revision(rev), (RevisionStats::new(), Duration::ZERO));
         }
-        let serving = vec![("shop".to_owned(), "web".to_owned(), 3, false)];
+        let serving = vec![(key("shop"), "web".to_owned(), 3, false)];
         // Within the window everything stays; revision 3 is seen again each tick.
         prune_stats(
             &mut stats,
@@ -946,6 +964,6 @@ mod tests {
         left.sort();
         assert_eq!(left, vec![3]);
         // Taken back into traffic, a revision gets fresh measurements (counters restart).
-        assert!(!stats.contains_key(&key(1)));
+        assert!(!stats.contains_key(&revision(1)));
     }
 }

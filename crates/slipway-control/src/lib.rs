@@ -24,9 +24,9 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Notify;
 
 pub use controller::{Controller, ControllerConfig};
+pub use slipway_core::app_key::{AppKey, DEVELOPMENT};
 pub use slipway_core::names;
 pub use slipway_runtime::{GUARD_ARG, LAUNCH_ARG, guard_main, launch_main};
-pub use slipway_state::{DEVELOPMENT, app_key, split_app_key};
 
 /// How the daemon is started (`slipway server`).
 #[derive(Debug, Clone)]

@@ -12,8 +12,8 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
+use crate::DEVELOPMENT;
 use crate::diagnostic::{Diagnostic, Pos};
-use crate::file::DEVELOPMENT;
 use crate::rules::{dns_label_hint, is_dns_label};
 use crate::structure::closest;
 use crate::tree::{Tree, escape_pointer};

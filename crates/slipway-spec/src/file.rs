@@ -29,9 +29,6 @@ pub(crate) const PERCENT_PATTERN: &str = r"^\s*[0-9]+(\.[0-9]+)?\s*%\s*$";
 pub(crate) const SIZE_PATTERN: &str =
     r"^\s*([0-9]+\s*([KkMmGgTt]([Ii][Bb]?|[Bb])|[Bb])|[Uu][Nn][Ll][Ii][Mm][Ii][Tt][Ee][Dd])\s*$";
 
-/// The name of the environment that always exists, and that [`crate::parse`] resolves.
-pub(crate) const DEVELOPMENT: &str = "development";
-
 /// A Slipway app: a set of services deployed together from one `slipway.yaml`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

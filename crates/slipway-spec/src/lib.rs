@@ -52,7 +52,7 @@ pub use render::render;
 use tree::Tree;
 
 /// The environment that always exists, and the one [`parse`] and [`load`] resolve.
-pub const DEVELOPMENT: &str = file::DEVELOPMENT;
+pub use slipway_core::app_key::DEVELOPMENT;
 
 /// The file name Slipway looks for by default.
 pub const DEFAULT_FILE_NAME: &str = "slipway.yaml";

@@ -118,7 +118,7 @@ pub struct DatabaseUse {
 }
 
 fn default_environment() -> String {
-    crate::file::DEVELOPMENT.to_owned()
+    crate::DEVELOPMENT.to_owned()
 }
 
 fn default_environments() -> Vec<String> {

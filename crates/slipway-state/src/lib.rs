@@ -17,6 +17,7 @@
 //! This crate knows nothing about tokio, HTTP or processes; callers serialise access
 //! through the internal mutex (one writer, short transactions).
 
+use slipway_core::app_key::DEVELOPMENT;
 use slipway_core::events::EventKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -30,25 +31,6 @@ mod tokens;
 pub use secrets::{MasterKey, SecretInfo};
 pub use tokens::{NewToken, TokenRow};
 pub use zeroize::Zeroizing;
-
-/// The environment an app runs in unless another is named.
-pub const DEVELOPMENT: &str = "development";
-
-/// The key an app is stored under in one environment: its name for `development`, and
-/// `<app>@<environment>` otherwise (`clinic@staging`). App and environment names are DNS
-/// labels, so the `@` cannot be part of either and the key splits back unambiguously.
-pub fn app_key(app: &str, environment: &str) -> String {
-    if environment == DEVELOPMENT {
-        app.to_owned()
-    } else {
-        format!("{app}@{environment}")
-    }
-}
-
-/// Splits a key made by [`app_key`] into the app and its environment.
-pub fn split_app_key(key: &str) -> (&str, &str) {
-    key.split_once('@').unwrap_or((key, DEVELOPMENT))
-}
 
 /// The value of `meta.format`: identifies a database written by Slipway.
 const FORMAT: &str = "slipway-state";
@@ -225,7 +207,7 @@ impl RevisionState {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AppRow {
-    /// The app's key in the store (see [`app_key`]).
+    /// The app's key in the store: the string form of its [`slipway_core::app_key::AppKey`].
     pub name: String,
     pub spec_path: String,
     pub created_at: String,
@@ -511,8 +493,9 @@ impl Store {
         )
     }
 
-    /// Registers the app stored under `key` (see [`app_key`]) in `environment` with its
-    /// `host`, or updates its spec path and host, and makes sure each named service exists.
+    /// Registers the app stored under `key` (the string form of an
+    /// [`slipway_core::app_key::AppKey`]) in `environment` with its `host`, or updates its
+    /// spec path and host, and makes sure each named service exists.
     pub fn register_app(
         &self,
         key: &str,

@@ -334,8 +334,9 @@ fn an_apps_table_from_before_environments_gains_its_columns_on_open() {
         (app.environment.as_str(), app.host.as_str()),
         ("development", "")
     );
+    let key = slipway_core::app_key::AppKey::new("clinic", "staging").unwrap();
     s.register_app(
-        &app_key("clinic", "staging"),
+        key.as_str(),
         "/x/slipway.yaml",
         &["api"],
         "staging",
@@ -344,8 +345,7 @@ fn an_apps_table_from_before_environments_gains_its_columns_on_open() {
     .unwrap();
     let staging = s.app("clinic@staging").unwrap().unwrap();
     assert_eq!(staging.host, "staging.clinic.localhost");
-    assert_eq!(split_app_key(&staging.name), ("clinic", "staging"));
-    assert_eq!(split_app_key("clinic"), ("clinic", DEVELOPMENT));
+    assert_eq!(staging.name, "clinic@staging");
 }
 
 #[test]

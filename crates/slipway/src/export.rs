@@ -106,7 +106,7 @@ async fn current_traffic(
     if !client.is_up().await {
         return None;
     }
-    let key = slipway_control::app_key(&spec.app, &spec.environment);
+    let key = slipway_control::AppKey::new(&spec.app, &spec.environment).ok()?;
     let status: dto::AppStatus = client.get(&format!("/v1/apps/{key}")).await.ok()?;
     let mut traffic = std::collections::BTreeMap::new();
     for service in status.services {

@@ -18,6 +18,7 @@ use cli::*;
 use client::Client;
 use daemon::*;
 use render::*;
+use slipway_control::AppKey;
 use slipway_control::dto::{self, Progress};
 use terminal::*;
 
@@ -693,32 +694,35 @@ fn check_name(kind: &str, name: &str) -> anyhow::Result<()> {
 }
 
 /// The key of the app to act on in the chosen environment (`app` or `app@environment`).
-async fn resolve_app(client: &Client, arg: &AppArg) -> anyhow::Result<String> {
+async fn resolve_app(client: &Client, arg: &AppArg) -> anyhow::Result<AppKey> {
     let environment = &arg.env.environment;
     check_name("environment", environment)?;
-    let key = |app: &str| slipway_control::app_key(app, environment);
+    let key = |app: &str| AppKey::new(app, environment).map_err(anyhow::Error::msg);
     if let Some(a) = &arg.app {
-        check_name("app", a)?;
-        return Ok(key(a));
+        return key(a);
     }
     let here = spec_file(Path::new("."));
     if here.exists() {
         return match slipway_spec::load(&here) {
-            Ok(spec) => Ok(key(&spec.app)),
+            Ok(spec) => key(&spec.app),
             Err(e) => bail!(
                 "./slipway.yaml names the app to act on, but it is invalid:\n{e}\n  hint: fix it, or pass --app NAME"
             ),
         };
     }
     let apps: Vec<dto::AppSummary> = client.get("/v1/apps").await?;
-    let names: Vec<&str> = apps
+    let keys: Vec<AppKey> = apps
         .iter()
-        .map(|a| slipway_control::split_app_key(&a.name).0)
+        .filter_map(|a| AppKey::parse(&a.name).ok())
+        .collect();
+    let names: Vec<&str> = keys
+        .iter()
+        .map(AppKey::app)
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
     match names.as_slice() {
-        [one] => Ok(key(one)),
+        [one] => key(one),
         [] => bail!("no app is registered on this server; run `slipway up DIR` first"),
         many => bail!(
             "several apps are registered ({}); choose one with --app",
@@ -1087,7 +1091,7 @@ async fn secret(client: &Client, data: &Path, command: SecretCommand) -> anyhow:
             let info: dto::SecretInfo = client
                 .call("PUT", &format!("/v1/apps/{key}/secrets/{name}"), &request)
                 .await?;
-            let (app, environment) = slipway_control::split_app_key(&key);
+            let (app, environment) = (key.app(), key.environment());
             println!(
                 "secret {} set for app {app} in environment {environment} (version {}); `slipway deploy --env {environment}` gives the services that use it a new revision",
                 info.name, info.version

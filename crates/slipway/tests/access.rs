@@ -114,6 +114,25 @@ fn each_role_reaches_its_routes_and_every_change_names_its_actor() {
         let (code, answer) = call(&s, method, path, None, body);
         assert_eq!(code, 401, "{method} {path} without a token: {answer}");
     }
+    // Text that is no app key names no environment: with a token for every environment the
+    // API refuses it with the name rule (404); a token limited to some is refused first (403).
+    for (path, why) in [
+        ("/v1/apps/Shop@staging", "`Shop` is not a valid app name"),
+        (
+            "/v1/apps/shop@development/services/api/logs",
+            "an app in `development` is keyed by its name alone, `shop`",
+        ),
+    ] {
+        let (code, answer) = call(&s, "GET", path, Some(&viewer), "");
+        assert_eq!(code, 404, "{path}: {answer}");
+        assert!(answer.contains(why), "{path}: {answer}");
+        let (code, answer) = call(&s, "GET", path, Some(&viewer_staging), "");
+        assert_eq!(code, 403, "{path}: {answer}");
+        assert!(
+            answer.contains("names no app in any environment"),
+            "{answer}"
+        );
+    }
     // Open without a token: the page and the liveness endpoint.
     assert_eq!(call(&s, "GET", "/healthz", None, "").0, 200);
     assert_eq!(call(&s, "GET", "/", None, "").0, 200);

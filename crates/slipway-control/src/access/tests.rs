@@ -22,6 +22,10 @@ fn deploy(env: &str) -> Class {
     }
 }
 
+fn not_an_app(needs: Role) -> Class {
+    Class::NotAnApp { needs }
+}
+
 #[test]
 fn routes_fall_into_their_classes() {
     use Method as M;
@@ -94,6 +98,20 @@ fn routes_fall_into_their_classes() {
         (M::GET, "/v1/something/new", Class::Admin),
         (M::POST, "/healthz", Class::Admin),
         (M::GET, "/v1/apps/clinic/deploy", Class::Admin),
+        // Text that is no app key names no environment.
+        (M::GET, "/v1/apps/Clinic", not_an_app(Role::Viewer)),
+        (
+            M::GET,
+            "/v1/apps/clinic@development/services/api/logs",
+            not_an_app(Role::Viewer),
+        ),
+        (M::GET, "/v1/events?app=", not_an_app(Role::Viewer)),
+        (M::GET, "/v1/events?app=a%40B", not_an_app(Role::Viewer)),
+        (
+            M::POST,
+            "/v1/apps/clinic@prod@eu/deploy",
+            not_an_app(Role::Deployer),
+        ),
     ];
     for (method, path, expected) in cases {
         assert_eq!(class(method.clone(), path), expected, "{method} {path}");
@@ -111,14 +129,16 @@ fn each_role_is_allowed_exactly_its_classes() {
         ("read all", Class::Read { environment: None }),
         ("deploy", deploy("staging")),
         ("admin", Class::Admin),
+        ("read no app", not_an_app(Role::Viewer)),
+        ("deploy no app", not_an_app(Role::Deployer)),
     ];
     #[rustfmt::skip]
-    let table: [(Role, [bool; 7]); 4] = [
-        //                 info   list   metric read   all    deploy admin
-        (Role::Metrics,  [false, false, true,  false, false, false, false]),
-        (Role::Viewer,   [true,  true,  true,  true,  true,  false, false]),
-        (Role::Deployer, [true,  true,  true,  true,  true,  true,  false]),
-        (Role::Admin,    [true,  true,  true,  true,  true,  true,  true]),
+    let table: [(Role, [bool; 9]); 4] = [
+        //                 info   list   metric read   all    deploy admin  read?  deploy?
+        (Role::Metrics,  [false, false, true,  false, false, false, false, false, false]),
+        (Role::Viewer,   [true,  true,  true,  true,  true,  false, false, true,  false]),
+        (Role::Deployer, [true,  true,  true,  true,  true,  true,  false, true,  true]),
+        (Role::Admin,    [true,  true,  true,  true,  true,  true,  true,  true,  true]),
     ];
     for (role, allowed) in table {
         for ((name, class), expected) in classes.iter().zip(allowed) {
@@ -149,6 +169,13 @@ fn environments_limit_reads_and_deploys_to_themselves() {
         panic!("a viewer deployed")
     };
     assert!(why.contains("needs the deployer role"), "{why}");
+    // A key that names no environment is none of a limited token's.
+    for role in [Role::Viewer, Role::Deployer, Role::Admin] {
+        let Err(Denied(why)) = authorize(role, &staging, &not_an_app(Role::Viewer)) else {
+            panic!("{role} read what is no app")
+        };
+        assert!(why.contains("names no app in any environment"), "{why}");
+    }
 }
 
 #[test]

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use slipway_core::app_key::AppKey;
 use slipway_runtime::JobEnd;
 use slipway_spec::ServiceSpec;
 use tokio::sync::mpsc;
@@ -37,18 +38,18 @@ impl Controller {
     /// `from`, rolled out with `to`'s strategy. Nothing is built.
     pub async fn promote(
         self: &Arc<Self>,
-        to_key: &str,
+        to_key: &AppKey,
         service: &str,
         from_environment: &str,
         tx: mpsc::UnboundedSender<Progress>,
     ) -> super::Result<bool> {
-        let (app, to_environment) = slipway_state::split_app_key(to_key);
+        let (app, to_environment) = (to_key.app(), to_key.environment());
         if from_environment == to_environment {
             return Err(ControlError::Invalid(format!(
                 "--from and --to are both `{to_environment}`; promote moves a build between two environments"
             )));
         }
-        let from_key = slipway_state::app_key(app, from_environment);
+        let from_key = AppKey::new(app, from_environment).map_err(ControlError::NotFound)?;
         let from = self.serving_revision(&from_key, service)?.ok_or_else(|| {
             ControlError::NotFound(format!(
                 "service {service} serves nothing in environment `{from_environment}`; deploy it there first (`slipway deploy --env {from_environment}`)"

@@ -16,8 +16,11 @@ impl Controller {
         self.router.set_activator(Arc::new({
             let weak = weak.clone();
             move |app: &str, service: &str, revision: u64| {
-                if let Some(this) = weak.upgrade() {
-                    let (app, service) = (app.to_owned(), service.to_owned());
+                // The router names the app by its key's string form, as the table was built.
+                if let Some(this) = weak.upgrade()
+                    && let Ok(app) = AppKey::parse(app)
+                {
+                    let service = service.to_owned();
                     let task = this.clone();
                     this.spawn_on(&control, async move {
                         task.activate(&app, &service, revision).await;
@@ -58,13 +61,13 @@ impl Controller {
 
     /// A request is waiting for a revision that has no ready instance: start one now
     /// (a cold start) unless one is already starting.
-    pub(super) async fn activate(self: &Arc<Self>, app: &str, service: &str, revision: u64) {
+    pub(super) async fn activate(self: &Arc<Self>, app: &AppKey, service: &str, revision: u64) {
         let now = self.epoch.elapsed();
         if let Some(s) = self
             .scalers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&(app.to_owned(), service.to_owned(), revision))
+            .get_mut(&(app.clone(), service.to_owned(), revision))
         {
             s.decider.poke(now);
         }
@@ -115,16 +118,20 @@ impl Controller {
             if app.down {
                 continue;
             }
+            // Slipway writes only valid keys; a row with another is left alone.
+            let Ok(key) = AppKey::parse(&app.name) else {
+                continue;
+            };
             for service in self.store.services(&app.name).unwrap_or_default() {
                 let traffic = self.store.traffic(&app.name, &service).unwrap_or_default();
                 for t in &traffic {
-                    serving.push((app.name.clone(), service.clone(), t.revision, false));
+                    serving.push((key.clone(), service.clone(), t.revision, false));
                 }
                 // A tagged revision without a share is reachable by its tag host; it
                 // scales on its own requests, down to zero.
                 for (_, rev) in self.store.tags(&app.name, &service).unwrap_or_default() {
                     if !traffic.iter().any(|t| t.revision == rev) {
-                        serving.push((app.name.clone(), service.clone(), rev, true));
+                        serving.push((key.clone(), service.clone(), rev, true));
                     }
                 }
             }
@@ -233,7 +240,7 @@ impl Controller {
     /// Retires `count` instances of a revision, the idlest first; each is drained first.
     pub(super) async fn scale_down(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         service: &str,
         revision: u64,
         count: u32,

@@ -16,7 +16,6 @@ use std::time::SystemTime;
 use slipway_databases::backup;
 use slipway_databases::{Database, Engine, OsUser};
 use slipway_spec::{BackupPolicy, DatabaseSpec, DatabaseUse};
-use slipway_state::split_app_key;
 
 use super::*;
 
@@ -76,15 +75,13 @@ impl Controller {
     }
 
     /// The folder of the backups of the app stored under `key`.
-    fn backups_dir(&self, key: &str) -> PathBuf {
-        let (app, environment) = split_app_key(key);
-        self.backups_root().join(app).join(environment)
+    fn backups_dir(&self, key: &AppKey) -> PathBuf {
+        self.backups_root().join(key.app()).join(key.environment())
     }
 
     /// The backups of the app stored under `key`, newest first (unreadable manifests are
     /// skipped).
-    pub fn backups(&self, key: &str) -> Result<Vec<dto::BackupInfo>> {
-        check_key(key)?;
+    pub fn backups(&self, key: &AppKey) -> Result<Vec<dto::BackupInfo>> {
         let mut all: Vec<dto::BackupInfo> = std::fs::read_dir(self.backups_dir(key))
             .into_iter()
             .flatten()
@@ -100,9 +97,8 @@ impl Controller {
     }
 
     /// One backup's manifest.
-    fn backup(&self, key: &str, id: &str) -> Result<dto::BackupInfo> {
-        check_key(key)?;
-        let (app, environment) = split_app_key(key);
+    fn backup(&self, key: &AppKey, id: &str) -> Result<dto::BackupInfo> {
+        let (app, environment) = (key.app(), key.environment());
         let valid = !id.is_empty()
             && id.len() <= 128
             && id
@@ -124,8 +120,8 @@ impl Controller {
     }
 
     /// The databases of the app stored under `key`: (name, engine, version) from their folders.
-    fn databases_of(&self, key: &str) -> Vec<(String, Engine, String)> {
-        let (app, environment) = split_app_key(key);
+    fn databases_of(&self, key: &AppKey) -> Vec<(String, Engine, String)> {
+        let (app, environment) = (key.app(), key.environment());
         let root = self
             .config
             .data_dir
@@ -147,11 +143,10 @@ impl Controller {
     /// fails, after trying every one.
     pub async fn create_backups(
         &self,
-        key: &str,
+        key: &AppKey,
         name: Option<&str>,
     ) -> Result<Vec<dto::BackupInfo>> {
-        check_key(key)?;
-        let (app, environment) = split_app_key(key);
+        let (app, environment) = (key.app(), key.environment());
         let all = self.databases_of(key);
         let chosen: Vec<String> = match name {
             Some(name) => {
@@ -188,7 +183,7 @@ impl Controller {
     /// then prunes per the database's `keep`.
     pub(super) async fn take_backup(
         &self,
-        key: &str,
+        key: &AppKey,
         name: &str,
         kind: &str,
     ) -> Result<dto::BackupInfo, String> {
@@ -198,7 +193,7 @@ impl Controller {
         self.backup_record(&dir, |r| r.last_attempt = Some(started));
         let outcome = self.take_backup_locked(key, name, kind).await;
         let labels = vec![
-            ("app".to_owned(), key.to_owned()),
+            ("app".to_owned(), key.to_string()),
             ("database".to_owned(), name.to_owned()),
         ];
         match &outcome {
@@ -248,11 +243,11 @@ impl Controller {
 
     async fn take_backup_locked(
         &self,
-        key: &str,
+        key: &AppKey,
         name: &str,
         kind: &str,
     ) -> Result<dto::BackupInfo, String> {
-        let (app, environment) = split_app_key(key);
+        let (app, environment) = (key.app(), key.environment());
         let dir = self.database_dir(key, name);
         let meta = slipway_databases::read_meta(&dir)
             .map_err(|e| e.to_string())?
@@ -337,8 +332,12 @@ impl Controller {
             }
         };
         let mut revisions = Vec::new();
-        for service in self.store.services(key).unwrap_or_default() {
-            for t in self.store.traffic(key, &service).unwrap_or_default() {
+        for service in self.store.services(key.as_str()).unwrap_or_default() {
+            for t in self
+                .store
+                .traffic(key.as_str(), &service)
+                .unwrap_or_default()
+            {
                 revisions.push(dto::ServingRevision {
                     service: service.clone(),
                     revision: t.revision,
@@ -387,7 +386,7 @@ impl Controller {
     }
 
     /// Deletes the backups of `name` beyond its policy's `keep` (none without a policy).
-    async fn prune_backups(&self, key: &str, name: &str) {
+    async fn prune_backups(&self, key: &AppKey, name: &str) {
         let dir = self.database_dir(key, name);
         let Some(policy) = self.database_policy(&dir) else {
             return;
@@ -422,7 +421,7 @@ impl Controller {
 
     /// Checks a stored backup again: its files against the manifest (size, SHA-256), then a
     /// restore into a scratch instance with the manifest's row counts.
-    pub async fn verify_backup(&self, key: &str, id: &str) -> Result<dto::BackupInfo> {
+    pub async fn verify_backup(&self, key: &AppKey, id: &str) -> Result<dto::BackupInfo> {
         let info = self.backup(key, id)?;
         let folder = self.backups_dir(key).join(id);
         let scratch = self
@@ -490,7 +489,7 @@ impl Controller {
     /// requests fail while the restore runs, and they reconnect after.
     pub async fn restore_backup(
         &self,
-        key: &str,
+        key: &AppKey,
         id: &str,
         to: Option<&str>,
     ) -> Result<dto::RestoreOutcome> {
@@ -636,7 +635,10 @@ impl Controller {
             .filter_map(|(dir, key, name)| {
                 let (ms, _) = records.get(&dir)?.last_success.clone()?;
                 Some((
-                    vec![("app".to_owned(), key), ("database".to_owned(), name)],
+                    vec![
+                        ("app".to_owned(), key.to_string()),
+                        ("database".to_owned(), name),
+                    ],
                     (ms / 1000) as i64,
                 ))
             })
@@ -654,7 +656,7 @@ impl Controller {
                     _ = this.cancel.cancelled() => return,
                     _ = tokio::time::sleep(SCHEDULE_TICK) => {}
                 }
-                let scheduled: Vec<(PathBuf, String, String, BackupPolicy)> = this
+                let scheduled: Vec<(PathBuf, AppKey, String, BackupPolicy)> = this
                     .databases
                     .running
                     .lock()

@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use slipway_core::app_key::AppKey;
 use slipway_snapshot::{CodeStore, SnapshotError};
 use slipway_spec::ServiceSpec;
 use tokio::sync::mpsc;
@@ -59,11 +60,11 @@ impl Controller {
         CodeStore::new(self.config.data_dir.join("code"))
     }
 
-    fn build_record_path(&self, key: &str, service: &str) -> PathBuf {
+    fn build_record_path(&self, key: &AppKey, service: &str) -> PathBuf {
         self.config
             .data_dir
             .join("builds")
-            .join(key)
+            .join(key.as_str())
             .join(format!("{service}.json"))
     }
 
@@ -71,7 +72,7 @@ impl Controller {
     /// successful build, then freezes the service's code.
     pub(super) async fn freeze(
         &self,
-        key: &str,
+        key: &AppKey,
         service: &str,
         spec: &ServiceSpec,
         tx: &mpsc::UnboundedSender<Progress>,
@@ -252,16 +253,19 @@ impl Controller {
     /// folders created when missing.
     pub(super) fn volume_links(
         &self,
-        key: &str,
+        key: &AppKey,
         spec: &ServiceSpec,
     ) -> Result<Vec<(PathBuf, PathBuf)>, Failure> {
-        let (_, environment) = slipway_state::split_app_key(key);
         let mut links = Vec::new();
         for (name, path) in &spec.volumes {
-            let target = if environment == slipway_state::DEVELOPMENT {
+            let target = if key.is_development() {
                 spec.workdir.join(path)
             } else {
-                self.config.data_dir.join("volumes").join(key).join(name)
+                self.config
+                    .data_dir
+                    .join("volumes")
+                    .join(key.as_str())
+                    .join(name)
             };
             std::fs::create_dir_all(&target).map_err(|e| {
                 Failure::msg(format!(
@@ -279,7 +283,7 @@ impl Controller {
     /// working folder.
     pub(super) async fn layout(
         &self,
-        key: &str,
+        key: &AppKey,
         stored: &StoredConfig,
         argv: Vec<String>,
     ) -> Result<(PathBuf, Vec<String>), Failure> {

@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use slipway_databases::{Database, Health, OsUser, Started};
 use slipway_spec::DatabaseUse;
-use slipway_state::{Zeroizing, split_app_key};
+use slipway_state::Zeroizing;
 
 use super::*;
 
@@ -37,7 +37,7 @@ pub(super) struct Databases {
 
 #[derive(Clone)]
 pub(super) struct RunningDatabase {
-    pub(super) key: String,
+    pub(super) key: AppKey,
     pub(super) database: Database,
     health: Health,
     /// The backup schedule of the revision that last started a process using it.
@@ -60,13 +60,12 @@ fn failure(e: impl std::fmt::Display) -> Failure {
 
 impl Controller {
     /// The folder of database `name` of the app stored under `key`.
-    pub(super) fn database_dir(&self, key: &str, name: &str) -> PathBuf {
-        let (app, environment) = split_app_key(key);
+    pub(super) fn database_dir(&self, key: &AppKey, name: &str) -> PathBuf {
         self.config
             .data_dir
             .join("databases")
-            .join(app)
-            .join(environment)
+            .join(key.app())
+            .join(key.environment())
             .join(name)
     }
 
@@ -74,10 +73,10 @@ impl Controller {
     /// when there is none.
     pub(super) fn database_password(
         &self,
-        key: &str,
+        key: &AppKey,
         name: &str,
     ) -> Result<Zeroizing<String>, Failure> {
-        let (app, environment) = split_app_key(key);
+        let (app, environment) = (key.app(), key.environment());
         let secret = password_secret(name);
         if let Some(version) = self
             .store
@@ -94,7 +93,14 @@ impl Controller {
         let password = slipway_databases::generate_password().map_err(failure)?;
         let master = self.master_key(true).map_err(failure)?;
         self.store
-            .set_secret(&master, app, environment, &secret, password.as_bytes(), key)
+            .set_secret(
+                &master,
+                app,
+                environment,
+                &secret,
+                password.as_bytes(),
+                key.as_str(),
+            )
             .map_err(failure)?;
         Ok(Zeroizing::new(password))
     }
@@ -102,7 +108,7 @@ impl Controller {
     /// Opens database `name` of `key` as declared.
     fn open_database(
         &self,
-        key: &str,
+        key: &AppKey,
         name: &str,
         engine: slipway_databases::Engine,
         version: Option<&str>,
@@ -131,7 +137,7 @@ impl Controller {
     /// if it already runs) and returns its URL.
     pub(super) async fn ensure_database(
         &self,
-        key: &str,
+        key: &AppKey,
         used: &DatabaseUse,
     ) -> Result<Zeroizing<String>, Failure> {
         let _guard = self.databases.ensure.lock().await;
@@ -177,7 +183,7 @@ impl Controller {
         let started = tokio::task::spawn_blocking(move || this.ensure(&secret, &settings))
             .await
             .map_err(failure)?;
-        let (app, environment) = split_app_key(key);
+        let (app, environment) = (key.app(), key.environment());
         let what = format!(
             "database {} ({} {}) of {app} in {environment}",
             used.name,
@@ -211,7 +217,7 @@ impl Controller {
             .insert(
                 dir,
                 RunningDatabase {
-                    key: key.to_owned(),
+                    key: key.clone(),
                     database,
                     health: Health::Ready,
                     policy,
@@ -231,7 +237,7 @@ impl Controller {
     /// go on.
     pub(super) async fn apply_database_settings(
         &self,
-        key: &str,
+        key: &AppKey,
         spec: &slipway_spec::Spec,
         restart: bool,
         tx: &mpsc::UnboundedSender<Progress>,
@@ -370,7 +376,7 @@ impl Controller {
     /// or started first if needed.
     pub(super) async fn database_env(
         &self,
-        key: &str,
+        key: &AppKey,
         uses: &[DatabaseUse],
     ) -> Result<Vec<(String, Zeroizing<String>)>, Failure> {
         let mut env = Vec::with_capacity(uses.len());
@@ -456,7 +462,7 @@ impl Controller {
                 let meta = r.database.meta();
                 (
                     vec![
-                        ("app".to_owned(), r.key.clone()),
+                        ("app".to_owned(), r.key.to_string()),
                         ("database".to_owned(), meta.name.clone()),
                         ("engine".to_owned(), meta.engine.as_str().to_owned()),
                     ],
@@ -467,8 +473,8 @@ impl Controller {
     }
 
     /// The databases of the app stored under `key`, from their folders, with their health.
-    pub(super) fn database_status(&self, key: &str) -> Vec<dto::DatabaseStatus> {
-        let (app, environment) = split_app_key(key);
+    pub(super) fn database_status(&self, key: &AppKey) -> Vec<dto::DatabaseStatus> {
+        let (app, environment) = (key.app(), key.environment());
         let root = self
             .config
             .data_dir
@@ -510,12 +516,11 @@ impl Controller {
     /// `key`, which must have been made (the first start of a service that uses it).
     fn existing_database(
         &self,
-        key: &str,
+        key: &AppKey,
         name: &str,
     ) -> Result<(PathBuf, slipway_databases::Meta)> {
-        check_key(key)?;
         slipway_core::names::check_name("database", name).map_err(ControlError::NotFound)?;
-        let (app, environment) = split_app_key(key);
+        let (app, environment) = (key.app(), key.environment());
         let dir = self.database_dir(key, name);
         match slipway_databases::read_meta(&dir)
             .map_err(|e| ControlError::Invalid(e.to_string()))?
@@ -542,7 +547,7 @@ impl Controller {
     /// How to connect to database `name` of the app stored under `key` (for `slipway db`).
     pub async fn database_connection(
         self: &Arc<Self>,
-        key: &str,
+        key: &AppKey,
         name: &str,
     ) -> Result<dto::DatabaseConnection> {
         let (dir, meta) = self.existing_database(key, name)?;
@@ -576,7 +581,7 @@ impl Controller {
     /// with the running server's value of each.
     pub async fn database_settings(
         self: &Arc<Self>,
-        key: &str,
+        key: &AppKey,
         name: &str,
     ) -> Result<dto::DatabaseSettings> {
         let (dir, meta) = self.existing_database(key, name)?;
@@ -612,11 +617,10 @@ impl Controller {
     /// cluster, or removes it. The app's connections fail while the cluster is down.
     pub async fn upgrade_database(
         self: &Arc<Self>,
-        key: &str,
+        key: &AppKey,
         name: &str,
         request: dto::UpgradeRequest,
     ) -> Result<dto::UpgradeOutcome> {
-        check_key(key)?;
         slipway_core::names::check_name("database", name).map_err(ControlError::NotFound)?;
         let asked = usize::from(request.to.is_some())
             + usize::from(request.revert)
@@ -719,7 +723,7 @@ impl Controller {
                 running.insert(
                     dir,
                     RunningDatabase {
-                        key: key.to_owned(),
+                        key: key.clone(),
                         database: Database::Postgres(upgraded.database),
                         health: Health::Ready,
                         policy,
@@ -764,14 +768,14 @@ impl Controller {
 
     /// Stops the databases of the app stored under `key` (`slipway down`), after its
     /// instances stopped. Their data stays; the next start of a service that uses one starts it.
-    pub(super) async fn stop_databases(self: &Arc<Self>, key: &str) {
+    pub(super) async fn stop_databases(self: &Arc<Self>, key: &AppKey) {
         let dirs: Vec<PathBuf> = self
             .databases
             .running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|(_, r)| r.key == key)
+            .filter(|(_, r)| r.key == *key)
             .map(|(d, _)| d.clone())
             .collect();
         self.stop_database_dirs(dirs).await;

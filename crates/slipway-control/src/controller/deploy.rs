@@ -12,7 +12,7 @@ impl Controller {
     /// failing leaves the others' results standing.
     pub async fn deploy(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         services: &[String],
         force: bool,
         // A strategy given for one deploy is how this deploy rolls out, not config: it
@@ -58,15 +58,15 @@ impl Controller {
         {
             return Ok(false);
         }
-        let was_down = self.store.app(app)?.is_some_and(|a| a.down);
+        let was_down = self.store.app(app.as_str())?.is_some_and(|a| a.down);
         if was_down {
-            self.store.set_app_down(app, false)?;
+            self.store.set_app_down(app.as_str(), false)?;
         }
         // Bringing a stopped app back starts every service, not only the named ones.
         let services: &[String] = if was_down { &[] } else { services };
         // Services that left the spec stop and lose their traffic; history stays.
         if services.is_empty() {
-            for old in self.store.services(app)? {
+            for old in self.store.services(app.as_str())? {
                 if !spec.services.contains_key(&old) {
                     self.remove_service(app, &old).await?;
                 }
@@ -91,10 +91,14 @@ impl Controller {
         Ok(ok)
     }
 
-    pub(super) async fn remove_service(self: &Arc<Self>, app: &str, service: &str) -> Result<()> {
+    pub(super) async fn remove_service(
+        self: &Arc<Self>,
+        app: &AppKey,
+        service: &str,
+    ) -> Result<()> {
         let slot = self.slot(app, service);
         let _guard = slot.lock().await;
-        self.store.remove_service(app, service)?;
+        self.store.remove_service(app.as_str(), service)?;
         self.publish_routes();
         let revisions = self.live_revisions(app, service);
         for r in revisions {
@@ -105,7 +109,7 @@ impl Controller {
 
     pub(super) async fn deploy_service(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         service: &str,
         spec: ServiceSpec,
         force: bool,
@@ -151,7 +155,7 @@ impl Controller {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn deploy_service_locked(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         service: &str,
         spec: ServiceSpec,
         force: bool,
@@ -232,7 +236,7 @@ impl Controller {
         };
         let revision = self
             .store
-            .create_revision(app, service, &digest, &config, cause)
+            .create_revision(app.as_str(), service, &digest, &config, cause)
             .map_err(Failure::from)?;
         let previous_note = || match &serving {
             Some(r) => format!("revision {} keeps serving", r.number),
@@ -242,7 +246,7 @@ impl Controller {
         let failed = |mut failure: Failure, note: String| {
             let message = format!("{}; {note}", failure.error);
             if let Err(e) = self.store.set_revision_state(
-                app,
+                app.as_str(),
                 service,
                 revision,
                 RevisionState::Failed,
@@ -317,7 +321,13 @@ impl Controller {
         }
         let mut committed = self
             .store
-            .set_revision_state(app, service, revision, RevisionState::Ready, &ready_message)
+            .set_revision_state(
+                app.as_str(),
+                service,
+                revision,
+                RevisionState::Ready,
+                &ready_message,
+            )
             .map_err(Failure::from);
         // Rolling: shift traffic and instances one at a time (max surge 1, max
         // unavailable 0) before the final switch below.
@@ -365,7 +375,7 @@ impl Controller {
             // The switch was not recorded: the new revision must not keep running unrouted.
             self.retire_revision(app, service, revision).await;
             let _ = self.store.set_revision_state(
-                app,
+                app.as_str(),
                 service,
                 revision,
                 RevisionState::Failed,
@@ -383,7 +393,7 @@ impl Controller {
     /// traffic returns to the previous revision.
     pub(super) async fn rolling(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         service: &str,
         revision: u64,
         previous: u64,
@@ -403,7 +413,7 @@ impl Controller {
                     .await
                 {
                     let _ = self.store.set_traffic(
-                        app,
+                        app.as_str(),
                         service,
                         &[TrafficTarget {
                             revision: previous,
@@ -430,7 +440,7 @@ impl Controller {
             let new_percent = ((100 * new_now) / (old_now + new_now)).clamp(1, 99);
             self.store
                 .set_traffic(
-                    app,
+                    app.as_str(),
                     service,
                     &[
                         TrafficTarget {
@@ -455,7 +465,7 @@ impl Controller {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn switch(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         service: &str,
         revision: u64,
         previous: Option<u64>,
@@ -465,7 +475,7 @@ impl Controller {
     ) -> Result<(), Failure> {
         self.store
             .set_traffic(
-                app,
+                app.as_str(),
                 service,
                 &[TrafficTarget {
                     revision,
@@ -510,7 +520,7 @@ impl Controller {
     /// none would ever stop while they go on.
     pub(super) fn schedule_retire(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         service: &str,
         revision: u64,
         keep: Duration,
@@ -548,7 +558,7 @@ impl Controller {
                 .map(|lr| lr.retire_token);
             let serving = this
                 .store
-                .traffic(&app, &service)
+                .traffic(app.as_str(), &service)
                 .map(|t| t.iter().any(|t| t.revision == revision))
                 .unwrap_or(true);
             if current == Some(token) && !serving {
@@ -558,7 +568,7 @@ impl Controller {
     }
 
     /// Cancels any pending retirement of a revision (it serves again).
-    pub(super) fn cancel_retire(&self, app: &str, service: &str, revision: u64) {
+    pub(super) fn cancel_retire(&self, app: &AppKey, service: &str, revision: u64) {
         let mut live = self.live();
         if let Some(lr) = live
             .apps

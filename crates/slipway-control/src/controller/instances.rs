@@ -14,7 +14,7 @@ impl Controller {
     /// again and the reason comes back with the failing instance's last output lines.
     pub(super) async fn start_revision(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         service: &str,
         revision: u64,
         count: u32,
@@ -76,7 +76,7 @@ impl Controller {
 
     pub(super) async fn start_instance(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         service: &str,
         revision: u64,
         stored: &secrets::StoredConfig,
@@ -295,7 +295,7 @@ impl Controller {
     /// call it again, and the compiler cannot infer auto traits through that cycle.
     pub(super) fn fail_back_if_dead(
         self: Arc<Self>,
-        app: String,
+        app: AppKey,
         service: String,
         revision: u64,
         reason: String,
@@ -308,12 +308,12 @@ impl Controller {
 
     pub(super) async fn fail_back_if_dead_inner(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         service: &str,
         revision: u64,
         reason: &str,
     ) {
-        let Ok(traffic) = self.store.traffic(app, service) else {
+        let Ok(traffic) = self.store.traffic(app.as_str(), service) else {
             return;
         };
         if !(traffic.len() == 1 && traffic[0].revision == revision)
@@ -342,7 +342,7 @@ impl Controller {
         let (tx, _rx) = mpsc::unbounded_channel();
         if let Ok(true) = self.rollback(app, service, Some(previous), tx).await {
             let _ = self.store.set_revision_state(
-                app,
+                app.as_str(),
                 service,
                 revision,
                 RevisionState::Failed,
@@ -356,7 +356,7 @@ impl Controller {
     /// labels that name it.
     fn container_config(
         &self,
-        key: &str,
+        key: &AppKey,
         service: &str,
         revision: u64,
         image: &str,
@@ -368,10 +368,9 @@ impl Controller {
                 "revision {revision} of {service} names image `{image}` but recorded no image id; deploy it again"
             )));
         };
-        let (app, environment) = slipway_state::split_app_key(key);
         let labels = [
-            ("slipway.app", app),
-            ("slipway.environment", environment),
+            ("slipway.app", key.app()),
+            ("slipway.environment", key.environment()),
             ("slipway.service", service),
             ("slipway.revision", &revision.to_string()),
         ]
@@ -393,7 +392,7 @@ impl Controller {
     /// The mounts that let a container reach the databases `spec` uses: they listen on
     /// Unix sockets only, so each socket folder is mounted at the same path, and the URLs
     /// the service gets work inside too.
-    pub(super) fn database_binds(&self, key: &str, spec: &ServiceSpec) -> Vec<String> {
+    pub(super) fn database_binds(&self, key: &AppKey, spec: &ServiceSpec) -> Vec<String> {
         spec.uses
             .iter()
             .map(|used| {
@@ -405,7 +404,7 @@ impl Controller {
 
     pub(super) fn record_instance(
         &self,
-        app: &str,
+        app: &AppKey,
         service: &str,
         revision: u64,
         instance: &RunningInstance,
@@ -415,7 +414,7 @@ impl Controller {
         };
         let row = InstanceRow {
             id: instance.id().to_owned(),
-            app: app.to_owned(),
+            app: app.to_string(),
             service: service.to_owned(),
             revision,
             pid,
@@ -429,7 +428,12 @@ impl Controller {
     }
 
     /// Drains and stops every instance of a revision and forgets it.
-    pub(super) async fn retire_revision(self: &Arc<Self>, app: &str, service: &str, revision: u64) {
+    pub(super) async fn retire_revision(
+        self: &Arc<Self>,
+        app: &AppKey,
+        service: &str,
+        revision: u64,
+    ) {
         let instances = self
             .live()
             .apps
@@ -448,7 +452,7 @@ impl Controller {
     /// period), then stop the process (SIGTERM, grace, SIGKILL) and forget it.
     pub(super) async fn stop_instance(
         &self,
-        app: &str,
+        app: &AppKey,
         service: &str,
         revision: u64,
         i: LiveInstance,
@@ -479,7 +483,7 @@ impl Controller {
     /// any older than `STOPPED_LOGS_MAX_AGE`. Scale to zero starts a new instance (and log)
     /// on every wake-up, so without this the log directory grows for ever. Returns the file
     /// work to run, which blocks: on a blocking-pool thread from async code.
-    pub(super) fn prune_logs(&self, app: &str, service: &str) -> impl FnOnce() + Send + 'static {
+    pub(super) fn prune_logs(&self, app: &AppKey, service: &str) -> impl FnOnce() + Send + 'static {
         // `starting` first: an instance leaves it only after it is in `live`.
         let mut running: std::collections::HashSet<String> = self
             .starting
@@ -539,12 +543,15 @@ impl Controller {
             return;
         };
         for app in apps.flatten() {
+            // Each folder is named by an app's key; anything else is none of Slipway's.
+            let Ok(key) = AppKey::parse(&app.file_name().to_string_lossy()) else {
+                continue;
+            };
             let Ok(services) = std::fs::read_dir(app.path()) else {
                 continue;
             };
-            let app = app.file_name().to_string_lossy().into_owned();
             for service in services.flatten() {
-                self.prune_logs(&app, &service.file_name().to_string_lossy())();
+                self.prune_logs(&key, &service.file_name().to_string_lossy())();
             }
         }
     }

@@ -14,6 +14,7 @@ use slipway_core::events::EventKind;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use slipway_core::app_key::AppKey;
 use slipway_core::deploy::RolloutAction;
 use slipway_rollout::{Assessment, Decision, Figures, Rollout};
 use slipway_router::Totals;
@@ -120,7 +121,7 @@ impl Controller {
     /// watch ends quietly if anything else moves the traffic (a new deploy, a rollback).
     pub(super) fn watch_switch(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         service: &str,
         revision: u64,
         previous: u64,
@@ -146,7 +147,10 @@ impl Controller {
             let deadline = Instant::now() + window;
             loop {
                 tokio::time::sleep(WATCH_TICK).await;
-                let traffic = this.store.traffic(&app, &service).unwrap_or_default();
+                let traffic = this
+                    .store
+                    .traffic(app.as_str(), &service)
+                    .unwrap_or_default();
                 if !(traffic.len() == 1 && traffic[0].revision == revision) {
                     return;
                 }
@@ -168,7 +172,7 @@ impl Controller {
                         match this.rollback(&app, &service, Some(previous), tx).await {
                             Ok(true) => {
                                 let _ = this.store.set_revision_state(
-                                    &app,
+                                    app.as_str(),
                                     &service,
                                     revision,
                                     RevisionState::Failed,
@@ -176,7 +180,7 @@ impl Controller {
                                 );
                             }
                             Ok(false) | Err(_) => tracing::error!(
-                                app,
+                                %app,
                                 service,
                                 revision,
                                 "switching back after a failed analysis did not succeed"
@@ -212,7 +216,7 @@ impl Controller {
     /// Starts a canary of `revision` (ready, no traffic yet) against `baseline`.
     pub(super) fn start_canary(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         service: &str,
         revision: u64,
         baseline: u64,
@@ -248,7 +252,7 @@ impl Controller {
 
     fn window_totals(
         &self,
-        app: &str,
+        app: &AppKey,
         service: &str,
         revision: u64,
         baseline: u64,
@@ -263,7 +267,7 @@ impl Controller {
     /// the routes, and keeps or drops the in-memory rollout.
     pub(super) fn apply_rollout(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         service: &str,
         mut live: LiveRollout,
         decision: Decision,
@@ -312,7 +316,7 @@ impl Controller {
             ),
         };
         let row = RolloutRow {
-            app: app.to_owned(),
+            app: app.to_string(),
             service: service.to_owned(),
             revision,
             baseline,
@@ -352,7 +356,7 @@ impl Controller {
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&key);
                 let _ = self.store.set_revision_state(
-                    app,
+                    app.as_str(),
                     service,
                     revision,
                     RevisionState::Failed,
@@ -384,6 +388,10 @@ impl Controller {
     /// Resumes the rollouts a previous server left in progress or paused.
     pub(super) fn recover_rollouts(self: &Arc<Self>) {
         for row in self.store.active_rollouts().unwrap_or_default() {
+            // Slipway writes only valid keys; a row with another is left alone.
+            let Ok(key) = AppKey::parse(&row.app) else {
+                continue;
+            };
             let restored = serde_json::from_str(&row.config)
                 .map_err(|e| e.to_string())
                 .and_then(|config| {
@@ -396,14 +404,14 @@ impl Controller {
                         rollout,
                         revision: row.revision,
                         baseline: row.baseline,
-                        window_start: self.window_totals(&row.app, &row.service, row.revision, row.baseline),
+                        window_start: self.window_totals(&key, &row.service, row.revision, row.baseline),
                     };
-                    if let Err(f) = self.apply_rollout(&row.app, &row.service, live, decision, "canary resumed after a restart") {
+                    if let Err(f) = self.apply_rollout(&key, &row.service, live, decision, "canary resumed after a restart") {
                         tracing::error!(error = %f.error, "could not resume a rollout");
                     }
                 }
                 Err(e) => self.event(
-                    &row.app,
+                    &key,
                     Some(&row.service),
                     Some(row.revision),
                     EventKind::RolloutUnreadable,
@@ -415,7 +423,7 @@ impl Controller {
 
     /// One pass over the running canaries: judge each on its step's figures.
     pub(super) fn rollout_tick(self: &Arc<Self>) {
-        let keys: Vec<(String, String)> = self
+        let keys: Vec<(AppKey, String)> = self
             .rollouts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -447,7 +455,7 @@ impl Controller {
         }
     }
 
-    fn step_figures(&self, app: &str, service: &str, live: &LiveRollout) -> (Figures, Figures) {
+    fn step_figures(&self, app: &AppKey, service: &str, live: &LiveRollout) -> (Figures, Figures) {
         let (c0, b0) = &live.window_start;
         let c1 = self.revision_stats(app, service, live.revision).totals();
         let b1 = self.revision_stats(app, service, live.baseline).totals();
@@ -457,7 +465,7 @@ impl Controller {
     /// `slipway rollout promote|pause|resume|abort`.
     pub async fn rollout_action(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         service: &str,
         action: RolloutAction,
     ) -> Result<dto::RolloutStatus> {
@@ -504,13 +512,16 @@ impl Controller {
     }
 
     /// The current or last canary of a service, with its figures against the thresholds.
-    pub fn rollout_status(&self, app: &str, service: &str) -> Result<dto::RolloutStatus> {
-        let row = self.store.latest_rollout(app, service)?.ok_or_else(|| {
-            ControlError::NotFound(format!(
-                "service {service} of app {app} has never had a canary rollout"
-            ))
-        })?;
-        let traffic = self.store.traffic(app, service)?;
+    pub fn rollout_status(&self, app: &AppKey, service: &str) -> Result<dto::RolloutStatus> {
+        let row = self
+            .store
+            .latest_rollout(app.as_str(), service)?
+            .ok_or_else(|| {
+                ControlError::NotFound(format!(
+                    "service {service} of app {app} has never had a canary rollout"
+                ))
+            })?;
+        let traffic = self.store.traffic(app.as_str(), service)?;
         let key = (app.to_owned(), service.to_owned());
         let rollouts = self.rollouts.lock().unwrap_or_else(|p| p.into_inner());
         let (canary, baseline, next_check) = match rollouts.get(&key) {
@@ -552,7 +563,7 @@ impl Controller {
     }
 
     /// Whether a canary of this service is running (traffic changes must wait for it).
-    pub(super) fn rollout_in_progress(&self, app: &str, service: &str) -> Option<u64> {
+    pub(super) fn rollout_in_progress(&self, app: &AppKey, service: &str) -> Option<u64> {
         self.rollouts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -563,7 +574,7 @@ impl Controller {
     /// `slipway traffic SERVICE --to-revisions 7=90,8=10` (or `--to-latest`).
     pub async fn set_traffic(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         service: &str,
         targets: Vec<(u64, u32)>,
         latest: bool,
@@ -580,7 +591,7 @@ impl Controller {
                 "a canary of revision {r} is in progress; `slipway rollout promote|abort {service}` first"
             )));
         }
-        let revisions = self.store.revisions(app, service)?;
+        let revisions = self.store.revisions(app.as_str(), service)?;
         let targets: Vec<(u64, u32)> = if latest {
             let r = revisions
                 .iter()
@@ -617,7 +628,7 @@ impl Controller {
                 Some(_) => {}
             }
         }
-        let before = self.store.traffic(app, service)?;
+        let before = self.store.traffic(app.as_str(), service)?;
         // Every revision that gets a share must be running before it gets requests.
         for (rev, percent) in &targets {
             if *percent > 0 && self.ready_count(app, service, *rev) == 0 {
@@ -643,7 +654,7 @@ impl Controller {
             })
             .collect();
         self.store
-            .set_traffic(app, service, &new, "traffic set by the operator")?;
+            .set_traffic(app.as_str(), service, &new, "traffic set by the operator")?;
         self.publish_routes();
         for old in before {
             if !new.iter().any(|t| t.revision == old.revision) {
@@ -666,7 +677,7 @@ impl Controller {
     /// `slipway tag SERVICE green=8` / `--remove green`.
     pub async fn set_tag(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         service: &str,
         tag: &str,
         revision: Option<u64>,
@@ -676,14 +687,14 @@ impl Controller {
         let _guard = slot.lock().await;
         match revision {
             Some(r) => {
-                if self.store.revision(app, service, r)?.is_none() {
+                if self.store.revision(app.as_str(), service, r)?.is_none() {
                     return Err(ControlError::NotFound(format!(
                         "revision {r} of {service} does not exist; `slipway revisions {service}` lists them"
                     )));
                 }
                 // What is left to refuse (a failed revision) is the caller's to fix.
                 self.store
-                    .set_tag(app, service, tag, r)
+                    .set_tag(app.as_str(), service, tag, r)
                     .map_err(|e| match e {
                         slipway_state::StoreError::Invalid(message) => {
                             ControlError::Invalid(message)
@@ -692,7 +703,7 @@ impl Controller {
                     })?
             }
             None => {
-                if !self.store.remove_tag(app, service, tag)? {
+                if !self.store.remove_tag(app.as_str(), service, tag)? {
                     return Err(ControlError::NotFound(format!(
                         "service {service} has no tag `{tag}`"
                     )));
@@ -707,7 +718,7 @@ impl Controller {
     /// the new one starts. If the new one fails, the old one is started again.
     pub(super) async fn recreate(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         service: &str,
         revision: u64,
         previous: u64,

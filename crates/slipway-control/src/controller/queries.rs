@@ -69,18 +69,18 @@ impl Controller {
         scrape.with_counters(&self.counters)
     }
 
-    pub fn status(&self, app: &str) -> Result<dto::AppStatus> {
+    pub fn status(&self, app: &AppKey) -> Result<dto::AppStatus> {
         let row = self
             .store
-            .app(app)?
+            .app(app.as_str())?
             .ok_or_else(|| ControlError::NotFound(unknown_app(app)))?;
         let port = self.config.router_addr.port();
         let host = app_host(&row);
         let mut services = Vec::new();
-        for name in self.store.services(app)? {
-            let traffic = self.store.traffic(app, &name)?;
-            let tags = self.store.tags(app, &name)?;
-            let revisions = self.store.revisions(app, &name)?;
+        for name in self.store.services(app.as_str())? {
+            let traffic = self.store.traffic(app.as_str(), &name)?;
+            let tags = self.store.tags(app.as_str(), &name)?;
+            let revisions = self.store.revisions(app.as_str(), &name)?;
             let routes = self.serving_routes(app, &name).unwrap_or_default();
             let mut instances = Vec::new();
             let mut problem = None;
@@ -184,7 +184,7 @@ impl Controller {
             });
         }
         Ok(dto::AppStatus {
-            app: app.to_owned(),
+            app: app.to_string(),
             environment: row.environment.clone(),
             host,
             down: row.down,
@@ -196,13 +196,19 @@ impl Controller {
         })
     }
 
-    pub fn revisions(&self, app: &str, service: &str) -> Result<Vec<dto::RevisionInfo>> {
-        if self.store.app(app)?.is_none() {
+    pub fn revisions(&self, app: &AppKey, service: &str) -> Result<Vec<dto::RevisionInfo>> {
+        if self.store.app(app.as_str())?.is_none() {
             return Err(ControlError::NotFound(unknown_app(app)));
         }
-        let traffic = self.store.traffic(app, service)?;
-        let revisions = self.store.revisions(app, service)?;
-        if revisions.is_empty() && !self.store.services(app)?.iter().any(|s| s == service) {
+        let traffic = self.store.traffic(app.as_str(), service)?;
+        let revisions = self.store.revisions(app.as_str(), service)?;
+        if revisions.is_empty()
+            && !self
+                .store
+                .services(app.as_str())?
+                .iter()
+                .any(|s| s == service)
+        {
             return Err(ControlError::NotFound(format!(
                 "app {app} has no service `{service}`"
             )));
@@ -224,26 +230,33 @@ impl Controller {
             .collect())
     }
 
-    pub fn log_dir(&self, app: &str, service: &str) -> PathBuf {
-        self.config.data_dir.join("logs").join(app).join(service)
+    pub fn log_dir(&self, app: &AppKey, service: &str) -> PathBuf {
+        self.config
+            .data_dir
+            .join("logs")
+            .join(app.as_str())
+            .join(service)
     }
 
     /// The log lines of a service's instances (optionally of one revision), merged by
     /// time, the last `tail` of them.
     pub fn logs(
         &self,
-        app: &str,
+        app: &AppKey,
         service: &str,
         revision: Option<u64>,
         tail: usize,
     ) -> Result<Vec<dto::LogLine>> {
-        check_key(app)?;
         check_name("service", service)?;
-        if self.store.app(app)?.is_none() {
+        if self.store.app(app.as_str())?.is_none() {
             return Err(ControlError::NotFound(unknown_app(app)));
         }
-        if !self.store.services(app)?.iter().any(|s| s == service)
-            && self.store.revisions(app, service)?.is_empty()
+        if !self
+            .store
+            .services(app.as_str())?
+            .iter()
+            .any(|s| s == service)
+            && self.store.revisions(app.as_str(), service)?.is_empty()
         {
             return Err(ControlError::NotFound(format!(
                 "app {app} has no service `{service}`"
@@ -270,7 +283,7 @@ impl Controller {
     /// the instance id. Rotated files (`<file>.<n>`) are not listed.
     pub fn log_files(
         &self,
-        app: &str,
+        app: &AppKey,
         service: &str,
         revision: Option<u64>,
     ) -> Vec<(String, std::path::PathBuf)> {

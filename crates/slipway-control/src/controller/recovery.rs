@@ -13,7 +13,7 @@ impl Controller {
         let adoptable = self.recover_containers().await;
         for row in self.store.instances()? {
             if self.driver.remove_orphan(row.pid, row.start_ticks) {
-                self.event(
+                self.record_event(
                     &row.app,
                     Some(&row.service),
                     Some(row.revision),
@@ -39,12 +39,20 @@ impl Controller {
             if app.down {
                 continue;
             }
+            // Slipway writes only valid keys; no API path could name another either.
+            let key = match AppKey::parse(&app.name) {
+                Ok(key) => key,
+                Err(e) => {
+                    tracing::warn!("app `{}` in the store is left alone: {e}", app.name);
+                    continue;
+                }
+            };
             for service in self.store.services(&app.name)? {
                 for t in self.store.traffic(&app.name, &service)? {
                     let this = self.clone();
-                    let left = (app.name.clone(), service.clone(), t.revision);
+                    let left = (key.clone(), service.clone(), t.revision);
                     let at_least = adoptable.get(&left).copied().unwrap_or(0);
-                    let (app, service) = (app.name.clone(), service.clone());
+                    let (app, service) = (key.clone(), service.clone());
                     self.spawn(async move {
                         this.keep_revision_running(&app, &service, t.revision, at_least)
                             .await;
@@ -63,7 +71,7 @@ impl Controller {
     /// revision that still carries traffic (in an app that is not down) are kept for the
     /// driver to adopt when the revision starts again, the others are removed. Returns how
     /// many were kept per app, service and revision.
-    async fn recover_containers(&self) -> HashMap<(String, String, u64), u32> {
+    async fn recover_containers(&self) -> HashMap<(AppKey, String, u64), u32> {
         let mut kept = HashMap::new();
         let leftovers = match self.containers.leftovers().await {
             Ok(leftovers) => leftovers,
@@ -74,27 +82,34 @@ impl Controller {
         };
         for leftover in leftovers {
             let label = |name: &str| leftover.labels.get(name).cloned().unwrap_or_default();
-            let key = slipway_state::app_key(&label("slipway.app"), &label("slipway.environment"));
+            let (app, environment) = (label("slipway.app"), label("slipway.environment"));
+            // Labels that name no app key name nothing that serves: the container goes.
+            let key = AppKey::new(&app, &environment).ok();
             let service = label("slipway.service");
             let revision: u64 = label("slipway.revision").parse().unwrap_or(0);
-            let serving = self
-                .store
-                .traffic(&key, &service)
-                .map(|t| t.iter().any(|t| t.revision == revision))
-                .unwrap_or(false);
-            if leftover.running && serving && !self.is_down(&key) {
-                *kept.entry((key, service, revision)).or_insert(0) += 1;
+            let serving = key.as_ref().is_some_and(|key| {
+                self.store
+                    .traffic(key.as_str(), &service)
+                    .is_ok_and(|t| t.iter().any(|t| t.revision == revision))
+            });
+            let up = key.as_ref().is_some_and(|key| !self.is_down(key));
+            if let Some(key) = &key
+                && leftover.running
+                && serving
+                && up
+            {
+                *kept.entry((key.clone(), service, revision)).or_insert(0) += 1;
                 self.containers.keep_for_adoption(leftover);
                 continue;
             }
             self.containers.remove_leftover(&leftover.container).await;
-            let why = if serving && !self.is_down(&key) {
+            let why = if serving && up {
                 "it had stopped"
             } else {
                 "its revision no longer serves"
             };
-            self.event(
-                &key,
+            self.record_event(
+                key.as_ref().map_or(app.as_str(), AppKey::as_str),
                 Some(&service),
                 Some(revision),
                 EventKind::InstanceOrphanKilled,
@@ -113,7 +128,7 @@ impl Controller {
     /// traffic and still has none running.
     pub(super) async fn keep_revision_running(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         service: &str,
         revision: u64,
         at_least: u32,
@@ -124,7 +139,7 @@ impl Controller {
             let _guard = slot.lock().await;
             let still_serving = self
                 .store
-                .traffic(app, service)
+                .traffic(app.as_str(), service)
                 .map(|t| t.iter().any(|t| t.revision == revision))
                 .unwrap_or(false);
             if !still_serving || self.running_count(app, service, revision) > 0 || self.is_down(app)

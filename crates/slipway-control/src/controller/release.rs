@@ -12,11 +12,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use slipway_core::app_key::AppKey;
 use slipway_runtime::JobEnd;
 use tokio::sync::mpsc;
 
 use super::secrets::StoredConfig;
-use super::{ControlError, Controller, Failure, Result, check_key, check_name, expand};
+use super::{ControlError, Controller, Failure, Result, check_name, expand};
 use crate::dto;
 
 /// At most this many output lines are kept (the newest win).
@@ -33,11 +34,11 @@ pub(super) struct Released {
 
 impl Controller {
     /// Where the release output of a revision is kept.
-    pub fn release_log(&self, key: &str, service: &str, revision: u64) -> PathBuf {
+    pub fn release_log(&self, key: &AppKey, service: &str, revision: u64) -> PathBuf {
         self.config
             .data_dir
             .join("releases")
-            .join(key)
+            .join(key.as_str())
             .join(service)
             .join(format!("r{revision}.log"))
     }
@@ -46,17 +47,16 @@ impl Controller {
     /// release command).
     pub fn release_output(
         &self,
-        key: &str,
+        key: &AppKey,
         service: &str,
         revision: Option<u64>,
     ) -> Result<dto::ReleaseOutput> {
-        check_key(key)?;
         check_name("service", service)?;
         let revision = match revision {
             Some(r) => r,
             None => self
                 .store
-                .revisions(key, service)?
+                .revisions(key.as_str(), service)?
                 .iter()
                 .rev()
                 .map(|r| r.number)
@@ -83,7 +83,7 @@ impl Controller {
     /// Runs a revision's release command to completion (or its timeout).
     pub(super) async fn run_release(
         &self,
-        key: &str,
+        key: &AppKey,
         service: &str,
         revision: u64,
         stored: &StoredConfig,
@@ -135,10 +135,9 @@ impl Controller {
                     "revision {revision} of {service} recorded no image id; deploy it again"
                 )));
             };
-            let (app, environment) = slipway_state::split_app_key(key);
             let labels = [
-                ("slipway.app", app),
-                ("slipway.environment", environment),
+                ("slipway.app", key.app()),
+                ("slipway.environment", key.environment()),
                 ("slipway.service", service),
                 ("slipway.revision", &revision.to_string()),
             ]

@@ -10,7 +10,7 @@ impl Controller {
     /// one by default), starting it first when it is no longer warm.
     pub async fn rollback(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         service: &str,
         to: Option<u64>,
         tx: mpsc::UnboundedSender<Progress>,
@@ -30,16 +30,16 @@ impl Controller {
 
     pub(super) async fn rollback_inner(
         self: &Arc<Self>,
-        app: &str,
+        app: &AppKey,
         service: &str,
         to: Option<u64>,
         tx: mpsc::UnboundedSender<Progress>,
     ) -> Result<bool> {
         let started = Instant::now();
-        if self.store.app(app)?.is_none() {
+        if self.store.app(app.as_str())?.is_none() {
             return Err(ControlError::NotFound(unknown_app(app)));
         }
-        let services = self.store.services(app)?;
+        let services = self.store.services(app.as_str())?;
         if !services.iter().any(|s| s == service) {
             return Err(ControlError::NotFound(format!(
                 "app {app} has no service `{service}` (services: {})",
@@ -81,7 +81,7 @@ impl Controller {
                 }
             }
         }
-        let revisions = self.store.revisions(app, service)?;
+        let revisions = self.store.revisions(app.as_str(), service)?;
         if revisions.is_empty() {
             return Err(ControlError::NotFound(format!(
                 "service {service} of app {app} has no revisions; deploy it first"
@@ -162,16 +162,16 @@ impl Controller {
     }
 
     /// Stops every instance of an app cleanly and records it as down.
-    pub async fn down(self: &Arc<Self>, app: &str) -> Result<()> {
-        if self.store.app(app)?.is_none() {
+    pub async fn down(self: &Arc<Self>, app: &AppKey) -> Result<()> {
+        if self.store.app(app.as_str())?.is_none() {
             return Err(ControlError::NotFound(unknown_app(app)));
         }
-        self.store.set_app_down(app, true)?;
+        self.store.set_app_down(app.as_str(), true)?;
         self.publish_routes();
         // Take each service's slot so no deploy, rollback or recovery is halfway through
         // starting instances while they are being stopped; those re-check `down` after
         // taking the slot.
-        for service in self.store.services(app)? {
+        for service in self.store.services(app.as_str())? {
             let slot = self.slot(app, &service);
             let _guard = slot.lock().await;
             let revisions = self.live_revisions(app, &service);
@@ -186,7 +186,7 @@ impl Controller {
         Ok(())
     }
 
-    pub(super) async fn stop_app_instances(self: &Arc<Self>, app: &str) {
+    pub(super) async fn stop_app_instances(self: &Arc<Self>, app: &AppKey) {
         let services: Vec<(String, Vec<u64>)> = self
             .live()
             .apps
@@ -215,7 +215,7 @@ impl Controller {
     /// Stops every instance of every app (server shutdown). Apps are not marked down,
     /// so the next server start brings them back.
     pub async fn shutdown(self: &Arc<Self>) {
-        let apps: Vec<String> = self.live().apps.keys().cloned().collect();
+        let apps: Vec<AppKey> = self.live().apps.keys().cloned().collect();
         self.router.publish(RouteTable::new());
         for app in apps {
             self.stop_app_instances(&app).await;

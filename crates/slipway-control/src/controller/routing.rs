@@ -22,12 +22,13 @@ impl Controller {
 
     pub(super) fn build_routes(&self) -> Result<RouteTable> {
         let mut table = RouteTable::new();
-        let hosts: HashMap<String, String> = self
+        // Slipway writes only valid keys; a row with another is not routed (recovery says so).
+        let hosts: HashMap<AppKey, String> = self
             .store
             .apps()?
             .iter()
             .filter(|a| !a.down)
-            .map(|a| (a.name.clone(), app_host(a)))
+            .filter_map(|a| Some((AppKey::parse(&a.name).ok()?, app_host(a))))
             .collect();
         let mut cache = self
             .route_settings
@@ -41,7 +42,7 @@ impl Controller {
                 traffic,
                 tags,
             } = routing;
-            let Some(host) = hosts.get(&app) else {
+            let Some((app, host)) = hosts.get_key_value(app.as_str()) else {
                 continue;
             };
             let tags: BTreeMap<String, u64> = tags.into_iter().collect();
@@ -54,7 +55,7 @@ impl Controller {
                 Some(settings) => settings,
                 None => Arc::new(
                     self.store
-                        .revision(&app, &service, serving.revision)?
+                        .revision(app.as_str(), &service, serving.revision)?
                         .and_then(|r| serde_json::from_str::<ServiceSpec>(&r.config).ok())
                         .map(|s| RouteSettings {
                             sticky: s.traffic.sticky,
@@ -75,15 +76,15 @@ impl Controller {
             // reachable by tag host or header only).
             let mut pools: Vec<Pool> = traffic
                 .iter()
-                .map(|t| self.pool(&app, &service, t.revision, t.percent))
+                .map(|t| self.pool(app, &service, t.revision, t.percent))
                 .collect();
             for rev in tags.values() {
                 if !pools.iter().any(|p| p.revision == *rev) {
-                    pools.push(self.pool(&app, &service, *rev, 0));
+                    pools.push(self.pool(app, &service, *rev, 0));
                 }
             }
             let target = Arc::new(Target {
-                app: app.clone(),
+                app: app.to_string(),
                 service: service.clone(),
                 pools,
                 tags: tags.clone(),
@@ -102,9 +103,9 @@ impl Controller {
             // share (Cloud Run and Knative tag URLs).
             for (tag, rev) in &tags {
                 let tagged = Arc::new(Target {
-                    app: app.clone(),
+                    app: app.to_string(),
                     service: service.clone(),
-                    pools: vec![self.pool(&app, &service, *rev, 100)],
+                    pools: vec![self.pool(app, &service, *rev, 100)],
                     tags: BTreeMap::new(),
                     header_override: false,
                     sticky: false,
@@ -122,7 +123,7 @@ impl Controller {
     }
 
     /// The router pool of one revision: its running instances and its measurements.
-    pub(super) fn pool(&self, app: &str, service: &str, revision: u64, weight: u32) -> Pool {
+    pub(super) fn pool(&self, app: &AppKey, service: &str, revision: u64, weight: u32) -> Pool {
         let backends = self
             .live()
             .apps
@@ -141,7 +142,7 @@ impl Controller {
 
     /// The routes of the revision that serves most traffic: a revision's routes are part
     /// of its immutable config, so a rollback restores them too.
-    pub(super) fn serving_routes(&self, app: &str, service: &str) -> Option<Vec<String>> {
+    pub(super) fn serving_routes(&self, app: &AppKey, service: &str) -> Option<Vec<String>> {
         let rev = self.serving_revision(app, service).ok()??;
         let spec: ServiceSpec = serde_json::from_str(&rev.config).ok()?;
         Some(spec.routes)

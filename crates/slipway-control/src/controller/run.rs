@@ -7,10 +7,11 @@
 //! reaches the command, and its exit code is the CLI's. Start and end are events with the
 //! actor, so the audit trail shows who ran what against which revision.
 
+use slipway_core::app_key::AppKey;
 use slipway_core::events::EventKind;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{ControlError, Controller, Result, check_key, check_name, process_env, unknown_app};
+use super::{ControlError, Controller, Result, check_name, process_env, unknown_app};
 use crate::dto;
 
 /// Tells runs of one server apart in the event log.
@@ -23,18 +24,17 @@ impl Controller {
     /// service, recorded as a `run.started` event.
     pub async fn run_plan(
         &self,
-        key: &str,
+        key: &AppKey,
         service: &str,
         req: &dto::RunRequest,
     ) -> Result<dto::RunPlan> {
-        check_key(key)?;
         check_name("service", service)?;
         if req.command.first().is_none_or(|p| p.is_empty()) {
             return Err(ControlError::Invalid(
                 "no command to run; give it after `--`, e.g. `slipway run web -- python manage.py shell`".into(),
             ));
         }
-        let (app, environment) = slipway_state::split_app_key(key);
+        let (app, environment) = (key.app(), key.environment());
         let revision = match req.revision {
             Some(r) => r,
             None => self
@@ -99,11 +99,10 @@ impl Controller {
     }
 
     /// Records how a one-off command ended.
-    pub fn run_finished(&self, key: &str, service: &str, req: &dto::RunExit) -> Result<()> {
-        check_key(key)?;
+    pub fn run_finished(&self, key: &AppKey, service: &str, req: &dto::RunExit) -> Result<()> {
         check_name("service", service)?;
         // The event log is about registered apps; a report for another is a mistake.
-        if self.store.app(key)?.is_none() {
+        if self.store.app(key.as_str())?.is_none() {
             return Err(ControlError::NotFound(unknown_app(key)));
         }
         let how = match (req.code, &req.signal) {

@@ -2,6 +2,7 @@
 //! route table, with the in-memory driver of `fake.rs` and paused tokio time: no process
 //! starts and no test waits for real, so the whole set runs in about a second.
 
+use slipway_core::app_key::{AppKey, DEVELOPMENT};
 use slipway_core::events::EventKind;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +17,11 @@ use super::{Controller, ControllerConfig};
 use crate::dto::Progress;
 
 const APP: &str = "shop";
+
+/// The key `APP` is stored under (in `development`).
+fn app() -> AppKey {
+    AppKey::parse(APP).unwrap()
+}
 
 fn spec(deploy: &str) -> String {
     format!(
@@ -54,7 +60,7 @@ impl Scenario {
         let driver = FakeDriver::new();
         let controller = Self::controller(&store, &driver, &data_dir);
         controller
-            .apply(&app_dir.join("slipway.yaml"), slipway_state::DEVELOPMENT)
+            .apply(&app_dir.join("slipway.yaml"), DEVELOPMENT)
             .unwrap();
         Scenario {
             _dir: dir,
@@ -98,7 +104,7 @@ impl Scenario {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let ok = self
             .controller
-            .deploy(APP, &[], false, None, false, tx)
+            .deploy(&app(), &[], false, None, false, tx)
             .await
             .unwrap();
         let mut progress = Vec::new();
@@ -231,9 +237,14 @@ async fn a_rollback_during_a_canary_returns_all_traffic_to_the_baseline() {
     assert_eq!(s.traffic(), [(1, 90), (2, 10)]);
 
     let (tx, _rx) = mpsc::unbounded_channel();
-    assert!(s.controller.rollback(APP, "api", None, tx).await.unwrap());
+    assert!(
+        s.controller
+            .rollback(&app(), "api", None, tx)
+            .await
+            .unwrap()
+    );
     assert_eq!(s.traffic(), [(1, 100)]);
-    assert!(!s.controller.rollout_status(APP, "api").unwrap().active);
+    assert!(!s.controller.rollout_status(&app(), "api").unwrap().active);
     assert_eq!(s.revisions()[1].1, "failed");
     s.until("revision 2 retired", |s| s.running("api-r2-") == 0)
         .await;
@@ -251,7 +262,7 @@ async fn a_restart_in_the_middle_of_a_deploy_recovers_the_serving_revision() {
         let controller = s.controller.clone();
         tokio::spawn(async move {
             let (tx, _rx) = mpsc::unbounded_channel();
-            controller.deploy(APP, &[], false, None, false, tx).await
+            controller.deploy(&app(), &[], false, None, false, tx).await
         })
     };
     s.until("revision 2 starting", |s| s.running("api-r2-") == 1)

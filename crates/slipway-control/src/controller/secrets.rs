@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use slipway_core::app_key::AppKey;
 use slipway_spec::ServiceSpec;
-use slipway_state::{MasterKey, Zeroizing, split_app_key};
+use slipway_state::{MasterKey, Zeroizing};
 
 use super::{ControlError, Controller, Failure, Result};
 use crate::dto;
@@ -114,8 +115,7 @@ impl Controller {
     }
 
     /// Stores a new version of a secret of the app stored under `key`; returns the version.
-    pub fn set_secret(&self, key: &str, name: &str, value: &[u8]) -> Result<u64> {
-        super::check_key(key)?;
+    pub fn set_secret(&self, key: &AppKey, name: &str, value: &[u8]) -> Result<u64> {
         check_secret_name(name)?;
         if std::str::from_utf8(value).is_err() || value.contains(&0) {
             return Err(ControlError::Invalid(format!(
@@ -123,18 +123,24 @@ impl Controller {
             )));
         }
         let master = self.master_key(true)?;
-        let (app, environment) = split_app_key(key);
-        Ok(self
-            .store
-            .set_secret(&master, app, environment, name, value, key)?)
+        Ok(self.store.set_secret(
+            &master,
+            key.app(),
+            key.environment(),
+            name,
+            value,
+            key.as_str(),
+        )?)
     }
 
     /// Removes a secret; revisions that use an older version keep it.
-    pub fn remove_secret(&self, key: &str, name: &str) -> Result<()> {
-        super::check_key(key)?;
+    pub fn remove_secret(&self, key: &AppKey, name: &str) -> Result<()> {
         check_secret_name(name)?;
-        let (app, environment) = split_app_key(key);
-        if self.store.remove_secret(app, environment, name, key)? {
+        let (app, environment) = (key.app(), key.environment());
+        if self
+            .store
+            .remove_secret(app, environment, name, key.as_str())?
+        {
             Ok(())
         } else {
             Err(ControlError::NotFound(format!(
@@ -144,12 +150,10 @@ impl Controller {
     }
 
     /// The secrets set for the app stored under `key`: names and versions, never values.
-    pub fn secrets(&self, key: &str) -> Result<Vec<dto::SecretInfo>> {
-        super::check_key(key)?;
-        let (app, environment) = split_app_key(key);
+    pub fn secrets(&self, key: &AppKey) -> Result<Vec<dto::SecretInfo>> {
         Ok(self
             .store
-            .secrets(app, environment)?
+            .secrets(key.app(), key.environment())?
             .into_iter()
             .map(|s| dto::SecretInfo {
                 name: s.name,
@@ -163,11 +167,11 @@ impl Controller {
     /// with the command that sets it.
     pub(super) fn secret_versions(
         &self,
-        key: &str,
+        key: &AppKey,
         service: &str,
         spec: &ServiceSpec,
     ) -> Result<BTreeMap<String, u64>, String> {
-        let (app, environment) = split_app_key(key);
+        let (app, environment) = (key.app(), key.environment());
         let mut versions = BTreeMap::new();
         for name in &spec.secrets {
             match self.store.secret_version(app, environment, name) {
@@ -189,13 +193,13 @@ impl Controller {
     /// The stored config of a revision, with its secret versions.
     pub(super) fn stored_config(
         &self,
-        key: &str,
+        key: &AppKey,
         service: &str,
         revision: u64,
     ) -> Result<StoredConfig, Failure> {
         let row = self
             .store
-            .revision(key, service, revision)
+            .revision(key.as_str(), service, revision)
             .map_err(Failure::from)?
             .ok_or_else(|| {
                 Failure::msg(format!("revision {revision} of {service} does not exist"))
@@ -210,14 +214,14 @@ impl Controller {
     /// The decrypted secrets of a revision, as environment variables.
     pub(super) fn secret_env(
         &self,
-        key: &str,
+        key: &AppKey,
         versions: &BTreeMap<String, u64>,
     ) -> Result<Vec<(String, Zeroizing<String>)>, Failure> {
         if versions.is_empty() {
             return Ok(Vec::new());
         }
         let master = self.master_key(false).map_err(Failure::from)?;
-        let (app, environment) = split_app_key(key);
+        let (app, environment) = (key.app(), key.environment());
         let mut env = Vec::with_capacity(versions.len());
         for (name, version) in versions {
             let value = self
