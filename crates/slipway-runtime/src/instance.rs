@@ -28,18 +28,23 @@ use crate::{
 
 /// The shortest probe interval and restart delay used, whatever the configuration says.
 const MIN_PERIOD: Duration = Duration::from_millis(10);
-/// The pause after the first failed startup probe. It doubles after every failure, capped by
-/// the phase of the start it falls in (see [`next_pause`]):
+/// The pause between startup probes during `EAGER`; after it, the pause doubles after every
+/// failure, capped by the phase of the start it falls in (see [`next_pause`]):
 ///
 /// - for the first `FAST_STARTUP` (1 s), at `FAST_STARTUP_PAUSE` (10 ms);
 /// - then until `SETTLING` (5 s), at `MAX_STARTUP_PAUSE` (100 ms);
 /// - then at the readiness probe's `interval`.
 ///
-/// The probe interval caps every phase when it is shorter. A 2 ms start means an app that
-/// listens 4 ms after spawning is seen ready at about 6 ms (probes at 0, 2, 6 ms), one that
-/// listens after 12 ms at 14 ms, and one that needs 50 ms by 54 ms (probes at 14, 24, 34, 44,
-/// 54 ms): a cold start (scale from zero) costs little more than the app's own start.
-const FIRST_PROBE_PAUSE: Duration = Duration::from_millis(2);
+/// The probe interval caps every phase when it is shorter. Probes every millisecond for the
+/// first 10 ms: a compiled app (the bench backend, Go, Rust) listens 3-5 ms after Slipway
+/// starts it (launcher, cgroup, its own start) and is seen ready within a millisecond of
+/// it, not at the next of the doubling probes (6 or 14 ms), which cost a redeploy and a cold
+/// start several milliseconds. After that the probes come at 12, 16, 24 ms and every 10 ms
+/// (an app that needs 50 ms is seen by 54 ms): a refused connect costs microseconds, but a
+/// thousand instances starting at once probe a thousand times as often.
+const FIRST_PROBE_PAUSE: Duration = Duration::from_millis(1);
+/// How long startup probes come every `FIRST_PROBE_PAUSE`.
+const EAGER: Duration = Duration::from_millis(10);
 /// How long startup probes stay at most `FAST_STARTUP_PAUSE` apart: about a hundred cheap
 /// probes (a refused connect costs microseconds) while most apps start.
 const FAST_STARTUP: Duration = Duration::from_secs(1);
@@ -643,11 +648,14 @@ pub(crate) async fn probe_until_ready(instance: &impl Probed) -> Result<(), Opti
 }
 
 /// The pause before the next startup probe, `elapsed` after the process was spawned, when the
-/// pause before the last probe was `previous`: twice that, capped by the phase of the start
-/// (10 ms during `FAST_STARTUP`, 100 ms until `SETTLING`, then `interval`), and by `interval`
-/// (at least `MIN_PERIOD`) throughout.
+/// pause before the last probe was `previous`: `FIRST_PROBE_PAUSE` during `EAGER`, then twice
+/// `previous`, capped by the phase of the start (10 ms during `FAST_STARTUP`, 100 ms until
+/// `SETTLING`, then `interval`), and by `interval` (at least `MIN_PERIOD`) throughout.
 pub(crate) fn next_pause(elapsed: Duration, previous: Duration, interval: Duration) -> Duration {
     let interval = interval.max(MIN_PERIOD);
+    if elapsed < EAGER {
+        return FIRST_PROBE_PAUSE.min(interval);
+    }
     let cap = if elapsed < FAST_STARTUP {
         FAST_STARTUP_PAUSE.min(interval)
     } else if elapsed < SETTLING {
@@ -868,11 +876,14 @@ mod tests {
     }
 
     #[test]
-    fn startup_pauses_double_from_2ms_and_stay_at_10ms_for_the_first_second() {
+    fn startup_probes_every_ms_for_10ms_then_double_and_stay_at_10ms_for_the_first_second() {
         let times = probe_times(Duration::from_secs(5), Duration::from_secs(1));
-        assert_eq!(times[..8], [0, 2, 6, 14, 24, 34, 44, 54].map(ms));
+        assert_eq!(
+            times[..17],
+            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 16, 24, 34, 44, 54].map(ms)
+        );
         assert!(times.windows(2).all(|w| w[1] - w[0] <= ms(10)));
-        assert!((95..=105).contains(&times.len()), "{}", times.len());
+        assert!((105..=115).contains(&times.len()), "{}", times.len());
     }
 
     #[test]
@@ -900,26 +911,23 @@ mod tests {
     #[test]
     fn a_short_interval_caps_every_phase() {
         let interval = ms(50);
-        assert_eq!(next_pause(Duration::ZERO, ms(8), interval), ms(10));
+        assert_eq!(next_pause(ms(20), ms(8), interval), ms(10));
+        assert_eq!(next_pause(Duration::ZERO, ms(1), interval), ms(1));
         assert_eq!(next_pause(Duration::from_secs(2), ms(40), interval), ms(50));
         assert_eq!(
             next_pause(Duration::from_secs(60), ms(50), interval),
             ms(50)
         );
-        assert_eq!(
-            next_pause(Duration::ZERO, ms(2), ms(3)),
-            ms(4),
-            "at least 10 ms"
-        );
+        assert_eq!(next_pause(ms(20), ms(2), ms(3)), ms(4), "at least 10 ms");
         assert_eq!(next_pause(Duration::from_secs(9), ms(10), ms(1)), ms(10));
     }
 
     #[test]
     fn an_app_that_never_gets_ready_sees_about_one_probe_per_interval_after_five_seconds() {
         let minute = Duration::from_secs(60);
-        // 100 in the first second, 40 until 5 s, 5 while doubling, then one every 5 s (10).
+        // 110 in the first second, 40 until 5 s, 5 while doubling, then one every 5 s (10).
         let times = probe_times(Duration::from_secs(5), minute);
-        assert!((150..=160).contains(&times.len()), "{}", times.len());
+        assert!((160..=170).contains(&times.len()), "{}", times.len());
         let late = times
             .iter()
             .filter(|t| **t >= Duration::from_secs(10))
