@@ -450,11 +450,7 @@ impl Store {
     }
 
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        commit(&mut self.lock(), f)
     }
 
     /// Like [`Store::write`], but the commit does not wait for the disk
@@ -466,14 +462,7 @@ impl Store {
     fn write_unsynced<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.lock();
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let out = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(StoreError::from)
-            .and_then(|tx| {
-                let out = f(&tx)?;
-                tx.commit()?;
-                Ok(out)
-            });
+        let out = commit(&mut conn, f);
         // Every other write stays synced, whatever happened above.
         conn.pragma_update(None, "synchronous", "FULL")?;
         out
@@ -1199,6 +1188,14 @@ fn replace_traffic(
             message: format!("{message}: {split}"),
         },
     )
+}
+
+/// Runs `f` in one immediate transaction on `conn` and commits it.
+fn commit<T>(conn: &mut Connection, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
 }
 
 fn insert_event(tx: &Transaction<'_>, e: &NewEvent<'_>) -> Result<()> {
