@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 pub use controller::{Controller, ControllerConfig};
 pub use slipway_core::app_key::{AppKey, DEVELOPMENT};
 pub use slipway_core::names;
-pub use slipway_runtime::{GUARD_ARG, LAUNCH_ARG, guard_main, launch_main};
+pub use slipway_runtime::{GUARD_ARG, guard_main};
 
 /// How the daemon is started (`slipway server`).
 #[derive(Debug, Clone)]
@@ -100,9 +100,8 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
     // else, so a store commit, a fork or a log write of the control plane (this runtime)
     // never holds up a request. Debug builds check it (`slipway_core::plane`).
     let data_plane = data_plane_runtime()?;
-    // Children start through this executable in launch mode and jobs behind it in guard
-    // mode (`slipway_runtime::launch_main`, `guard_main`); `/proc/self/exe` still names it
-    // after the file is replaced by an upgrade.
+    // Jobs run behind this executable in guard mode (`slipway_runtime::guard_main`);
+    // `/proc/self/exe` still names it after the file is replaced by an upgrade.
     slipway_runtime::set_guard_program(PathBuf::from("/proc/self/exe"));
     let listener = {
         // Registered with the data plane's reactor, so its runtime polls it.

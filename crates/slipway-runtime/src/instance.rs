@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::child::Child;
 use rustix::process::Signal;
-use tokio::process::Child;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, sleep, timeout};
@@ -353,11 +353,7 @@ impl Shared {
             return Ok(None);
         }
         let mut child = process::spawn(&self.config, &self.program, self.cgroup.as_ref())?;
-        let Some(pid) = child.id() else {
-            return Err(std::io::Error::other(
-                "the process ended before its pid could be read",
-            ));
-        };
+        let pid = child.id();
         let ticks = process::proc_stat(pid).map(|stat| stat.start_ticks);
         slot.current = Some((pid, ticks));
         drop(slot);

@@ -111,9 +111,7 @@ pub async fn run_job(job: Job, on_line: OnLine) -> io::Result<JobOutcome> {
         Ok(Ok(status)) => JobEnd::Exited(status),
         Ok(Err(e)) => JobEnd::Lost(e),
         Err(_) => {
-            if let Some(pid) = pid {
-                process::signal_group(pid, rustix::process::Signal::KILL);
-            }
+            process::signal_group(pid, rustix::process::Signal::KILL);
             let _ = child.wait().await;
             JobEnd::TimedOut
         }

@@ -20,17 +20,17 @@
 //!
 //! Linux delivers the parent-death signal (`PR_SET_PDEATHSIG`) when the *thread* that started the
 //! child exits, not when the process exits. Every child is therefore started by one thread that
-//! never exits (`spawner.rs`), whatever thread asks for it; the caller only needs to be inside a
-//! tokio runtime, which then owns the child's pipes and exit notification. In the server the
-//! start goes through the launcher (`launch.rs`), which spares the server a `fork()`.
+//! never exits (`spawner.rs`), whatever thread asks for it, with `clone(CLONE_VM | CLONE_VFORK)`
+//! as `posix_spawn` does, which spares the server a `fork()`. The caller only needs to be inside
+//! a tokio runtime, which then watches the child's pipes and its exit (`child.rs`, a pidfd).
 
 mod cgroup;
+mod child;
 mod container;
 mod driver;
 mod guard;
 mod instance;
 mod job;
-mod launch;
 mod listen;
 mod logs;
 mod probe;
@@ -46,7 +46,6 @@ pub use driver::{BoxFuture, Driver, InstanceHandle, Leftover, ProcessDriver, Run
 pub use guard::{GUARD_ARG, guard_main, set_guard_program};
 pub use instance::{Instance, NotReady};
 pub use job::{Job, JobEnd, JobOutcome, OnLine, run_job};
-pub use launch::{LAUNCH_ARG, launch_main};
 pub use listen::{ListenQueue, listen_queue};
 pub use logs::{
     LogLine, LogTail, MAX_LINE_BYTES, RING_LINES, prune_logs, read_last_lines, read_log_lines,

@@ -8,10 +8,11 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 
 use rustix::process::{Pid, Signal};
-use tokio::process::{Child, Command};
+
+use crate::child::Child;
 
 use crate::InstanceConfig;
 
@@ -255,10 +256,9 @@ pub(crate) fn spawn(
 /// children too), killed when its handle is dropped, with SIGKILL as its parent-death
 /// signal (it dies with the server even under `kill -9`), and in the cgroups whose
 /// files to write `0` to (`tasks` or `cgroup.procs`, see `InstanceCgroup::join_paths`) are
-/// `cgroup_files` before any of the program runs. Started on the
-/// spawner thread ([`crate::spawner`]), whose life is the server's; through the launcher
-/// when the server's executable is known ([`crate::launch`]: no copy of the server's
-/// address space), else forked.
+/// `cgroup_files` before any of the program runs. Started on the spawner thread
+/// ([`crate::spawner`]), whose life is the server's, without a copy of the server.
+/// Must be called inside a tokio runtime, which then watches the child.
 pub(crate) fn start(
     program: &Path,
     argv: &[String],
@@ -266,59 +266,58 @@ pub(crate) fn start(
     workdir: &Path,
     cgroup_files: &[PathBuf],
 ) -> io::Result<Child> {
-    if let Some(executable) = crate::guard::guard_program() {
-        let mut command = crate::launch::launcher(executable, program, argv, cgroup_files);
-        configure(&mut command, env, workdir);
-        let report = crate::launch::report_pipe(&mut command)?;
-        return crate::spawner::spawn_reported(command, Some(report));
-    }
-    let mut command = Command::new(program);
-    if let Some(argv0) = argv.first() {
-        command.arg0(argv0);
-    }
-    command.args(argv.iter().skip(1));
-    configure(&mut command, env, workdir);
-    command.stdin(Stdio::null());
-    let procs = cgroup_files
+    let cgroups = cgroup_files
         .iter()
         .map(|p| {
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(p)
                 .map(std::os::fd::OwnedFd::from)
+                .map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot join the instance's cgroup: {e}"))
+                })
         })
         .collect::<io::Result<Vec<_>>>()?;
-    let parent = rustix::process::getpid();
-    // SAFETY: the closure runs in the forked child before exec and only makes raw system calls
-    // (prctl, getppid, write on descriptors it owns) without allocating or taking locks,
-    // which is async-signal-safe.
-    unsafe {
-        command.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
-            // If the parent died before the prctl took effect, the signal will never come.
-            if rustix::process::getppid() != Some(parent) {
-                return Err(rustix::io::Errno::SRCH.into());
-            }
-            for fd in &procs {
-                // "0" is the writer: the forked child, a single thread.
-                rustix::io::write(fd, b"0")?;
-            }
-            Ok(())
-        });
-    }
-    crate::spawner::spawn(command)
+    let program = on_path(program, env);
+    let null = std::fs::File::open("/dev/null")?;
+    let (stdout, stdout_write) = io::pipe()?;
+    let (stderr, stderr_write) = io::pipe()?;
+    let spawn = crate::spawner::Spawn::new(
+        &program,
+        argv,
+        env,
+        workdir,
+        [null.into(), stdout_write.into(), stderr_write.into()],
+        cgroups,
+    )?;
+    // The write ends close with `spawn` on the spawner thread: the child's copies are the
+    // only ones left.
+    let pid = crate::spawner::spawn(spawn)?;
+    Child::adopt(pid, stdout.into(), stderr.into())
 }
 
-/// What every child gets, launched or forked: the environment, the directory, piped
-/// output, a process group of its own and a kill when its handle is dropped.
-fn configure(command: &mut Command, env: &[(String, String)], workdir: &Path) {
-    command
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir(workdir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+/// `program` as `execvp` would find it: a name without a slash is looked up in the PATH
+/// that `env` sets, else the server's; unchanged when it has a slash or is not found (the
+/// `exec` then says `NotFound`).
+fn on_path(program: &Path, env: &[(String, String)]) -> PathBuf {
+    if program.as_os_str().as_encoded_bytes().contains(&b'/') {
+        return program.to_path_buf();
+    }
+    let search: Option<OsString> = env
+        .iter()
+        .rev()
+        .find(|(key, _)| key == "PATH")
+        .map(|(_, value)| value.into())
+        .or_else(|| std::env::var_os("PATH"));
+    search
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| program.to_path_buf())
 }
 
 /// Sends `signal` to the process group `pgid`; a group that no longer exists is not an error.
@@ -481,6 +480,85 @@ mod tests {
             "a reaped process is not killed twice"
         );
         assert!(wait_gone(pid));
+    }
+
+    async fn output_of(child: &mut Child) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .await
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_started_child_has_its_group_default_signals_its_env_and_its_exit_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = "grep -E '^(SigBlk|SigIgn)' /proc/self/status; \
+                      ps -o pgid= -p $$; echo $$; echo \"$SLIPWAY_T\"; pwd; exit 3";
+        let argv = ["sh".to_owned(), "-c".to_owned(), script.to_owned()];
+        let env = [("SLIPWAY_T".to_owned(), "x y".to_owned())];
+        let mut child = start(Path::new("sh"), &argv, &env, dir.path(), &[]).unwrap();
+        let out = output_of(&mut child).await;
+        let status = child.wait().await.unwrap();
+        assert_eq!(status.code(), Some(3), "{out}");
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        // The server ignores SIGPIPE and the spawner thread blocks every signal; the
+        // program gets neither.
+        assert_eq!(lines[0], "SigBlk:\t0000000000000000", "{out}");
+        assert_eq!(lines[1], "SigIgn:\t0000000000000000", "{out}");
+        assert_eq!(lines[2], lines[3], "its own process group: {out}");
+        assert_eq!(lines[3], child.id().to_string());
+        assert_eq!(lines[4], "x y");
+        assert_eq!(Path::new(lines[5]), dir.path().canonicalize().unwrap());
+        assert!(child.wait().await.is_ok(), "waiting again is fine");
+    }
+
+    #[tokio::test]
+    async fn a_child_that_cannot_start_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = start(Path::new("/nonexistent/prog"), &[], &[], dir.path(), &[]);
+        assert_eq!(
+            missing.err().unwrap().kind(),
+            io::ErrorKind::NotFound,
+            "the exec's own error"
+        );
+        let gone = dir.path().join("gone");
+        let no_dir = start(Path::new("/bin/true"), &[], &[], &gone, &[])
+            .err()
+            .unwrap();
+        assert!(no_dir.to_string().contains("working directory"), "{no_dir}");
+        // A file that is not a cgroup's: the write fails in the child, before the exec.
+        let file = dir.path().join("procs");
+        std::fs::write(&file, "").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let argv = ["true".to_owned()];
+        let bad = start(Path::new("/bin/true"), &argv, &[], dir.path(), &[file]);
+        // Root may write a read-only file; either way nothing panics and a start is whole.
+        if let Err(e) = bad {
+            assert!(e.to_string().contains("cgroup"), "{e}");
+        } else {
+            bad.unwrap().wait().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_child_is_killed_and_reaped() {
+        let argv = ["sleep".to_owned(), "1000".to_owned()];
+        let child = start(Path::new("sleep"), &argv, &[], Path::new("/"), &[]).unwrap();
+        let pid = child.id();
+        drop(child);
+        for _ in 0..200 {
+            if proc_stat(pid).is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("pid {pid} is still there: {:?}", proc_stat(pid));
     }
 
     #[test]

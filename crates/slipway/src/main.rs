@@ -24,12 +24,10 @@ use terminal::*;
 
 fn main() -> ExitCode {
     // The server starts its jobs (build, test, release) behind this binary in guard mode,
-    // which takes a job's whole process group down if the server dies, and every child
-    // through it in launch mode, which spares the server a fork (slipway_runtime::launch).
+    // which takes a job's whole process group down if the server dies.
     let mut args = std::env::args_os();
     match args.nth(1) {
         Some(a) if a == slipway_control::GUARD_ARG => slipway_control::guard_main(args),
-        Some(a) if a == slipway_control::LAUNCH_ARG => slipway_control::launch_main(args),
         _ => {}
     }
     let cli = Cli::parse();
