@@ -4,8 +4,7 @@
 //! (`slipway-<tag>`) inside the server's own cgroup, so that limits set on the server's
 //! group (a systemd unit's `MemoryMax`, a container's) still bound the instances. The
 //! child joins its cgroup before it executes the app by writing `0` to its `tasks` (v1) or
-//! `cgroup.procs` (v2) files (the launcher, `launch.rs`; a forked child between fork and
-//! exec), so it never runs a single instruction of the app outside its limits.
+//! `cgroup.procs` (v2) files (between `clone` and `execve`, see `spawner.rs`), so it never runs a single instruction of the app outside its limits.
 //!
 //! Two layouts exist. cgroup v2 has one tree whose `cgroup.controllers` lists what it can
 //! limit; a parent must delegate controllers to its children (`cgroup.subtree_control`)
@@ -389,7 +388,7 @@ impl InstanceCgroup {
     /// write to `cgroup.procs` takes, whose first taking waits for an RCU grace period
     /// (6-19 ms measured on this project's machine, paid by every instance start). v2 has
     /// only `cgroup.procs` for a domain cgroup.
-    pub(crate) fn join_paths(&self) -> io::Result<Vec<PathBuf>> {
+    pub(crate) fn join_files(&self) -> io::Result<Vec<std::os::fd::OwnedFd>> {
         let file = match self.version {
             Version::V1 => "tasks",
             Version::V2 => "cgroup.procs",
@@ -398,10 +397,30 @@ impl InstanceCgroup {
             .iter()
             .map(|(_, dir)| {
                 let path = dir.join(file);
-                fs::OpenOptions::new().write(true).open(&path)?;
-                Ok(path)
+                let open = fs::OpenOptions::new().write(true).open(&path);
+                open.map(Into::into).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot join the instance's cgroup ({}): {e}",
+                            path.display()
+                        ),
+                    )
+                })
             })
             .collect()
+    }
+
+    /// The count of out-of-memory kills in the group (one file read).
+    pub(crate) fn oom_kills(&self) -> u64 {
+        let (file, controller) = match self.version {
+            Version::V2 => ("memory.events", "memory"),
+            Version::V1 => ("memory.oom_control", "memory"),
+        };
+        self.dir(controller)
+            .and_then(|dir| fs::read_to_string(dir.join(file)).ok())
+            .and_then(|t| keyed(&t, "oom_kill"))
+            .unwrap_or(0)
     }
 
     /// What the instance has used.
@@ -442,17 +461,25 @@ mod tests {
             version,
             dirs: vec![("memory", dir.path().to_owned())],
         };
+        let opened = |files: Vec<std::os::fd::OwnedFd>| -> Vec<PathBuf> {
+            use std::os::fd::AsRawFd;
+            let link = |fd: &std::os::fd::OwnedFd| {
+                fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap()
+            };
+            files.iter().map(link).collect()
+        };
+        let dir_path = dir.path().canonicalize().unwrap();
         assert_eq!(
-            group(Version::V1).join_paths().unwrap(),
-            [dir.path().join("tasks")]
+            opened(group(Version::V1).join_files().unwrap()),
+            [dir_path.join("tasks")]
         );
         assert_eq!(
-            group(Version::V2).join_paths().unwrap(),
-            [dir.path().join("cgroup.procs")]
+            opened(group(Version::V2).join_files().unwrap()),
+            [dir_path.join("cgroup.procs")]
         );
         fs::remove_file(dir.path().join("tasks")).unwrap();
         assert!(
-            group(Version::V1).join_paths().is_err(),
+            group(Version::V1).join_files().is_err(),
             "a file that cannot be opened is reported before anything starts"
         );
     }

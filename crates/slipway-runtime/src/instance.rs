@@ -37,7 +37,7 @@ const MIN_PERIOD: Duration = Duration::from_millis(10);
 ///
 /// The probe interval caps every phase when it is shorter. Probes every millisecond for the
 /// first 10 ms: a compiled app (the bench backend, Go, Rust) listens 3-5 ms after Slipway
-/// starts it (launcher, cgroup, its own start) and is seen ready within a millisecond of
+/// starts it (cgroup, spawn, its own start) and is seen ready within a millisecond of
 /// it, not at the next of the doubling probes (6 or 14 ms), which cost a redeploy and a cold
 /// start several milliseconds. After that the probes come at 12, 16, 24 ms and every 10 ms
 /// (an app that needs 50 ms is seen by 54 ms): a refused connect costs microseconds, but a
@@ -186,7 +186,7 @@ impl Instance {
             slot: Mutex::new(Slot::default()),
             output,
             restarts: AtomicU32::new(0),
-            oom_kills: AtomicU64::new(cgroup.as_ref().map_or(0, |c| c.usage().oom_kills)),
+            oom_kills: AtomicU64::new(cgroup.as_ref().map_or(0, InstanceCgroup::oom_kills)),
             cgroup,
             last_exit_oom: AtomicBool::new(false),
         });
@@ -494,7 +494,7 @@ async fn reap(
         }
     }
     if let Some(cgroup) = &shared.cgroup {
-        let kills = cgroup.usage().oom_kills;
+        let kills = cgroup.oom_kills();
         let before = shared.oom_kills.swap(kills, Ordering::SeqCst);
         shared.last_exit_oom.store(kills > before, Ordering::SeqCst);
     }

@@ -82,9 +82,15 @@ pub async fn run_job(job: Job, on_line: OnLine) -> io::Result<JobOutcome> {
                 program.clone(),
             ];
             argv.extend(job.argv.iter().cloned());
-            process::start(guard, &argv, &job.env, &job.workdir, &[])?
+            process::start(guard, &argv, &job.env, &job.workdir, Vec::new())?
         }
-        None => process::start(Path::new(program), &job.argv, &job.env, &job.workdir, &[])?,
+        None => process::start(
+            Path::new(program),
+            &job.argv,
+            &job.env,
+            &job.workdir,
+            Vec::new(),
+        )?,
     };
     let pid = child.id();
     let lines = Arc::new(Mutex::new(VecDeque::new()));

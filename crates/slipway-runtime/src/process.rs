@@ -237,17 +237,11 @@ pub(crate) fn spawn(
     program: &Path,
     cgroup: Option<&crate::InstanceCgroup>,
 ) -> io::Result<Child> {
-    let cgroup_files = match cgroup {
-        Some(cgroup) => cgroup.join_paths()?,
+    let cgroups = match cgroup {
+        Some(cgroup) => cgroup.join_files()?,
         None => Vec::new(),
     };
-    start(
-        program,
-        &config.argv,
-        &config.env,
-        &config.workdir,
-        &cgroup_files,
-    )
+    start(program, &config.argv, &config.env, &config.workdir, cgroups)
 }
 
 /// Starts a child process as Slipway starts them all (instances and jobs): `program` with
@@ -255,8 +249,8 @@ pub(crate) fn spawn(
 /// /dev/null, stdout and stderr piped, in a process group of its own (so a stop reaches its
 /// children too), killed when its handle is dropped, with SIGKILL as its parent-death
 /// signal (it dies with the server even under `kill -9`), and in the cgroups whose
-/// files to write `0` to (`tasks` or `cgroup.procs`, see `InstanceCgroup::join_paths`) are
-/// `cgroup_files` before any of the program runs. Started on the spawner thread
+/// `tasks` or `cgroup.procs` files are open in `cgroups` (see `InstanceCgroup::join_files`)
+/// before any of the program runs. Started on the spawner thread
 /// ([`crate::spawner`]), whose life is the server's, without a copy of the server.
 /// Must be called inside a tokio runtime, which then watches the child.
 pub(crate) fn start(
@@ -264,20 +258,8 @@ pub(crate) fn start(
     argv: &[String],
     env: &[(String, String)],
     workdir: &Path,
-    cgroup_files: &[PathBuf],
+    cgroups: Vec<std::os::fd::OwnedFd>,
 ) -> io::Result<Child> {
-    let cgroups = cgroup_files
-        .iter()
-        .map(|p| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(p)
-                .map(std::os::fd::OwnedFd::from)
-                .map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot join the instance's cgroup: {e}"))
-                })
-        })
-        .collect::<io::Result<Vec<_>>>()?;
     let program = on_path(program, env);
     let null = std::fs::File::open("/dev/null")?;
     let (stdout, stdout_write) = io::pipe()?;
@@ -502,7 +484,7 @@ mod tests {
                       ps -o pgid= -p $$; echo $$; echo \"$SLIPWAY_T\"; pwd; exit 3";
         let argv = ["sh".to_owned(), "-c".to_owned(), script.to_owned()];
         let env = [("SLIPWAY_T".to_owned(), "x y".to_owned())];
-        let mut child = start(Path::new("sh"), &argv, &env, dir.path(), &[]).unwrap();
+        let mut child = start(Path::new("sh"), &argv, &env, dir.path(), Vec::new()).unwrap();
         let out = output_of(&mut child).await;
         let status = child.wait().await.unwrap();
         assert_eq!(status.code(), Some(3), "{out}");
@@ -521,14 +503,20 @@ mod tests {
     #[tokio::test]
     async fn a_child_that_cannot_start_says_why() {
         let dir = tempfile::tempdir().unwrap();
-        let missing = start(Path::new("/nonexistent/prog"), &[], &[], dir.path(), &[]);
+        let missing = start(
+            Path::new("/nonexistent/prog"),
+            &[],
+            &[],
+            dir.path(),
+            Vec::new(),
+        );
         assert_eq!(
             missing.err().unwrap().kind(),
             io::ErrorKind::NotFound,
             "the exec's own error"
         );
         let gone = dir.path().join("gone");
-        let no_dir = start(Path::new("/bin/true"), &[], &[], &gone, &[])
+        let no_dir = start(Path::new("/bin/true"), &[], &[], &gone, Vec::new())
             .err()
             .unwrap();
         assert!(no_dir.to_string().contains("working directory"), "{no_dir}");
@@ -537,7 +525,14 @@ mod tests {
         std::fs::write(&file, "").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
         let argv = ["true".to_owned()];
-        let bad = start(Path::new("/bin/true"), &argv, &[], dir.path(), &[file]);
+        let procs = std::fs::OpenOptions::new().write(true).open(&file);
+        let bad = start(
+            Path::new("/bin/true"),
+            &argv,
+            &[],
+            dir.path(),
+            vec![procs.unwrap().into()],
+        );
         // Root may write a read-only file; either way nothing panics and a start is whole.
         if let Err(e) = bad {
             assert!(e.to_string().contains("cgroup"), "{e}");
@@ -549,7 +544,7 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_child_is_killed_and_reaped() {
         let argv = ["sleep".to_owned(), "1000".to_owned()];
-        let child = start(Path::new("sleep"), &argv, &[], Path::new("/"), &[]).unwrap();
+        let child = start(Path::new("sleep"), &argv, &[], Path::new("/"), Vec::new()).unwrap();
         let pid = child.id();
         drop(child);
         for _ in 0..200 {

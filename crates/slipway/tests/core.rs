@@ -959,8 +959,8 @@ fn a_server_started_by_up_detach_works_in_its_data_directory() {
 
 #[test]
 fn a_program_that_cannot_be_executed_is_reported_with_its_reason() {
-    // Children start through the server's own executable in launch mode (no fork of the
-    // server); what fails in it must reach the user as the exec error it is.
+    // Children start without a fork of the server (clone with CLONE_VM on the spawner
+    // thread); what fails there must reach the user as the exec error it is.
     let s = Slipway::start();
     let dir = s.write_app(
         "noexec",
