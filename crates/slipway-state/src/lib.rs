@@ -458,7 +458,8 @@ impl Store {
     /// crash of the server, and reaches the disk with the next synced commit or checkpoint,
     /// so only a power loss or a crash of the machine can take it back. For an event
     /// recorded on its own (an instance became ready, an API call was made): a deploy
-    /// records several, and each fsync (3-8 ms here) was on the deploy's path.
+    /// records several, and each fsync (3-8 ms here) was on the deploy's path; and for the
+    /// rows of running instances.
     fn write_unsynced<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.lock();
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -1047,9 +1048,15 @@ impl Store {
     }
 
     // --- instances ---
+    //
+    // An instance row lets the next server find a process the previous one left behind
+    // when it crashed (`kill_orphan`). Its writes do not wait for the disk
+    // ([`Store::write_unsynced`]): a crash of the server keeps them, and the power loss or
+    // machine crash that could take one back takes the process with it. One was synced on
+    // every instance start and stop, after the spawn and before the readiness wait.
 
     pub fn record_instance(&self, row: &InstanceRow) -> Result<()> {
-        self.write(|tx| {
+        self.write_unsynced(|tx| {
             tx.execute(
                 "INSERT OR REPLACE INTO instances(id, app, service, revision, pid, start_ticks, port, started_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -1069,7 +1076,7 @@ impl Store {
     }
 
     pub fn forget_instance(&self, id: &str) -> Result<()> {
-        self.write(|tx| {
+        self.write_unsynced(|tx| {
             tx.execute("DELETE FROM instances WHERE id = ?1", [id])?;
             Ok(())
         })
