@@ -256,6 +256,16 @@ pub struct NewEvent<'a> {
     pub message: String,
 }
 
+/// A revision that can receive requests ([`Store::serving_revisions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServingRevision {
+    pub app: String,
+    pub service: String,
+    pub revision: u64,
+    /// Reachable only through a tag: it has no traffic share.
+    pub tag_only: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InstanceRow {
     pub id: String,
@@ -915,6 +925,39 @@ impl Store {
         )?;
         let rows = stmt
             .query_map(params![app, service], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Every revision that can receive requests, of every service in the spec of an app
+    /// that is not down: those with a traffic share (`tag_only` false), then those reachable
+    /// only through a tag (`tag_only` true), each once, sorted by app, service and revision.
+    /// One query for what the autoscaler looks at every second (per service it took two).
+    pub fn serving_revisions(&self) -> Result<Vec<ServingRevision>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT t.app, t.service, t.revision, 0 FROM traffic t
+               JOIN services s ON s.app = t.app AND s.name = t.service AND s.removed = 0
+               JOIN apps a ON a.name = t.app AND a.down = 0
+              WHERE t.percent > 0
+             UNION
+             SELECT g.app, g.service, g.revision, 1 FROM tags g
+               JOIN services s ON s.app = g.app AND s.name = g.service AND s.removed = 0
+               JOIN apps a ON a.name = g.app AND a.down = 0
+              WHERE NOT EXISTS (SELECT 1 FROM traffic t WHERE t.app = g.app
+                                AND t.service = g.service AND t.revision = g.revision
+                                AND t.percent > 0)
+             ORDER BY 1, 2, 3",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ServingRevision {
+                    app: r.get(0)?,
+                    service: r.get(1)?,
+                    revision: r.get(2)?,
+                    tag_only: r.get(3)?,
+                })
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }

@@ -388,6 +388,50 @@ fn routing_gathers_every_routed_service_in_one_read() {
 }
 
 #[test]
+fn serving_revisions_are_the_shares_and_the_tag_only_revisions_of_apps_that_are_up() {
+    let (_d, s) = store();
+    let share = |revision, percent| TrafficTarget { revision, percent };
+    s.upsert_app("b", "p", &["web", "idle", "gone"]).unwrap();
+    s.upsert_app("a", "p", &["svc"]).unwrap();
+    s.upsert_app("c", "p", &["web"]).unwrap();
+    let a1 = ready_revision(&s, "a", "svc");
+    let a2 = ready_revision(&s, "a", "svc");
+    let a3 = ready_revision(&s, "a", "svc");
+    s.set_traffic("a", "svc", &[share(a1, 10), share(a2, 90)], "m")
+        .unwrap();
+    s.set_tag("a", "svc", "current", a2).unwrap();
+    s.set_tag("a", "svc", "next", a3).unwrap();
+    for svc in ["web", "gone"] {
+        let r = ready_revision(&s, "b", svc);
+        s.set_traffic("b", svc, &[share(r, 100)], "m").unwrap();
+    }
+    let idle = ready_revision(&s, "b", "idle");
+    s.set_tag("b", "idle", "t", idle).unwrap();
+    s.remove_service("b", "gone").unwrap();
+    let c1 = ready_revision(&s, "c", "web");
+    s.set_traffic("c", "web", &[share(c1, 100)], "m").unwrap();
+    s.set_app_down("c", true).unwrap();
+
+    let rows: Vec<(String, String, u64, bool)> = s
+        .serving_revisions()
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.app, r.service, r.revision, r.tag_only))
+        .collect();
+    let row = |a: &str, sv: &str, r, t| (a.to_owned(), sv.to_owned(), r, t);
+    assert_eq!(
+        rows,
+        [
+            row("a", "svc", a1, false),
+            row("a", "svc", a2, false),
+            row("a", "svc", a3, true),
+            row("b", "idle", idle, true),
+            row("b", "web", 1, false),
+        ]
+    );
+}
+
+#[test]
 fn an_online_backup_is_a_complete_store_that_opens_while_the_source_keeps_writing() {
     let (dir, s) = store();
     s.upsert_app("shop", "/srv/shop/slipway.yaml", &["web"])

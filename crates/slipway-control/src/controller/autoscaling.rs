@@ -114,37 +114,29 @@ impl Controller {
     pub(super) fn autoscale_tick(self: &Arc<Self>) {
         let now = self.epoch.elapsed();
         let mut serving = Vec::new();
-        for app in self.store.apps().unwrap_or_default() {
-            if app.down {
-                continue;
+        let mut last: Option<(String, Option<AppKey>)> = None;
+        for row in self.store.serving_revisions().unwrap_or_default() {
+            // Rows come sorted by app: each key is parsed once. Slipway writes only valid
+            // keys; a row with another is left alone.
+            if last.as_ref().is_none_or(|(app, _)| *app != row.app) {
+                last = Some((row.app.clone(), AppKey::parse(&row.app).ok()));
             }
-            // Slipway writes only valid keys; a row with another is left alone.
-            let Ok(key) = AppKey::parse(&app.name) else {
+            let Some((_, Some(key))) = &last else {
                 continue;
             };
-            for service in self.store.services(&app.name).unwrap_or_default() {
-                let traffic = self.store.traffic(&app.name, &service).unwrap_or_default();
-                for t in &traffic {
-                    serving.push((key.clone(), service.clone(), t.revision, false));
-                }
-                // A tagged revision without a share is reachable by its tag host; it
-                // scales on its own requests, down to zero.
-                for (_, rev) in self.store.tags(&app.name, &service).unwrap_or_default() {
-                    if !traffic.iter().any(|t| t.revision == rev) {
-                        serving.push((key.clone(), service.clone(), rev, true));
-                    }
-                }
-            }
+            // A tagged revision without a share is reachable by its tag host; it scales on
+            // its own requests, down to zero.
+            serving.push((key.clone(), row.service, row.revision, row.tag_only));
         }
         self.prune_stats(&serving, now);
         let mut decisions = Vec::new();
         {
             let mut scalers = self.scalers.lock().unwrap_or_else(|p| p.into_inner());
-            scalers.retain(|(a, sv, r), _| {
-                serving
-                    .iter()
-                    .any(|(a2, s2, r2, _)| a == a2 && sv == s2 && r == r2)
-            });
+            let wanted: std::collections::HashSet<(&AppKey, &str, u64)> = serving
+                .iter()
+                .map(|(a, s, r, _)| (a, s.as_str(), *r))
+                .collect();
+            scalers.retain(|(a, sv, r), _| wanted.contains(&(a, sv.as_str(), *r)));
             for (app, service, revision, tag_only) in &serving {
                 let key = (app.clone(), service.clone(), *revision);
                 let stats = self.revision_stats(app, service, *revision);
