@@ -234,18 +234,8 @@ struct ChildArgs {
 }
 
 fn start(spawn: &Spawn, stack: &mut ChildStack) -> io::Result<u32> {
-    let argv: Vec<*const libc::c_char> = spawn
-        .argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp: Vec<*const libc::c_char> = spawn
-        .envp
-        .iter()
-        .map(|e| e.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
+    let argv = null_terminated(&spawn.argv);
+    let envp = null_terminated(&spawn.envp);
     let cgroups: Vec<libc::c_int> = spawn.cgroups.iter().map(AsRawFd::as_raw_fd).collect();
     let args = ChildArgs {
         program: spawn.program.as_ptr(),
@@ -287,6 +277,15 @@ fn start(spawn: &Spawn, stack: &mut ChildStack) -> io::Result<u32> {
     // SAFETY: waits for the child just made, which nobody else waits for.
     unsafe { libc::waitpid(pid, &mut status, 0) };
     Err(stage_error(stage, args.errno.load(Ordering::SeqCst)))
+}
+
+/// The C array `execve` takes: pointers to `strings`, then a null pointer.
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
 }
 
 /// The error a failed child reported, as the `fork` + `exec` error it replaces.
