@@ -22,7 +22,8 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024;
 /// How many recent output lines each instance keeps in memory.
 pub const RING_LINES: usize = 200;
 /// The buffer in front of each log file: lines are written out when it fills and whenever
-/// the process has nothing more to say for the moment.
+/// the process has nothing more to say for the moment. It exists only while lines wait in it
+/// (see [`LogFile`]).
 const LOG_BUFFER: usize = 64 * 1024;
 
 /// How many of the first error-looking lines of each process an instance keeps in memory:
@@ -486,7 +487,7 @@ impl Output {
 /// files.
 struct LogWriter {
     path: PathBuf,
-    file: Option<io::BufWriter<File>>,
+    file: Option<LogFile>,
     size: u64,
     max_bytes: u64,
     keep: usize,
@@ -503,7 +504,7 @@ impl LogWriter {
         let size = file.metadata()?.len();
         Ok(LogWriter {
             path: path.to_path_buf(),
-            file: Some(io::BufWriter::with_capacity(LOG_BUFFER, file)),
+            file: Some(LogFile::Idle(file)),
             size,
             max_bytes,
             keep,
@@ -517,9 +518,16 @@ impl LogWriter {
         self.report(written);
     }
 
+    /// Writes out the buffered lines and gives the emptied buffer back.
     fn flush(&mut self) {
-        if let Some(file) = &mut self.file {
-            let flushed = file.flush();
+        if let Some(LogFile::Buffering(writer)) = &mut self.file {
+            let flushed = writer.flush();
+            if flushed.is_ok()
+                && let Some(LogFile::Buffering(writer)) = self.file.take()
+            {
+                // Just flushed: nothing is left in the buffer for `into_parts` to hand back.
+                self.file = Some(LogFile::Idle(writer.into_parts().0));
+            }
             self.report(flushed);
         }
     }
@@ -542,27 +550,29 @@ impl LogWriter {
         if self.size > 0 && self.size.saturating_add(len) > self.max_bytes {
             self.rotate()?;
         }
-        let file = match &mut self.file {
-            Some(file) => file,
+        let mut writer = match self.file.take() {
+            Some(LogFile::Buffering(writer)) => writer,
+            Some(LogFile::Idle(file)) => io::BufWriter::with_capacity(LOG_BUFFER, file),
             None => {
                 let file = OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(&self.path)?;
                 self.size = file.metadata()?.len();
-                self.file
-                    .insert(io::BufWriter::with_capacity(LOG_BUFFER, file))
+                io::BufWriter::with_capacity(LOG_BUFFER, file)
             }
         };
-        file.write_all(line)?;
+        let written = writer.write_all(line);
+        self.file = Some(LogFile::Buffering(writer));
+        written?;
         self.size += len;
         Ok(())
     }
 
     /// Shifts `<file>.N-1` to `<file>.N` … and the file to `<file>.1`, dropping the oldest.
     fn rotate(&mut self) -> io::Result<()> {
-        if let Some(mut file) = self.file.take() {
-            file.flush()?;
+        if let Some(LogFile::Buffering(mut writer)) = self.file.take() {
+            writer.flush()?;
         }
         if self.keep == 0 {
             ignore_not_found(fs::remove_file(&self.path))?;
@@ -580,9 +590,19 @@ impl LogWriter {
             .append(true)
             .open(&self.path)?;
         self.size = file.metadata()?.len();
-        self.file = Some(io::BufWriter::with_capacity(LOG_BUFFER, file));
+        self.file = Some(LogFile::Idle(file));
         Ok(())
     }
+}
+
+/// A log file and, while lines wait to be written out, its [`LOG_BUFFER`]. The first line
+/// after a flush makes the buffer and the flush that empties it drops it, so an instance holds
+/// no buffer between its bursts of output. A buffer kept for the instance's whole life cost
+/// 64 KiB each: a deploy of a thousand services held 64-128 MiB of them at once, and the heap
+/// kept that room after the instances stopped.
+enum LogFile {
+    Idle(File),
+    Buffering(io::BufWriter<File>),
 }
 
 fn numbered(path: &Path, n: usize) -> PathBuf {
@@ -864,6 +884,30 @@ mod tests {
         assert_eq!(
             texts(&read_log_lines(&path), "stdout"),
             ["from the first process", "from the second process"]
+        );
+    }
+
+    #[test]
+    fn the_buffer_exists_only_while_lines_wait_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (output, path) = output_in(dir.path(), 1 << 20, 1);
+        let buffering = |o: &Output| matches!(o.lock().writer.file, Some(LogFile::Buffering(_)));
+        assert!(!buffering(&output), "no buffer before the first line");
+        output.line("stdout", "one");
+        output.line("stdout", "two");
+        assert!(buffering(&output));
+        assert_eq!(
+            texts(&read_log_lines(&path), "stdout"),
+            Vec::<String>::new()
+        );
+        output.flush();
+        assert!(!buffering(&output), "the flush gives the buffer back");
+        assert_eq!(texts(&read_log_lines(&path), "stdout"), ["one", "two"]);
+        output.line("stdout", "three");
+        output.flush();
+        assert_eq!(
+            texts(&read_log_lines(&path), "stdout"),
+            ["one", "two", "three"]
         );
     }
 
