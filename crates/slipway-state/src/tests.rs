@@ -581,3 +581,31 @@ fn an_event_on_its_own_is_committed_unsynced_and_every_other_write_stays_synced(
         "{events:?}"
     );
 }
+
+#[test]
+fn cached_queries_are_not_compiled_again_for_other_values() {
+    let (_dir, s) = store();
+    s.upsert_app("clinic", "/x/slipway.yaml", &["api", "web"])
+        .unwrap();
+    for svc in ["api", "web"] {
+        ready_revision(&s, "clinic", svc);
+    }
+    for _ in 0..5 {
+        for svc in ["api", "web"] {
+            assert_eq!(s.revisions("clinic", svc).unwrap().len(), 1);
+            s.traffic("clinic", svc).unwrap();
+        }
+    }
+    let conn = s.lock();
+    let revisions = conn
+        .prepare_cached(
+            "SELECT app, service, number, created_at, digest, config, state, message FROM revisions \
+             WHERE app = ?1 AND service = ?2 ORDER BY number",
+        )
+        .unwrap();
+    // The ten calls above ran the one cached statement with alternating values.
+    assert_eq!(
+        revisions.get_status(rusqlite::StatementStatus::RePrepare),
+        0
+    );
+}
