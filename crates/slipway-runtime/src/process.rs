@@ -173,8 +173,32 @@ pub(crate) fn resolve(config: &InstanceConfig) -> Result<PathBuf, StartError> {
         };
     }
 
-    let search_path: OsString = config
-        .env
+    match search_path(program, &config.env, workdir) {
+        Found::Executable(path) => Ok(path),
+        Found::NotExecutable(path) => Err(not_executable(path, "is not executable")),
+        Found::Missing(searched) => Err(StartError::ProgramNotFound {
+            id: id.clone(),
+            program: program.clone(),
+            workdir: workdir.clone(),
+            looked: format!("searched PATH={}", searched.to_string_lossy()),
+        }),
+    }
+}
+
+/// What a search of the PATH found.
+enum Found {
+    /// The first executable file of that name.
+    Executable(PathBuf),
+    /// No executable one, but this file of that name.
+    NotExecutable(PathBuf),
+    /// Nothing: the PATH searched.
+    Missing(OsString),
+}
+
+/// Looks `program` (a name without a slash) up in the PATH that `env` sets, else the
+/// server's, as the child would in `workdir` (an empty or relative entry is relative to it).
+fn search_path(program: &str, env: &[(String, String)], workdir: &Path) -> Found {
+    let search_path: OsString = env
         .iter()
         .rev()
         .find(|(key, _)| key == "PATH")
@@ -183,11 +207,10 @@ pub(crate) fn resolve(config: &InstanceConfig) -> Result<PathBuf, StartError> {
         .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     let mut found_non_executable = None;
     for dir in std::env::split_paths(&search_path) {
-        // An empty entry means the current directory, which for the child is the workdir.
         let candidate = workdir.join(dir).join(program);
         match std::fs::metadata(&candidate) {
             Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
-                return Ok(candidate);
+                return Found::Executable(candidate);
             }
             Ok(meta) if meta.is_file() => {
                 found_non_executable.get_or_insert(candidate);
@@ -196,13 +219,8 @@ pub(crate) fn resolve(config: &InstanceConfig) -> Result<PathBuf, StartError> {
         }
     }
     match found_non_executable {
-        Some(path) => Err(not_executable(path, "is not executable")),
-        None => Err(StartError::ProgramNotFound {
-            id: id.clone(),
-            program: program.clone(),
-            workdir: workdir.clone(),
-            looked: format!("searched PATH={}", search_path.to_string_lossy()),
-        }),
+        Some(path) => Found::NotExecutable(path),
+        None => Found::Missing(search_path),
     }
 }
 
@@ -260,7 +278,7 @@ pub(crate) fn start(
     workdir: &Path,
     cgroups: Vec<std::os::fd::OwnedFd>,
 ) -> io::Result<Child> {
-    let program = on_path(program, env);
+    let program = on_path(program, env, workdir);
     let null = std::fs::File::open("/dev/null")?;
     let (stdout, stdout_write) = io::pipe()?;
     let (stderr, stderr_write) = io::pipe()?;
@@ -278,28 +296,17 @@ pub(crate) fn start(
     Child::adopt(pid, stdout.into(), stderr.into())
 }
 
-/// `program` as `execvp` would find it: a name without a slash is looked up in the PATH
-/// that `env` sets, else the server's; unchanged when it has a slash or is not found (the
-/// `exec` then says `NotFound`).
-fn on_path(program: &Path, env: &[(String, String)]) -> PathBuf {
-    if program.as_os_str().as_encoded_bytes().contains(&b'/') {
+/// `program` as `execvp` would find it from `workdir`: a name without a slash is looked up
+/// with [`search_path`]; unchanged when it has a slash or no executable of that name is
+/// found (the `exec` then says why).
+fn on_path(program: &Path, env: &[(String, String)], workdir: &Path) -> PathBuf {
+    let Some(name) = program.to_str().filter(|p| !p.contains('/')) else {
         return program.to_path_buf();
+    };
+    match search_path(name, env, workdir) {
+        Found::Executable(path) => path,
+        Found::NotExecutable(_) | Found::Missing(_) => program.to_path_buf(),
     }
-    let search: Option<OsString> = env
-        .iter()
-        .rev()
-        .find(|(key, _)| key == "PATH")
-        .map(|(_, value)| value.into())
-        .or_else(|| std::env::var_os("PATH"));
-    search
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(program))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-        })
-        .unwrap_or_else(|| program.to_path_buf())
 }
 
 /// Sends `signal` to the process group `pgid`; a group that no longer exists is not an error.
