@@ -121,9 +121,7 @@ fn read_usage(version: Version, dir: impl Fn(&str) -> Option<PathBuf>) -> Usage 
             cpu_nanos: read("cpu", "cpu.stat")
                 .and_then(|t| keyed(&t, "usage_usec"))
                 .map_or(0, |us| us * 1000),
-            oom_kills: read("memory", "memory.events")
-                .and_then(|t| keyed(&t, "oom_kill"))
-                .unwrap_or(0),
+            oom_kills: read_oom_kills(version, &dir),
             pids: read("pids", "pids.current")
                 .and_then(|t| t.trim().parse().ok())
                 .unwrap_or(0),
@@ -135,14 +133,25 @@ fn read_usage(version: Version, dir: impl Fn(&str) -> Option<PathBuf>) -> Usage 
             cpu_nanos: read("cpuacct", "cpuacct.usage")
                 .and_then(|t| t.trim().parse().ok())
                 .unwrap_or(0),
-            oom_kills: read("memory", "memory.oom_control")
-                .and_then(|t| keyed(&t, "oom_kill"))
-                .unwrap_or(0),
+            oom_kills: read_oom_kills(version, &dir),
             pids: read("pids", "pids.current")
                 .and_then(|t| t.trim().parse().ok())
                 .unwrap_or(0),
         },
     }
+}
+
+/// The group's count of out-of-memory kills: `oom_kill` in `memory.events` (v2) or
+/// `memory.oom_control` (v1); 0 when it cannot be read.
+fn read_oom_kills(version: Version, dir: impl Fn(&str) -> Option<PathBuf>) -> u64 {
+    let file = match version {
+        Version::V2 => "memory.events",
+        Version::V1 => "memory.oom_control",
+    };
+    dir("memory")
+        .and_then(|dir| fs::read_to_string(dir.join(file)).ok())
+        .and_then(|t| keyed(&t, "oom_kill"))
+        .unwrap_or(0)
 }
 
 /// The value of `key` in a flat keyed file such as `cpu.stat` (`usage_usec 1234`).
@@ -413,14 +422,7 @@ impl InstanceCgroup {
 
     /// The count of out-of-memory kills in the group (one file read).
     pub(crate) fn oom_kills(&self) -> u64 {
-        let (file, controller) = match self.version {
-            Version::V2 => ("memory.events", "memory"),
-            Version::V1 => ("memory.oom_control", "memory"),
-        };
-        self.dir(controller)
-            .and_then(|dir| fs::read_to_string(dir.join(file)).ok())
-            .and_then(|t| keyed(&t, "oom_kill"))
-            .unwrap_or(0)
+        read_oom_kills(self.version, |controller| self.dir(controller))
     }
 
     /// What the instance has used.
