@@ -59,7 +59,6 @@ impl Child {
                 // No pidfd: kill and reap it here, blocking (it is ours and killed).
                 let _ = rustix::process::kill_process(raw, Signal::KILL);
                 let _ = rustix::process::waitpid(Some(raw), WaitOptions::empty());
-                child.status = Some(ExitStatus::from_raw(libc::SIGKILL));
                 return Err(e);
             }
         };
