@@ -48,6 +48,7 @@ mod deploy;
 #[cfg(test)]
 mod fake;
 mod instances;
+mod memory;
 mod ports;
 mod progressive;
 mod queries;
@@ -151,6 +152,8 @@ pub struct Controller {
     acme: std::sync::OnceLock<Arc<crate::acme::Acme>>,
     /// The HTTPS listener's certificates, when the server has one.
     tls_certs: std::sync::OnceLock<Arc<slipway_router::tls::TlsCerts>>,
+    /// Gives the memory of bursts of work back to the system once they are over.
+    memory: Arc<memory::MemoryReturn>,
 }
 
 /// The autoscaler of one revision and what it last saw.
@@ -338,7 +341,14 @@ impl Controller {
             acme: std::sync::OnceLock::new(),
             tls_certs: std::sync::OnceLock::new(),
             databases: databases::Databases::default(),
+            memory: Arc::default(),
         })
+    }
+
+    /// Gives the memory freed by bursts of work (deploys, instances stopping) back to the
+    /// system once each burst is over, until the server stops (see `memory`).
+    pub fn spawn_memory_return(&self) {
+        self.spawn(self.memory.clone().run());
     }
 
     /// Hands the controller the server's ACME client, for `status` and `/metrics`.

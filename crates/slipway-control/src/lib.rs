@@ -165,6 +165,7 @@ pub async fn run_server(mut config: ServerConfig) -> anyhow::Result<()> {
     );
     controller.recover().await?;
     controller.spawn_autoscaler();
+    controller.spawn_memory_return();
 
     let stop = Arc::new(Notify::new());
     let state = api::ApiState {

@@ -475,8 +475,9 @@ impl Controller {
             }
         }
         drop(live);
-        // Directory I/O stays off the async workers, which also serve the router.
+        // Directory I/O stays off the async workers.
         tokio::task::spawn_blocking(self.prune_logs(app, service));
+        self.memory.churned();
     }
 
     /// Deletes the logs of a service's stopped instances beyond the newest `keep_logs` and

@@ -18,6 +18,7 @@ impl Controller {
             }
         };
         self.router.publish(table);
+        self.memory.churned();
     }
 
     pub(super) fn build_routes(&self) -> Result<RouteTable> {
