@@ -185,6 +185,21 @@ fn validate(tree: &Tree, diagnostics: &mut Vec<Diagnostic>) {
     structure::check(tree, &owned, diagnostics);
 }
 
+/// The `app:` of the spec file at `path`, read without checking the rest of the file: for
+/// the commands that only need to know which app to act on (`status`, `logs`, `rollback`),
+/// which must work while the file is being edited. `None` when the file cannot be read, is
+/// not YAML, or has no valid `app:`; [`load`] then says why.
+pub fn app_name(path: &Path) -> Option<String> {
+    let source = std::fs::read_to_string(path).ok()?;
+    let (tree, problems) = tree::parse(&source).ok()?;
+    if !problems.is_empty() {
+        return None;
+    }
+    let app = tree.json.get("app")?.as_str()?;
+    slipway_core::names::check_name("app", app).ok()?;
+    Some(app.to_owned())
+}
+
 /// Reads and parses the spec file at `path` for the `development` environment; relative
 /// `workdir`s are resolved against the file's directory. The same as [`load_env`] with
 /// [`DEVELOPMENT`].

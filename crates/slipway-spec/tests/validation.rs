@@ -536,3 +536,31 @@ fn columns_count_characters_and_offsets_count_bytes() {
     assert_eq!(d.offset, source.find("\"A-B\"").expect("present"));
     assert_eq!(d.len, 5);
 }
+
+/// `app_name` reads `app:` alone: a file with problems elsewhere still names its app, and a
+/// file without a valid one names none (the full load then says why).
+#[test]
+fn app_name_reads_only_the_app() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("slipway.yaml");
+    let write = |text: &str| std::fs::write(&file, text).expect("write");
+
+    write("app: shop\nservices:\n  web:\n    run: [./server]\n    porrt: 8080\n");
+    assert!(slipway_spec::load(&file).is_err(), "the typo is a problem");
+    assert_eq!(slipway_spec::app_name(&file).as_deref(), Some("shop"));
+
+    for text in [
+        "app: Shop_1\nservices: {}\n",
+        "app: [shop]\n",
+        "services: {}\n",
+        "app: shop\napp: other\n",
+        "app: shop\n  bad: : indentation\n",
+    ] {
+        write(text);
+        assert_eq!(slipway_spec::app_name(&file), None, "{text:?}");
+    }
+    assert_eq!(
+        slipway_spec::app_name(&dir.path().join("missing.yaml")),
+        None
+    );
+}

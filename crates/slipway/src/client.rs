@@ -33,6 +33,12 @@ impl Client {
             .is_ok()
     }
 
+    /// Whether a server listens on the socket: a connection, no request. Enough to decide
+    /// whether to start one; the request that follows reports a server that cannot answer.
+    pub async fn is_listening(&self) -> bool {
+        UnixStream::connect(&self.socket).await.is_ok()
+    }
+
     async fn send(
         &self,
         method: &str,

@@ -15,7 +15,7 @@ use slipway_control::dto;
 /// actions, down), which must not fail because no server has run yet. The server recovers
 /// what is stored in `data`, so the command acts on the same state as with a running one.
 pub(crate) async fn ensure_server(client: &Client, data: &Path) -> anyhow::Result<()> {
-    if client.is_up().await {
+    if client.is_listening().await {
         return Ok(());
     }
     start_server(client, data, &Listen::from_env()?).await

@@ -239,19 +239,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             env,
         } => {
             let file = spec_file(&file);
-            if validate_quiet(&file, &env.environment)?.is_some() {
+            let Some((applied, _)) =
+                register(&client, &data, &file, &env.environment, None).await?
+            else {
                 return Ok(ExitCode::FAILURE);
-            }
-            ensure_server(&client, &data).await?;
-            let applied: dto::ApplyResponse = client
-                .post(
-                    "/v1/apps",
-                    &dto::ApplyRequest {
-                        spec_path: file.display().to_string(),
-                        environment: Some(env.environment.clone()),
-                    },
-                )
-                .await?;
+            };
             let ok = deploy(
                 &client,
                 &applied.app,
@@ -275,19 +267,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             check_name("service", &service)?;
             let file = spec_file(&file);
-            if validate_quiet(&file, &to)?.is_some() {
+            let Some((applied, _)) = register(&client, &data, &file, &to, None).await? else {
                 return Ok(ExitCode::FAILURE);
-            }
-            ensure_server(&client, &data).await?;
-            let applied: dto::ApplyResponse = client
-                .post(
-                    "/v1/apps",
-                    &dto::ApplyRequest {
-                        spec_path: file.display().to_string(),
-                        environment: Some(to.clone()),
-                    },
-                )
-                .await?;
+            };
             let started = Instant::now();
             let mut ok = true;
             client
@@ -666,6 +648,43 @@ fn validate(file: &Path) -> anyhow::Result<ExitCode> {
 
 /// Checks a spec locally for `environment`, printing its problems to stderr; `Some(n)`
 /// when there are `n`.
+/// Registers the spec file with the server (`POST /v1/apps`), which reads and checks it,
+/// starting a server first (on `listen`, or `SLIPWAY_LISTEN` and `SLIPWAY_ADMIN`) when none
+/// runs. The file is checked here as well only when no server runs, so that none is started
+/// for a file with problems, and when the server refuses it, to show its problems with their
+/// positions as `validate` does. `None`: the file has problems, printed; otherwise the
+/// server's answer and whether a server was started.
+async fn register(
+    client: &Client,
+    data: &Path,
+    file: &Path,
+    environment: &str,
+    listen: Option<&Listen>,
+) -> anyhow::Result<Option<(dto::ApplyResponse, bool)>> {
+    let running = client.is_listening().await;
+    if !running {
+        if validate_quiet(file, environment)?.is_some() {
+            return Ok(None);
+        }
+        match listen {
+            Some(listen) => start_server(client, data, listen).await?,
+            None => start_server(client, data, &Listen::from_env()?).await?,
+        }
+    }
+    let request = dto::ApplyRequest {
+        spec_path: file.display().to_string(),
+        environment: Some(environment.to_owned()),
+    };
+    match client.post("/v1/apps", &request).await {
+        Ok(applied) => Ok(Some((applied, !running))),
+        Err(e) if validate_quiet(file, environment)?.is_some() => {
+            tracing::debug!("the server refused the spec: {e:#}");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn validate_quiet(file: &Path, environment: &str) -> anyhow::Result<Option<usize>> {
     match slipway_spec::load_env(file, environment) {
         Ok(_) => Ok(None),
@@ -701,6 +720,10 @@ async fn resolve_app(client: &Client, arg: &AppArg) -> anyhow::Result<AppKey> {
     }
     let here = spec_file(Path::new("."));
     if here.exists() {
+        // Only `app:` matters here: a file half-way through an edit must not stop a rollback.
+        if let Some(app) = slipway_spec::app_name(&here) {
+            return key(&app);
+        }
         return match slipway_spec::load(&here) {
             Ok(spec) => key(&spec.app),
             Err(e) => bail!(
@@ -1146,24 +1169,11 @@ async fn up(
     listen: &Listen,
     environment: &str,
 ) -> anyhow::Result<ExitCode> {
-    if validate_quiet(file, environment)?.is_some() {
+    let Some((applied, started_server)) =
+        register(client, data, file, environment, Some(listen)).await?
+    else {
         return Ok(ExitCode::FAILURE);
-    }
-    let started_server = if client.is_up().await {
-        false
-    } else {
-        start_server(client, data, listen).await?;
-        true
     };
-    let applied: dto::ApplyResponse = client
-        .post(
-            "/v1/apps",
-            &dto::ApplyRequest {
-                spec_path: file.display().to_string(),
-                environment: Some(environment.to_owned()),
-            },
-        )
-        .await?;
     let ok = deploy(client, &applied.app, vec![], false, None, false).await?;
     let status: dto::AppStatus = client.get(&format!("/v1/apps/{}", applied.app)).await?;
     println!();

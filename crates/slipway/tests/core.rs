@@ -253,6 +253,51 @@ fn a_revision_that_crashes_on_start_fails_the_deploy_and_the_old_one_keeps_servi
     assert!(revs.contains("failed"), "{revs}");
 }
 
+/// With a server running, `deploy` leaves the checking of the file to the server; a file with
+/// problems still gets every problem with its position, nothing deployed. The commands that
+/// only need the app's name (`rollback`, `status`) work while the file is broken.
+#[test]
+fn a_broken_spec_is_refused_with_positions_and_rollback_still_works() {
+    let s = Slipway::start();
+    let marker = path_str(s.dir.path());
+    let warm = |v: &str| {
+        spec(&format!("{marker}/shop"), v, "").replace("keep_previous: 0s", "keep_previous: 60s")
+    };
+    let dir = s.write_app("shop", &warm("v1"));
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    std::fs::write(dir.join("slipway.yaml"), warm("v2")).unwrap();
+    s.ok(&["deploy", "-f", &path_str(&dir)]);
+    s.wait_body("api.shop.localhost", "/", "v2", Duration::from_secs(5));
+
+    let broken = warm("v3").replace("    routes:", "    rotes:");
+    std::fs::write(dir.join("slipway.yaml"), &broken).unwrap();
+    let out = s.cli(&["deploy", "-f", &path_str(&dir)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let file = path_str(&dir.join("slipway.yaml"));
+    assert!(stderr.contains(&format!("{file}:6:5")), "{stderr}");
+    assert!(stderr.contains("unknown key `rotes`"), "{stderr}");
+    assert_eq!(stderr.matches("unknown key").count(), 1, "{stderr}");
+    assert!(!stderr.contains("error: error"), "{stderr}");
+    let revs = s.ok(&["revisions", "api", "--app", "shop"]);
+    assert!(!revs.contains(" 3 "), "{revs}");
+
+    let out = s
+        .command(&["rollback", "api"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("revision 2 -> 1"), "{stdout}");
+    let (code, body) = s.get("api.shop.localhost", "/").unwrap();
+    assert_eq!((code, &body[..2]), (200, "v1"));
+}
+
 #[test]
 fn rollback_switches_back_at_once_while_the_previous_revision_is_warm() {
     let s = Slipway::start();
