@@ -6,9 +6,10 @@
 //! eight per core). What those threads free stays in their arenas: the server's RSS after a
 //! 200-service deploy that has gone idle was about 10 MiB above what it holds live, and
 //! `malloc_trim(0)` gave that back at once. So once the control plane has been quiet for
-//! `QUIET` after such work, the server trims once. The trim locks each arena in turn; never
-//! while work goes on (a deploy loop never triggers one), so the router, whose threads
-//! allocate from their own arenas, meets it at most once per burst.
+//! `QUIET` after such work, the server trims once; if the work never pauses that long (a
+//! dashboard polling, a deploy loop), once per `LONGEST_WAIT`. The trim locks each arena in
+//! turn, so the router, whose threads allocate from their own arenas, meets it at most that
+//! often.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,8 @@ use tokio::sync::Notify;
 
 /// How long the control plane must have been quiet after work that freed memory.
 pub(super) const QUIET: Duration = Duration::from_secs(2);
+/// How long work that never pauses for `QUIET` postpones a trim at most.
+pub(super) const LONGEST_WAIT: Duration = Duration::from_secs(30);
 
 /// Collects "work that freed memory happened" and trims once things are quiet.
 #[derive(Default)]
@@ -28,7 +31,7 @@ pub(super) struct MemoryReturn {
 
 impl MemoryReturn {
     /// Says that work that allocated and freed memory (a deploy's switch, an instance
-    /// stopped) has just happened.
+    /// stopped, an API call) has just happened.
     pub(super) fn churned(&self) {
         self.churn.notify_one();
     }
@@ -39,15 +42,21 @@ impl MemoryReturn {
         self.trims.load(Ordering::Relaxed)
     }
 
-    /// Waits for work, then for `QUIET` without more, then trims; for ever.
+    /// Waits for work, then for `QUIET` without more (`LONGEST_WAIT` at most), then trims;
+    /// for ever.
     pub(super) async fn run(self: Arc<Self>) {
+        use tokio::time::{Instant, timeout_at};
         loop {
             self.churn.notified().await;
-            // More work within `QUIET` postpones the trim.
-            while tokio::time::timeout(QUIET, self.churn.notified())
-                .await
-                .is_ok()
-            {}
+            // More work within `QUIET` postpones the trim, up to `LONGEST_WAIT`.
+            let latest = Instant::now() + LONGEST_WAIT;
+            loop {
+                let until = (Instant::now() + QUIET).min(latest);
+                let more = timeout_at(until, self.churn.notified()).await.is_ok();
+                if !more || Instant::now() >= latest {
+                    break;
+                }
+            }
             // A trim walks every arena: tens of microseconds idle, milliseconds with
             // hundreds of MiB to give back. Not on an async worker.
             let _ = tokio::task::spawn_blocking(trim).await;
@@ -97,5 +106,18 @@ mod tests {
         memory.churned();
         tokio::time::sleep(QUIET * 2).await;
         assert_eq!(memory.trims(), 2, "one trim per burst");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_that_never_pauses_gets_a_trim_per_longest_wait() {
+        let memory = Arc::new(MemoryReturn::default());
+        tokio::spawn(memory.clone().run());
+        let started = tokio::time::Instant::now();
+        // A dashboard polling every half second, for a little over three longest waits.
+        while started.elapsed() < LONGEST_WAIT * 3 + QUIET {
+            memory.churned();
+            tokio::time::sleep(QUIET / 4).await;
+        }
+        assert_eq!(memory.trims(), 3);
     }
 }
