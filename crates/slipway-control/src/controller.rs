@@ -351,12 +351,6 @@ impl Controller {
         self.spawn(self.memory.clone().run());
     }
 
-    /// Says that an API call has just been answered: what it allocated (a status of a
-    /// thousand services, a scrape of `/metrics`) is given back once things are quiet.
-    pub fn api_call_answered(&self) {
-        self.memory.churned();
-    }
-
     /// Hands the controller the server's ACME client, for `status` and `/metrics`.
     pub fn set_acme(&self, acme: Arc<crate::acme::Acme>) {
         let _ = self.acme.set(acme);

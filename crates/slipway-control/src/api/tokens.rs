@@ -144,8 +144,7 @@ fn info(row: TokenRow) -> ApiResult<dto::TokenInfo> {
 /// Records every call that may change something (any method but GET and HEAD) as an
 /// `api.request` event with its actor, once the answer's status is known (for a streamed
 /// answer, when the stream starts). The caller comes from the request's [`Caller`]
-/// extension, which the admin listener's gate and the Unix socket's server set. Every call
-/// is also work whose memory the controller gives back once things are quiet.
+/// extension, which the admin listener's gate and the Unix socket's server set.
 pub(super) async fn audit(
     State(s): State<ApiState>,
     caller: Option<Extension<Caller>>,
@@ -153,9 +152,7 @@ pub(super) async fn audit(
     next: Next,
 ) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD) {
-        let response = next.run(req).await;
-        s.controller.api_call_answered();
-        return response;
+        return next.run(req).await;
     }
     let actor = caller.map_or_else(|| "unknown".to_owned(), |c| c.actor().to_owned());
     let method = req.method().clone();
@@ -172,7 +169,6 @@ pub(super) async fn audit(
     if let Err(e) = s.controller.store().add_event_by(&event, &actor) {
         tracing::warn!(error = %e, %actor, %method, %path, "cannot record an API call in the event log");
     }
-    s.controller.api_call_answered();
     response
 }
 
