@@ -253,21 +253,31 @@ fn a_revision_that_crashes_on_start_fails_the_deploy_and_the_old_one_keeps_servi
     assert!(revs.contains("failed"), "{revs}");
 }
 
+/// The spec of `shop` at `version` whose previous revision stays warm for a minute.
+fn warm_spec(s: &Slipway, version: &str) -> String {
+    let marker = path_str(s.dir.path());
+    spec(&format!("{marker}/shop"), version, "").replace("keep_previous: 0s", "keep_previous: 60s")
+}
+
+/// `shop` deployed twice: revision 2 serves, revision 1 is still warm. Returns the app's
+/// folder and its spec at a version.
+fn shop_at_v2_with_v1_warm(s: &Slipway) -> (std::path::PathBuf, impl Fn(&str) -> String + '_) {
+    let warm = |v: &str| warm_spec(s, v);
+    let dir = s.write_app("shop", &warm("v1"));
+    s.ok(&["up", &path_str(&dir), "--detach"]);
+    std::fs::write(dir.join("slipway.yaml"), warm("v2")).unwrap();
+    s.ok(&["deploy", "-f", &path_str(&dir)]);
+    s.wait_body("api.shop.localhost", "/", "v2", Duration::from_secs(5));
+    (dir, warm)
+}
+
 /// With a server running, `deploy` leaves the checking of the file to the server; a file with
 /// problems still gets every problem with its position, nothing deployed. The commands that
 /// only need the app's name (`rollback`, `status`) work while the file is broken.
 #[test]
 fn a_broken_spec_is_refused_with_positions_and_rollback_still_works() {
     let s = Slipway::start();
-    let marker = path_str(s.dir.path());
-    let warm = |v: &str| {
-        spec(&format!("{marker}/shop"), v, "").replace("keep_previous: 0s", "keep_previous: 60s")
-    };
-    let dir = s.write_app("shop", &warm("v1"));
-    s.ok(&["up", &path_str(&dir), "--detach"]);
-    std::fs::write(dir.join("slipway.yaml"), warm("v2")).unwrap();
-    s.ok(&["deploy", "-f", &path_str(&dir)]);
-    s.wait_body("api.shop.localhost", "/", "v2", Duration::from_secs(5));
+    let (dir, warm) = shop_at_v2_with_v1_warm(&s);
 
     let broken = warm("v3").replace("    routes:", "    rotes:");
     std::fs::write(dir.join("slipway.yaml"), &broken).unwrap();
@@ -296,20 +306,15 @@ fn a_broken_spec_is_refused_with_positions_and_rollback_still_works() {
     assert!(stdout.contains("revision 2 -> 1"), "{stdout}");
     let (code, body) = s.get("api.shop.localhost", "/").unwrap();
     assert_eq!((code, &body[..2]), (200, "v1"));
+    let out = s.command(&["status"]).current_dir(&dir).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("api"));
 }
 
 #[test]
 fn rollback_switches_back_at_once_while_the_previous_revision_is_warm() {
     let s = Slipway::start();
-    let marker = path_str(s.dir.path());
-    let warm = |v: &str| {
-        spec(&format!("{marker}/shop"), v, "").replace("keep_previous: 0s", "keep_previous: 60s")
-    };
-    let dir = s.write_app("shop", &warm("v1"));
-    s.ok(&["up", &path_str(&dir), "--detach"]);
-    std::fs::write(dir.join("slipway.yaml"), warm("v2")).unwrap();
-    s.ok(&["deploy", "-f", &path_str(&dir)]);
-    s.wait_body("api.shop.localhost", "/", "v2", Duration::from_secs(5));
+    let _ = shop_at_v2_with_v1_warm(&s);
 
     let t0 = Instant::now();
     let out = s.ok(&["rollback", "api", "--app", "shop"]);
