@@ -646,8 +646,6 @@ fn validate(file: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Checks a spec locally for `environment`, printing its problems to stderr; `Some(n)`
-/// when there are `n`.
 /// Registers the spec file with the server (`POST /v1/apps`), which reads and checks it,
 /// starting a server first (on `listen`, or `SLIPWAY_LISTEN` and `SLIPWAY_ADMIN`) when none
 /// runs. The file is checked here as well only when no server runs, so that none is started
@@ -685,6 +683,8 @@ async fn register(
     }
 }
 
+/// Checks a spec locally for `environment`, printing its problems to stderr; `Some(n)`
+/// when there are `n`.
 fn validate_quiet(file: &Path, environment: &str) -> anyhow::Result<Option<usize>> {
     match slipway_spec::load_env(file, environment) {
         Ok(_) => Ok(None),

@@ -3,11 +3,11 @@
 //! A deploy of many services, or many instances scaling to zero at once, runs on many
 //! threads at the same time (async workers and blocking-pool threads for snapshots, checkouts
 //! and log pruning), and glibc's allocator gives each busy thread an arena of its own (up to
-//! eight per core). What those threads free stays in their arenas: the server's RSS after a
-//! 200-service deploy that has gone idle was about 10 MiB above what it holds live, and
-//! `malloc_trim(0)` gave that back at once. So once the control plane has been quiet for
-//! `QUIET` after such work, the server trims once; if the work never pauses that long (a
-//! deploy loop, instances scaling up and down all the time), once per `LONGEST_WAIT`. The trim locks each arena in
+//! eight per core). What those threads free stays in their arenas: after a 200-service deploy
+//! had gone idle, the server held 24 MiB of anonymous memory, and `malloc_trim(0)` brought it
+//! to 14 MiB at once. So once the control plane has been quiet for `QUIET` after such work,
+//! the server trims once; if the work never pauses that long (a deploy loop, instances
+//! scaling up and down all the time), once per `LONGEST_WAIT`. The trim locks each arena in
 //! turn, so the router, whose threads allocate from their own arenas, meets it at most that
 //! often.
 
