@@ -46,12 +46,45 @@ impl Counters {
     }
 }
 
-/// One revision's measurements, as read at scrape time.
+/// One revision's measurements, as read at scrape time: only what the families show, so
+/// that a scrape of 10,000 revisions does not hold 10,000 full histograms (3 KiB each).
 #[derive(Debug)]
 pub struct RevisionSample {
     pub labels: Labels,
-    pub totals: Totals,
-    pub in_flight: u64,
+    requests_by_class: [u64; 5],
+    errors: u64,
+    /// Requests per `DURATION_BOUNDS` bucket and then `+Inf`; not cumulative.
+    buckets: [u64; DURATION_BOUNDS.len() + 1],
+    latency_count: u64,
+    latency_sum: Duration,
+    in_flight: u64,
+}
+
+impl RevisionSample {
+    pub fn new(labels: Labels, totals: &Totals, in_flight: u64) -> RevisionSample {
+        let cumulative = totals.cumulative_le(&duration_bounds());
+        let latency_count = totals.latency_count();
+        let mut buckets = [0; DURATION_BOUNDS.len() + 1];
+        let mut previous = 0;
+        for (bucket, c) in buckets.iter_mut().zip(&cumulative) {
+            *bucket = c.saturating_sub(previous);
+            previous = *c;
+        }
+        buckets[DURATION_BOUNDS.len()] = latency_count.saturating_sub(previous);
+        RevisionSample {
+            labels,
+            requests_by_class: totals.requests_by_class,
+            errors: totals.errors,
+            buckets,
+            latency_count,
+            latency_sum: totals.latency_sum,
+            in_flight,
+        }
+    }
+}
+
+fn duration_bounds() -> [Duration; DURATION_BOUNDS.len()] {
+    DURATION_BOUNDS.map(Duration::from_secs_f64)
 }
 
 /// Everything one scrape shows; gathered by the controller, then encoded here.
@@ -121,11 +154,9 @@ impl Collector for Scrape {
                 MetricType::Counter,
             )?;
             for r in &self.revisions {
-                for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
-                    let mut labels = r.labels.clone();
-                    labels.push(("code".into(), (*class).into()));
-                    ConstCounter::new(r.totals.requests_by_class[i])
-                        .encode(m.encode_family(&labels)?)?;
+                for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].into_iter().enumerate() {
+                    ConstCounter::new(r.requests_by_class[i])
+                        .encode(m.encode_family(&(r.labels.as_slice(), [("code", class)]))?)?;
                 }
             }
         }
@@ -137,7 +168,7 @@ impl Collector for Scrape {
                 MetricType::Counter,
             )?;
             for r in &self.revisions {
-                ConstCounter::new(r.totals.errors).encode(m.encode_family(&r.labels)?)?;
+                ConstCounter::new(r.errors).encode(m.encode_family(&r.labels)?)?;
             }
         }
         {
@@ -148,22 +179,15 @@ impl Collector for Scrape {
                 MetricType::Histogram,
             )?;
             for r in &self.revisions {
-                let bounds: Vec<Duration> = DURATION_BOUNDS
-                    .iter()
-                    .map(|s| Duration::from_secs_f64(*s))
-                    .collect();
-                let cumulative = r.totals.cumulative_le(&bounds);
-                let count = r.totals.latency_count();
-                let mut buckets = Vec::with_capacity(DURATION_BOUNDS.len() + 1);
-                let mut previous = 0;
-                for (bound, c) in DURATION_BOUNDS.iter().zip(&cumulative) {
-                    buckets.push((*bound, c.saturating_sub(previous)));
-                    previous = *c;
-                }
-                buckets.push((f64::INFINITY, count.saturating_sub(previous)));
+                let buckets: [(f64, u64); DURATION_BOUNDS.len() + 1] = std::array::from_fn(|i| {
+                    (
+                        DURATION_BOUNDS.get(i).copied().unwrap_or(f64::INFINITY),
+                        r.buckets[i],
+                    )
+                });
                 m.encode_family(&r.labels)?.encode_histogram::<Labels>(
-                    r.totals.latency_sum.as_secs_f64(),
-                    count,
+                    r.latency_sum.as_secs_f64(),
+                    r.latency_count,
                     &buckets,
                     None,
                 )?;
@@ -341,9 +365,12 @@ impl Scrape {
 
 /// Encodes one scrape in the OpenMetrics text format.
 pub fn encode(scrape: Scrape) -> String {
+    // Sized up front from what a revision and an instance take (about 2.1 KiB and 0.3 KiB):
+    // grown from empty, the text for 10,000 revisions (20 MiB) was copied over and over.
+    let estimate = 4096 + 2304 * scrape.revisions.len() + 512 * scrape.usage.len();
     let mut registry = Registry::default();
     registry.register_collector(Box::new(scrape));
-    let mut out = String::new();
+    let mut out = String::with_capacity(estimate);
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
     out
@@ -383,11 +410,11 @@ mod tests {
         }
         stats.record(503, true, Duration::from_millis(2));
         let scrape = Scrape {
-            revisions: vec![RevisionSample {
-                labels: vec![("service".into(), "api".into())],
-                totals: stats.totals(),
-                in_flight: 0,
-            }],
+            revisions: vec![RevisionSample::new(
+                vec![("service".into(), "api".into())],
+                &stats.totals(),
+                0,
+            )],
             ..Default::default()
         };
         let text = encode(scrape);

@@ -16,11 +16,11 @@ impl Controller {
                 .collect()
         };
         for ((app, service, revision), s) in stats {
-            scrape.revisions.push(crate::metrics::RevisionSample {
-                labels: labels(&app, &service, &[("revision", &revision.to_string())]),
-                totals: s.totals(),
-                in_flight: s.in_flight(),
-            });
+            scrape.revisions.push(crate::metrics::RevisionSample::new(
+                labels(&app, &service, &[("revision", &revision.to_string())]),
+                &s.totals(),
+                s.in_flight(),
+            ));
         }
         scrape.revisions.sort_by(|a, b| a.labels.cmp(&b.labels));
         let live = self.live();
