@@ -46,9 +46,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Hyper's default read buffer limit (`8192 + 4096 * 100` bytes).
 const HYPER_MAX_BUF: usize = 8192 + 4096 * 100;
 
-/// How long an HTTP/2 client may take to answer a ping (less if the head timeout is shorter).
-const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
-
 /// An idempotent body-less request sent on a reused connection is replayed on a fresh
 /// connection if the old one dies before answering. That covers a backend's keep-alive
 /// timeout closing an idle connection under our feet, and an instance that was killed a
@@ -94,7 +91,9 @@ pub struct RouterConfig {
     /// How long a client may take to send a request head, counted from the connection's
     /// start or the end of the previous answer (so it also bounds an idle keep-alive
     /// connection). A client that sent part of a head by then gets a 408; an idle one, or one
-    /// that sent part of the HTTP/2 preface, is disconnected.
+    /// that sent part of the HTTP/2 preface, is disconnected. An HTTP/2 connection that
+    /// moves no bytes for a whole period of this length is closed if it has no stream open or
+    /// a write to it is waiting (see `h2.rs`).
     pub head_timeout: Duration,
     /// The longest pause allowed while a client sends a request body; after it, the client
     /// gets a 408 (if the answer has not started) and the connection is closed.
@@ -828,16 +827,17 @@ impl Protocols {
             // Each connection gets its own executor: its streams run in this task.
             let streams = h2::Streams::default();
             let mut http2 = hyper::server::conn::http2::Builder::new(streams.clone());
-            // A client that stops answering pings (one that sent the preface and went
-            // silent, say) is disconnected. Its request heads are held to the same limit as
-            // HTTP/1's (h2 answers 431 itself).
+            // Request heads are held to the same limit as HTTP/1's (h2 answers 431 itself).
+            // No keep-alive pings: `h2::serve` ends quiet connections (see there).
             http2
                 .timer(self.timer.clone())
-                .keep_alive_interval(self.head_timeout)
-                .keep_alive_timeout(self.head_timeout.min(H2_PING_TIMEOUT))
                 .max_header_list_size(self.h2_max_head);
+            let (io, progress) = h2::Watched::new(io);
             let conn = http2.serve_connection(io, service);
-            h2::serve(conn, streams, signal, |conn| conn.graceful_shutdown()).await
+            h2::serve(conn, streams, progress, self.head_timeout, signal, |conn| {
+                conn.graceful_shutdown()
+            })
+            .await
         } else {
             until_closed(
                 self.http1.serve_connection(io, service).with_upgrades(),

@@ -442,3 +442,35 @@ async fn slow_heads_and_half_prefaces_are_cut_at_the_head_timeout() {
     })
     .await;
 }
+
+/// HTTP/2 without pings (see `h2.rs`): a stream waiting longer than several head timeouts for
+/// its answer keeps its connection, and the connection, once it has no stream open, is closed
+/// within about two head timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_http2_connections_close_but_slow_answers_arrive() {
+    bounded(async {
+        let server = TestBackend::start("a").await;
+        let config = RouterConfig {
+            head_timeout: Duration::from_secs(1),
+            ..RouterConfig::default()
+        };
+        let proxy =
+            Proxy::with_config(config, host_table("app.test", vec![server.backend()])).await;
+        let mut sender = h2_client(proxy.addr).await;
+        sender.ready().await.expect("h2 ready");
+        let req = http::Request::get("http://app.test/sleep/3500")
+            .body(empty())
+            .expect("request");
+        let reply = read(sender.send_request(req).await.expect("h2 response")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        assert!(!sender.is_closed());
+        let idle = Instant::now();
+        wait_until("the idle connection is closed", || sender.is_closed()).await;
+        let after = idle.elapsed();
+        assert!(
+            after >= Duration::from_millis(900) && after < Duration::from_secs(4),
+            "{after:?}"
+        );
+    })
+    .await;
+}
