@@ -168,6 +168,13 @@ pub enum StoreError {
     /// A secret or the master key could not be used; the message says which and why.
     #[error("{0}")]
     Secret(String),
+    #[error(
+        "cannot make the state database's log {path} durable: {source}\n  hint: check the disk holding the data directory"
+    )]
+    Sync {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -981,6 +988,42 @@ impl Store {
         rollout: &RolloutRow,
         traffic: Option<(&[TrafficTarget], &str)>,
     ) -> Result<()> {
+        self.store_rollout(rollout, traffic, true)
+    }
+
+    /// [`Store::save_rollout`] committed without waiting for the disk (as
+    /// [`Store::write_unsynced`] commits): readers see it at once and a crash of the server
+    /// keeps it; [`Store::sync`] then makes it durable. So that a rollout's traffic can move
+    /// (a failing canary's go back) before the fsync rather than after it.
+    pub fn save_rollout_unsynced(
+        &self,
+        rollout: &RolloutRow,
+        traffic: Option<(&[TrafficTarget], &str)>,
+    ) -> Result<()> {
+        self.store_rollout(rollout, traffic, false)
+    }
+
+    /// Makes every commit so far durable, unsynced ones included: an fsync of the
+    /// write-ahead log, which is what a synced commit ends with.
+    pub fn sync(&self) -> Result<()> {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        let synced = match std::fs::File::open(&wal) {
+            Ok(file) => file.sync_data(),
+            // No log: nothing is waiting in one.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(err),
+        };
+        synced.map_err(|source| StoreError::Sync { path: wal, source })
+    }
+
+    fn store_rollout(
+        &self,
+        rollout: &RolloutRow,
+        traffic: Option<(&[TrafficTarget], &str)>,
+        synced: bool,
+    ) -> Result<()> {
         if let Some((targets, _)) = traffic {
             let sum: u32 = targets.iter().map(|t| t.percent).sum();
             if sum != 100 {
@@ -990,7 +1033,7 @@ impl Store {
                 )));
             }
         }
-        self.write(|tx| {
+        let write = |tx: &Transaction<'_>| {
             tx.execute(
                 "INSERT INTO rollouts(app, service, revision, baseline, config, state, active, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -1012,7 +1055,12 @@ impl Store {
                 replace_traffic(tx, &rollout.app, &rollout.service, targets, message)?;
             }
             Ok(())
-        })
+        };
+        if synced {
+            self.write(write)
+        } else {
+            self.write_unsynced(write)
+        }
     }
 
     /// The rollouts still in progress (or paused), across all apps.

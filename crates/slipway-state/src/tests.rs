@@ -312,6 +312,13 @@ fn a_rollout_step_and_its_traffic_commit_together() {
     row.active = false;
     s.save_rollout(&row, None).unwrap();
     assert!(s.active_rollouts().unwrap().is_empty());
+    // Unsynced: readers see it at once; `sync` makes it durable.
+    row.active = true;
+    row.state = "{\"step\":2}".into();
+    s.save_rollout_unsynced(&row, Some((&split, "canary step 2")))
+        .unwrap();
+    assert_eq!(s.active_rollouts().unwrap()[0].state, "{\"step\":2}");
+    s.sync().unwrap();
 }
 
 #[test]

@@ -329,8 +329,13 @@ impl Controller {
             "canary {}",
             kind.map_or("", |k| k.as_str().trim_start_matches("rollout."))
         );
+        // The router takes the new traffic before the fsync that makes it durable (1-2 ms on
+        // a busy disk, longer when unsynced events wait in the log): a failing canary's
+        // traffic goes back first. A crash of the server in between keeps the commit; a
+        // power loss could take it back, as it could a moment earlier, and the analysis
+        // would decide again.
         self.store
-            .save_rollout(
+            .save_rollout_unsynced(
                 &row,
                 traffic.as_deref().map(|t| (t, message_for_store.as_str())),
             )
@@ -345,6 +350,7 @@ impl Controller {
             ),
             _ => message,
         };
+        self.store.sync().map_err(Failure::from)?;
         if let Some(kind) = kind {
             self.event(app, Some(service), Some(revision), kind, message.clone());
         }
