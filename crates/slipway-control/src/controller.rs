@@ -532,6 +532,15 @@ impl Controller {
         Ok(spec)
     }
 
+    /// Makes the store's unsynced commits durable. The traffic they hold is already in
+    /// effect, so a disk that refuses is reported and the work goes on; the next synced
+    /// commit will fail the same way and stop it.
+    fn sync_store(&self) {
+        if let Err(err) = self.store.sync() {
+            tracing::error!(%err, "a traffic change is in effect but may not survive a power loss");
+        }
+    }
+
     /// The measurements of one revision (created on first use).
     pub fn revision_stats(&self, app: &AppKey, service: &str, revision: u64) -> Arc<RevisionStats> {
         let now = self.epoch.elapsed();

@@ -820,6 +820,24 @@ impl Store {
         self.write(|tx| replace_traffic(tx, app, service, targets, message))
     }
 
+    /// [`Store::set_traffic`] committed without waiting for the disk; [`Store::sync`] makes
+    /// it durable (see [`Store::save_rollout_unsynced`]).
+    pub fn set_traffic_unsynced(
+        &self,
+        app: &str,
+        service: &str,
+        targets: &[TrafficTarget],
+        message: &str,
+    ) -> Result<()> {
+        let sum: u32 = targets.iter().map(|t| t.percent).sum();
+        if sum != 100 {
+            return Err(StoreError::Invalid(format!(
+                "traffic of {service} must sum to 100%, got {sum}%"
+            )));
+        }
+        self.write_unsynced(|tx| replace_traffic(tx, app, service, targets, message))
+    }
+
     // --- tags ---
 
     /// Points `tag` of a service at a revision (which must exist and not have failed).

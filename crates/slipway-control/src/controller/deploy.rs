@@ -473,8 +473,10 @@ impl Controller {
         tx: &mpsc::UnboundedSender<Progress>,
         started: Instant,
     ) -> Result<(), Failure> {
+        // The router takes the switch before the fsync that makes it durable, as for a
+        // rollout step (`progressive.rs`).
         self.store
-            .set_traffic(
+            .set_traffic_unsynced(
                 app.as_str(),
                 service,
                 &[TrafficTarget {
@@ -485,6 +487,7 @@ impl Controller {
             )
             .map_err(Failure::from)?;
         self.publish_routes();
+        self.sync_store();
         let _ = tx.send(Progress::Switched {
             service: service.to_owned(),
             revision,

@@ -350,7 +350,7 @@ impl Controller {
             ),
             _ => message,
         };
-        self.store.sync().map_err(Failure::from)?;
+        self.sync_store();
         if let Some(kind) = kind {
             self.event(app, Some(service), Some(revision), kind, message.clone());
         }
