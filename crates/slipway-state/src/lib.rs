@@ -811,13 +811,7 @@ impl Store {
         targets: &[TrafficTarget],
         message: &str,
     ) -> Result<()> {
-        let sum: u32 = targets.iter().map(|t| t.percent).sum();
-        if sum != 100 {
-            return Err(StoreError::Invalid(format!(
-                "traffic of {service} must sum to 100%, got {sum}%"
-            )));
-        }
-        self.write(|tx| replace_traffic(tx, app, service, targets, message))
+        self.store_traffic(app, service, targets, message, true)
     }
 
     /// [`Store::set_traffic`] committed without waiting for the disk; [`Store::sync`] makes
@@ -829,13 +823,29 @@ impl Store {
         targets: &[TrafficTarget],
         message: &str,
     ) -> Result<()> {
+        self.store_traffic(app, service, targets, message, false)
+    }
+
+    fn store_traffic(
+        &self,
+        app: &str,
+        service: &str,
+        targets: &[TrafficTarget],
+        message: &str,
+        synced: bool,
+    ) -> Result<()> {
         let sum: u32 = targets.iter().map(|t| t.percent).sum();
         if sum != 100 {
             return Err(StoreError::Invalid(format!(
                 "traffic of {service} must sum to 100%, got {sum}%"
             )));
         }
-        self.write_unsynced(|tx| replace_traffic(tx, app, service, targets, message))
+        let write = |tx: &Transaction<'_>| replace_traffic(tx, app, service, targets, message);
+        if synced {
+            self.write(write)
+        } else {
+            self.write_unsynced(write)
+        }
     }
 
     // --- tags ---
