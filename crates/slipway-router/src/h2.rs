@@ -25,7 +25,7 @@
 //! then nothing, or if a write of it was waiting all that time, a client that stopped reading.
 //! A stream waiting for a slow answer keeps its connection. hyper's keep-alive pings did this
 //! before, but cost a lock, a clock read and a timer poll per frame and per connection poll:
-//! 4 % of the CPU per request under `h2load -c50 -m10`.
+//! about 800 of the ~60,000 user-space instructions of an h2c request under callgrind.
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -214,14 +214,15 @@ impl<I> Watched<I> {
         self.progress.moves.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// After a write (`moves`) or a flush (not a move: hyper flushes on every turn, with or
-    /// without anything to send).
-    fn wrote<T>(&self, poll: &Poll<io::Result<T>>, moves: bool) {
+    /// After a write, or a flush (`write: false`). A flush is not a move (hyper flushes on
+    /// every turn, with or without anything to send) and only says the socket is blocked when
+    /// it waits (TLS may hold records back); a write that goes through says it is not.
+    fn wrote<T>(&self, poll: &Poll<io::Result<T>>, write: bool) {
         let blocked = poll.is_pending();
-        if moves && !blocked {
+        if write && !blocked {
             self.moved();
         }
-        if self.progress.blocked.load(Ordering::Relaxed) != blocked {
+        if (write || blocked) && self.progress.blocked.load(Ordering::Relaxed) != blocked {
             self.progress.blocked.store(blocked, Ordering::Relaxed);
         }
     }

@@ -474,3 +474,53 @@ async fn quiet_http2_connections_close_but_slow_answers_arrive() {
     })
     .await;
 }
+
+/// An h2c client that asks for a large answer, grants all the flow-control window it can and
+/// then stops reading: once the router's writes have waited a whole head timeout, the
+/// connection is closed, so the client gets the end of the stream long before the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_stops_reading_is_cut() {
+    bounded(async {
+        let server = TestBackend::start("a").await;
+        let config = RouterConfig {
+            head_timeout: Duration::from_secs(1),
+            ..RouterConfig::default()
+        };
+        let proxy =
+            Proxy::with_config(config, host_table("app.test", vec![server.backend()])).await;
+        const SIZE: usize = 256 << 20;
+        let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        // SETTINGS: INITIAL_WINDOW_SIZE = 2^31 - 1.
+        out.extend_from_slice(&[0, 0, 6, 0x4, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&[0, 4, 0x7f, 0xff, 0xff, 0xff]);
+        // WINDOW_UPDATE of the connection up to 2^31 - 1.
+        out.extend_from_slice(&[0, 0, 4, 0x8, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&(0x7fff_ffffu32 - 65_535).to_be_bytes());
+        // HEADERS of stream 1 (END_STREAM | END_HEADERS): GET http://app.test/bytes/SIZE.
+        let path = format!("/bytes/{SIZE}");
+        let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+        block.extend_from_slice(path.as_bytes());
+        block.extend_from_slice(&[0x01, 8]);
+        block.extend_from_slice(b"app.test");
+        let len = block.len() as u32;
+        out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, 0x1, 0x5]);
+        out.extend_from_slice(&1u32.to_be_bytes());
+        out.extend_from_slice(&block);
+        stream.write_all(&out).await.expect("send the request");
+        // Not reading: the router's socket fills up and its writes wait.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let mut received = 0;
+        let mut buf = vec![0u8; 1 << 20];
+        let cut = loop {
+            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(n)) => received += n,
+                Err(_) => break false,
+            }
+        };
+        assert!(cut, "the connection stayed open after {received} bytes");
+        assert!(received < SIZE / 2, "{received} bytes of {SIZE} arrived");
+    })
+    .await;
+}

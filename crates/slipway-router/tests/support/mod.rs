@@ -87,7 +87,8 @@ pub struct Busy {
 /// `/hold` waits for `release`, `/slow` sleeps 10s, `/stream` sends `first\n`, waits for
 /// `release`, then `second\n`; `/duplex` echoes the request body as it arrives; `/ws`
 /// switches to an echo protocol; `/hop` answers with hop-by-hop headers; `/status/<code>`
-/// answers with that status; `/sleep/<ms>` answers after sleeping that many milliseconds;
+/// answers with that status; `/bytes/<n>` answers n bytes; `/sleep/<ms>` answers after
+/// sleeping that many milliseconds;
 /// `/busy/<ms>` does the same while counting itself in `busy`; anything else describes the
 /// request it received (version, method, uri, headers).
 pub struct TestBackend {
@@ -220,6 +221,10 @@ async fn backend_handler(
         let mut response = Response::new(text(format!("status {code}")));
         *response.status_mut() = status;
         return response;
+    }
+    if let Some(n) = path.strip_prefix("/bytes/") {
+        let n: usize = n.parse().expect("/bytes/<count>");
+        return Response::new(text(vec![b'x'; n]));
     }
     if let Some(ms) = path.strip_prefix("/sleep/") {
         let ms: u64 = ms.parse().expect("/sleep/<milliseconds>");
