@@ -368,15 +368,7 @@ impl Controller {
                 "revision {revision} of {service} names image `{image}` but recorded no image id; deploy it again"
             )));
         };
-        let labels = [
-            ("slipway.app", key.app()),
-            ("slipway.environment", key.environment()),
-            ("slipway.service", service),
-            ("slipway.revision", &revision.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let labels = container_labels(key, service, revision);
         Ok(slipway_runtime::ContainerConfig {
             image: image_id.clone(),
             command: stored
@@ -582,4 +574,22 @@ fn limit_new_connections(backend: &Backend) -> Option<u32> {
             None
         }
     }
+}
+
+/// The labels of a revision's containers (instances and release jobs), by which `docker ps`
+/// and a server restart tell whose they are.
+pub(super) fn container_labels(
+    key: &AppKey,
+    service: &str,
+    revision: u64,
+) -> std::collections::BTreeMap<String, String> {
+    [
+        ("slipway.app", key.app()),
+        ("slipway.environment", key.environment()),
+        ("slipway.service", service),
+        ("slipway.revision", &revision.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
 }

@@ -135,15 +135,7 @@ impl Controller {
                     "revision {revision} of {service} recorded no image id; deploy it again"
                 )));
             };
-            let labels = [
-                ("slipway.app", key.app()),
-                ("slipway.environment", key.environment()),
-                ("slipway.service", service),
-                ("slipway.revision", &revision.to_string()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+            let labels = super::instances::container_labels(key, service, revision);
             let job = slipway_runtime::ContainerJob {
                 image: image.clone(),
                 command: argv,
