@@ -443,19 +443,24 @@ async fn slow_heads_and_half_prefaces_are_cut_at_the_head_timeout() {
     .await;
 }
 
+/// A router with a head timeout of 1 s in front of a support backend, on host `app.test`.
+async fn one_second_heads() -> (TestBackend, Proxy) {
+    let server = TestBackend::start("a").await;
+    let config = RouterConfig {
+        head_timeout: Duration::from_secs(1),
+        ..RouterConfig::default()
+    };
+    let proxy = Proxy::with_config(config, host_table("app.test", vec![server.backend()])).await;
+    (server, proxy)
+}
+
 /// HTTP/2 without pings (see `h2.rs`): a stream waiting longer than several head timeouts for
 /// its answer keeps its connection, and the connection, once it has no stream open, is closed
 /// within about two head timeouts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_http2_connections_close_but_slow_answers_arrive() {
     bounded(async {
-        let server = TestBackend::start("a").await;
-        let config = RouterConfig {
-            head_timeout: Duration::from_secs(1),
-            ..RouterConfig::default()
-        };
-        let proxy =
-            Proxy::with_config(config, host_table("app.test", vec![server.backend()])).await;
+        let (_server, proxy) = one_second_heads().await;
         let mut sender = h2_client(proxy.addr).await;
         sender.ready().await.expect("h2 ready");
         let req = http::Request::get("http://app.test/sleep/3500")
@@ -481,13 +486,7 @@ async fn quiet_http2_connections_close_but_slow_answers_arrive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_client_that_stops_reading_is_cut() {
     bounded(async {
-        let server = TestBackend::start("a").await;
-        let config = RouterConfig {
-            head_timeout: Duration::from_secs(1),
-            ..RouterConfig::default()
-        };
-        let proxy =
-            Proxy::with_config(config, host_table("app.test", vec![server.backend()])).await;
+        let (_server, proxy) = one_second_heads().await;
         const SIZE: usize = 256 << 20;
         let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
         let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
