@@ -62,7 +62,7 @@ pub struct RevisionSample {
 
 impl RevisionSample {
     pub fn new(labels: Labels, totals: &Totals, in_flight: u64) -> RevisionSample {
-        let cumulative = totals.cumulative_le(&duration_bounds());
+        let cumulative = totals.cumulative_le(duration_bounds());
         let latency_count = totals.latency_count();
         let mut buckets = [0; DURATION_BOUNDS.len() + 1];
         let mut previous = 0;
@@ -83,8 +83,11 @@ impl RevisionSample {
     }
 }
 
-fn duration_bounds() -> [Duration; DURATION_BOUNDS.len()] {
-    DURATION_BOUNDS.map(Duration::from_secs_f64)
+/// `DURATION_BOUNDS` as durations, converted once.
+fn duration_bounds() -> &'static [Duration; DURATION_BOUNDS.len()] {
+    static BOUNDS: std::sync::LazyLock<[Duration; DURATION_BOUNDS.len()]> =
+        std::sync::LazyLock::new(|| DURATION_BOUNDS.map(Duration::from_secs_f64));
+    &BOUNDS
 }
 
 /// Everything one scrape shows; gathered by the controller, then encoded here.
