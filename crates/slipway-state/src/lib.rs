@@ -495,6 +495,19 @@ impl Store {
         out
     }
 
+    /// [`Store::write`] when `synced`, else [`Store::write_unsynced`].
+    fn write_as<T>(
+        &self,
+        synced: bool,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        if synced {
+            self.write(f)
+        } else {
+            self.write_unsynced(f)
+        }
+    }
+
     // --- apps and services ---
 
     /// Registers an app in `development` (or updates its spec path) and makes sure each
@@ -834,18 +847,10 @@ impl Store {
         message: &str,
         synced: bool,
     ) -> Result<()> {
-        let sum: u32 = targets.iter().map(|t| t.percent).sum();
-        if sum != 100 {
-            return Err(StoreError::Invalid(format!(
-                "traffic of {service} must sum to 100%, got {sum}%"
-            )));
-        }
-        let write = |tx: &Transaction<'_>| replace_traffic(tx, app, service, targets, message);
-        if synced {
-            self.write(write)
-        } else {
-            self.write_unsynced(write)
-        }
+        check_shares(service, targets)?;
+        self.write_as(synced, |tx| {
+            replace_traffic(tx, app, service, targets, message)
+        })
     }
 
     // --- tags ---
@@ -1053,15 +1058,9 @@ impl Store {
         synced: bool,
     ) -> Result<()> {
         if let Some((targets, _)) = traffic {
-            let sum: u32 = targets.iter().map(|t| t.percent).sum();
-            if sum != 100 {
-                return Err(StoreError::Invalid(format!(
-                    "traffic of {} must sum to 100%, got {sum}%",
-                    rollout.service
-                )));
-            }
+            check_shares(&rollout.service, targets)?;
         }
-        let write = |tx: &Transaction<'_>| {
+        self.write_as(synced, |tx| {
             tx.execute(
                 "INSERT INTO rollouts(app, service, revision, baseline, config, state, active, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -1083,12 +1082,7 @@ impl Store {
                 replace_traffic(tx, &rollout.app, &rollout.service, targets, message)?;
             }
             Ok(())
-        };
-        if synced {
-            self.write(write)
-        } else {
-            self.write_unsynced(write)
-        }
+        })
     }
 
     /// The rollouts still in progress (or paused), across all apps.
@@ -1323,6 +1317,17 @@ fn replace_traffic(
             message: format!("{message}: {split}"),
         },
     )
+}
+
+/// Refuses a traffic split whose shares do not sum to 100.
+fn check_shares(service: &str, targets: &[TrafficTarget]) -> Result<()> {
+    let sum: u32 = targets.iter().map(|t| t.percent).sum();
+    if sum != 100 {
+        return Err(StoreError::Invalid(format!(
+            "traffic of {service} must sum to 100%, got {sum}%"
+        )));
+    }
+    Ok(())
 }
 
 /// Runs `f` in one immediate transaction on `conn` and commits it.
