@@ -331,28 +331,40 @@ impl Router {
             let protocols = protocols.clone();
             let tls = tls.clone();
             let guard = connections.open();
+            // A task's future is as large as its largest state. The TLS handshake, the TLS
+            // stream and hyper's connection state (several KiB) are boxed apart, so that the
+            // common plain HTTP/1.1 connection holds a task of ~2 KiB instead of ~8.5 KiB.
             tokio::spawn(async move {
                 let result = if let Some(acceptor) = tls {
-                    let tls =
-                        match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
+                    let served = Box::pin(async move {
+                        let handshake = acceptor.accept(stream);
+                        let tls = match tokio::time::timeout(head_timeout, handshake).await {
                             Ok(Ok(tls)) => tls,
                             Ok(Err(err)) => {
                                 tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                                return;
+                                return None;
                             }
-                            Err(_) => return,
+                            Err(_) => return None,
                         };
-                    let alpn = tls.get_ref().1.alpn_protocol();
-                    if alpn == Some(crate::tls::ACME_TLS_ALPN) {
-                        // A TLS-ALPN-01 validation: the handshake was all it wanted.
-                        let mut tls = tls;
-                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+                        let alpn = tls.get_ref().1.alpn_protocol();
+                        if alpn == Some(crate::tls::ACME_TLS_ALPN) {
+                            // A TLS-ALPN-01 validation: the handshake was all it wanted.
+                            let mut tls = tls;
+                            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+                            return None;
+                        }
+                        let is_h2 = alpn == Some(b"h2");
+                        let io = TokioIo::new(tls);
+                        Some(
+                            protocols
+                                .serve(router, client, io, is_h2, &guard.signal)
+                                .await,
+                        )
+                    });
+                    let Some(result) = served.await else {
                         return;
-                    }
-                    let is_h2 = alpn == Some(b"h2");
-                    protocols
-                        .serve(router, client, TokioIo::new(tls), is_h2, &guard.signal)
-                        .await
+                    };
+                    result
                 } else {
                     let handoff = if router.config.h1_fast_path {
                         h1::serve(&router, stream, &client, &guard.signal).await
@@ -378,9 +390,7 @@ impl Router {
                         return;
                     };
                     let io = TokioIo::new(Rewind::new(buf.freeze(), stream));
-                    protocols
-                        .serve(router, client, io, is_h2, &guard.signal)
-                        .await
+                    Box::pin(protocols.serve(router, client, io, is_h2, &guard.signal)).await
                 };
                 if let Err(err) = result {
                     tracing::debug!(%peer, error = %err, "client connection ended with an error");
