@@ -336,35 +336,30 @@ impl Router {
             // common plain HTTP/1.1 connection holds a task of ~2 KiB instead of ~8.5 KiB.
             tokio::spawn(async move {
                 let result = if let Some(acceptor) = tls {
-                    let served = Box::pin(async move {
+                    Box::pin(async move {
                         let handshake = acceptor.accept(stream);
                         let tls = match tokio::time::timeout(head_timeout, handshake).await {
                             Ok(Ok(tls)) => tls,
                             Ok(Err(err)) => {
                                 tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                                return None;
+                                return Ok(());
                             }
-                            Err(_) => return None,
+                            Err(_) => return Ok(()),
                         };
                         let alpn = tls.get_ref().1.alpn_protocol();
                         if alpn == Some(crate::tls::ACME_TLS_ALPN) {
                             // A TLS-ALPN-01 validation: the handshake was all it wanted.
                             let mut tls = tls;
                             let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
-                            return None;
+                            return Ok(());
                         }
                         let is_h2 = alpn == Some(b"h2");
                         let io = TokioIo::new(tls);
-                        Some(
-                            protocols
-                                .serve(router, client, io, is_h2, &guard.signal)
-                                .await,
-                        )
-                    });
-                    let Some(result) = served.await else {
-                        return;
-                    };
-                    result
+                        protocols
+                            .serve(router, client, io, is_h2, &guard.signal)
+                            .await
+                    })
+                    .await
                 } else {
                     let handoff = if router.config.h1_fast_path {
                         h1::serve(&router, stream, &client, &guard.signal).await
