@@ -320,7 +320,7 @@ impl Backend {
     pub(crate) async fn connect_raw(&self, timeout: Duration) -> io::Result<RawConn> {
         Ok(RawConn {
             stream: self.connect_tcp(timeout).await?,
-            buf: bytes::BytesMut::with_capacity(8192),
+            buf: bytes::BytesMut::with_capacity(crate::h1::UPSTREAM_BUF),
         })
     }
 

@@ -345,6 +345,40 @@ async fn a_body_sent_in_pieces_is_gathered_before_it_is_forwarded() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_idled_past_its_buffer_hold_takes_long_heads_and_bodies() {
+    bounded(async {
+        let (backend, _proxy, mut stream) = connected().await;
+        let ok = |got: &str| got.ends_with("\r\n\r\nok");
+        let got = exchange_raw(&mut stream, "GET / HTTP/1.1\r\nHost: app.test\r\n\r\n", ok).await;
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        // Idle for longer than the connection keeps its buffers (one second): it reads the
+        // next requests into new ones, here a head five times the first buffer's size with a
+        // body, sent in two pieces, then a short request.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let cookie = "c".repeat(10_000);
+        let long = format!(
+            "POST /form HTTP/1.1\r\nHost: app.test\r\nCookie: {cookie}\r\nContent-Length: 5\r\n\r\nhello"
+        );
+        let (first, rest) = long.split_at(1000);
+        stream.write_all(first.as_bytes()).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let got = exchange_raw(&mut stream, rest, ok).await;
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        let got = exchange_raw(&mut stream, "GET /after HTTP/1.1\r\nHost: app.test\r\n\r\n", ok).await;
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        let requests = backend.requests();
+        assert_eq!(requests.len(), 3, "{requests:?}");
+        assert!(requests[1].starts_with("POST /form HTTP/1.1\r\n"), "{}", &requests[1][..40]);
+        assert!(requests[1].contains(&format!("\r\ncookie: {cookie}\r\n")) || requests[1].contains(&format!("\r\nCookie: {cookie}\r\n")));
+        assert!(requests[1].ends_with("\r\n\r\nhello"));
+        assert!(requests[2].starts_with("GET /after HTTP/1.1\r\n"), "{}", requests[2]);
+        // The fast path served all three over one upstream connection.
+        assert_eq!(backend.connections.load(Ordering::SeqCst), 1);
+    })
+    .await;
+}
+
 /// The request heads a backend saw, with header names lowercased and the lines sorted, the
 /// request id's value left out.
 fn normalized(head: &str) -> Vec<String> {
