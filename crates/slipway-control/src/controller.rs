@@ -345,10 +345,17 @@ impl Controller {
         })
     }
 
-    /// Gives the memory freed by bursts of work (deploys, instances stopping) back to the
-    /// system once each burst is over, until the server stops (see `memory`).
+    /// Gives the memory freed by bursts of work (deploys, instances stopping, client
+    /// connections closing) back to the system once each burst is over, until the server
+    /// stops (see `memory`).
     pub fn spawn_memory_return(&self) {
         self.spawn(self.memory.clone().run());
+        let router = self.router.clone();
+        self.spawn(
+            self.memory
+                .clone()
+                .watch_connections(move || router.client_connections()),
+        );
     }
 
     /// Hands the controller the server's ACME client, for `status` and `/metrics`.

@@ -51,14 +51,32 @@ impl Signal {
 pub(crate) struct Connections {
     closing: AtomicBool,
     open: AtomicUsize,
+    /// The open connections of every `serve` call of the router (see
+    /// `Router::client_connections`).
+    all_calls: Arc<AtomicUsize>,
     signals: Mutex<Vec<Weak<Signal>>>,
+    /// How many signals `signals` holds (written under its lock).
+    listed: AtomicUsize,
     all_closed: Notify,
 }
 
+/// With at least this many signals listed, the closed connections' are forgotten as soon as
+/// fewer than a quarter of the listed connections are still open (see `ConnGuard::drop`).
+const FORGET_FROM: usize = 256;
+
 impl Connections {
+    /// The connections of one `serve` call, also counted in `all_calls`.
+    pub(crate) fn counted_in(all_calls: Arc<AtomicUsize>) -> Connections {
+        Connections {
+            all_calls,
+            ..Connections::default()
+        }
+    }
+
     /// Counts a new connection until the returned guard is dropped.
     pub(crate) fn open(self: &Arc<Self>) -> ConnGuard {
         self.open.fetch_add(1, Ordering::SeqCst);
+        self.all_calls.fetch_add(1, Ordering::Relaxed);
         let signal = Arc::new(Signal::default());
         {
             let mut signals = self.signals.lock().unwrap_or_else(PoisonError::into_inner);
@@ -67,6 +85,7 @@ impl Connections {
                 signals.retain(|s| s.strong_count() > 0);
             }
             signals.push(Arc::downgrade(&signal));
+            self.listed.store(signals.len(), Ordering::Relaxed);
         }
         if self.closing.load(Ordering::Acquire) {
             signal.close();
@@ -75,6 +94,17 @@ impl Connections {
             connections: self.clone(),
             signal,
         }
+    }
+
+    /// Forgets the signals of closed connections and the room they took. Each one keeps its
+    /// small allocation alive (a `Weak` does); after a burst of connections, those are spread
+    /// over the memory the connections used, which then cannot go back to the system.
+    fn forget_closed(&self) {
+        let mut signals = self.signals.lock().unwrap_or_else(PoisonError::into_inner);
+        signals.retain(|s| s.strong_count() > 0);
+        let room = signals.len() * 2;
+        signals.shrink_to(room);
+        self.listed.store(signals.len(), Ordering::Relaxed);
     }
 
     /// Asks every open connection to close once its current request is answered.
@@ -112,8 +142,16 @@ pub(crate) struct ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        if self.connections.open.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.connections.all_closed.notify_waiters();
+        let connections = &self.connections;
+        connections.all_calls.fetch_sub(1, Ordering::Relaxed);
+        let open = connections.open.fetch_sub(1, Ordering::SeqCst) - 1;
+        if open == 0 {
+            connections.all_closed.notify_waiters();
+        }
+        // A burst of connections is over: most of the listed ones have closed.
+        let listed = connections.listed.load(Ordering::Relaxed);
+        if listed >= FORGET_FROM && open < listed / 4 {
+            connections.forget_closed();
         }
     }
 }
@@ -205,5 +243,27 @@ mod tests {
         waiter
             .await
             .expect("wait_closed returns once all guards are gone");
+    }
+
+    #[test]
+    fn the_signals_of_a_burst_of_connections_are_forgotten_when_it_is_over() {
+        let connections = Arc::new(Connections::default());
+        let mut guards: Vec<ConnGuard> = (0..1000).map(|_| connections.open()).collect();
+        let listed = || connections.signals.lock().expect("lock").len();
+        assert_eq!(listed(), 1000);
+        // Down to a quarter: still listed.
+        guards.truncate(250);
+        assert_eq!(listed(), 1000);
+        // Below a quarter: only the open ones are (and the one closing, whose signal is
+        // dropped just after), and the list's room shrank with it.
+        guards.truncate(249);
+        assert_eq!(listed(), 250);
+        assert!(connections.signals.lock().expect("lock").capacity() <= 2 * 250);
+        // Under `FORGET_FROM` listed, closing more changes nothing.
+        guards.truncate(10);
+        assert_eq!(listed(), 250);
+        assert!(guards.iter().all(|g| !g.signal.is_closing()));
+        connections.close_all();
+        assert!(guards.iter().all(|g| g.signal.is_closing()));
     }
 }

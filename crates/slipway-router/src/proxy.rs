@@ -12,7 +12,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
@@ -143,6 +143,8 @@ pub struct Router {
     http_challenges: ArcSwap<HashMap<String, String>>,
     /// Read only when a revision has no ready backend.
     activator: RwLock<Option<Activator>>,
+    /// Open client connections, all `serve` calls together.
+    client_connections: Arc<AtomicUsize>,
 }
 
 /// One client connection, as its requests see it.
@@ -174,7 +176,13 @@ impl Router {
             ids: RequestIds::new(),
             http_challenges: ArcSwap::from_pointee(HashMap::new()),
             activator: RwLock::new(None),
+            client_connections: Arc::default(),
         })
+    }
+
+    /// How many client connections are open, on every listener this router serves.
+    pub fn client_connections(&self) -> usize {
+        self.client_connections.load(Ordering::Relaxed)
     }
 
     /// The configuration this router was built with.
@@ -303,7 +311,7 @@ impl Router {
         let upstream_timers = Arc::new(Timers::default());
         let protocols = Arc::new(Protocols::new(&self.config, hyper_timer));
         let head_timeout = self.config.head_timeout;
-        let connections = Arc::new(Connections::default());
+        let connections = Arc::new(Connections::counted_in(self.client_connections.clone()));
         let mut shutdown = pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {

@@ -1025,3 +1025,32 @@ async fn acme_challenges_and_https_redirects_are_answered_by_the_router_on_both_
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_connections_are_counted_while_open() {
+    bounded(async {
+        let backend = TestBackend::start("a").await;
+        let proxy = Proxy::with_table(host_table("a.test", vec![backend.backend()])).await;
+        assert_eq!(proxy.router.client_connections(), 0);
+        // An idle one, one the fast path served, one hyper serves (HTTP/1.0).
+        let idle = TcpStream::connect(proxy.addr).await.expect("connect");
+        let mut fast = TcpStream::connect(proxy.addr).await.expect("connect");
+        let mut old = TcpStream::connect(proxy.addr).await.expect("connect");
+        for (stream, version) in [(&mut fast, "1.1"), (&mut old, "1.0")] {
+            let request =
+                format!("GET / HTTP/{version}\r\nHost: a.test\r\nConnection: keep-alive\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.expect("write");
+            let mut got = [0u8; 512];
+            let n = stream.read(&mut got).await.expect("read");
+            assert!(got[..n].starts_with(b"HTTP/1."), "{:?}", &got[..n]);
+        }
+        let router = proxy.router.clone();
+        wait_until("three open connections", || {
+            router.client_connections() == 3
+        })
+        .await;
+        drop((idle, fast, old));
+        wait_until("no open connection", || router.client_connections() == 0).await;
+    })
+    .await;
+}
