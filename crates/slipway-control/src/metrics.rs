@@ -106,6 +106,8 @@ pub struct Scrape {
     pub databases: Vec<(Labels, i64)>,
     /// Per routed host with a certificate from a file or obtained over ACME (app, host).
     pub certificates: Vec<CertificateSample>,
+    /// Client connections open on the router's listeners.
+    pub client_connections: u64,
 }
 
 /// What `/metrics` shows of one host's ACME certificate.
@@ -290,6 +292,12 @@ impl Collector for Scrape {
                 ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
             }
         }
+        ConstGauge::new(self.client_connections as i64).encode(encoder.encode_descriptor(
+            "slipway_router_client_connections",
+            "Client connections open on the router's HTTP and HTTPS listeners.",
+            None,
+            MetricType::Gauge,
+        )?)?;
         let (rss, cpu) = own_resources();
         ConstGauge::new(rss as i64).encode(encoder.encode_descriptor(
             "slipway_process_resident_memory_bytes",

@@ -604,8 +604,24 @@ fn metrics_count_exactly_what_was_sent_and_parse_as_openmetrics() {
     for _ in 0..3 {
         assert_eq!(s.get("api.shop.localhost", "/status/404").unwrap().0, 404);
     }
-    let (code, text) = s.metrics().unwrap();
-    assert_eq!(code, 200);
+    // Two client connections held open while the router is scraped.
+    let held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(s.router).unwrap())
+        .collect();
+    let mut text = String::new();
+    for _ in 0..100 {
+        let (code, got) = s.metrics().unwrap();
+        assert_eq!(code, 200);
+        text = got;
+        if text
+            .lines()
+            .any(|l| l == "slipway_router_client_connections 2")
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(held);
     let l = r#"app="shop",service="api",revision="1""#;
     for (needle, value) in [
         (format!("slipway_requests_total{{{l},code=\"2xx\"}}"), 20),
@@ -622,6 +638,7 @@ fn metrics_count_exactly_what_was_sent_and_parse_as_openmetrics() {
             "slipway_deploys_total{app=\"shop\",service=\"api\",outcome=\"ok\"}".to_owned(),
             1,
         ),
+        ("slipway_router_client_connections".to_owned(), 2),
     ] {
         let line = text
             .lines()

@@ -66,6 +66,7 @@ impl Controller {
                 failures: c.failures_total,
             })
             .collect();
+        scrape.client_connections = self.router.client_connections() as u64;
         scrape.with_counters(&self.counters)
     }
 
