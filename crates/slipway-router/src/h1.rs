@@ -259,7 +259,8 @@ pub(crate) async fn serve(
             Ok(false) | Err(_) => return Handoff::Done,
         }
         buf.advance(end);
-        // A long request grew the buffer; an idle connection goes back to holding the least.
+        // A long request grew the buffer; the connection's next requests, most likely short
+        // ones, do not keep that much while it stays busy.
         if buf.is_empty() && end > 4 * CLIENT_BUF {
             buf = BytesMut::with_capacity(CLIENT_BUF);
         }

@@ -14,9 +14,9 @@
 //! The router's client connections are the other burst: each holds a few KiB while it is
 //! open (its task, and its buffers while it is busy), and what thousands of them freed stays
 //! in the router thread's arena. 2,000 keep-alive clients grew the server's anonymous memory
-//! from 3 to 21 MiB, and it stayed at 20 MiB after they had gone. So the number of open
+//! from 3.0 to 17.3 MiB, and it stayed there after they had gone. So the number of open
 //! client connections is looked at every `LOOK_EVERY`, and a fall of `CONNECTIONS_FELL` below
-//! its peak counts as work that freed memory.
+//! its peak counts as work that freed memory: 8 s after those clients left, 4.4 MiB.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
