@@ -730,9 +730,10 @@ async fn output_is_logged_with_timestamps_and_rotated() {
     let mut config = f.config(&[
         "python3",
         "-c",
-        "import sys\n\
+        "import sys, time\n\
          for i in range(400): print(f'line {i}')\n\
          sys.stdout.flush()\n\
+         time.sleep(0.3)\n\
          sys.stderr.write('no newline at the end')\n\
          sys.exit(1)",
     ]);
@@ -770,6 +771,8 @@ async fn output_is_logged_with_timestamps_and_rotated() {
         "oldest first, no gaps: {numbers:?}"
     );
     assert_eq!(f.log_lines("stderr"), ["no newline at the end"]);
+    // stdout and stderr are read apart: the pause above lets every stdout line be recorded
+    // first, or up to 200 of them could come after the stderr line and push it out of the ring.
     assert!(
         instance
             .last_lines(200)
